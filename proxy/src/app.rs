@@ -1,0 +1,75 @@
+//! Starting and stopping the proxy: bind the listeners, serve until SIGTERM,
+//! SIGINT or `/shutdown`, then drain.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::admin::{self, Admin};
+use crate::config::Config;
+use crate::drain;
+use crate::http::client::Pool;
+use crate::http::service::Shared;
+use crate::metrics::{Direction, Metrics};
+use crate::proxy::{Ctx, accept_loop};
+
+/// Runs the proxy until it is asked to stop and has drained.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let bind = |addr, what: &'static str| async move {
+        TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind the {what} listener on {addr}; is another proxy running in this namespace?"))
+    };
+    let inbound = bind(config.inbound_addr, "inbound").await?;
+    let outbound = bind(config.outbound_addr, "outbound").await?;
+    let admin_listener = bind(config.admin_addr, "admin").await?;
+
+    let metrics = Metrics::new();
+    let (mut signal, watch) = drain::channel();
+    let admin = Arc::new(Admin {
+        metrics: metrics.clone(),
+        config: config.clone(),
+        ready: AtomicBool::new(false),
+        shutdown: signal.trigger(),
+    });
+    let ctx = Arc::new(Ctx {
+        http: Arc::new(Shared {
+            pool: Pool::new(config.connect_timeout, config.http.pool_idle_timeout),
+            metrics: metrics.clone(),
+            request_timeout: config.http.request_timeout,
+            tcp_idle_timeout: config.tcp_idle_timeout,
+        }),
+        metrics,
+        limit: Arc::new(Semaphore::new(config.max_connections)),
+        config: config.clone(),
+    });
+
+    tokio::spawn(accept_loop(inbound, Direction::Inbound, ctx.clone(), watch.clone()));
+    tokio::spawn(accept_loop(outbound, Direction::Outbound, ctx, watch));
+    tokio::spawn(admin::serve(admin_listener, admin.clone()));
+    admin.ready.store(true, Ordering::Release);
+    tracing::info!(
+        inbound = %config.inbound_addr,
+        outbound = %config.outbound_addr,
+        admin = %config.admin_addr,
+        "weft-proxy ready"
+    );
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    tokio::select! {
+        _ = sigterm.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = signal.requested() => {}
+    }
+    admin.shutdown.fire();
+    tracing::info!(deadline = ?config.drain_timeout, "draining: listeners closed, finishing in-flight work");
+    match tokio::time::timeout(config.drain_timeout, signal.drain()).await {
+        Ok(()) => tracing::info!("drained; exiting"),
+        Err(_) => tracing::warn!(deadline = ?config.drain_timeout, "drain deadline passed; closing remaining connections"),
+    }
+    Ok(())
+}

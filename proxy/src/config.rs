@@ -1,0 +1,397 @@
+//! The one place where `weft-proxy run` reads its settings.
+//!
+//! Every setting is a flag with a `WEFT_PROXY_*` environment twin (flags win).
+//! clap only collects the raw strings; [`RunArgs::into_config`] parses them
+//! all and reports every bad value at once, so an operator fixes a broken
+//! manifest in one round trip instead of one per typo.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const ENV_INBOUND_ADDR: &str = "WEFT_PROXY_INBOUND_ADDR";
+pub const ENV_OUTBOUND_ADDR: &str = "WEFT_PROXY_OUTBOUND_ADDR";
+pub const ENV_ADMIN_ADDR: &str = "WEFT_PROXY_ADMIN_ADDR";
+pub const ENV_INBOUND_DETECT_TIMEOUT: &str = "WEFT_PROXY_INBOUND_DETECT_TIMEOUT";
+pub const ENV_OUTBOUND_DETECT_TIMEOUT: &str = "WEFT_PROXY_OUTBOUND_DETECT_TIMEOUT";
+pub const ENV_INBOUND_OPAQUE_PORTS: &str = "WEFT_PROXY_INBOUND_OPAQUE_PORTS";
+pub const ENV_OUTBOUND_OPAQUE_PORTS: &str = "WEFT_PROXY_OUTBOUND_OPAQUE_PORTS";
+pub const ENV_MAX_HEADER_BYTES: &str = "WEFT_PROXY_MAX_HEADER_BYTES";
+pub const ENV_HEADER_READ_TIMEOUT: &str = "WEFT_PROXY_HEADER_READ_TIMEOUT";
+pub const ENV_CONNECT_TIMEOUT: &str = "WEFT_PROXY_CONNECT_TIMEOUT";
+pub const ENV_REQUEST_TIMEOUT: &str = "WEFT_PROXY_REQUEST_TIMEOUT";
+pub const ENV_TCP_IDLE_TIMEOUT: &str = "WEFT_PROXY_TCP_IDLE_TIMEOUT";
+pub const ENV_POOL_IDLE_TIMEOUT: &str = "WEFT_PROXY_POOL_IDLE_TIMEOUT";
+pub const ENV_MAX_CONNECTIONS: &str = "WEFT_PROXY_MAX_CONNECTIONS";
+pub const ENV_DRAIN_TIMEOUT: &str = "WEFT_PROXY_DRAIN_TIMEOUT";
+pub const ENV_WORKER_THREADS: &str = "WEFT_PROXY_WORKER_THREADS";
+pub const ENV_LOG: &str = "WEFT_PROXY_LOG";
+
+/// Ports whose protocols are known not to be HTTP, several of them
+/// server-speaks-first (SMTP, MySQL): detection is skipped for them so that
+/// they are never stalled by the detection timeout. Linkerd's default list.
+pub const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
+
+/// Smallest header limit hyper's HTTP/1 parser accepts.
+const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+/// Flags of `weft-proxy run`. Each is also read from its `WEFT_PROXY_*`
+/// variable; the value is validated by [`RunArgs::into_config`].
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Inbound listener: TCP redirected from PREROUTING arrives here.
+    #[arg(long, env = ENV_INBOUND_ADDR, default_value = "0.0.0.0:4143")]
+    pub inbound_addr: String,
+    /// Outbound listener: the app's TCP redirected from OUTPUT arrives here.
+    #[arg(long, env = ENV_OUTBOUND_ADDR, default_value = "127.0.0.1:4140")]
+    pub outbound_addr: String,
+    /// Admin listener (/ready, /live, /metrics, /shutdown). Keep it on loopback.
+    #[arg(long, env = ENV_ADMIN_ADDR, default_value = "127.0.0.1:4191")]
+    pub admin_addr: String,
+    /// How long inbound protocol detection waits for the client's first bytes
+    /// before treating the connection as opaque TCP.
+    #[arg(long, env = ENV_INBOUND_DETECT_TIMEOUT, default_value = "1s")]
+    pub inbound_detect_timeout: String,
+    /// Same as --inbound-detect-timeout, for outbound connections.
+    #[arg(long, env = ENV_OUTBOUND_DETECT_TIMEOUT, default_value = "1s")]
+    pub outbound_detect_timeout: String,
+    /// Inbound ports (comma list, ranges like 4000-4010) that skip detection
+    /// and are spliced as opaque TCP.
+    #[arg(long, env = ENV_INBOUND_OPAQUE_PORTS, default_value = DEFAULT_OPAQUE_PORTS)]
+    pub inbound_opaque_ports: String,
+    /// Outbound original-destination ports that skip detection.
+    #[arg(long, env = ENV_OUTBOUND_OPAQUE_PORTS, default_value = DEFAULT_OPAQUE_PORTS)]
+    pub outbound_opaque_ports: String,
+    /// Largest HTTP request header section accepted, in bytes; larger → 431.
+    #[arg(long, env = ENV_MAX_HEADER_BYTES, default_value = "65536")]
+    pub max_header_bytes: String,
+    /// Time a client has to send a complete HTTP/1 request head (defeats
+    /// slow-loris clients); the connection is closed after it.
+    #[arg(long, env = ENV_HEADER_READ_TIMEOUT, default_value = "10s")]
+    pub header_read_timeout: String,
+    /// Time allowed to open a TCP connection upstream; past it → 504.
+    #[arg(long, env = ENV_CONNECT_TIMEOUT, default_value = "1s")]
+    pub connect_timeout: String,
+    /// Time allowed for the upstream's response headers; past it → 504.
+    /// `0s` (the default) waits without limit.
+    #[arg(long, env = ENV_REQUEST_TIMEOUT, default_value = "0s")]
+    pub request_timeout: String,
+    /// An opaque TCP connection with no bytes in either direction for this
+    /// long is closed.
+    #[arg(long, env = ENV_TCP_IDLE_TIMEOUT, default_value = "1h")]
+    pub tcp_idle_timeout: String,
+    /// A pooled upstream HTTP connection unused for this long is closed.
+    #[arg(long, env = ENV_POOL_IDLE_TIMEOUT, default_value = "90s")]
+    pub pool_idle_timeout: String,
+    /// Most downstream connections served at once (inbound and outbound
+    /// together); further ones wait in the kernel's accept queue.
+    #[arg(long, env = ENV_MAX_CONNECTIONS, default_value = "10000")]
+    pub max_connections: String,
+    /// On SIGTERM or /shutdown, how long in-flight work may finish.
+    #[arg(long, env = ENV_DRAIN_TIMEOUT, default_value = "30s")]
+    pub drain_timeout: String,
+    /// Runtime worker threads. A sidecar shares the pod's CPU; 1 is enough
+    /// for most workloads.
+    #[arg(long, env = ENV_WORKER_THREADS, default_value = "1")]
+    pub worker_threads: String,
+    /// Log filter in tracing's EnvFilter syntax (e.g. `info,weft_proxy=debug`).
+    #[arg(long = "log", env = ENV_LOG, default_value = "info")]
+    pub log: String,
+}
+
+/// The validated configuration of a running proxy.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub inbound_addr: SocketAddr,
+    pub outbound_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub inbound: DirectionConfig,
+    pub outbound: DirectionConfig,
+    pub http: HttpConfig,
+    pub connect_timeout: Duration,
+    pub tcp_idle_timeout: Duration,
+    pub max_connections: usize,
+    pub drain_timeout: Duration,
+    pub worker_threads: usize,
+    pub log_filter: String,
+}
+
+/// Settings that differ between the inbound and outbound sides.
+#[derive(Debug, Clone)]
+pub struct DirectionConfig {
+    pub detect_timeout: Duration,
+    pub opaque_ports: PortSet,
+}
+
+/// HTTP server and client settings shared by both directions.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub max_header_bytes: usize,
+    pub header_read_timeout: Duration,
+    /// `None`: no limit.
+    pub request_timeout: Option<Duration>,
+    pub pool_idle_timeout: Duration,
+}
+
+/// A set of TCP ports, parsed from `80,443,4000-4010`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortSet(BTreeSet<u16>);
+
+impl PortSet {
+    pub fn contains(&self, port: u16) -> bool {
+        self.0.contains(&port)
+    }
+
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut set = BTreeSet::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let parse = |p: &str| {
+                p.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{p:?} is not a port (1-65535)"))
+            };
+            match item.split_once('-') {
+                Some((lo, hi)) => {
+                    let (lo, hi) = (parse(lo)?, parse(hi)?);
+                    if lo > hi {
+                        return Err(format!("range {item:?} is reversed"));
+                    }
+                    set.extend(lo..=hi);
+                }
+                None => {
+                    set.insert(parse(item)?);
+                }
+            }
+        }
+        Ok(Self(set))
+    }
+}
+
+/// Every invalid setting, one per line.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "weft-proxy: invalid configuration:")?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Collects parse errors so that all of them are reported together.
+struct Parser {
+    errors: Vec<String>,
+}
+
+impl Parser {
+    fn field<T>(&mut self, flag: &str, env: &str, raw: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        match parse(raw.trim()) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.errors.push(format!("--{flag} / {env} = {raw:?}: {e}"));
+                None
+            }
+        }
+    }
+}
+
+fn addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| "expected IP:PORT, e.g. 127.0.0.1:4191".to_string())
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 500ms, 1s, 2m)"))
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn count(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> {
+    move |s| match s.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("expected a whole number from {min} to {max}")),
+    }
+}
+
+impl RunArgs {
+    /// Parses and validates every setting, reporting all bad ones at once.
+    pub fn into_config(self) -> Result<Config, ConfigErrors> {
+        let mut p = Parser { errors: Vec::new() };
+        macro_rules! f {
+            ($field:ident, $env:expr, $parse:expr) => {
+                p.field(&stringify!($field).replace('_', "-"), $env, &self.$field, $parse)
+            };
+        }
+        let inbound_addr = f!(inbound_addr, ENV_INBOUND_ADDR, addr);
+        let outbound_addr = f!(outbound_addr, ENV_OUTBOUND_ADDR, addr);
+        let admin_addr = f!(admin_addr, ENV_ADMIN_ADDR, addr);
+        let in_detect = f!(inbound_detect_timeout, ENV_INBOUND_DETECT_TIMEOUT, positive_duration);
+        let out_detect = f!(outbound_detect_timeout, ENV_OUTBOUND_DETECT_TIMEOUT, positive_duration);
+        let in_opaque = f!(inbound_opaque_ports, ENV_INBOUND_OPAQUE_PORTS, PortSet::parse);
+        let out_opaque = f!(outbound_opaque_ports, ENV_OUTBOUND_OPAQUE_PORTS, PortSet::parse);
+        let max_header_bytes = f!(max_header_bytes, ENV_MAX_HEADER_BYTES, count(MIN_HEADER_BYTES, 16 << 20));
+        let header_read_timeout = f!(header_read_timeout, ENV_HEADER_READ_TIMEOUT, positive_duration);
+        let connect_timeout = f!(connect_timeout, ENV_CONNECT_TIMEOUT, positive_duration);
+        let request_timeout = f!(request_timeout, ENV_REQUEST_TIMEOUT, duration);
+        let tcp_idle_timeout = f!(tcp_idle_timeout, ENV_TCP_IDLE_TIMEOUT, positive_duration);
+        let pool_idle_timeout = f!(pool_idle_timeout, ENV_POOL_IDLE_TIMEOUT, positive_duration);
+        let max_connections = f!(max_connections, ENV_MAX_CONNECTIONS, count(1, 1 << 20));
+        let drain_timeout = f!(drain_timeout, ENV_DRAIN_TIMEOUT, duration);
+        let worker_threads = f!(worker_threads, ENV_WORKER_THREADS, count(1, 64));
+        let log = f!(log, ENV_LOG, |s| {
+            tracing_subscriber::EnvFilter::try_new(s)
+                .map(|_| s.to_string())
+                .map_err(|e| e.to_string())
+        });
+
+        if let (Some(i), Some(o), Some(a)) = (inbound_addr, outbound_addr, admin_addr) {
+            if i.port() == o.port() || i.port() == a.port() || o.port() == a.port() {
+                p.errors.push(format!(
+                    "inbound ({i}), outbound ({o}) and admin ({a}) listeners need distinct ports"
+                ));
+            }
+        }
+        if !p.errors.is_empty() {
+            return Err(ConfigErrors(p.errors));
+        }
+        // All `None`s were recorded as errors above, so these are present.
+        fn some<T>(o: Option<T>) -> Result<T, ConfigErrors> {
+            o.ok_or_else(|| ConfigErrors(vec!["internal: missing value".into()]))
+        }
+        Ok(Config {
+            inbound_addr: some(inbound_addr)?,
+            outbound_addr: some(outbound_addr)?,
+            admin_addr: some(admin_addr)?,
+            inbound: DirectionConfig {
+                detect_timeout: some(in_detect)?,
+                opaque_ports: some(in_opaque)?,
+            },
+            outbound: DirectionConfig {
+                detect_timeout: some(out_detect)?,
+                opaque_ports: some(out_opaque)?,
+            },
+            http: HttpConfig {
+                max_header_bytes: some(max_header_bytes)?,
+                header_read_timeout: some(header_read_timeout)?,
+                request_timeout: Some(some(request_timeout)?).filter(|d| !d.is_zero()),
+                pool_idle_timeout: some(pool_idle_timeout)?,
+            },
+            connect_timeout: some(connect_timeout)?,
+            tcp_idle_timeout: some(tcp_idle_timeout)?,
+            max_connections: some(max_connections)?,
+            drain_timeout: some(drain_timeout)?,
+            worker_threads: some(worker_threads)?,
+            log_filter: some(log)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, ConfigErrors> {
+        let mut argv = vec!["weft-proxy"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("clap accepts strings").run.into_config()
+    }
+
+    #[test]
+    fn defaults_follow_the_design_ports() {
+        let c = parse(&[]).expect("defaults are valid");
+        assert_eq!(c.inbound_addr, "0.0.0.0:4143".parse().expect("addr"));
+        assert_eq!(c.outbound_addr, "127.0.0.1:4140".parse().expect("addr"));
+        assert_eq!(c.admin_addr, "127.0.0.1:4191".parse().expect("addr"));
+        assert_eq!(c.inbound.detect_timeout, Duration::from_secs(1));
+        assert_eq!(c.http.max_header_bytes, 65536);
+        assert_eq!(c.http.request_timeout, None);
+        assert!(c.outbound.opaque_ports.contains(3306));
+        assert!(!c.outbound.opaque_ports.contains(80));
+        assert_eq!(c.drain_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_once() {
+        let err = parse(&[
+            "--admin-addr",
+            "localhost",
+            "--inbound-detect-timeout",
+            "soon",
+            "--max-header-bytes",
+            "12",
+            "--outbound-opaque-ports",
+            "80,70000",
+            "--max-connections",
+            "0",
+        ])
+        .expect_err("invalid");
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 5, "{text}");
+        for needle in [
+            "--admin-addr",
+            "--inbound-detect-timeout",
+            "--max-header-bytes",
+            "--outbound-opaque-ports",
+            "--max-connections",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn listener_ports_must_differ() {
+        let err = parse(&["--admin-addr", "127.0.0.1:4140"]).expect_err("clash");
+        assert_eq!(err.0.len(), 1);
+        assert!(err.0[0].contains("distinct ports"));
+    }
+
+    #[test]
+    fn request_timeout_zero_means_none() {
+        let c = parse(&["--request-timeout", "250ms"]).expect("valid");
+        assert_eq!(c.http.request_timeout, Some(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn port_sets_parse_lists_and_ranges() {
+        let cases: &[(&str, Result<&[u16], ()>)] = &[
+            ("", Ok(&[])),
+            ("80", Ok(&[80])),
+            ("80, 443", Ok(&[80, 443])),
+            ("4000-4002", Ok(&[4000, 4001, 4002])),
+            ("0", Err(())),
+            ("10-5", Err(())),
+            ("http", Err(())),
+            ("1-2-3", Err(())),
+        ];
+        for (input, want) in cases {
+            let got = PortSet::parse(input);
+            match want {
+                Ok(ports) => {
+                    let set = got.unwrap_or_else(|e| panic!("{input:?}: {e}"));
+                    assert_eq!(set.0.iter().copied().collect::<Vec<_>>(), *ports, "{input:?}");
+                }
+                Err(()) => assert!(got.is_err(), "{input:?} should fail"),
+            }
+        }
+    }
+}

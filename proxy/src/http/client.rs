@@ -1,0 +1,202 @@
+//! Upstream HTTP connections, pooled per endpoint address.
+//!
+//! HTTP/1: a stack of idle connections per address. A connection is taken
+//! for one request and returns to the stack once hyper says it can carry the
+//! next one (the response body has been fully read). HTTP/2: one shared,
+//! multiplexed connection per address, replaced when it closes.
+//!
+//! The pool is keyed by the endpoint's socket address, not by the request's
+//! authority: the transparent proxy already knows where the request goes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
+
+use super::Version;
+use super::respond::ProxyError;
+use crate::transport::connect::connect;
+
+/// Idle HTTP/1 connections kept per address; more are closed when released.
+const MAX_IDLE_PER_ENDPOINT: usize = 64;
+
+#[derive(Clone, Debug)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    h1: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Incoming>>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    tx: http1::SendRequest<Incoming>,
+    since: Instant,
+}
+
+impl Pool {
+    /// Creates the pool and its idle sweeper (which ends with the pool).
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        let inner = Arc::new(Inner {
+            connect_timeout,
+            idle_timeout,
+            h1: Mutex::default(),
+            h2: Mutex::default(),
+        });
+        tokio::spawn(sweep(Arc::downgrade(&inner), idle_timeout));
+        Self { inner }
+    }
+
+    /// Sends `req` to `addr` over a pooled connection of `version` and
+    /// returns the response head; its body streams from the upstream.
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        version: Version,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        match version {
+            Version::Http1 => self.send_h1(addr, req).await,
+            Version::Http2 => self.send_h2(addr, req).await,
+        }
+    }
+
+    async fn send_h1(&self, addr: SocketAddr, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+        let mut tx = match self.checkout_h1(addr) {
+            Some(tx) => tx,
+            None => self.connect_h1(addr, false).await?,
+        };
+        let rsp = tx.send_request(req).await.map_err(ProxyError::from_send)?;
+        // Return the connection once the response body has been consumed;
+        // until then HTTP/1 cannot carry another request on it.
+        let pool = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            if tx.ready().await.is_ok()
+                && let Some(pool) = pool.upgrade()
+            {
+                pool.release_h1(addr, tx);
+            }
+        });
+        Ok(rsp)
+    }
+
+    /// A fresh, unpooled HTTP/1 connection that supports protocol upgrades
+    /// (WebSocket, CONNECT): it is consumed by the upgrade.
+    pub async fn connect_for_upgrade(&self, addr: SocketAddr) -> Result<http1::SendRequest<Incoming>, ProxyError> {
+        self.connect_h1(addr, true).await
+    }
+
+    fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<Incoming>> {
+        let mut pool = self.inner.h1.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = pool.get_mut(&addr)?;
+        // Most recently used first: it is the least likely to have been
+        // closed by the upstream's own idle timeout.
+        while let Some(entry) = idle.pop() {
+            if entry.tx.is_ready() && entry.since.elapsed() < self.inner.idle_timeout {
+                return Some(entry.tx);
+            }
+        }
+        None
+    }
+
+    async fn connect_h1(&self, addr: SocketAddr, upgrades: bool) -> Result<http1::SendRequest<Incoming>, ProxyError> {
+        let io = connect(addr, self.inner.connect_timeout).await?;
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| ProxyError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            let res = if upgrades { conn.with_upgrades().await } else { conn.await };
+            if let Err(e) = res {
+                tracing::debug!(%addr, error = %e, "upstream HTTP/1 connection ended");
+            }
+        });
+        Ok(tx)
+    }
+
+    async fn send_h2(&self, addr: SocketAddr, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+        let cached = {
+            let pool = self.inner.h2.lock().unwrap_or_else(|p| p.into_inner());
+            pool.get(&addr).filter(|tx| !tx.is_closed()).cloned()
+        };
+        let mut tx = match cached {
+            Some(tx) => tx,
+            None => {
+                let tx = self.connect_h2(addr).await?;
+                self.inner
+                    .h2
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(addr, tx.clone());
+                tx
+            }
+        };
+        tx.send_request(req).await.map_err(ProxyError::from_send)
+    }
+
+    async fn connect_h2(&self, addr: SocketAddr) -> Result<http2::SendRequest<Incoming>, ProxyError> {
+        let io = connect(addr, self.inner.connect_timeout).await?;
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| ProxyError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended");
+            }
+        });
+        Ok(tx)
+    }
+
+    /// Idle HTTP/1 connections currently pooled for `addr` (for tests).
+    pub fn idle_h1(&self, addr: SocketAddr) -> usize {
+        let pool = self.inner.h1.lock().unwrap_or_else(|p| p.into_inner());
+        pool.get(&addr).map_or(0, Vec::len)
+    }
+}
+
+impl Inner {
+    fn release_h1(&self, addr: SocketAddr, tx: http1::SendRequest<Incoming>) {
+        let mut pool = self.h1.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = pool.entry(addr).or_default();
+        if idle.len() < MAX_IDLE_PER_ENDPOINT {
+            idle.push(Idle {
+                tx,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+/// Closes connections idle for longer than `idle_timeout`, so that a burst
+/// does not keep sockets open forever. Ends when the pool is dropped.
+async fn sweep(pool: Weak<Inner>, idle_timeout: Duration) {
+    let period = (idle_timeout / 2).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(pool) = pool.upgrade() else { return };
+        {
+            let mut h1 = pool.h1.lock().unwrap_or_else(|p| p.into_inner());
+            for idle in h1.values_mut() {
+                idle.retain(|e| e.since.elapsed() < idle_timeout && !e.tx.is_closed());
+            }
+            h1.retain(|_, idle| !idle.is_empty());
+        }
+        pool.h2
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, tx| !tx.is_closed());
+    }
+}

@@ -1,0 +1,31 @@
+//! HTTP proxying: a hyper server per downstream connection whose service
+//! forwards each request over a pooled upstream connection.
+//!
+//! ```text
+//! downstream conn ─► server (h1 | h2) ─► ProxyService ─► Pool ─► upstream conn
+//!                                        │ hop-by-hop headers, upgrades,
+//!                                        │ timeouts, metrics
+//!                                        └ errors ─► respond (one mapping)
+//! ```
+
+pub mod client;
+pub mod headers;
+pub mod respond;
+pub mod server;
+pub mod service;
+pub mod upgrade;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+/// Body of responses sent downstream: the upstream's streamed body, or a
+/// small body the proxy wrote itself (errors).
+pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+
+/// Which HTTP version a connection speaks on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Version {
+    Http1,
+    Http2,
+}

@@ -1,0 +1,58 @@
+//! Serving one downstream connection with hyper, HTTP/1 or HTTP/2 as
+//! detected. The server enforces the downstream limits: header size (431),
+//! malformed requests (400), slow headers (closed), and drains gracefully.
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::Version;
+use super::service::ProxyService;
+use crate::config::HttpConfig;
+
+/// Serves requests on `io` until the client closes or draining finishes.
+pub async fn serve<I>(io: I, svc: ProxyService, cfg: &HttpConfig)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let drain = svc.drain.clone();
+    let version = svc.version;
+    let service = service_fn(move |req| svc.clone().call(req));
+    let io = TokioIo::new(io);
+    let result = match version {
+        Version::Http1 => {
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(cfg.header_read_timeout)
+                .max_buf_size(cfg.max_header_bytes)
+                .serve_connection(io, service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => res,
+                _ = drain.signaled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+        Version::Http2 => {
+            let conn = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+                .serve_connection(io, service);
+            tokio::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => res,
+                _ = drain.signaled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "downstream HTTP connection ended with an error");
+    }
+}

@@ -1,0 +1,185 @@
+//! Prometheus text exposition format (version 0.0.4), written by hand: the
+//! format is simple and this keeps the proxy free of a metrics framework.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::histogram::BUCKETS;
+use super::{Direction, Metrics, OUTCOMES, ProtocolLabel, is_failure, outcome_index};
+
+/// Renders every series. Called from the admin server, never on the data path.
+pub fn render(m: &Metrics) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    render_http(m, &mut out);
+    render_tcp(m, &mut out);
+
+    header(&mut out, "weft_detect_total", "counter", "Protocol detection outcomes of accepted connections.");
+    for dir in Direction::ALL {
+        for outcome in OUTCOMES {
+            let v = m.detect[dir as usize][outcome_index(outcome)].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "weft_detect_total{{direction=\"{}\",outcome=\"{}\"}} {v}",
+                dir.as_str(),
+                outcome.as_str()
+            );
+        }
+    }
+
+    header(
+        &mut out,
+        "weft_orig_dst_errors_total",
+        "counter",
+        "Connections refused because they were not redirected by iptables or their original destination was unreadable.",
+    );
+    for dir in Direction::ALL {
+        let v = m.orig_dst_errors[dir as usize].load(Relaxed);
+        let _ = writeln!(out, "weft_orig_dst_errors_total{{direction=\"{}\"}} {v}", dir.as_str());
+    }
+    out
+}
+
+fn render_http(m: &Metrics, out: &mut String) {
+    // Copy under the locks, write outside them.
+    let mut rows = Vec::new();
+    for dir in Direction::ALL {
+        let map = m.authorities[dir as usize].0.read().unwrap_or_else(|p| p.into_inner());
+        let mut entries: Vec<_> = map.iter().collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        for (authority, stats) in entries {
+            let responses = stats.responses.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            rows.push((dir, escape(authority), stats.requests.load(Relaxed), responses));
+        }
+    }
+
+    header(out, "weft_requests_total", "counter", "HTTP requests received by the proxy.");
+    for (dir, authority, requests, _) in &rows {
+        let _ = writeln!(
+            out,
+            "weft_requests_total{{direction=\"{}\",authority=\"{authority}\"}} {requests}",
+            dir.as_str()
+        );
+    }
+
+    header(out, "weft_responses_total", "counter", "HTTP responses sent by the proxy, including its own error responses.");
+    for (dir, authority, _, responses) in &rows {
+        let mut responses = responses.clone();
+        responses.sort_unstable();
+        for (status, n) in responses {
+            let class = if is_failure(status) { "failure" } else { "success" };
+            let _ = writeln!(
+                out,
+                "weft_responses_total{{direction=\"{}\",authority=\"{authority}\",status_code=\"{status}\",classification=\"{class}\"}} {n}",
+                dir.as_str()
+            );
+        }
+    }
+
+    header(
+        out,
+        "weft_response_latency_seconds",
+        "histogram",
+        "Time from receiving a request to receiving the response headers (or the proxy's error).",
+    );
+    for dir in Direction::ALL {
+        for (i, class) in ["success", "failure"].into_iter().enumerate() {
+            let Some(snap) = m.latency[dir as usize][i].snapshot() else {
+                continue;
+            };
+            let labels = format!("direction=\"{}\",classification=\"{class}\"", dir.as_str());
+            for (le, n) in BUCKETS.iter().zip(&snap.cumulative) {
+                let _ = writeln!(out, "weft_response_latency_seconds_bucket{{{labels},le=\"{le}\"}} {n}");
+            }
+            let _ = writeln!(out, "weft_response_latency_seconds_bucket{{{labels},le=\"+Inf\"}} {}", snap.count);
+            let _ = writeln!(out, "weft_response_latency_seconds_sum{{{labels}}} {}", snap.sum_seconds);
+            let _ = writeln!(out, "weft_response_latency_seconds_count{{{labels}}} {}", snap.count);
+        }
+    }
+}
+
+fn render_tcp(m: &Metrics, out: &mut String) {
+    type Field = fn(&super::TcpCounters) -> i64;
+    let families: [(&str, &str, &str, Field); 5] = [
+        ("weft_tcp_connections_total", "counter", "TCP connections accepted, by detected protocol.", |c| {
+            c.opened.load(Relaxed) as i64
+        }),
+        ("weft_tcp_open_connections", "gauge", "TCP connections currently open.", |c| c.open.load(Relaxed)),
+        ("weft_tcp_read_bytes_total", "counter", "Bytes read from downstream clients.", |c| {
+            c.read_bytes.load(Relaxed) as i64
+        }),
+        ("weft_tcp_write_bytes_total", "counter", "Bytes written to downstream clients.", |c| {
+            c.write_bytes.load(Relaxed) as i64
+        }),
+        ("weft_tcp_close_total", "counter", "TCP connections closed.", |c| c.closed.load(Relaxed) as i64),
+    ];
+    for (name, kind, help, field) in families {
+        header(out, name, kind, help);
+        for dir in Direction::ALL {
+            for proto in ProtocolLabel::ALL {
+                let v = field(m.tcp(dir, proto));
+                let _ = writeln!(
+                    out,
+                    "{name}{{direction=\"{}\",protocol=\"{}\"}} {v}",
+                    dir.as_str(),
+                    proto.as_str()
+                );
+            }
+        }
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '"' => s.push_str("\\\""),
+            '\n' => s.push_str("\\n"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn renders_counts_and_histograms() {
+        let m = Metrics::new();
+        let a = m.authority(Direction::Outbound, "web:80");
+        a.request();
+        a.response(200);
+        a.request();
+        a.response(502);
+        m.record_latency(Direction::Outbound, 200, Duration::from_millis(2));
+        m.tcp(Direction::Inbound, ProtocolLabel::Opaque).open_connection();
+        m.detected(Direction::Inbound, crate::transport::detect::Outcome::Timeout);
+        let text = render(&m);
+        for line in [
+            "weft_requests_total{direction=\"outbound\",authority=\"web:80\"} 2",
+            "weft_responses_total{direction=\"outbound\",authority=\"web:80\",status_code=\"200\",classification=\"success\"} 1",
+            "weft_responses_total{direction=\"outbound\",authority=\"web:80\",status_code=\"502\",classification=\"failure\"} 1",
+            "weft_response_latency_seconds_bucket{direction=\"outbound\",classification=\"success\",le=\"0.001\"} 0",
+            "weft_response_latency_seconds_bucket{direction=\"outbound\",classification=\"success\",le=\"0.003\"} 1",
+            "weft_response_latency_seconds_count{direction=\"outbound\",classification=\"success\"} 1",
+            "weft_tcp_open_connections{direction=\"inbound\",protocol=\"opaque\"} 1",
+            "weft_detect_total{direction=\"inbound\",outcome=\"timeout\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

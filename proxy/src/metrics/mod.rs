@@ -1,0 +1,208 @@
+//! The proxy's metrics: plain atomics indexed by small enums on the hot path,
+//! rendered as Prometheus text only when `/metrics` is scraped.
+//!
+//! Label sets are bounded by construction: `direction`, `protocol` and
+//! `outcome` are enums; `authority` is capped at [`MAX_AUTHORITIES`] values
+//! per direction (the rest count as `other`); status codes are at most 500.
+
+mod encode;
+mod histogram;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crate::transport::detect::Outcome;
+
+pub use encode::render;
+pub use histogram::LatencyHistogram;
+
+/// Distinct `authority` label values kept per direction.
+pub const MAX_AUTHORITIES: usize = 100;
+/// The label value for authorities past the cap, and for requests without one.
+pub const OTHER_AUTHORITY: &str = "other";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Inbound = 0,
+    Outbound = 1,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::Inbound, Direction::Outbound];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// Protocol label of TCP metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtocolLabel {
+    Http1 = 0,
+    Http2 = 1,
+    Opaque = 2,
+}
+
+impl ProtocolLabel {
+    pub const ALL: [ProtocolLabel; 3] = [ProtocolLabel::Http1, ProtocolLabel::Http2, ProtocolLabel::Opaque];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProtocolLabel::Http1 => "http1",
+            ProtocolLabel::Http2 => "http2",
+            ProtocolLabel::Opaque => "opaque",
+        }
+    }
+}
+
+const OUTCOMES: [Outcome; 5] = [
+    Outcome::Http1,
+    Outcome::Http2,
+    Outcome::Opaque,
+    Outcome::Timeout,
+    Outcome::OpaquePort,
+];
+
+fn outcome_index(o: Outcome) -> usize {
+    match o {
+        Outcome::Http1 => 0,
+        Outcome::Http2 => 1,
+        Outcome::Opaque => 2,
+        Outcome::Timeout => 3,
+        Outcome::OpaquePort => 4,
+    }
+}
+
+/// All of the proxy's metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub tcp: [[TcpCounters; 3]; 2],
+    detect: [[AtomicU64; 5]; 2],
+    authorities: [AuthorityIndex; 2],
+    latency: [[LatencyHistogram; 2]; 2],
+    /// Connections refused because they were not redirected (would loop) or
+    /// their original destination could not be read.
+    pub orig_dst_errors: [AtomicU64; 2],
+}
+
+/// TCP counters for one (direction, protocol).
+#[derive(Debug, Default)]
+pub struct TcpCounters {
+    pub opened: AtomicU64,
+    pub open: AtomicI64,
+    pub closed: AtomicU64,
+    pub read_bytes: AtomicU64,
+    pub write_bytes: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct AuthorityIndex(RwLock<HashMap<String, Arc<AuthorityStats>>>);
+
+/// Request and response counts for one (direction, authority).
+#[derive(Debug, Default)]
+pub struct AuthorityStats {
+    requests: AtomicU64,
+    /// (status code, count); a handful of entries, so a short Vec beats a map.
+    responses: Mutex<Vec<(u16, u64)>>,
+}
+
+impl AuthorityStats {
+    pub fn request(&self) {
+        self.requests.fetch_add(1, Relaxed);
+    }
+
+    pub fn response(&self, status: u16) {
+        let mut responses = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+        match responses.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => responses.push((status, 1)),
+        }
+    }
+}
+
+/// `failure` for 5xx and proxy errors, `success` otherwise (as Linkerd does:
+/// a 4xx is the server answering correctly).
+pub fn is_failure(status: u16) -> bool {
+    status >= 500
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn tcp(&self, dir: Direction, proto: ProtocolLabel) -> &TcpCounters {
+        &self.tcp[dir as usize][proto as usize]
+    }
+
+    pub fn detected(&self, dir: Direction, outcome: Outcome) {
+        self.detect[dir as usize][outcome_index(outcome)].fetch_add(1, Relaxed);
+    }
+
+    /// The counters for `authority`, creating them while under the cap.
+    pub fn authority(&self, dir: Direction, authority: &str) -> Arc<AuthorityStats> {
+        let index = &self.authorities[dir as usize].0;
+        if let Some(stats) = index.read().unwrap_or_else(|p| p.into_inner()).get(authority) {
+            return stats.clone();
+        }
+        let mut map = index.write().unwrap_or_else(|p| p.into_inner());
+        let key = if map.len() < MAX_AUTHORITIES || map.contains_key(authority) {
+            authority
+        } else {
+            OTHER_AUTHORITY
+        };
+        map.entry(key.to_string()).or_default().clone()
+    }
+
+    pub fn record_latency(&self, dir: Direction, status: u16, latency: Duration) {
+        self.latency[dir as usize][usize::from(is_failure(status))].record(latency);
+    }
+}
+
+impl TcpCounters {
+    pub fn open_connection(&self) {
+        self.opened.fetch_add(1, Relaxed);
+        self.open.fetch_add(1, Relaxed);
+    }
+
+    pub fn close_connection(&self) {
+        self.open.fetch_sub(1, Relaxed);
+        self.closed.fetch_add(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_are_capped() {
+        let m = Metrics::new();
+        for i in 0..MAX_AUTHORITIES + 10 {
+            m.authority(Direction::Outbound, &format!("svc-{i}:80")).request();
+        }
+        let map = m.authorities[1].0.read().expect("lock");
+        assert_eq!(map.len(), MAX_AUTHORITIES + 1);
+        assert_eq!(map[OTHER_AUTHORITY].requests.load(Relaxed), 10);
+        // An authority admitted before the cap keeps its own series.
+        drop(map);
+        m.authority(Direction::Outbound, "svc-0:80").request();
+        let map = m.authorities[1].0.read().expect("lock");
+        assert_eq!(map["svc-0:80"].requests.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn responses_count_per_status() {
+        let s = AuthorityStats::default();
+        for code in [200, 200, 503, 200] {
+            s.response(code);
+        }
+        let r = s.responses.lock().expect("lock");
+        assert_eq!(*r, vec![(200, 3), (503, 1)]);
+    }
+}

@@ -1,0 +1,8 @@
+//! Below HTTP: where a connection was going, what protocol it speaks, and
+//! how upstream connections are opened.
+
+pub mod connect;
+pub mod counted;
+pub mod detect;
+pub mod orig_dst;
+pub mod prefixed;
