@@ -89,19 +89,13 @@ fn handle(admin: &Admin, peer: SocketAddr, req: &Request<Incoming>) -> Response<
         }
         (_, "/shutdown") => text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n"),
         (_, "/live" | "/ready" | "/metrics" | "/config") => text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n"),
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found; try /ready, /live, /metrics, /config or POST /shutdown\n",
-        ),
+        _ => text(StatusCode::NOT_FOUND, "not found; try /ready, /live, /metrics, /config or POST /shutdown\n"),
     }
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut rsp = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
     *rsp.status_mut() = status;
-    rsp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    rsp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
     rsp
 }

@@ -19,9 +19,9 @@ use crate::proxy::{Ctx, accept_loop};
 /// Runs the proxy until it is asked to stop and has drained.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let bind = |addr, what: &'static str| async move {
-        TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot bind the {what} listener on {addr}; is another proxy running in this namespace?"))
+        TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot bind the {what} listener on {addr}; is another proxy running in this namespace?")
+        })
     };
     let inbound = bind(config.inbound_addr, "inbound").await?;
     let outbound = bind(config.outbound_addr, "outbound").await?;
@@ -69,7 +69,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(deadline = ?config.drain_timeout, "draining: listeners closed, finishing in-flight work");
     match tokio::time::timeout(config.drain_timeout, signal.drain()).await {
         Ok(()) => tracing::info!("drained; exiting"),
-        Err(_) => tracing::warn!(deadline = ?config.drain_timeout, "drain deadline passed; closing remaining connections"),
+        Err(_) => {
+            tracing::warn!(deadline = ?config.drain_timeout, "drain deadline passed; closing remaining connections")
+        }
     }
     Ok(())
 }

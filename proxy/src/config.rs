@@ -147,11 +147,7 @@ impl PortSet {
         let mut set = BTreeSet::new();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let parse = |p: &str| {
-                p.trim()
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| format!("{p:?} is not a port (1-65535)"))
+                p.trim().parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| format!("{p:?} is not a port (1-65535)"))
             };
             match item.split_once('-') {
                 Some((lo, hi)) => {
@@ -192,7 +188,13 @@ struct Parser {
 }
 
 impl Parser {
-    fn field<T>(&mut self, flag: &str, env: &str, raw: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+    fn field<T>(
+        &mut self,
+        flag: &str,
+        env: &str,
+        raw: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
         match parse(raw.trim()) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -252,16 +254,12 @@ impl RunArgs {
         let drain_timeout = f!(drain_timeout, ENV_DRAIN_TIMEOUT, duration);
         let worker_threads = f!(worker_threads, ENV_WORKER_THREADS, count(1, 64));
         let log = f!(log, ENV_LOG, |s| {
-            tracing_subscriber::EnvFilter::try_new(s)
-                .map(|_| s.to_string())
-                .map_err(|e| e.to_string())
+            tracing_subscriber::EnvFilter::try_new(s).map(|_| s.to_string()).map_err(|e| e.to_string())
         });
 
         if let (Some(i), Some(o), Some(a)) = (inbound_addr, outbound_addr, admin_addr) {
             if i.port() == o.port() || i.port() == a.port() || o.port() == a.port() {
-                p.errors.push(format!(
-                    "inbound ({i}), outbound ({o}) and admin ({a}) listeners need distinct ports"
-                ));
+                p.errors.push(format!("inbound ({i}), outbound ({o}) and admin ({a}) listeners need distinct ports"));
             }
         }
         if !p.errors.is_empty() {
@@ -275,14 +273,8 @@ impl RunArgs {
             inbound_addr: some(inbound_addr)?,
             outbound_addr: some(outbound_addr)?,
             admin_addr: some(admin_addr)?,
-            inbound: DirectionConfig {
-                detect_timeout: some(in_detect)?,
-                opaque_ports: some(in_opaque)?,
-            },
-            outbound: DirectionConfig {
-                detect_timeout: some(out_detect)?,
-                opaque_ports: some(out_opaque)?,
-            },
+            inbound: DirectionConfig { detect_timeout: some(in_detect)?, opaque_ports: some(in_opaque)? },
+            outbound: DirectionConfig { detect_timeout: some(out_detect)?, opaque_ports: some(out_opaque)? },
             http: HttpConfig {
                 max_header_bytes: some(max_header_bytes)?,
                 header_read_timeout: some(header_read_timeout)?,

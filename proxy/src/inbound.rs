@@ -13,11 +13,7 @@ use crate::transport::orig_dst::OrigDstAddr;
 /// Where an inbound connection is forwarded: the app, on loopback, in the
 /// address family the client used.
 pub fn upstream(orig: OrigDstAddr) -> SocketAddr {
-    let ip = if orig.0.is_ipv4() {
-        Ipv4Addr::LOCALHOST.into()
-    } else {
-        Ipv6Addr::LOCALHOST.into()
-    };
+    let ip = if orig.0.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() };
     SocketAddr::new(ip, orig.0.port())
 }
 

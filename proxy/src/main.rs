@@ -18,7 +18,7 @@ enum Command {
     /// namespace's TCP through the proxy, as an init container would.
     Init(weft_proxy::init::InitArgs),
     /// Run the proxy: inbound, outbound and admin listeners.
-    Run(weft_proxy::config::RunArgs),
+    Run(Box<weft_proxy::config::RunArgs>),
 }
 
 fn main() -> anyhow::Result<()> {

@@ -120,13 +120,7 @@ async fn serve_connection(
     match protocol {
         Protocol::Http1 | Protocol::Http2 => {
             let version = if protocol == Protocol::Http1 { Version::Http1 } else { Version::Http2 };
-            let svc = ProxyService {
-                shared: ctx.http.clone(),
-                upstream,
-                version,
-                direction: dir,
-                drain,
-            };
+            let svc = ProxyService { shared: ctx.http.clone(), upstream, version, direction: dir, drain };
             http::server::serve(io, svc, &ctx.config.http).await;
         }
         Protocol::Opaque => forward_opaque(io, upstream, dir, &ctx).await,

@@ -44,12 +44,8 @@ where
     let (mut dr, mut dw) = tokio::io::split(downstream);
     let (mut ur, mut uw) = tokio::io::split(upstream);
     let activity = Activity::new();
-    let copy = async {
-        tokio::try_join!(
-            copy_half(&mut dr, &mut uw, &activity),
-            copy_half(&mut ur, &mut dw, &activity)
-        )
-    };
+    let copy =
+        async { tokio::try_join!(copy_half(&mut dr, &mut uw, &activity), copy_half(&mut ur, &mut dw, &activity)) };
     tokio::select! {
         res = copy => {
             let (d2u, u2d) = res?;
@@ -98,10 +94,7 @@ struct Activity {
 
 impl Activity {
     fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
+        Self { start: Instant::now(), last_ms: AtomicU64::new(0) }
     }
 
     fn touch(&self) {

@@ -48,12 +48,7 @@ struct Idle {
 impl Pool {
     /// Creates the pool and its idle sweeper (which ends with the pool).
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
-        let inner = Arc::new(Inner {
-            connect_timeout,
-            idle_timeout,
-            h1: Mutex::default(),
-            h2: Mutex::default(),
-        });
+        let inner = Arc::new(Inner { connect_timeout, idle_timeout, h1: Mutex::default(), h2: Mutex::default() });
         tokio::spawn(sweep(Arc::downgrade(&inner), idle_timeout));
         Self { inner }
     }
@@ -134,11 +129,7 @@ impl Pool {
             Some(tx) => tx,
             None => {
                 let tx = self.connect_h2(addr).await?;
-                self.inner
-                    .h2
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(addr, tx.clone());
+                self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(addr, tx.clone());
                 tx
             }
         };
@@ -172,10 +163,7 @@ impl Inner {
         let mut pool = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         let idle = pool.entry(addr).or_default();
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
-            idle.push(Idle {
-                tx,
-                since: Instant::now(),
-            });
+            idle.push(Idle { tx, since: Instant::now() });
         }
     }
 }
@@ -194,9 +182,6 @@ async fn sweep(pool: Weak<Inner>, idle_timeout: Duration) {
             }
             h1.retain(|_, idle| !idle.is_empty());
         }
-        pool.h2
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, tx| !tx.is_closed());
+        pool.h2.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, tx| !tx.is_closed());
     }
 }

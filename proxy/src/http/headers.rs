@@ -45,10 +45,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     // TE is hop-by-hop except for the "trailers" token (RFC 9110 §10.1.4).
     if let Some(te) = headers.get(header::TE) {
-        let wants_trailers = te
-            .to_str()
-            .map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")))
-            .unwrap_or(false);
+        let wants_trailers =
+            te.to_str().map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))).unwrap_or(false);
         if wants_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         } else {
@@ -79,10 +77,7 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).expect("name"),
-                HeaderValue::from_str(v).expect("value"),
-            );
+            h.append(HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"));
         }
         h
     }
@@ -95,10 +90,16 @@ mod tests {
 
     #[test]
     fn hop_by_hop_table() {
-        let cases: &[(&[(&str, &str)], bool, &[&str])] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], bool, &'a [&'a str]);
+        let cases: &[Case<'_>] = &[
             (&[("host", "a"), ("x-app", "1")], false, &["host: a", "x-app: 1"]),
             (
-                &[("connection", "keep-alive, x-secret"), ("keep-alive", "timeout=5"), ("x-secret", "s"), ("x-app", "1")],
+                &[
+                    ("connection", "keep-alive, x-secret"),
+                    ("keep-alive", "timeout=5"),
+                    ("x-secret", "s"),
+                    ("x-app", "1"),
+                ],
                 false,
                 &["x-app: 1"],
             ),

@@ -61,10 +61,7 @@ impl ProxyError {
     /// Safe to retry on another connection: nothing reached the upstream app.
     /// (Used by the retry layer in a later stage.)
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            ProxyError::Connect(ConnectError::Refused { .. } | ConnectError::Timeout { .. })
-        )
+        matches!(self, ProxyError::Connect(ConnectError::Refused { .. } | ConnectError::Timeout { .. }))
     }
 
     pub fn status(&self) -> StatusCode {
@@ -111,22 +108,8 @@ mod tests {
         let addr = "127.0.0.1:8080".parse().expect("addr");
         let cases = [
             (ProxyError::Connect(ConnectError::Refused { addr }), 502, true),
-            (
-                ProxyError::Connect(ConnectError::Timeout {
-                    addr,
-                    timeout: Duration::from_secs(1),
-                }),
-                504,
-                true,
-            ),
-            (
-                ProxyError::Connect(ConnectError::Io {
-                    addr,
-                    source: std::io::Error::other("unreachable"),
-                }),
-                502,
-                false,
-            ),
+            (ProxyError::Connect(ConnectError::Timeout { addr, timeout: Duration::from_secs(1) }), 504, true),
+            (ProxyError::Connect(ConnectError::Io { addr, source: std::io::Error::other("unreachable") }), 502, false),
             (ProxyError::ResponseTimeout(Duration::from_millis(500)), 504, false),
         ];
         for (err, status, retryable) in cases {

@@ -46,12 +46,9 @@ impl ProxyService {
         let stats = self.shared.metrics.authority(self.direction, authority(&req));
         stats.request();
 
-        let upgrade = self.version == Version::Http1 && (req.method() == Method::CONNECT || wants_upgrade(req.headers()));
-        let result = if upgrade {
-            upgrade::proxy(&self, req).await
-        } else {
-            self.forward(req).await
-        };
+        let upgrade =
+            self.version == Version::Http1 && (req.method() == Method::CONNECT || wants_upgrade(req.headers()));
+        let result = if upgrade { upgrade::proxy(&self, req).await } else { self.forward(req).await };
         let rsp = match result {
             Ok(rsp) => rsp.map(Either::Left),
             Err(e) => {
@@ -69,9 +66,7 @@ impl ProxyService {
         strip_hop_by_hop(req.headers_mut(), false);
         let send = self.shared.pool.send(self.upstream, self.version, req);
         let mut rsp = match self.shared.request_timeout {
-            Some(t) => tokio::time::timeout(t, send)
-                .await
-                .map_err(|_| ProxyError::ResponseTimeout(t))??,
+            Some(t) => tokio::time::timeout(t, send).await.map_err(|_| ProxyError::ResponseTimeout(t))??,
             None => send.await?,
         };
         strip_hop_by_hop(rsp.headers_mut(), false);
@@ -85,8 +80,5 @@ fn authority(req: &Request<Incoming>) -> &str {
     if let Some(a) = req.uri().authority() {
         return a.as_str();
     }
-    req.headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or(crate::metrics::OTHER_AUTHORITY)
+    req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(crate::metrics::OTHER_AUTHORITY)
 }

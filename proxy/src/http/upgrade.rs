@@ -19,11 +19,7 @@ pub async fn proxy(svc: &ProxyService, mut req: Request<Incoming>) -> Result<Res
     let mut tx = svc.shared.pool.connect_for_upgrade(svc.upstream).await?;
     let mut rsp = tx.send_request(req).await.map_err(ProxyError::from_send)?;
 
-    let switched = if is_connect {
-        rsp.status().is_success()
-    } else {
-        rsp.status() == StatusCode::SWITCHING_PROTOCOLS
-    };
+    let switched = if is_connect { rsp.status().is_success() } else { rsp.status() == StatusCode::SWITCHING_PROTOCOLS };
     strip_hop_by_hop(rsp.headers_mut(), switched && !is_connect);
     if switched {
         let upstream = hyper::upgrade::on(&mut rsp);

@@ -23,12 +23,7 @@ pin_project_lite::pin_project! {
 
 impl<T> CountedIo<T> {
     pub fn new(io: T, metrics: Arc<Metrics>, direction: Direction, protocol: ProtocolLabel) -> Self {
-        Self {
-            io,
-            metrics,
-            direction,
-            protocol,
-        }
+        Self { io, metrics, direction, protocol }
     }
 }
 

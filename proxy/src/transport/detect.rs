@@ -106,19 +106,13 @@ fn classify_http1(buf: &[u8]) -> Option<Outcome> {
     let method_end = match buf.iter().position(|&b| b == b' ') {
         Some(i) => i,
         None => {
-            return if buf.iter().all(|&b| is_tchar(b)) && buf.len() < 32 {
-                None
-            } else {
-                Some(Outcome::Opaque)
-            };
+            return if buf.iter().all(|&b| is_tchar(b)) && buf.len() < 32 { None } else { Some(Outcome::Opaque) };
         }
     };
     if method_end == 0 || !buf[..method_end].iter().all(|&b| is_tchar(b)) {
         return Some(Outcome::Opaque);
     }
-    let Some(line_end) = buf.iter().position(|&b| b == b'\n') else {
-        return None;
-    };
+    let line_end = buf.iter().position(|&b| b == b'\n')?;
     let line = buf[..line_end].strip_suffix(b"\r").unwrap_or(&buf[..line_end]);
     let rest = &line[method_end + 1..];
     let Some(version_start) = rest.iter().rposition(|&b| b == b' ') else {

@@ -25,9 +25,13 @@ impl fmt::Display for OrigDstAddr {
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrigDstError {
-    #[error("reading the original destination (SO_ORIGINAL_DST) failed: {0}; was the connection redirected by `weft-proxy init`'s iptables rules?")]
+    #[error(
+        "reading the original destination (SO_ORIGINAL_DST) failed: {0}; was the connection redirected by `weft-proxy init`'s iptables rules?"
+    )]
     Lookup(#[source] io::Error),
-    #[error("connection to {0} was not redirected by iptables (it targets the proxy's own listener); refusing it to avoid a loop")]
+    #[error(
+        "connection to {0} was not redirected by iptables (it targets the proxy's own listener); refusing it to avoid a loop"
+    )]
     NotRedirected(SocketAddr),
 }
 
@@ -35,11 +39,7 @@ pub enum OrigDstError {
 pub fn orig_dst(stream: &TcpStream) -> Result<OrigDstAddr, OrigDstError> {
     let local = stream.local_addr().map_err(OrigDstError::Lookup)?;
     let sock = SockRef::from(stream);
-    let addr = if local.is_ipv4() {
-        sock.original_dst_v4()
-    } else {
-        sock.original_dst_v6()
-    };
+    let addr = if local.is_ipv4() { sock.original_dst_v4() } else { sock.original_dst_v6() };
     let addr = addr
         .map_err(OrigDstError::Lookup)?
         .as_socket()
