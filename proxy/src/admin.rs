@@ -21,6 +21,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::control::discovery::Resolver;
+use crate::control::registry::Registration;
 use crate::drain;
 use crate::metrics::Metrics;
 
@@ -32,6 +34,8 @@ pub struct Admin {
     /// Set once the proxy's listeners are bound.
     pub ready: AtomicBool,
     pub shutdown: drain::Trigger,
+    pub resolver: Arc<Resolver>,
+    pub registration: Arc<Registration>,
 }
 
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
@@ -81,7 +85,17 @@ fn handle(admin: &Admin, peer: SocketAddr, req: &Request<Incoming>) -> Response<
             rsp
         }
         (_, "/config" | "/shutdown") if !loopback => text(StatusCode::FORBIDDEN, "only from loopback\n"),
-        (&Method::GET, "/config") => text(StatusCode::OK, &format!("{:#?}\n", admin.config)),
+        (&Method::GET, "/config") => {
+            let body = serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "settings": format!("{:?}", admin.config),
+                "lease": admin.registration.lease_id(),
+                "discovery": admin.resolver.describe(),
+            });
+            let mut rsp = text(StatusCode::OK, &format!("{body:#}\n"));
+            rsp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+            rsp
+        }
         (&Method::POST, "/shutdown") => {
             tracing::info!("shutdown requested through the admin endpoint");
             admin.shutdown.fire();

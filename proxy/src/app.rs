@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -10,6 +11,9 @@ use tokio::sync::Semaphore;
 
 use crate::admin::{self, Admin};
 use crate::config::Config;
+use crate::control::ControlPlane;
+use crate::control::discovery::Resolver;
+use crate::control::registry::{self, Registration};
 use crate::drain;
 use crate::http::client::Pool;
 use crate::http::service::Shared;
@@ -28,12 +32,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin_listener = bind(config.admin_addr, "admin").await?;
 
     let metrics = Metrics::new();
+    let control = match &config.control {
+        Some(c) => Some(ControlPlane::new(&c.url, c.proxy_id.clone(), c.namespace.clone())?),
+        None => None,
+    };
+    let discovery_timeout = config.control.as_ref().map_or(Duration::from_secs(1), |c| c.discovery_timeout);
+    let resolver = Resolver::new(control.clone(), discovery_timeout);
+    let registration = Arc::new(Registration::default());
+    let registrar = match (&control, config.control.as_ref().and_then(|c| c.workload.clone())) {
+        (Some(control), Some(workload)) => {
+            Some(tokio::spawn(registry::run(control.clone(), workload, registration.clone())))
+        }
+        _ => None,
+    };
     let (mut signal, watch) = drain::channel();
     let admin = Arc::new(Admin {
         metrics: metrics.clone(),
         config: config.clone(),
         ready: AtomicBool::new(false),
         shutdown: signal.trigger(),
+        resolver: resolver.clone(),
+        registration: registration.clone(),
     });
     let ctx = Arc::new(Ctx {
         http: Arc::new(Shared {
@@ -44,6 +63,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }),
         metrics,
         limit: Arc::new(Semaphore::new(config.max_connections)),
+        resolver,
         config: config.clone(),
     });
 
@@ -64,6 +84,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         _ = sigterm.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = signal.requested() => {}
+    }
+    // Leave discovery first, so that peers stop choosing this workload
+    // before its listeners close.
+    if let Some(registrar) = registrar {
+        registrar.abort();
+        if let Some(control) = &control {
+            registry::deregister(control, &registration, Duration::from_secs(1)).await;
+        }
     }
     admin.shutdown.fire();
     tracing::info!(deadline = ?config.drain_timeout, "draining: listeners closed, finishing in-flight work");

@@ -27,6 +27,15 @@ pub const ENV_MAX_CONNECTIONS: &str = "WEFT_PROXY_MAX_CONNECTIONS";
 pub const ENV_DRAIN_TIMEOUT: &str = "WEFT_PROXY_DRAIN_TIMEOUT";
 pub const ENV_WORKER_THREADS: &str = "WEFT_PROXY_WORKER_THREADS";
 pub const ENV_LOG: &str = "WEFT_PROXY_LOG";
+pub const ENV_CONTROL_PLANE: &str = "WEFT_PROXY_CONTROL_PLANE";
+pub const ENV_DISCOVERY_TIMEOUT: &str = "WEFT_PROXY_DISCOVERY_TIMEOUT";
+pub const ENV_PROXY_ID: &str = "WEFT_PROXY_ID";
+pub const ENV_NAMESPACE: &str = "WEFT_PROXY_NAMESPACE";
+pub const ENV_WORKLOAD_NAME: &str = "WEFT_PROXY_WORKLOAD_NAME";
+pub const ENV_SERVICE_ACCOUNT: &str = "WEFT_PROXY_SERVICE_ACCOUNT";
+pub const ENV_WORKLOAD_LABELS: &str = "WEFT_PROXY_WORKLOAD_LABELS";
+pub const ENV_WORKLOAD_ADDRESS: &str = "WEFT_PROXY_WORKLOAD_ADDRESS";
+pub const ENV_WORKLOAD_PORTS: &str = "WEFT_PROXY_WORKLOAD_PORTS";
 
 /// Ports whose protocols are known not to be HTTP, several of them
 /// server-speaks-first (SMTP, MySQL): detection is skipped for them so that
@@ -98,6 +107,38 @@ pub struct RunArgs {
     /// Log filter in tracing's EnvFilter syntax (e.g. `info,weft_proxy=debug`).
     #[arg(long = "log", env = ENV_LOG, default_value = "info")]
     pub log: String,
+    /// Control plane gRPC address, e.g. `http://198.18.0.1:8090`. Empty: no
+    /// control plane; outbound traffic goes to its original destination.
+    #[arg(long, env = ENV_CONTROL_PLANE, default_value = "")]
+    pub control_plane: String,
+    /// How long the first connection to a destination waits for the control
+    /// plane's answer before being forwarded to the original destination.
+    #[arg(long, env = ENV_DISCOVERY_TIMEOUT, default_value = "1s")]
+    pub discovery_timeout: String,
+    /// This proxy's name in the control plane's logs (default: the workload
+    /// name, else `weft-proxy-<pid>`).
+    #[arg(long, env = ENV_PROXY_ID, default_value = "")]
+    pub proxy_id: String,
+    /// The workload's namespace; bare service names resolve in it.
+    #[arg(long, env = ENV_NAMESPACE, default_value = "default")]
+    pub namespace: String,
+    /// Register the workload under this name (universal mode). Empty: do not
+    /// register (Kubernetes discovers pods itself).
+    #[arg(long, env = ENV_WORKLOAD_NAME, default_value = "")]
+    pub workload_name: String,
+    /// The workload's service account (its mesh identity).
+    #[arg(long, env = ENV_SERVICE_ACCOUNT, default_value = "default")]
+    pub service_account: String,
+    /// The workload's labels, `k=v,k2=v2`, matched by service selectors.
+    #[arg(long, env = ENV_WORKLOAD_LABELS, default_value = "")]
+    pub workload_labels: String,
+    /// The workload's IP address as other pods reach it.
+    #[arg(long, env = ENV_WORKLOAD_ADDRESS, default_value = "")]
+    pub workload_address: String,
+    /// The workload's ports (comma list); it is registered once one of them
+    /// accepts connections on 127.0.0.1.
+    #[arg(long, env = ENV_WORKLOAD_PORTS, default_value = "")]
+    pub workload_ports: String,
 }
 
 /// The validated configuration of a running proxy.
@@ -115,6 +156,17 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub worker_threads: usize,
     pub log_filter: String,
+    pub control: Option<ControlConfig>,
+}
+
+/// How to reach the control plane, and what to register with it.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    pub url: String,
+    pub discovery_timeout: Duration,
+    pub proxy_id: String,
+    pub namespace: String,
+    pub workload: Option<crate::control::registry::WorkloadConfig>,
 }
 
 /// Settings that differ between the inbound and outbound sides.
@@ -257,6 +309,8 @@ impl RunArgs {
             tracing_subscriber::EnvFilter::try_new(s).map(|_| s.to_string()).map_err(|e| e.to_string())
         });
 
+        let control = self.control_config(&mut p);
+
         if let (Some(i), Some(o), Some(a)) = (inbound_addr, outbound_addr, admin_addr) {
             if i.port() == o.port() || i.port() == a.port() || o.port() == a.port() {
                 p.errors.push(format!("inbound ({i}), outbound ({o}) and admin ({a}) listeners need distinct ports"));
@@ -287,8 +341,78 @@ impl RunArgs {
             drain_timeout: some(drain_timeout)?,
             worker_threads: some(worker_threads)?,
             log_filter: some(log)?,
+            control,
         })
     }
+
+    /// The control-plane settings; `None` without `--control-plane`.
+    fn control_config(&self, p: &mut Parser) -> Option<ControlConfig> {
+        let timeout = p.field("discovery-timeout", ENV_DISCOVERY_TIMEOUT, &self.discovery_timeout, positive_duration);
+        let url = self.control_plane.trim();
+        let has_workload = !self.workload_name.trim().is_empty();
+        if url.is_empty() {
+            if has_workload {
+                p.errors.push("--workload-name needs --control-plane to register with".into());
+            }
+            return None;
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            p.errors.push(format!(
+                "--control-plane / {ENV_CONTROL_PLANE} = {url:?}: expected a URL like http://198.18.0.1:8090"
+            ));
+        }
+        let workload = if has_workload {
+            let labels = p.field("workload-labels", ENV_WORKLOAD_LABELS, &self.workload_labels, labels);
+            let address = p.field("workload-address", ENV_WORKLOAD_ADDRESS, &self.workload_address, |s| {
+                s.parse::<std::net::IpAddr>().map_err(|_| "expected the workload's IP address".to_string())
+            });
+            let ports = p.field("workload-ports", ENV_WORKLOAD_PORTS, &self.workload_ports, |s| {
+                let set = PortSet::parse(s)?;
+                if set.0.is_empty() {
+                    return Err("at least one port is needed".into());
+                }
+                Ok(set.0.into_iter().collect::<Vec<_>>())
+            });
+            match (labels, address, ports) {
+                (Some(labels), Some(address), Some(ports)) => Some(crate::control::registry::WorkloadConfig {
+                    name: self.workload_name.trim().to_string(),
+                    service_account: self.service_account.trim().to_string(),
+                    labels,
+                    address,
+                    ports,
+                }),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let proxy_id = match self.proxy_id.trim() {
+            "" if has_workload => format!("{}.{}", self.workload_name.trim(), self.namespace.trim()),
+            "" => format!("weft-proxy-{}", std::process::id()),
+            id => id.to_string(),
+        };
+        Some(ControlConfig {
+            url: url.to_string(),
+            discovery_timeout: timeout?,
+            proxy_id,
+            namespace: self.namespace.trim().to_string(),
+            workload,
+        })
+    }
+}
+
+/// `k=v,k2=v2` → map; keys must be non-empty.
+fn labels(s: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut map = std::collections::BTreeMap::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        match item.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                map.insert(k.trim().to_string(), v.trim().to_string());
+            }
+            _ => return Err(format!("{item:?} is not key=value")),
+        }
+    }
+    Ok(map)
 }
 
 #[cfg(test)]
@@ -348,6 +472,45 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
+    }
+
+    #[test]
+    fn control_plane_and_workload_flags() {
+        let c = parse(&[
+            "--control-plane",
+            "http://198.18.0.1:8090",
+            "--workload-name",
+            "web-0",
+            "--namespace",
+            "shop",
+            "--workload-labels",
+            "app=web, version=v1",
+            "--workload-address",
+            "198.18.1.2",
+            "--workload-ports",
+            "8080,9090",
+        ])
+        .expect("valid");
+        let control = c.control.expect("control");
+        assert_eq!(control.proxy_id, "web-0.shop");
+        let w = control.workload.expect("workload");
+        assert_eq!(w.labels.get("version").map(String::as_str), Some("v1"));
+        assert_eq!(w.ports, vec![8080, 9090]);
+
+        let err = parse(&["--workload-name", "web-0"]).expect_err("needs a control plane");
+        assert!(err.0[0].contains("--control-plane"), "{err}");
+        let err = parse(&[
+            "--control-plane",
+            "198.18.0.1:8090",
+            "--workload-name",
+            "w",
+            "--workload-labels",
+            "app",
+            "--workload-address",
+            "nowhere",
+        ])
+        .expect_err("bad");
+        assert_eq!(err.0.len(), 4, "{err}");
     }
 
     #[test]

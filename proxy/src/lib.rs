@@ -16,8 +16,10 @@
 
 pub mod admin;
 pub mod app;
+pub mod balance;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod drain;
 pub mod http;
 pub mod inbound;

@@ -14,13 +14,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, DirectionConfig};
+use crate::control::discovery::{Resolution, Resolver};
 use crate::drain;
 use crate::http::service::{ProxyService, Shared};
 use crate::http::{self, Version};
 use crate::metrics::{Direction, Metrics, ProtocolLabel};
 use crate::transport::counted::CountedIo;
 use crate::transport::detect::{self, Outcome, Protocol};
-use crate::transport::orig_dst::{OrigDstAddr, orig_dst};
+use crate::transport::orig_dst::orig_dst;
 use crate::transport::prefixed::PrefixedIo;
 use crate::{inbound, outbound, tcp};
 
@@ -32,6 +33,8 @@ pub struct Ctx {
     pub http: Arc<Shared>,
     /// Caps concurrent downstream connections across both listeners.
     pub limit: Arc<Semaphore>,
+    /// Outbound destinations → endpoints, through the control plane.
+    pub resolver: Arc<Resolver>,
 }
 
 impl Ctx {
@@ -115,7 +118,10 @@ async fn serve_connection(
     counters.read_bytes.fetch_add(prefix.len() as u64, std::sync::atomic::Ordering::Relaxed);
     tracing::debug!(direction = dir.as_str(), %peer, %orig, outcome = outcome.as_str(), "accepted");
 
-    let upstream = upstream(dir, orig);
+    let upstream = match dir {
+        Direction::Inbound => inbound::upstream(orig),
+        Direction::Outbound => outbound::upstream(&ctx.resolver, orig).await,
+    };
     let io = PrefixedIo::new(prefix, CountedIo::new(stream, ctx.metrics.clone(), dir, label));
     match protocol {
         Protocol::Http1 | Protocol::Http2 => {
@@ -123,16 +129,28 @@ async fn serve_connection(
             let svc = ProxyService { shared: ctx.http.clone(), upstream, version, direction: dir, drain };
             http::server::serve(io, svc, &ctx.config.http).await;
         }
-        Protocol::Opaque => forward_opaque(io, upstream, dir, &ctx).await,
+        Protocol::Opaque => forward_opaque(io, &upstream, dir, &ctx).await,
     }
     ctx.metrics.tcp(dir, label).close_connection();
 }
 
-async fn forward_opaque<I>(io: I, upstream: SocketAddr, dir: Direction, ctx: &Ctx)
+/// Opaque TCP is balanced per connection: the endpoint stays "pending"
+/// while the connection is open, and its connect time feeds the EWMA.
+async fn forward_opaque<I>(io: I, upstream: &Resolution, dir: Direction, ctx: &Ctx)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let up = match crate::transport::connect::connect(upstream, ctx.config.connect_timeout).await {
+    let (addr, pick) = match upstream {
+        Resolution::Forward(addr) => (*addr, None),
+        Resolution::Service(target) => match target.balancer.pick() {
+            Some(pick) => (pick.addr(), Some(pick)),
+            None => {
+                tracing::info!(direction = dir.as_str(), "opaque connection to a service with no ready endpoints");
+                return;
+            }
+        },
+    };
+    let up = match crate::transport::connect::connect(addr, ctx.config.connect_timeout).await {
         Ok(up) => up,
         Err(e) => {
             // Opaque TCP has no way to say why: the client sees the close.
@@ -140,15 +158,11 @@ where
             return;
         }
     };
+    if let Some(pick) = &pick {
+        pick.observe();
+    }
     match tcp::splice(io, up, ctx.config.tcp_idle_timeout).await {
         Ok(t) => tracing::debug!(direction = dir.as_str(), ?t, "opaque connection closed"),
         Err(e) => tracing::debug!(direction = dir.as_str(), error = %e, "opaque connection ended"),
-    }
-}
-
-fn upstream(dir: Direction, orig: OrigDstAddr) -> SocketAddr {
-    match dir {
-        Direction::Inbound => inbound::upstream(orig),
-        Direction::Outbound => outbound::upstream(orig),
     }
 }

@@ -39,6 +39,8 @@ pub enum ProxyError {
     Upstream(#[source] hyper::Error),
     #[error("the downstream request failed: {0}")]
     Downstream(#[source] hyper::Error),
+    #[error("service has no ready endpoints")]
+    NoEndpoints,
 }
 
 impl ProxyError {
@@ -71,6 +73,7 @@ impl ProxyError {
             }
             ProxyError::Connect(_) | ProxyError::Handshake { .. } | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Downstream(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

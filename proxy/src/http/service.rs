@@ -15,6 +15,8 @@ use super::client::Pool;
 use super::headers::{strip_hop_by_hop, wants_upgrade};
 use super::respond::{ProxyError, error_response};
 use super::{ResponseBody, Version, upgrade};
+use crate::balance::Pick;
+use crate::control::discovery::Resolution;
 use crate::drain;
 use crate::metrics::{Direction, Metrics};
 
@@ -29,12 +31,13 @@ pub struct Shared {
     pub tcp_idle_timeout: Duration,
 }
 
-/// Proxies the requests of one downstream connection to one upstream
-/// address. Cloned per request by hyper; cloning is two `Arc` bumps.
+/// Proxies the requests of one downstream connection to its resolved
+/// destination, choosing an endpoint per request. Cloned per request by
+/// hyper; cloning is a few `Arc` bumps.
 #[derive(Clone, Debug)]
 pub struct ProxyService {
     pub shared: Arc<Shared>,
-    pub upstream: SocketAddr,
+    pub upstream: Resolution,
     pub version: Version,
     pub direction: Direction,
     pub drain: drain::Watch,
@@ -52,7 +55,7 @@ impl ProxyService {
         let rsp = match result {
             Ok(rsp) => rsp.map(Either::Left),
             Err(e) => {
-                tracing::info!(direction = self.direction.as_str(), upstream = %self.upstream, error = %e, "request failed");
+                tracing::info!(direction = self.direction.as_str(), upstream = ?self.upstream, error = %e, "request failed");
                 error_response(&e)
             }
         };
@@ -64,13 +67,36 @@ impl ProxyService {
 
     async fn forward(&self, mut req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
         strip_hop_by_hop(req.headers_mut(), false);
-        let send = self.shared.pool.send(self.upstream, self.version, req);
-        let mut rsp = match self.shared.request_timeout {
+        let (addr, pick) = self.pick()?;
+        let send = self.shared.pool.send(addr, self.version, req);
+        let mut rsp = match self.request_timeout() {
             Some(t) => tokio::time::timeout(t, send).await.map_err(|_| ProxyError::ResponseTimeout(t))??,
             None => send.await?,
         };
+        if let Some(pick) = pick {
+            pick.complete();
+        }
         strip_hop_by_hop(rsp.headers_mut(), false);
         Ok(rsp)
+    }
+
+    /// The endpoint for one request: fixed, or chosen by the balancer.
+    pub fn pick(&self) -> Result<(SocketAddr, Option<Pick>), ProxyError> {
+        match &self.upstream {
+            Resolution::Forward(addr) => Ok((*addr, None)),
+            Resolution::Service(target) => {
+                let pick = target.balancer.pick().ok_or(ProxyError::NoEndpoints)?;
+                Ok((pick.addr(), Some(pick)))
+            }
+        }
+    }
+
+    /// The service policy's request timeout wins over the proxy's default.
+    fn request_timeout(&self) -> Option<Duration> {
+        match &self.upstream {
+            Resolution::Service(target) => target.request_timeout().or(self.shared.request_timeout),
+            Resolution::Forward(_) => self.shared.request_timeout,
+        }
     }
 }
 

@@ -16,8 +16,12 @@ pub async fn proxy(svc: &ProxyService, mut req: Request<Incoming>) -> Result<Res
     let downstream = hyper::upgrade::on(&mut req);
     strip_hop_by_hop(req.headers_mut(), !is_connect);
 
-    let mut tx = svc.shared.pool.connect_for_upgrade(svc.upstream).await?;
+    let (addr, pick) = svc.pick()?;
+    let mut tx = svc.shared.pool.connect_for_upgrade(addr).await?;
     let mut rsp = tx.send_request(req).await.map_err(ProxyError::from_send)?;
+    if let Some(pick) = pick {
+        pick.complete();
+    }
 
     let switched = if is_connect { rsp.status().is_success() } else { rsp.status() == StatusCode::SWITCHING_PROTOCOLS };
     strip_hop_by_hop(rsp.headers_mut(), switched && !is_connect);

@@ -54,14 +54,16 @@ fn render_http(m: &Metrics, out: &mut String) {
 
     header(out, "weft_requests_total", "counter", "HTTP requests received by the proxy.");
     for (dir, authority, requests, _) in &rows {
-        let _ = writeln!(
-            out,
-            "weft_requests_total{{direction=\"{}\",authority=\"{authority}\"}} {requests}",
-            dir.as_str()
-        );
+        let _ =
+            writeln!(out, "weft_requests_total{{direction=\"{}\",authority=\"{authority}\"}} {requests}", dir.as_str());
     }
 
-    header(out, "weft_responses_total", "counter", "HTTP responses sent by the proxy, including its own error responses.");
+    header(
+        out,
+        "weft_responses_total",
+        "counter",
+        "HTTP responses sent by the proxy, including its own error responses.",
+    );
     for (dir, authority, _, responses) in &rows {
         let mut responses = responses.clone();
         responses.sort_unstable();
@@ -117,12 +119,7 @@ fn render_tcp(m: &Metrics, out: &mut String) {
         for dir in Direction::ALL {
             for proto in ProtocolLabel::ALL {
                 let v = field(m.tcp(dir, proto));
-                let _ = writeln!(
-                    out,
-                    "{name}{{direction=\"{}\",protocol=\"{}\"}} {v}",
-                    dir.as_str(),
-                    proto.as_str()
-                );
+                let _ = writeln!(out, "{name}{{direction=\"{}\",protocol=\"{}\"}} {v}", dir.as_str(), proto.as_str());
             }
         }
     }

@@ -11,9 +11,8 @@ use hdrhistogram::Histogram;
 const MAX_MICROS: u64 = 60_000_000;
 
 /// Prometheus bucket upper bounds, in seconds.
-pub const BUCKETS: [f64; 17] = [
-    0.0001, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
+pub const BUCKETS: [f64; 17] =
+    [0.0001, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 #[derive(Debug, Default)]
 pub struct LatencyHistogram(Mutex<Option<Inner>>);
@@ -58,11 +57,7 @@ impl LatencyHistogram {
             })
             .collect();
         cumulative.push(count);
-        Some(Snapshot {
-            cumulative,
-            count,
-            sum_seconds: inner.sum_micros as f64 / 1e6,
-        })
+        Some(Snapshot { cumulative, count, sum_seconds: inner.sum_micros as f64 / 1e6 })
     }
 
     /// The value at quantile `q` (0..=1), for reports and tests.

@@ -60,13 +60,7 @@ impl ProtocolLabel {
     }
 }
 
-const OUTCOMES: [Outcome; 5] = [
-    Outcome::Http1,
-    Outcome::Http2,
-    Outcome::Opaque,
-    Outcome::Timeout,
-    Outcome::OpaquePort,
-];
+const OUTCOMES: [Outcome; 5] = [Outcome::Http1, Outcome::Http2, Outcome::Opaque, Outcome::Timeout, Outcome::OpaquePort];
 
 fn outcome_index(o: Outcome) -> usize {
     match o {
@@ -151,11 +145,7 @@ impl Metrics {
             return stats.clone();
         }
         let mut map = index.write().unwrap_or_else(|p| p.into_inner());
-        let key = if map.len() < MAX_AUTHORITIES || map.contains_key(authority) {
-            authority
-        } else {
-            OTHER_AUTHORITY
-        };
+        let key = if map.len() < MAX_AUTHORITIES || map.contains_key(authority) { authority } else { OTHER_AUTHORITY };
         map.entry(key.to_string()).or_default().clone()
     }
 

@@ -1,0 +1,212 @@
+//! Endpoint choice: power of two choices over peak-EWMA latency, as
+//! Linkerd balances by default.
+//!
+//! Each endpoint carries a [`PeakEwma`] of its observed latency and a count
+//! of requests in flight; its cost is `ewma × (pending + 1)`. For each
+//! request two distinct endpoints are drawn at random and the cheaper one
+//! wins. A slow endpoint's cost rises at once (the *peak*: a latency above
+//! the average replaces it) and decays back slowly, so it sheds load quickly
+//! and regains it gradually; two random picks (instead of the global
+//! minimum) keep many proxies from stampeding onto the same endpoint.
+
+mod ewma;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+pub use ewma::PeakEwma;
+
+/// One endpoint and its load statistics. Statistics survive endpoint-set
+/// updates: the resolver reuses the `Arc` for an address it already knows.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// Expected peer identity, once mTLS lands; empty when unmeshed.
+    pub identity: String,
+    pub weight: u32,
+    pending: AtomicUsize,
+    ewma: PeakEwma,
+}
+
+impl Endpoint {
+    pub fn new(addr: SocketAddr, identity: String, weight: u32) -> Self {
+        Self { addr, identity, weight: weight.max(1), pending: AtomicUsize::new(0), ewma: PeakEwma::default() }
+    }
+
+    /// The load estimate P2C compares; lower is better. Weight divides it,
+    /// so an endpoint of weight 2 looks half as loaded.
+    pub fn cost(&self, now: Instant) -> f64 {
+        let pending = self.pending.load(Relaxed) as f64;
+        self.ewma.get(now) * (pending + 1.0) / f64::from(self.weight)
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.load(Relaxed)
+    }
+
+    pub fn ewma_micros(&self, now: Instant) -> f64 {
+        self.ewma.get(now)
+    }
+}
+
+/// The current endpoints of a service; replaced wholesale on each update.
+pub type Endpoints = Arc<Vec<Arc<Endpoint>>>;
+
+/// Chooses an endpoint per request (HTTP) or per connection (opaque TCP)
+/// from a live endpoint set.
+#[derive(Clone, Debug)]
+pub struct Balancer {
+    endpoints: watch::Receiver<Endpoints>,
+}
+
+/// An endpoint picked for one request; dropping it without
+/// [`Pick::complete`] counts the request as finished without a latency
+/// sample (e.g. cancelled).
+#[derive(Debug)]
+pub struct Pick {
+    pub endpoint: Arc<Endpoint>,
+    start: Instant,
+}
+
+impl Balancer {
+    pub fn new(endpoints: watch::Receiver<Endpoints>) -> Self {
+        Self { endpoints }
+    }
+
+    /// Picks an endpoint, or `None` when the service has no ready endpoint.
+    pub fn pick(&self) -> Option<Pick> {
+        let endpoints = self.endpoints.borrow().clone();
+        let endpoint = choose(&endpoints, Instant::now(), || fastrand::usize(..))?.clone();
+        endpoint.pending.fetch_add(1, Relaxed);
+        Some(Pick { endpoint, start: Instant::now() })
+    }
+
+    pub fn endpoints(&self) -> Endpoints {
+        self.endpoints.borrow().clone()
+    }
+}
+
+/// Power of two choices; `rand` returns any usize (reduced here).
+fn choose(endpoints: &[Arc<Endpoint>], now: Instant, mut rand: impl FnMut() -> usize) -> Option<&Arc<Endpoint>> {
+    match endpoints.len() {
+        0 => None,
+        1 => endpoints.first(),
+        n => {
+            let a = rand() % n;
+            // A second index distinct from the first.
+            let b = (a + 1 + rand() % (n - 1)) % n;
+            let (ea, eb) = (&endpoints[a], &endpoints[b]);
+            Some(if ea.cost(now) <= eb.cost(now) { ea } else { eb })
+        }
+    }
+}
+
+impl Pick {
+    pub fn addr(&self) -> SocketAddr {
+        self.endpoint.addr
+    }
+
+    /// Records the latency since the pick and releases the endpoint.
+    pub fn complete(self) {
+        self.observe();
+        // Drop decrements pending.
+    }
+
+    /// Records the latency since the pick but keeps counting the endpoint as
+    /// busy (an opaque connection stays pending while it is open).
+    pub fn observe(&self) {
+        self.endpoint.ewma.observe(Instant::now(), self.start.elapsed());
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+impl Drop for Pick {
+    fn drop(&mut self) {
+        self.endpoint.pending.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(port: u16) -> Arc<Endpoint> {
+        Arc::new(Endpoint::new(SocketAddr::from(([198, 18, 0, 1], port)), String::new(), 1))
+    }
+
+    #[test]
+    fn no_endpoints_no_pick_and_one_is_always_chosen() {
+        let now = Instant::now();
+        assert!(choose(&[], now, || 0).is_none());
+        let one = [ep(1)];
+        for r in 0..5 {
+            assert_eq!(choose(&one, now, || r).map(|e| e.addr.port()), Some(1));
+        }
+    }
+
+    #[test]
+    fn the_two_candidates_are_distinct_and_the_cheaper_wins() {
+        let now = Instant::now();
+        let eps = [ep(1), ep(2), ep(3)];
+        // Make endpoint 2 slow.
+        eps[1].ewma.observe(now, Duration::from_millis(200));
+        // Draws: a = 1 (port 2), second draw 0 → b = (1+1+0)%3 = 2 (port 3).
+        let mut draws = [1usize, 0].into_iter();
+        let got = choose(&eps, now, || draws.next().unwrap_or(0)).expect("pick");
+        assert_eq!(got.addr.port(), 3);
+        // With every pair drawn, the slow endpoint never wins against a fast one.
+        for a in 0..3 {
+            for r in 0..2 {
+                let mut d = [a, r].into_iter();
+                let got = choose(&eps, now, || d.next().unwrap_or(0)).expect("pick");
+                assert_ne!(got.addr.port(), 2, "a={a} r={r}");
+            }
+        }
+    }
+
+    #[test]
+    fn pending_requests_raise_cost_until_dropped() {
+        let (_tx, rx) = watch::channel(Arc::new(vec![ep(1)]));
+        let b = Balancer::new(rx);
+        let now = Instant::now();
+        let e = b.endpoints()[0].clone();
+        let base = e.cost(now);
+        let p1 = b.pick().expect("pick");
+        let p2 = b.pick().expect("pick");
+        assert_eq!(e.pending(), 2);
+        assert!((e.cost(now) - 3.0 * base).abs() < 1e-6 * base);
+        drop(p1);
+        p2.complete();
+        assert_eq!(e.pending(), 0);
+    }
+
+    #[test]
+    fn a_slow_endpoint_receives_a_small_share() {
+        // Three endpoints, one 20 ms slower: simulate sequential requests
+        // with P2C and feed back each endpoint's latency.
+        let eps: Vec<_> = (1..=3).map(ep).collect();
+        let mut now = Instant::now();
+        let mut counts = [0usize; 3];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..3000 {
+            let e = choose(&eps, now, || rng.usize(..)).expect("pick");
+            let i = usize::from(e.addr.port() - 1);
+            counts[i] += 1;
+            let latency = if i == 0 { Duration::from_millis(21) } else { Duration::from_millis(1) };
+            now += Duration::from_millis(1);
+            e.ewma.observe(now, latency);
+        }
+        let share = counts[0] as f64 / 3000.0;
+        assert!(share < 0.2, "slow endpoint got {share:.3} of requests: {counts:?}");
+        let (b, c) = (counts[1] as f64, counts[2] as f64);
+        assert!((b - c).abs() / (b + c) < 0.15, "equal endpoints uneven: {counts:?}");
+    }
+}

@@ -1,0 +1,297 @@
+//! Resolving outbound destinations through `Discovery.Watch`, with the
+//! service's `Policy.WatchOutbound` alongside.
+//!
+//! ```text
+//! resolve(orig dst) ─► cache[orig] ─┬─ first use: spawn a watch task, wait ≤ timeout
+//!                                   └─ Resolution: Forward(orig) | Service(balancer)
+//! watch task: Discovery.Watch stream ─► endpoints (watch channel) ─► Balancer
+//!             Policy.WatchOutbound    ─► policy    (watch channel)
+//! ```
+//!
+//! Endpoint statistics (EWMA, in-flight) are kept across updates for
+//! addresses that stay, so an update does not reset the balancer's view.
+//! Requests already sent to a removed endpoint finish normally: they hold
+//! their endpoint, and the pool keeps its connection until they are done.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use weft_api::discovery::discovery_client::DiscoveryClient;
+use weft_api::discovery::{EndpointSet, WatchRequest, endpoint_set::Kind};
+use weft_api::policy::policy_client::PolicyClient;
+use weft_api::policy::{OutboundPolicy, OutboundRequest};
+
+use super::ControlPlane;
+use super::backoff::Backoff;
+use crate::balance::{Balancer, Endpoint, Endpoints};
+
+/// Destinations remembered at most; past it, new ones are resolved without
+/// caching (forwarded as is) rather than growing memory without bound.
+const MAX_TARGETS: usize = 10_000;
+/// A destination unused for this long stops its streams.
+const TARGET_IDLE: Duration = Duration::from_secs(300);
+
+/// Where a connection or request goes.
+#[derive(Clone, Debug)]
+pub enum Resolution {
+    /// Not a service (or no answer in time): the original destination.
+    Forward(SocketAddr),
+    /// A service: balance over its endpoints.
+    Service(Arc<ServiceTarget>),
+}
+
+/// A resolved service destination.
+#[derive(Debug)]
+pub struct ServiceTarget {
+    pub balancer: Balancer,
+    pub policy: watch::Receiver<Option<Arc<OutboundPolicy>>>,
+}
+
+impl ServiceTarget {
+    /// The policy's request timeout, when it sets one.
+    pub fn request_timeout(&self) -> Option<Duration> {
+        let policy = self.policy.borrow();
+        let ms = policy.as_ref()?.timeouts.as_ref()?.request_ms;
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    state: watch::Receiver<Option<Snapshot>>,
+    service: Arc<ServiceTarget>,
+    last_used: Mutex<Instant>,
+}
+
+/// What the last discovery message said about a destination.
+#[derive(Clone, Debug)]
+struct Snapshot {
+    version: u64,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+pub struct Resolver {
+    control: Option<ControlPlane>,
+    /// How long a first resolution may wait for the control plane.
+    timeout: Duration,
+    cache: Mutex<HashMap<SocketAddr, Arc<Entry>>>,
+}
+
+impl Resolver {
+    pub fn new(control: Option<ControlPlane>, timeout: Duration) -> Arc<Self> {
+        let resolver = Arc::new(Self { control, timeout, cache: Mutex::default() });
+        if resolver.control.is_some() {
+            tokio::spawn(sweep(Arc::downgrade(&resolver)));
+        }
+        resolver
+    }
+
+    /// Resolves an outbound original destination. Never fails: without an
+    /// answer the connection goes where the app sent it.
+    pub async fn resolve(&self, orig: SocketAddr) -> Resolution {
+        let Some(control) = &self.control else {
+            return Resolution::Forward(orig);
+        };
+        let Some(entry) = self.entry(control, orig) else {
+            return Resolution::Forward(orig);
+        };
+        *entry.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let mut state = entry.state.clone();
+        let kind = match tokio::time::timeout(self.timeout, state.wait_for(Option::is_some)).await {
+            Ok(Ok(snapshot)) => snapshot.as_ref().map(|s| s.kind),
+            _ => None,
+        };
+        match kind {
+            Some(Kind::Service) => Resolution::Service(entry.service.clone()),
+            None => {
+                tracing::debug!(%orig, "no discovery answer in time; forwarding to the original destination");
+                Resolution::Forward(orig)
+            }
+            Some(_) => Resolution::Forward(orig),
+        }
+    }
+
+    fn entry(&self, control: &ControlPlane, orig: SocketAddr) -> Option<Arc<Entry>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = cache.get(&orig) {
+            return Some(e.clone());
+        }
+        if cache.len() >= MAX_TARGETS {
+            return None;
+        }
+        let (state_tx, state_rx) = watch::channel(None);
+        let (eps_tx, eps_rx) = watch::channel(Endpoints::default());
+        let (policy_tx, policy_rx) = watch::channel(None);
+        let entry = Arc::new(Entry {
+            state: state_rx,
+            service: Arc::new(ServiceTarget { balancer: Balancer::new(eps_rx), policy: policy_rx }),
+            last_used: Mutex::new(Instant::now()),
+        });
+        cache.insert(orig, entry.clone());
+        tokio::spawn(watch_target(control.clone(), orig, state_tx, eps_tx, policy_tx));
+        Some(entry)
+    }
+
+    /// What the proxy currently runs, for the admin `/config`.
+    pub fn describe(&self) -> serde_json::Value {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let mut targets: Vec<_> = cache
+            .iter()
+            .map(|(addr, e)| {
+                let snapshot = e.state.borrow().clone();
+                let policy = e.service.policy.borrow().clone();
+                let endpoints: Vec<_> = e
+                    .service
+                    .balancer
+                    .endpoints()
+                    .iter()
+                    .map(|ep| {
+                        serde_json::json!({
+                            "address": ep.addr.to_string(),
+                            "identity": ep.identity,
+                            "weight": ep.weight,
+                            "pending": ep.pending(),
+                            "ewma_ms": ep.ewma_micros(now) / 1000.0,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "target": addr.to_string(),
+                    "kind": snapshot.as_ref().map(|s| s.kind.as_str_name()),
+                    "discovery_version": snapshot.as_ref().map(|s| s.version),
+                    "policy_version": policy.as_ref().map(|p| p.version),
+                    "service": policy.as_ref().map(|p| p.service.clone()),
+                    "endpoints": endpoints,
+                })
+            })
+            .collect();
+        targets.sort_by_key(|t| t["target"].as_str().unwrap_or_default().to_string());
+        serde_json::json!({
+            "control_plane": self.control.as_ref().map(|c| c.url.clone()),
+            "targets": targets,
+        })
+    }
+}
+
+/// Drops destinations nobody used for [`TARGET_IDLE`]; their streams end
+/// when the last receiver is gone.
+async fn sweep(resolver: std::sync::Weak<Resolver>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let Some(resolver) = resolver.upgrade() else { return };
+        let mut cache = resolver.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|_, e| e.last_used.lock().unwrap_or_else(|p| p.into_inner()).elapsed() < TARGET_IDLE);
+    }
+}
+
+/// Keeps one destination's discovery and policy streams alive until the
+/// cache forgets it.
+async fn watch_target(
+    control: ControlPlane,
+    target: SocketAddr,
+    state: watch::Sender<Option<Snapshot>>,
+    endpoints: watch::Sender<Endpoints>,
+    policy: watch::Sender<Option<Arc<OutboundPolicy>>>,
+) {
+    let discovery = async {
+        let mut backoff = Backoff::default();
+        loop {
+            if let Err(e) = stream_discovery(&control, target, &state, &endpoints, &mut backoff).await {
+                tracing::debug!(%target, error = %e, "discovery stream ended; keeping the last snapshot");
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    };
+    let policy_stream = async {
+        let mut backoff = Backoff::default();
+        loop {
+            if let Err(e) = stream_policy(&control, target, &policy, &mut backoff).await {
+                tracing::debug!(%target, error = %e, "policy stream ended; keeping the last policy");
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    };
+    tokio::select! {
+        _ = state.closed() => {}
+        _ = discovery => {}
+        _ = policy_stream => {}
+    }
+}
+
+async fn stream_discovery(
+    control: &ControlPlane,
+    target: SocketAddr,
+    state: &watch::Sender<Option<Snapshot>>,
+    endpoints: &watch::Sender<Endpoints>,
+    backoff: &mut Backoff,
+) -> Result<(), tonic::Status> {
+    let mut client = DiscoveryClient::new(control.channel.clone());
+    let request = WatchRequest {
+        target: target.to_string(),
+        proxy_id: control.proxy_id.clone(),
+        namespace: control.namespace.clone(),
+    };
+    let mut stream = client.watch(request).await?.into_inner();
+    while let Some(set) = stream.message().await? {
+        backoff.reset();
+        apply(&set, state, endpoints);
+    }
+    Err(tonic::Status::unavailable("stream closed by the control plane"))
+}
+
+/// Applies one snapshot: a new endpoint list reusing the statistics of
+/// endpoints that stay.
+fn apply(set: &EndpointSet, state: &watch::Sender<Option<Snapshot>>, endpoints: &watch::Sender<Endpoints>) {
+    let kind = Kind::try_from(set.kind).unwrap_or(Kind::Unknown);
+    let previous: HashMap<SocketAddr, Arc<Endpoint>> = endpoints.borrow().iter().map(|e| (e.addr, e.clone())).collect();
+    let next: Vec<Arc<Endpoint>> = if kind == Kind::Service {
+        set.endpoints
+            .iter()
+            .filter(|e| e.ready)
+            .filter_map(|e| match e.address.parse::<SocketAddr>() {
+                Ok(addr) => Some(
+                    previous
+                        .get(&addr)
+                        .cloned()
+                        .unwrap_or_else(|| Arc::new(Endpoint::new(addr, e.identity.clone(), e.weight))),
+                ),
+                Err(_) => {
+                    tracing::warn!(address = %e.address, "ignoring an endpoint with an invalid address");
+                    None
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    tracing::debug!(version = set.version, kind = kind.as_str_name(), endpoints = next.len(), "discovery update");
+    endpoints.send_replace(Arc::new(next));
+    state.send_replace(Some(Snapshot { version: set.version, kind }));
+}
+
+async fn stream_policy(
+    control: &ControlPlane,
+    target: SocketAddr,
+    policy: &watch::Sender<Option<Arc<OutboundPolicy>>>,
+    backoff: &mut Backoff,
+) -> Result<(), tonic::Status> {
+    let mut client = PolicyClient::new(control.channel.clone());
+    let request = OutboundRequest {
+        target: target.to_string(),
+        proxy_id: control.proxy_id.clone(),
+        namespace: control.namespace.clone(),
+    };
+    let mut stream = client.watch_outbound(request).await?.into_inner();
+    while let Some(p) = stream.message().await? {
+        backoff.reset();
+        tracing::debug!(version = p.version, service = %p.service, "policy update");
+        policy.send_replace(Some(Arc::new(p)));
+    }
+    Err(tonic::Status::unavailable("stream closed by the control plane"))
+}

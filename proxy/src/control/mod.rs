@@ -1,0 +1,48 @@
+//! The proxy's side of the control plane: discovery (what stands behind a
+//! destination), outbound policy, and workload registration.
+//!
+//! One lazily connected gRPC channel (HTTP/2, multiplexed) carries every
+//! stream. Each stream reconnects with jittered exponential backoff; while
+//! the control plane is away the proxy keeps serving from the last snapshot
+//! it received, and a destination it has never seen is forwarded as is.
+
+pub mod backoff;
+pub mod discovery;
+pub mod registry;
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+/// A handle to the control plane, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ControlPlane {
+    pub channel: Channel,
+    pub url: String,
+    /// Identifies this proxy in the control plane's logs and metrics.
+    pub proxy_id: String,
+    /// The workload's namespace: bare service names resolve in it.
+    pub namespace: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid control plane address {url:?}: {source}")]
+pub struct InvalidAddress {
+    url: String,
+    #[source]
+    source: tonic::transport::Error,
+}
+
+impl ControlPlane {
+    /// Prepares the channel; nothing is connected until the first stream.
+    pub fn new(url: &str, proxy_id: String, namespace: String) -> Result<Self, InvalidAddress> {
+        let channel = Endpoint::from_shared(url.to_string())
+            .map_err(|source| InvalidAddress { url: url.to_string(), source })?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5))
+            .connect_lazy();
+        Ok(Self { channel, url: url.to_string(), proxy_id, namespace })
+    }
+}
