@@ -36,6 +36,7 @@ pub const ENV_SERVICE_ACCOUNT: &str = "WEFT_PROXY_SERVICE_ACCOUNT";
 pub const ENV_WORKLOAD_LABELS: &str = "WEFT_PROXY_WORKLOAD_LABELS";
 pub const ENV_WORKLOAD_ADDRESS: &str = "WEFT_PROXY_WORKLOAD_ADDRESS";
 pub const ENV_WORKLOAD_PORTS: &str = "WEFT_PROXY_WORKLOAD_PORTS";
+pub const ENV_DEREGISTER_GRACE: &str = "WEFT_PROXY_DEREGISTER_GRACE";
 
 /// Ports whose protocols are known not to be HTTP, several of them
 /// server-speaks-first (SMTP, MySQL): detection is skipped for them so that
@@ -139,6 +140,11 @@ pub struct RunArgs {
     /// accepts connections on 127.0.0.1.
     #[arg(long, env = ENV_WORKLOAD_PORTS, default_value = "")]
     pub workload_ports: String,
+    /// At shutdown, after deregistering, how long the proxy keeps accepting
+    /// while the removal reaches the other proxies, so that none of them
+    /// picks this endpoint after its listeners close.
+    #[arg(long, env = ENV_DEREGISTER_GRACE, default_value = "500ms")]
+    pub deregister_grace: String,
 }
 
 /// The validated configuration of a running proxy.
@@ -164,6 +170,7 @@ pub struct Config {
 pub struct ControlConfig {
     pub url: String,
     pub discovery_timeout: Duration,
+    pub deregister_grace: Duration,
     pub proxy_id: String,
     pub namespace: String,
     pub workload: Option<crate::control::registry::WorkloadConfig>,
@@ -348,6 +355,7 @@ impl RunArgs {
     /// The control-plane settings; `None` without `--control-plane`.
     fn control_config(&self, p: &mut Parser) -> Option<ControlConfig> {
         let timeout = p.field("discovery-timeout", ENV_DISCOVERY_TIMEOUT, &self.discovery_timeout, positive_duration);
+        let grace = p.field("deregister-grace", ENV_DEREGISTER_GRACE, &self.deregister_grace, duration);
         let url = self.control_plane.trim();
         let has_workload = !self.workload_name.trim().is_empty();
         if url.is_empty() {
@@ -394,6 +402,7 @@ impl RunArgs {
         Some(ControlConfig {
             url: url.to_string(),
             discovery_timeout: timeout?,
+            deregister_grace: grace?,
             proxy_id,
             namespace: self.namespace.trim().to_string(),
             workload,

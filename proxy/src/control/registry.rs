@@ -96,17 +96,28 @@ pub async fn run(control: ControlPlane, workload: WorkloadConfig, registration: 
     }
 }
 
-/// Deregisters at shutdown; best effort, bounded by `timeout`.
-pub async fn deregister(control: &ControlPlane, registration: &Registration, timeout: Duration) {
-    let Some(id) = registration.lease_id() else { return };
+/// Deregisters at shutdown; best effort, bounded by `timeout`. Returns
+/// whether a lease was given up (so the caller can let that news spread).
+pub async fn deregister(control: &ControlPlane, registration: &Registration, timeout: Duration) -> bool {
+    let Some(id) = registration.lease_id() else { return false };
     let mut client = RegistryClient::new(control.channel.clone());
     let call = client.deregister(HeartbeatRequest { lease_id: id.clone(), ready: false });
-    match tokio::time::timeout(timeout, call).await {
-        Ok(Ok(_)) => tracing::info!(lease = %id, "deregistered"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "deregistration failed; the lease will lapse"),
-        Err(_) => tracing::warn!("deregistration timed out; the lease will lapse"),
-    }
+    let done = match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(_)) => {
+            tracing::info!(lease = %id, "deregistered");
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "deregistration failed; the lease will lapse");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("deregistration timed out; the lease will lapse");
+            false
+        }
+    };
     registration.set(None);
+    done
 }
 
 /// Polls until one of `ports` accepts a connection on loopback.

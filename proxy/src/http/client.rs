@@ -68,11 +68,29 @@ impl Pool {
     }
 
     async fn send_h1(&self, addr: SocketAddr, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
-        let mut tx = match self.checkout_h1(addr) {
-            Some(tx) => tx,
-            None => self.connect_h1(addr, false).await?,
+        let (mut tx, rsp) = match self.checkout_h1(addr) {
+            Some(mut tx) => match tx.try_send_request(req).await {
+                Ok(rsp) => (tx, rsp),
+                // The upstream closed this idle connection just as we took it
+                // (its keep-alive timeout, or it is draining). The request
+                // was never written, so sending it on a new connection is
+                // safe for any method.
+                Err(mut e) => match e.take_message() {
+                    Some(req) => {
+                        tracing::debug!(%addr, error = %e.error(), "pooled connection was closed; reconnecting");
+                        let mut tx = self.connect_h1(addr, false).await?;
+                        let rsp = tx.send_request(req).await.map_err(ProxyError::from_send)?;
+                        (tx, rsp)
+                    }
+                    None => return Err(ProxyError::from_send(e.into_error())),
+                },
+            },
+            None => {
+                let mut tx = self.connect_h1(addr, false).await?;
+                let rsp = tx.send_request(req).await.map_err(ProxyError::from_send)?;
+                (tx, rsp)
+            }
         };
-        let rsp = tx.send_request(req).await.map_err(ProxyError::from_send)?;
         // Return the connection once the response body has been consumed;
         // until then HTTP/1 cannot carry another request on it.
         let pool = Arc::downgrade(&self.inner);
@@ -133,7 +151,20 @@ impl Pool {
                 tx
             }
         };
-        tx.send_request(req).await.map_err(ProxyError::from_send)
+        match tx.try_send_request(req).await {
+            Ok(rsp) => Ok(rsp),
+            // The shared connection went away (GOAWAY, reset) before this
+            // request was sent: one more try on a fresh connection.
+            Err(mut e) => match e.take_message() {
+                Some(req) => {
+                    tracing::debug!(%addr, error = %e.error(), "HTTP/2 connection was closed; reconnecting");
+                    let mut tx = self.connect_h2(addr).await?;
+                    self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(addr, tx.clone());
+                    tx.send_request(req).await.map_err(ProxyError::from_send)
+                }
+                None => Err(ProxyError::from_send(e.into_error())),
+            },
+        }
     }
 
     async fn connect_h2(&self, addr: SocketAddr) -> Result<http2::SendRequest<Incoming>, ProxyError> {
