@@ -34,6 +34,10 @@ use crate::balance::{Balancer, Endpoint, Endpoints};
 const MAX_TARGETS: usize = 10_000;
 /// A destination unused for this long stops its streams.
 const TARGET_IDLE: Duration = Duration::from_secs(300);
+/// After reconnecting to the control plane, how long an empty endpoint set
+/// is distrusted: longer than a registration lease, so that restarted
+/// control planes have heard from every live workload again.
+const RECONNECT_GRACE: Duration = Duration::from_secs(15);
 
 /// Where a connection or request goes.
 #[derive(Clone, Debug)]
@@ -238,8 +242,41 @@ async fn stream_discovery(
         namespace: control.namespace.clone(),
     };
     let mut stream = client.watch(request).await?.into_inner();
-    while let Some(set) = stream.message().await? {
+    let reconnected = state.borrow().is_some();
+    let mut first = true;
+    // An empty set held back after a reconnect (see below).
+    let mut held: Option<EndpointSet> = None;
+    loop {
+        let next = match &held {
+            Some(_) => match tokio::time::timeout(RECONNECT_GRACE, stream.message()).await {
+                Ok(next) => next?,
+                Err(_) => {
+                    if let Some(set) = held.take() {
+                        apply(&set, state, endpoints);
+                    }
+                    continue;
+                }
+            },
+            None => stream.message().await?,
+        };
+        let Some(set) = next else { break };
         backoff.reset();
+        // A control plane that just restarted knows no workload until they
+        // register again (within one heartbeat). Its first answer after we
+        // reconnect may therefore be an empty service; believing it would
+        // fail every request in that window, so the last endpoints stay in
+        // use until a non-empty update arrives or the grace period ends.
+        if std::mem::take(&mut first)
+            && reconnected
+            && set.kind == Kind::Service as i32
+            && !set.endpoints.iter().any(|e| e.ready)
+            && !endpoints.borrow().is_empty()
+        {
+            tracing::info!(%target, "control plane reports no endpoints right after reconnecting; keeping the last ones for now");
+            held = Some(set);
+            continue;
+        }
+        held = None;
         apply(&set, state, endpoints);
     }
     Err(tonic::Status::unavailable("stream closed by the control plane"))
