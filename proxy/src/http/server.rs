@@ -18,6 +18,7 @@ where
 {
     let drain = svc.drain.clone();
     let version = svc.version;
+    let (metrics, direction) = (svc.shared.metrics.clone(), svc.direction);
     let service = service_fn(move |req| svc.clone().call(req));
     let io = TokioIo::new(io);
     let result = match version {
@@ -53,6 +54,25 @@ where
         }
     };
     if let Err(e) = result {
+        // hyper answers unparsable requests itself, before the service sees
+        // them; they are responses of this proxy all the same.
+        if let Some(status) = hyper_error_status(&e) {
+            let stats = metrics.authority(direction, crate::metrics::OTHER_AUTHORITY);
+            stats.request();
+            stats.response(status);
+        }
         tracing::debug!(error = %e, "downstream HTTP connection ended with an error");
+    }
+}
+
+/// The status hyper's HTTP/1 server wrote for a request it refused to parse:
+/// 431 for a head over `max_buf_size`, 400 for anything else malformed.
+fn hyper_error_status(e: &hyper::Error) -> Option<u16> {
+    if e.is_parse_too_large() {
+        Some(431)
+    } else if e.is_parse() {
+        Some(400)
+    } else {
+        None
     }
 }
