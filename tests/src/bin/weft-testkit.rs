@@ -1,0 +1,452 @@
+//! `weft-testkit`: the small, real workloads and clients that the end-to-end
+//! tests run inside their pods.
+//!
+//! Servers print one line per accepted connection and per request on stdout
+//! (the harness keeps it in a log file), so a test can wait for "the request
+//! reached the app" without sleeping. Clients print `key=value` lines that the
+//! tests parse, and exit non-zero with a message on stderr when the exchange
+//! went wrong.
+//!
+//! | subcommand      | what it is                                                 |
+//! | --------------- | ---------------------------------------------------------- |
+//! | `http-server`   | HTTP/1.1 + h2c (prior knowledge) server, see [`http`]      |
+//! | `ws-server`     | WebSocket echo server                                      |
+//! | `ws-client`     | WebSocket client: sends messages, checks the echoes        |
+//! | `tcp-server`    | TCP echo server, optionally speaking first (a banner)      |
+//! | `banner-client` | waits for the server's banner, then checks an echo         |
+//! | `slow-client`   | sends a prefix, then trickles bytes; reports when closed   |
+//! | `raw`           | sends raw bytes, prints (escaped) what comes back          |
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use weft_tests::workload::{escape, unescape};
+
+#[derive(Parser, Debug)]
+#[command(name = "weft-testkit", about = "Workloads and clients for Weft's end-to-end tests")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// HTTP/1.1 and h2c server that echoes what it receives.
+    HttpServer {
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+    },
+    /// WebSocket echo server.
+    WsServer {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// WebSocket client: sends `messages` text and binary messages and checks
+    /// that each comes back unchanged.
+    WsClient {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 10)]
+        messages: usize,
+    },
+    /// TCP echo server; with `--banner` it writes `BANNER\r\n` on accept
+    /// before echoing (a server-speaks-first protocol such as SMTP).
+    TcpServer {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        banner: Option<String>,
+    },
+    /// Connects, sends nothing, waits for the banner line; prints
+    /// `banner_ms=` (time from connect to the full line) and `banner=`, then
+    /// checks that a line sent back is echoed.
+    BannerClient {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
+    /// Sends `--send` (escaped: \r \n \\ \xNN), then one byte of `--trickle`
+    /// every `--interval-ms`, until the peer closes or `--max-ms` passes.
+    /// Prints `closed_after_ms=` (from connect) or `still_open_after_ms=`
+    /// (exit code 3), and `received=` (escaped).
+    SlowClient {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value = "")]
+        send: String,
+        #[arg(long, default_value = "")]
+        trickle: String,
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 20_000)]
+        max_ms: u64,
+    },
+    /// Sends raw bytes (`--send`, escaped, or `--send-file`), then prints on
+    /// stdout, escaped on one line, every byte received until the peer
+    /// closes, `--read-bytes` have arrived, or `--timeout-ms` passes; how it
+    /// ended goes to stderr (`end=eof|read-bytes|timeout|error: ...`).
+    Raw {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, conflicts_with = "send_file")]
+        send: Option<String>,
+        #[arg(long)]
+        send_file: Option<PathBuf>,
+        #[arg(long)]
+        read_bytes: Option<usize>,
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::HttpServer { listen } => http::serve(listen).await,
+        Command::WsServer { listen } => ws_server(listen).await,
+        Command::WsClient { url, messages } => ws_client(&url, messages).await,
+        Command::TcpServer { listen, banner } => tcp_server(listen, banner).await,
+        Command::BannerClient { connect, timeout_ms } => {
+            banner_client(connect, Duration::from_millis(timeout_ms)).await
+        }
+        Command::SlowClient { connect, send, trickle, interval_ms, max_ms } => {
+            let send = unescape(&send).map_err(anyhow::Error::msg).context("--send")?;
+            let trickle = unescape(&trickle).map_err(anyhow::Error::msg).context("--trickle")?;
+            slow_client(connect, &send, &trickle, Duration::from_millis(interval_ms), Duration::from_millis(max_ms))
+                .await
+        }
+        Command::Raw { connect, send, send_file, read_bytes, timeout_ms } => {
+            let bytes = match (send, send_file) {
+                (Some(s), None) => unescape(&s).map_err(anyhow::Error::msg).context("--send")?,
+                (None, Some(path)) => std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+                _ => bail!("give exactly one of --send and --send-file"),
+            };
+            raw(connect, &bytes, read_bytes, Duration::from_millis(timeout_ms)).await
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    println!("listening on {addr}");
+    Ok(listener)
+}
+
+async fn ws_server(listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = bind(listen).await?;
+    let mut next_id = 0u64;
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        next_id += 1;
+        let id = next_id;
+        println!("connection {id} from {peer}");
+        tokio::spawn(async move {
+            let result = async {
+                let mut ws = tokio_tungstenite::accept_async(stream).await?;
+                while let Some(msg) = ws.next().await {
+                    match msg? {
+                        m @ (Message::Text(_) | Message::Binary(_)) => ws.send(m).await?,
+                        Message::Close(_) => break,
+                        _ => {}
+                    }
+                }
+                anyhow::Ok(())
+            }
+            .await;
+            if let Err(e) = result {
+                eprintln!("ws connection {id}: {e:#}");
+            }
+        });
+    }
+}
+
+async fn ws_client(url: &str, messages: usize) -> anyhow::Result<()> {
+    let (mut ws, response) =
+        tokio_tungstenite::connect_async(url).await.with_context(|| format!("WebSocket handshake with {url}"))?;
+    println!("handshake_status={}", response.status().as_u16());
+    for i in 0..messages {
+        // Alternate text and binary frames, with a binary payload large
+        // enough to span several TCP segments.
+        let sent = if i % 2 == 0 {
+            Message::text(format!("weft-ws-{i}"))
+        } else {
+            Message::binary((0..100_000u32).map(|b| (b % 251) as u8 ^ i as u8).collect::<Vec<_>>())
+        };
+        ws.send(sent.clone()).await.context("sending")?;
+        let got = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .context("timed out waiting for an echo")?
+            .context("server closed the WebSocket")??;
+        if got != sent {
+            bail!("message {i}: echo differs from what was sent");
+        }
+    }
+    ws.close(None).await.context("closing")?;
+    println!("echoed={messages}");
+    Ok(())
+}
+
+async fn tcp_server(listen: SocketAddr, banner: Option<String>) -> anyhow::Result<()> {
+    let listener = bind(listen).await?;
+    let banner = banner.map(|b| format!("{b}\r\n"));
+    let mut next_id = 0u64;
+    loop {
+        let (mut stream, peer) = listener.accept().await?;
+        next_id += 1;
+        println!("connection {next_id} from {peer}");
+        let banner = banner.clone();
+        tokio::spawn(async move {
+            if let Some(banner) = banner {
+                if stream.write_all(banner.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            let (mut r, mut w) = stream.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+    }
+}
+
+async fn banner_client(connect: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    let stream = TcpStream::connect(connect).await.with_context(|| format!("connecting to {connect}"))?;
+    let start = Instant::now();
+    let mut stream = BufReader::new(stream);
+    let mut line = String::new();
+    tokio::time::timeout(timeout, stream.read_line(&mut line)).await.context("no banner before the timeout")??;
+    println!("banner_ms={}", start.elapsed().as_millis());
+    println!("banner={}", escape(line.as_bytes()));
+    stream.get_mut().write_all(b"ping\r\n").await?;
+    let mut echo = String::new();
+    tokio::time::timeout(timeout, stream.read_line(&mut echo)).await.context("no echo before the timeout")??;
+    if echo != "ping\r\n" {
+        bail!("expected the echo \"ping\\r\\n\", got {:?}", echo);
+    }
+    println!("echo=ok");
+    Ok(())
+}
+
+async fn slow_client(
+    connect: SocketAddr,
+    send: &[u8],
+    trickle: &[u8],
+    interval: Duration,
+    max: Duration,
+) -> anyhow::Result<()> {
+    let mut stream = TcpStream::connect(connect).await.with_context(|| format!("connecting to {connect}"))?;
+    let start = Instant::now();
+    stream.write_all(send).await.context("sending the prefix")?;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let mut trickle = trickle.iter();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::sleep(max);
+    tokio::pin!(deadline);
+    let closed = loop {
+        tokio::select! {
+            read = stream.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break true,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            },
+            _ = ticks.tick() => {
+                if let Some(byte) = trickle.next() {
+                    if stream.write_all(&[*byte]).await.is_err() {
+                        break true;
+                    }
+                }
+            }
+            () = &mut deadline => break false,
+        }
+    };
+    let elapsed = start.elapsed().as_millis();
+    println!("received={}", escape(&received));
+    if closed {
+        println!("closed_after_ms={elapsed}");
+        Ok(())
+    } else {
+        println!("still_open_after_ms={elapsed}");
+        std::process::exit(3);
+    }
+}
+
+async fn raw(connect: SocketAddr, bytes: &[u8], read_bytes: Option<usize>, timeout: Duration) -> anyhow::Result<()> {
+    let mut stream = TcpStream::connect(connect).await.with_context(|| format!("connecting to {connect}"))?;
+    // The peer may answer (e.g. 431) and close before it has read all of a
+    // large request; a failed write is fine as long as the answer arrives.
+    if let Err(e) = stream.write_all(bytes).await {
+        eprintln!("write stopped: {e}");
+    }
+    let mut received = Vec::new();
+    let mut buf = [0u8; 16384];
+    let result = tokio::time::timeout(timeout, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => return "eof".to_owned(),
+                Ok(n) => {
+                    received.extend_from_slice(&buf[..n]);
+                    if read_bytes.is_some_and(|want| received.len() >= want) {
+                        return "read-bytes".to_owned();
+                    }
+                }
+                Err(e) => return format!("error: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| "timeout".to_owned());
+    eprintln!("end={result}");
+    println!("{}", escape(&received));
+    Ok(())
+}
+
+/// The HTTP server. Every response carries:
+///
+/// - `x-weft-conn`: the id of the connection it came on (1, 2, … in accept
+///   order), so a test can count connections;
+/// - `x-weft-peer`: the connection's peer address as the app sees it;
+/// - `x-weft-version`: the request's HTTP version.
+///
+/// Routes: `/echo` returns the request body; `/sha256` returns
+/// `sha256=HEX bytes=N`; `/delay?ms=N` answers after N ms; `/bytes?n=N`
+/// streams N bytes of [`weft_tests::workload::pattern_byte`]; `/trailers`
+/// answers with a body and the trailers `grpc-status: 0`,
+/// `grpc-message: weft-ok`; anything else returns the request head as text.
+mod http {
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue, Request, Response};
+    use http_body_util::{BodyExt as _, Full, StreamBody, combinators::BoxBody};
+    use hyper::body::{Frame, Incoming};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+    use sha2::{Digest as _, Sha256};
+    use weft_tests::workload::pattern_byte;
+
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    type Body = BoxBody<Bytes, BoxError>;
+
+    pub(super) async fn serve(listen: Vec<SocketAddr>) -> anyhow::Result<()> {
+        let mut tasks = Vec::new();
+        for addr in listen {
+            let listener = super::bind(addr).await?;
+            tasks.push(tokio::spawn(accept_loop(listener)));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        Ok(())
+    }
+
+    async fn accept_loop(listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+        let mut next_id = 0u64;
+        loop {
+            let (stream, peer) = listener.accept().await?;
+            next_id += 1;
+            let id = next_id;
+            println!("connection {id} from {peer}");
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| async move { handle(req, id, peer).await });
+                let builder = auto::Builder::new(TokioExecutor::new());
+                if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+                    eprintln!("connection {id}: {e}");
+                }
+            });
+        }
+    }
+
+    fn query(req: &Request<Incoming>, key: &str) -> Option<u64> {
+        req.uri().query()?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            if k == key { v.parse().ok() } else { None }
+        })
+    }
+
+    fn full(body: impl Into<Bytes>) -> Body {
+        Full::new(body.into()).map_err(|never: Infallible| match never {}).boxed()
+    }
+
+    async fn handle(req: Request<Incoming>, conn: u64, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
+        println!("request conn={conn} {} {} {:?}", req.method(), req.uri(), req.version());
+        let version = format!("{:?}", req.version());
+        let body = match req.uri().path() {
+            "/echo" => req.into_body().map_err(BoxError::from).boxed(),
+            "/sha256" => {
+                let mut body = req.into_body();
+                let mut hasher = Sha256::new();
+                let mut n = 0usize;
+                while let Some(frame) = body.frame().await {
+                    match frame {
+                        Ok(frame) => {
+                            if let Some(data) = frame.data_ref() {
+                                hasher.update(data);
+                                n += data.len();
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("reading the request body: {e}");
+                            return Ok(status(400, "bad body\n"));
+                        }
+                    }
+                }
+                full(format!("sha256={:x} bytes={n}\n", hasher.finalize()))
+            }
+            "/delay" => {
+                let ms = query(&req, "ms").unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                full(format!("delayed {ms} ms\n"))
+            }
+            "/bytes" => bytes_body(query(&req, "n").unwrap_or(0)),
+            "/trailers" => {
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                trailers.insert("grpc-message", HeaderValue::from_static("weft-ok"));
+                let frames = [Ok(Frame::data(Bytes::from_static(b"weft-trailers\n"))), Ok(Frame::trailers(trailers))];
+                StreamBody::new(futures_util::stream::iter(frames)).boxed()
+            }
+            _ => {
+                let mut text = format!("method {}\npath {}\nversion {version}\n", req.method(), req.uri());
+                for (name, value) in req.headers() {
+                    text.push_str(&format!("header {name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+                }
+                full(text)
+            }
+        };
+        let mut response = Response::new(body);
+        let headers = response.headers_mut();
+        headers.insert("x-weft-conn", conn.into());
+        headers.insert("x-weft-peer", peer.to_string().parse().expect("a socket address is a valid header"));
+        headers.insert("x-weft-version", version.parse().expect("a version is a valid header"));
+        Ok(response)
+    }
+
+    fn status(code: u16, body: &'static str) -> Response<Body> {
+        let mut response = Response::new(full(body));
+        *response.status_mut() = http::StatusCode::from_u16(code).expect("a valid status code");
+        response
+    }
+
+    /// N bytes of the shared pattern, in 64 KiB chunks and with no
+    /// content-length, so HTTP/1 sends them chunked.
+    fn bytes_body(n: u64) -> Body {
+        const CHUNK: u64 = 64 * 1024;
+        let chunks = futures_util::stream::unfold(0u64, move |offset| async move {
+            if offset >= n {
+                return None;
+            }
+            let end = (offset + CHUNK).min(n);
+            let chunk: Bytes = (offset..end).map(pattern_byte).collect::<Vec<u8>>().into();
+            Some((Ok::<_, BoxError>(Frame::data(chunk)), end))
+        });
+        StreamBody::new(chunks).boxed()
+    }
+}

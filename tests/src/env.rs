@@ -1,0 +1,145 @@
+//! What the tests need from the machine, checked once per test process: root,
+//! the system tools (by absolute path, so `ip netns exec` and a PATH without
+//! `/usr/sbin` both work), and the binaries under test.
+//!
+//! Nothing here skips a test: a missing prerequisite is a loud failure that
+//! names the Debian package to install.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The tools the tests run, with the Debian package that ships each.
+const TOOLS: &[(&str, &str)] = &[
+    ("ip", "iproute2"),
+    ("ss", "iproute2"),
+    ("iptables", "iptables"),
+    ("iptables-save", "iptables"),
+    ("curl", "curl"),
+    ("nghttp", "nghttp2-client"),
+    ("redis-server", "redis-server"),
+    ("redis-cli", "redis-tools"),
+    ("setpriv", "util-linux"),
+    ("promtool", "prometheus"),
+    ("sh", "dash"),
+    ("sha256sum", "coreutils"),
+];
+
+/// Directories searched besides `PATH`: root's tools live in sbin, which a
+/// non-login environment may leave out.
+const EXTRA_PATH: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+/// Checks that the tests can run here, once per process; panics with every
+/// problem found and how to fix it.
+pub fn preflight() {
+    static CHECKED: OnceLock<()> = OnceLock::new();
+    CHECKED.get_or_init(|| {
+        let mut problems = Vec::new();
+        if !nix::unistd::geteuid().is_root() {
+            problems.push(
+                "the end-to-end tests must run as root (they create network namespaces and \
+                 iptables rules): run them with sudo or as root, as CI does"
+                    .to_owned(),
+            );
+        }
+        let missing: Vec<_> = TOOLS.iter().filter(|(name, _)| find(name).is_none()).collect();
+        if !missing.is_empty() {
+            let names: Vec<_> = missing.iter().map(|(n, _)| *n).collect();
+            let mut packages: Vec<_> = missing.iter().map(|(_, p)| *p).collect();
+            packages.dedup();
+            problems.push(format!(
+                "missing tools: {}; install them with: apt-get install -y {}",
+                names.join(", "),
+                packages.join(" ")
+            ));
+        }
+        assert!(problems.is_empty(), "weft-tests cannot run on this machine:\n  - {}", problems.join("\n  - "));
+    });
+}
+
+fn find(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(EXTRA_PATH.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// The absolute path of a system tool; panics (naming its package) if absent.
+pub fn tool(name: &str) -> PathBuf {
+    static FOUND: OnceLock<std::sync::Mutex<std::collections::HashMap<String, PathBuf>>> = OnceLock::new();
+    let cache = FOUND.get_or_init(Default::default);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = cache.get(name) {
+        return path.clone();
+    }
+    let path = find(name).unwrap_or_else(|| {
+        let package = TOOLS.iter().find(|(n, _)| *n == name).map_or("(unknown package)", |(_, p)| p);
+        panic!("`{name}` is not installed: apt-get install -y {package}")
+    });
+    cache.insert(name.to_owned(), path.clone());
+    path
+}
+
+/// `…/target/<profile>`, from the running test executable
+/// (`…/target/<profile>/deps/<test>-<hash>`).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let mut dir = exe.parent().expect("the test executable has a directory").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// The `weft-proxy` binary, built (or found up to date) by `cargo build` once
+/// per test process, with the same profile and target directory as the
+/// tests, so the proxy under test is always the current source.
+pub fn proxy_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let profile = profile_dir();
+        let target = profile.parent().expect("the profile directory is inside the target directory");
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(&cargo);
+        cmd.args(["build", "--quiet", "-p", "weft-proxy", "--bin", "weft-proxy"])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(target);
+        // The profile directory names the profile, except `debug` for `dev`.
+        match profile.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => {}
+            Some("release") => {
+                cmd.arg("--release");
+            }
+            Some(other) => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cargo:?} to build weft-proxy: {e}"));
+        assert!(
+            out.status.success(),
+            "building weft-proxy failed ({:?}):\n{}",
+            cmd,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bin = profile.join("weft-proxy");
+        assert!(bin.is_file(), "cargo built weft-proxy but {} does not exist", bin.display());
+        bin
+    })
+}
+
+/// This package's `weft-testkit` binary, which cargo builds beside the
+/// integration tests.
+pub fn testkit_bin() -> PathBuf {
+    let bin = profile_dir().join("weft-testkit");
+    assert!(
+        bin.is_file(),
+        "{} does not exist: build the tests with `cargo nextest run -p weft-tests` or \
+         `cargo test -p weft-tests`, which build the testkit",
+        bin.display()
+    );
+    bin
+}
