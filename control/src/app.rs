@@ -1,0 +1,183 @@
+//! Wiring: sources → index → gRPC streams, plus the admin server.
+//!
+//! [`start`] loads the files once (refusing to start on invalid ones, so a
+//! typo is seen at once rather than in a log), binds both listeners, and
+//! spawns the tasks; the returned [`Control`] knows the bound addresses
+//! (tests bind port 0) and shuts everything down.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::grpc::watch::Streams;
+use crate::index::{Index, MeshConfig};
+use crate::metrics::Metrics;
+use crate::shutdown::{self, Trigger};
+use crate::source::files::LocalFiles;
+use crate::source::registry::Registry;
+use crate::source::{Diagnostics, Sink, Source, SourceError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} for {what}: {source}; is another control plane running?")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("refusing to start with invalid input; fix these files:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Invalid(Vec<SourceError>),
+}
+
+/// A running control plane.
+#[derive(Debug)]
+pub struct Control {
+    grpc_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    index: Index,
+    registry: Registry,
+    metrics: Arc<Metrics>,
+    diagnostics: Arc<Diagnostics>,
+    trigger: Trigger,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Control {
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn diagnostics(&self) -> &Arc<Diagnostics> {
+        &self.diagnostics
+    }
+
+    /// Ends every stream (with UNAVAILABLE, so proxies reconnect), stops
+    /// the listeners and sources, and waits for the tasks (at most 5 s).
+    pub async fn shutdown(self) {
+        self.trigger.fire();
+        let all = futures_join(self.tasks);
+        if tokio::time::timeout(Duration::from_secs(5), all).await.is_err() {
+            tracing::warn!("some tasks did not stop within 5s");
+        }
+    }
+}
+
+async fn futures_join(tasks: Vec<JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// Starts the control plane described by `config`.
+pub async fn start(config: Config) -> Result<Control, StartError> {
+    let mesh = MeshConfig { trust_domain: config.trust_domain.clone(), ..MeshConfig::default() };
+    let index = Index::new(mesh);
+    let diagnostics = Arc::new(Diagnostics::default());
+    let sink = Sink::new(index.clone(), diagnostics.clone());
+    let metrics = Arc::new(Metrics::default());
+    let (trigger, shutdown) = shutdown::channel();
+
+    // First load: refuse to start on invalid files.
+    let mut files = LocalFiles::new(config.services.clone(), config.policy_paths.clone(), config.reload_interval);
+    let (files, first) = tokio::task::spawn_blocking(move || {
+        let outcome = files.poll();
+        (files, outcome)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    if !first.rejected.is_empty() {
+        return Err(StartError::Invalid(first.rejected));
+    }
+    LocalFiles::publish(first, &sink);
+
+    let grpc = TcpListener::bind(config.grpc_addr).await.map_err(|source| StartError::Bind {
+        addr: config.grpc_addr,
+        what: "gRPC",
+        source,
+    })?;
+    let admin_listener = TcpListener::bind(config.admin_addr).await.map_err(|source| StartError::Bind {
+        addr: config.admin_addr,
+        what: "admin",
+        source,
+    })?;
+    let grpc_addr =
+        grpc.local_addr().map_err(|source| StartError::Bind { addr: config.grpc_addr, what: "gRPC", source })?;
+    let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.admin_addr,
+        what: "admin",
+        source,
+    })?;
+
+    let registry = Registry::new(sink.clone(), config.lease_ttl);
+    let admin = Arc::new(Admin {
+        index: index.clone(),
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        diagnostics: diagnostics.clone(),
+        ready: false.into(),
+    });
+    let streams = Streams { index: index.clone(), metrics: metrics.clone(), shutdown: shutdown.clone() };
+
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(files.run(sink.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(registry.clone().reap(shutdown.clone())));
+    tasks.push(tokio::spawn(crate::admin::serve(admin_listener, admin.clone(), shutdown.clone())));
+    {
+        let (registry, shutdown) = (registry.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::grpc::serve(grpc, streams, registry, shutdown).await {
+                tracing::error!(error = %e, "the gRPC server failed");
+            }
+        }));
+    }
+    admin.ready.store(true, Ordering::Release);
+    tracing::info!(%grpc_addr, %admin_addr, version = index.state().version, "control plane ready");
+    Ok(Control { grpc_addr, admin_addr, index, registry, metrics, diagnostics, trigger, tasks })
+}
+
+/// Runs until SIGINT or SIGTERM, then shuts down.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let control = start(config).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    control.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the control plane");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

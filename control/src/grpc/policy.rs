@@ -1,0 +1,49 @@
+//! `Policy.WatchOutbound` and `Policy.WatchInbound`.
+
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use weft_api::policy::policy_server::Policy;
+use weft_api::policy::{InboundPolicy, InboundRequest, OutboundPolicy, OutboundRequest};
+
+use super::watch::Streams;
+use crate::index::{NsName, Target};
+use crate::metrics::StreamKind;
+
+#[derive(Debug)]
+pub struct PolicyService {
+    pub streams: Streams,
+}
+
+#[tonic::async_trait]
+impl Policy for PolicyService {
+    type WatchOutboundStream = ReceiverStream<Result<OutboundPolicy, Status>>;
+    type WatchInboundStream = ReceiverStream<Result<InboundPolicy, Status>>;
+
+    async fn watch_outbound(
+        &self,
+        req: Request<OutboundRequest>,
+    ) -> Result<Response<Self::WatchOutboundStream>, Status> {
+        let proxy = super::proxy_name(&req, &req.get_ref().proxy_id);
+        let OutboundRequest { target, namespace, .. } = req.into_inner();
+        let target: Target =
+            target.parse().map_err(|e: crate::index::TargetError| Status::invalid_argument(e.to_string()))?;
+        tracing::debug!(%proxy, %target, "outbound policy watch");
+        let stream = self.streams.spawn(StreamKind::Outbound, proxy, move |state| state.outbound(&target, &namespace));
+        Ok(Response::new(stream))
+    }
+
+    async fn watch_inbound(&self, req: Request<InboundRequest>) -> Result<Response<Self::WatchInboundStream>, Status> {
+        let proxy = super::proxy_name(&req, &req.get_ref().proxy_id);
+        let InboundRequest { workload, port, .. } = req.into_inner();
+        let name = NsName::parse_dotted(&workload).ok_or_else(|| {
+            Status::invalid_argument(format!("workload `{workload}` must be NAME.NAMESPACE (e.g. web-v1-0.default)"))
+        })?;
+        let port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| Status::invalid_argument(format!("port {port} is not 1..=65535")))?;
+        tracing::debug!(%proxy, workload = %name, port, "inbound policy watch");
+        let stream = self.streams.spawn(StreamKind::Inbound, proxy, move |state| state.inbound(&name, port));
+        Ok(Response::new(stream))
+    }
+}

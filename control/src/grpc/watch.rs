@@ -1,0 +1,165 @@
+//! One watch stream: a task that recomputes its answer whenever the index
+//! publishes a new state, and sends it only when it differs from the last
+//! one sent (versions aside).
+//!
+//! ```text
+//!  Index ──watch──► task: answer = compute(&state)
+//!                         unchanged? skip : send ──mpsc(1)──► tonic ──► proxy
+//! ```
+//!
+//! The mpsc has room for one message: a slow client slows only its own
+//! task, and since `watch` keeps only the newest state, the task skips
+//! straight to the latest answer once the client catches up. The task ends
+//! when the client goes away (the receiver is dropped), or at shutdown,
+//! when it sends UNAVAILABLE so that the proxy reconnects with backoff.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::index::{Index, State};
+use crate::metrics::{Metrics, StreamKind};
+use crate::shutdown::Shutdown;
+
+/// A full-snapshot message that carries the state version.
+pub trait Snapshot: Clone + PartialEq + Send + 'static {
+    fn version_mut(&mut self) -> &mut u64;
+}
+
+impl Snapshot for weft_api::discovery::EndpointSet {
+    fn version_mut(&mut self) -> &mut u64 {
+        &mut self.version
+    }
+}
+
+impl Snapshot for weft_api::policy::OutboundPolicy {
+    fn version_mut(&mut self) -> &mut u64 {
+        &mut self.version
+    }
+}
+
+impl Snapshot for weft_api::policy::InboundPolicy {
+    fn version_mut(&mut self) -> &mut u64 {
+        &mut self.version
+    }
+}
+
+/// What a stream task needs from the server.
+#[derive(Clone, Debug)]
+pub struct Streams {
+    pub index: Index,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: Shutdown,
+}
+
+impl Streams {
+    /// Starts a stream task answering with `compute` and returns the
+    /// response stream.
+    pub fn spawn<T, F>(&self, kind: StreamKind, proxy: String, compute: F) -> ReceiverStream<Result<T, Status>>
+    where
+        T: Snapshot,
+        F: Fn(&State) -> T + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel(1);
+        let mut states = self.index.subscribe();
+        let mut shutdown = self.shutdown.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            let _guard = metrics.open_stream(kind, &proxy);
+            let mut last: Option<T> = None;
+            loop {
+                let state = states.borrow_and_update().clone();
+                let mut answer = compute(&state);
+                let version = std::mem::take(answer.version_mut());
+                if last.as_ref() != Some(&answer) {
+                    let first = last.is_none();
+                    last = Some(answer.clone());
+                    *answer.version_mut() = version;
+                    tokio::select! {
+                        sent = tx.send(Ok(answer)) => if sent.is_err() { return },
+                        () = shutdown.signaled() => break,
+                    }
+                    metrics.pushed(kind, (!first).then(|| state.changed_at.elapsed()));
+                    tracing::debug!(kind = kind.as_str(), %proxy, version, "pushed");
+                }
+                tokio::select! {
+                    changed = states.changed() => if changed.is_err() { break },
+                    () = tx.closed() => return,
+                    () = shutdown.signaled() => break,
+                }
+            }
+            let _ = tx.try_send(Err(Status::unavailable("the control plane is shutting down; reconnect")));
+        });
+        ReceiverStream::new(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio_stream::StreamExt;
+    use weft_api::discovery::EndpointSet;
+
+    use super::*;
+    use crate::index::{
+        Event, MeshConfig, Protocol, Service, ServiceName, ServicePort, Target, Workload, WorkloadName,
+    };
+
+    fn workload(ns: &str, name: &str) -> Workload {
+        Workload {
+            name: WorkloadName::new(ns, name),
+            service_account: String::new(),
+            labels: [("app".to_string(), "web".to_string())].into(),
+            address: "127.0.0.2".parse().expect("ip"),
+            ports: vec![8080],
+            meshed: true,
+            ready: true,
+            zone: String::new(),
+        }
+    }
+
+    // Paused time: a timeout elapses only once every task is idle, so
+    // "nothing was sent" is observed deterministically and instantly.
+    #[tokio::test(start_paused = true)]
+    async fn sends_a_snapshot_then_only_changed_answers() {
+        let index = Index::new(MeshConfig::default());
+        index.apply([Event::ServiceApplied(Service {
+            name: ServiceName::new("default", "web"),
+            virtual_ip: None,
+            ports: vec![ServicePort { name: None, port: 80, target_port: 8080, protocol: Protocol::Http }],
+            selector: [("app".to_string(), "web".to_string())].into(),
+        })]);
+        let metrics = Arc::new(Metrics::default());
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let streams = Streams { index: index.clone(), metrics: metrics.clone(), shutdown };
+        let target: Target = "web:80".parse().expect("target");
+        let mut stream: ReceiverStream<Result<EndpointSet, Status>> =
+            streams.spawn(StreamKind::Discovery, "p".into(), move |s| s.resolve(&target, "default"));
+        let quiet = Duration::from_secs(1);
+
+        let first = stream.next().await.expect("snapshot").expect("ok");
+        assert_eq!((first.version, first.endpoints.len()), (1, 0));
+        assert_eq!((metrics.streams(StreamKind::Discovery), metrics.connected_proxies()), (1, 1));
+
+        // A change elsewhere bumps the version but not this answer.
+        index.apply([Event::WorkloadApplied(workload("other", "x"))]);
+        assert!(tokio::time::timeout(quiet, stream.next()).await.is_err(), "unchanged answers are not sent");
+
+        index.apply([Event::WorkloadApplied(workload("default", "web-0"))]);
+        let update = stream.next().await.expect("update").expect("ok");
+        assert_eq!((update.version, update.endpoints.len()), (3, 1), "sent with the current version");
+        assert_eq!(metrics.pushes(StreamKind::Discovery), 2);
+        assert!(metrics.push_latency_quantile(1.0).is_some(), "updates record their latency");
+
+        trigger.fire();
+        let last = stream.next().await.expect("status");
+        assert_eq!(last.expect_err("unavailable").code(), tonic::Code::Unavailable);
+        assert!(stream.next().await.is_none());
+        // The task has ended and dropped its guard.
+        tokio::task::yield_now().await;
+        assert_eq!((metrics.streams(StreamKind::Discovery), metrics.connected_proxies()), (0, 0));
+    }
+}

@@ -1,0 +1,176 @@
+//! Discovery: what stands behind a destination the proxy saw.
+//!
+//! A target is `IP:PORT` (read with `SO_ORIGINAL_DST`) or `NAME:PORT`:
+//!
+//! | target | answer |
+//! | --- | --- |
+//! | a Service's virtual IP and one of its ports | SERVICE: its ready endpoints |
+//! | `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local` and a port | SERVICE (bare names resolve in the asker's namespace) |
+//! | a workload's address | ENDPOINT: that workload, with its identity |
+//! | anything else | UNKNOWN: forward as is |
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use weft_api::discovery::endpoint::ProtocolHint;
+use weft_api::discovery::endpoint_set::Kind;
+use weft_api::discovery::{Endpoint, EndpointSet};
+
+use super::model::{Protocol, Service, ServicePort, Workload};
+use super::{ServiceName, State};
+
+/// A parsed discovery or outbound-policy target.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    Addr(SocketAddr),
+    /// Lower-case, without a trailing dot.
+    Name {
+        host: String,
+        port: u16,
+    },
+}
+
+impl Target {
+    pub fn port(&self) -> u16 {
+        match self {
+            Target::Addr(a) => a.port(),
+            Target::Name { port, .. } => *port,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Addr(a) => write!(f, "{a}"),
+            Target::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("target `{0}` has no port; use IP:PORT or NAME:PORT")]
+    MissingPort(String),
+    #[error("target `{0}` has an invalid port (1..=65535)")]
+    BadPort(String),
+    #[error("target `{0}` has an invalid host name")]
+    BadHost(String),
+}
+
+impl FromStr for Target {
+    type Err = TargetError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            if addr.port() == 0 {
+                return Err(TargetError::BadPort(s.into()));
+            }
+            return Ok(Target::Addr(addr));
+        }
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| TargetError::MissingPort(s.into()))?;
+        let port = port.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| TargetError::BadPort(s.into()))?;
+        let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        if !valid {
+            return Err(TargetError::BadHost(s.into()));
+        }
+        Ok(Target::Name { host, port })
+    }
+}
+
+impl State {
+    /// The Service name a DNS-style host means, asked from `asker_ns`.
+    pub fn service_name_for(&self, host: &str, asker_ns: &str) -> Option<ServiceName> {
+        let ns = if asker_ns.is_empty() { crate::policy::DEFAULT_NAMESPACE } else { asker_ns };
+        let mut parts = host.splitn(4, '.');
+        let svc = parts.next()?;
+        let (ns, rest) = match (parts.next(), parts.next(), parts.next()) {
+            (None, _, _) => (ns, None),
+            (Some(ns), None, _) => (ns, None),
+            (Some(ns), Some("svc"), rest) => (ns, rest),
+            _ => return None,
+        };
+        if rest.is_some_and(|r| r != self.mesh.cluster_domain) {
+            return None;
+        }
+        Some(ServiceName::new(ns, svc))
+    }
+
+    /// The Service and port a target designates, if any.
+    pub fn service_for(&self, target: &Target, asker_ns: &str) -> Option<(&Service, &ServicePort)> {
+        let port = target.port();
+        match target {
+            Target::Addr(a) => self.services_at(a.ip()).find_map(|s| s.port(port).map(|p| (&**s, p))),
+            Target::Name { host, .. } => {
+                let name = self.service_name_for(host, asker_ns)?;
+                let svc = self.services.get(&name)?;
+                svc.port(port).map(|p| (&**svc, p))
+            }
+        }
+    }
+
+    /// The workload at an address, preferring one that serves `port`.
+    pub fn workload_at(&self, ip: IpAddr, port: u16) -> Option<&Workload> {
+        let mut first = None;
+        for w in self.workloads_at(ip) {
+            if w.ports.contains(&port) {
+                return Some(w);
+            }
+            first.get_or_insert(&**w);
+        }
+        first
+    }
+
+    /// Answers `Discovery.Watch(target)` from a workload in `asker_ns`.
+    pub fn resolve(&self, target: &Target, asker_ns: &str) -> EndpointSet {
+        let mut set = EndpointSet { version: self.version, ..Default::default() };
+        if let Some((svc, port)) = self.service_for(target, asker_ns) {
+            set.kind = Kind::Service as i32;
+            set.service = svc.name.to_string();
+            set.port = u32::from(port.port);
+            set.endpoints = self
+                .endpoints_of(svc)
+                .filter(|w| w.ready)
+                .map(|w| self.endpoint(w, port.target_port, hint(port.protocol)))
+                .collect();
+        } else if let Target::Addr(addr) = target {
+            if let Some(w) = self.workload_at(addr.ip(), addr.port()) {
+                set.kind = Kind::Endpoint as i32;
+                let opaque = self.services.values().any(|s| {
+                    s.selects(w)
+                        && s.ports.iter().any(|p| p.target_port == addr.port() && p.protocol == Protocol::Opaque)
+                });
+                let h = if opaque { ProtocolHint::Opaque } else { ProtocolHint::Detect };
+                set.endpoint = Some(self.endpoint(w, addr.port(), h));
+            }
+        }
+        set
+    }
+
+    fn endpoint(&self, w: &Workload, port: u16, hint: ProtocolHint) -> Endpoint {
+        Endpoint {
+            address: SocketAddr::new(w.address, port).to_string(),
+            weight: 1,
+            identity: w.identity(&self.mesh.trust_domain),
+            zone: w.zone.clone(),
+            protocol_hint: hint as i32,
+            ready: w.ready,
+            meshed: w.meshed,
+            labels: w.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            workload: w.name.name.clone(),
+        }
+    }
+}
+
+fn hint(p: Protocol) -> ProtocolHint {
+    match p {
+        // HTTP ports are still detected: HTTP2 would promise a mesh peer
+        // that speaks HTTP/2 on the inbound side, which needs mTLS+ALPN.
+        Protocol::Http => ProtocolHint::Detect,
+        Protocol::Opaque => ProtocolHint::Opaque,
+    }
+}
