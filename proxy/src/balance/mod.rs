@@ -38,21 +38,26 @@ impl Endpoint {
         Self { addr, identity, weight: weight.max(1), pending: AtomicUsize::new(0), ewma: PeakEwma::default() }
     }
 
-    /// The load estimate P2C compares; lower is better. Weight divides it,
-    /// so an endpoint of weight 2 looks half as loaded.
-    pub fn cost(&self, now: Instant) -> f64 {
+    /// The load P2C compares, for a latency estimate `rtt` (µs); lower is
+    /// better. Weight divides it: weight 2 looks half as loaded.
+    fn cost(&self, rtt: f64) -> f64 {
         let pending = self.pending.load(Relaxed) as f64;
-        self.ewma.get(now) * (pending + 1.0) / f64::from(self.weight)
+        rtt * (pending + 1.0) / f64::from(self.weight)
     }
 
     pub fn pending(&self) -> usize {
         self.pending.load(Relaxed)
     }
 
-    pub fn ewma_micros(&self, now: Instant) -> f64 {
+    /// The latency estimate, `None` before the first response.
+    pub fn ewma_micros(&self, now: Instant) -> Option<f64> {
         self.ewma.get(now)
     }
 }
+
+/// Cost differences below this many microseconds are scheduling noise on a
+/// busy host, not a signal about the endpoint.
+const NOISE_MICROS: f64 = 1_000.0;
 
 /// The current endpoints of a service; replaced wholesale on each update.
 pub type Endpoints = Arc<Vec<Arc<Endpoint>>>;
@@ -101,7 +106,26 @@ fn choose(endpoints: &[Arc<Endpoint>], now: Instant, mut rand: impl FnMut() -> u
             // A second index distinct from the first.
             let b = (a + 1 + rand() % (n - 1)) % n;
             let (ea, eb) = (&endpoints[a], &endpoints[b]);
-            Some(if ea.cost(now) <= eb.cost(now) { ea } else { eb })
+            // An endpoint without samples yet (just added) borrows its
+            // rival's estimate: neutral, so it is tried at once but not
+            // flooded (its pending count still counts). A fixed pessimistic
+            // default would starve it while others are fast, and a fixed
+            // optimistic one would send it a burst before its first answer.
+            let (ra, rb) = match (ea.ewma.get(now), eb.ewma.get(now)) {
+                (Some(x), Some(y)) => (x, y),
+                (Some(x), None) => (x, x),
+                (None, Some(y)) => (y, y),
+                (None, None) => (ewma::DEFAULT_RTT_MICROS, ewma::DEFAULT_RTT_MICROS),
+            };
+            let (ca, cb) = (ea.cost(ra), eb.cost(rb));
+            // Peak-EWMA keeps roughly the highest recent latency, so between
+            // two equally fast endpoints the one that last saw a tiny blip
+            // would lose every duel for seconds. Differences below the noise
+            // floor are a coin toss instead.
+            if (ca - cb).abs() < NOISE_MICROS {
+                return Some(if rand() % 2 == 0 { ea } else { eb });
+            }
+            Some(if ca < cb { ea } else { eb })
         }
     }
 }
@@ -156,8 +180,10 @@ mod tests {
     fn the_two_candidates_are_distinct_and_the_cheaper_wins() {
         let now = Instant::now();
         let eps = [ep(1), ep(2), ep(3)];
-        // Make endpoint 2 slow.
+        // Endpoint 2 is slow, the others fast.
+        eps[0].ewma.observe(now, Duration::from_millis(1));
         eps[1].ewma.observe(now, Duration::from_millis(200));
+        eps[2].ewma.observe(now, Duration::from_millis(1));
         // Draws: a = 1 (port 2), second draw 0 → b = (1+1+0)%3 = 2 (port 3).
         let mut draws = [1usize, 0].into_iter();
         let got = choose(&eps, now, || draws.next().unwrap_or(0)).expect("pick");
@@ -176,16 +202,35 @@ mod tests {
     fn pending_requests_raise_cost_until_dropped() {
         let (_tx, rx) = watch::channel(Arc::new(vec![ep(1)]));
         let b = Balancer::new(rx);
-        let now = Instant::now();
         let e = b.endpoints()[0].clone();
-        let base = e.cost(now);
+        let base = e.cost(1000.0);
         let p1 = b.pick().expect("pick");
         let p2 = b.pick().expect("pick");
         assert_eq!(e.pending(), 2);
-        assert!((e.cost(now) - 3.0 * base).abs() < 1e-6 * base);
+        assert!((e.cost(1000.0) - 3.0 * base).abs() < 1e-6 * base);
         drop(p1);
         p2.complete();
         assert_eq!(e.pending(), 0);
+    }
+
+    #[test]
+    fn a_new_endpoint_is_tried_next_to_fast_ones() {
+        let now = Instant::now();
+        let eps = [ep(1), ep(2)];
+        eps[0].ewma.observe(now, Duration::from_millis(1));
+        // Unsampled endpoint 2 borrows endpoint 1's estimate; with equal
+        // pending counts it is a tie, decided by the third draw.
+        for (coin, want) in [(0usize, 2u16), (1, 1)] {
+            let mut d = [1usize, 0, coin].into_iter();
+            let got = choose(&eps, now, || d.next().unwrap_or(0)).expect("pick");
+            assert_eq!(got.addr.port(), want, "coin {coin}");
+        }
+        // Several requests in flight on it make the idle endpoint cheaper
+        // by more than the noise floor.
+        eps[1].pending.fetch_add(2, Relaxed);
+        let mut d = [1usize, 0].into_iter();
+        let got = choose(&eps, now, || d.next().unwrap_or(0)).expect("pick");
+        assert_eq!(got.addr.port(), 1);
     }
 
     #[test]

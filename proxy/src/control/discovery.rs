@@ -161,7 +161,7 @@ impl Resolver {
                             "identity": ep.identity,
                             "weight": ep.weight,
                             "pending": ep.pending(),
-                            "ewma_ms": ep.ewma_micros(now) / 1000.0,
+                            "ewma_ms": ep.ewma_micros(now).map(|us| us / 1000.0),
                         })
                     })
                     .collect();
