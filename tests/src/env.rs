@@ -97,38 +97,43 @@ pub fn profile_dir() -> PathBuf {
 /// tests, so the proxy under test is always the current source.
 pub fn proxy_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let profile = profile_dir();
-        let target = profile.parent().expect("the profile directory is inside the target directory");
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(&cargo);
-        cmd.args(["build", "--quiet", "-p", "weft-proxy", "--bin", "weft-proxy"])
-            .arg("--manifest-path")
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(target);
-        // The profile directory names the profile, except `debug` for `dev`.
-        match profile.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => {
-                cmd.arg("--release");
-            }
-            Some(other) => {
-                cmd.args(["--profile", other]);
-            }
+    BIN.get_or_init(|| build_bin("weft-proxy", "weft-proxy"))
+}
+
+/// The `weft-control` binary (the control plane), built like [`proxy_bin`].
+pub fn control_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_bin("weft-control", "weft-control"))
+}
+
+/// Builds `bin` of `package` with the tests' profile and target directory
+/// and returns its path.
+fn build_bin(package: &str, bin: &str) -> PathBuf {
+    let profile = profile_dir();
+    let target = profile.parent().expect("the profile directory is inside the target directory");
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "--quiet", "-p", package, "--bin", bin])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target);
+    // The profile directory names the profile, except `debug` for `dev`.
+    match profile.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => {}
+        Some("release") => {
+            cmd.arg("--release");
         }
-        let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cargo:?} to build weft-proxy: {e}"));
-        assert!(
-            out.status.success(),
-            "building weft-proxy failed ({:?}):\n{}",
-            cmd,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let bin = profile.join("weft-proxy");
-        assert!(bin.is_file(), "cargo built weft-proxy but {} does not exist", bin.display());
-        bin
-    })
+        Some(other) => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cargo:?} to build {bin}: {e}"));
+    assert!(out.status.success(), "building {bin} failed ({:?}):\n{}", cmd, String::from_utf8_lossy(&out.stderr));
+    let path = profile.join(bin);
+    assert!(path.is_file(), "cargo built {bin} but {} does not exist", path.display());
+    path
 }
 
 /// This package's `weft-testkit` binary, which cargo builds beside the

@@ -17,6 +17,7 @@
 //! Everything runs as separate processes, so a failing test shows the logs of
 //! every process it started (see [`Mesh`]). See `tests/README.md`.
 
+mod control;
 mod curl;
 mod env;
 mod eventually;
@@ -27,8 +28,9 @@ mod process;
 mod proxy;
 pub mod workload;
 
+pub use control::{CONTROL_ADMIN, ControlPlane, GRPC_PORT};
 pub use curl::{CURL_MAX_TIME, Curl, Head, parse_heads};
-pub use env::{preflight, profile_dir, proxy_bin, testkit_bin, tool};
+pub use env::{control_bin, preflight, profile_dir, proxy_bin, testkit_bin, tool};
 pub use eventually::eventually;
 pub use mesh::{EXEC_TIMEOUT, Mesh, Pod};
 pub use metrics::{Metrics, Sample};

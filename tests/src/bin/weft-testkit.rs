@@ -42,6 +42,9 @@ enum Command {
     HttpServer {
         #[arg(long, required = true)]
         listen: Vec<SocketAddr>,
+        /// Delay every response by this many milliseconds (a slow replica).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
     /// WebSocket echo server.
     WsServer {
@@ -110,7 +113,7 @@ enum Command {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::HttpServer { listen } => http::serve(listen).await,
+        Command::HttpServer { listen, delay_ms } => http::serve(listen, Duration::from_millis(delay_ms)).await,
         Command::WsServer { listen } => ws_server(listen).await,
         Command::WsClient { url, messages } => ws_client(&url, messages).await,
         Command::TcpServer { listen, banner } => tcp_server(listen, banner).await,
@@ -335,11 +338,11 @@ mod http {
     type BoxError = Box<dyn std::error::Error + Send + Sync>;
     type Body = BoxBody<Bytes, BoxError>;
 
-    pub(super) async fn serve(listen: Vec<SocketAddr>) -> anyhow::Result<()> {
+    pub(super) async fn serve(listen: Vec<SocketAddr>, delay: Duration) -> anyhow::Result<()> {
         let mut tasks = Vec::new();
         for addr in listen {
             let listener = super::bind(addr).await?;
-            tasks.push(tokio::spawn(accept_loop(listener)));
+            tasks.push(tokio::spawn(accept_loop(listener, delay)));
         }
         for task in tasks {
             task.await??;
@@ -347,7 +350,7 @@ mod http {
         Ok(())
     }
 
-    async fn accept_loop(listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    async fn accept_loop(listener: tokio::net::TcpListener, delay: Duration) -> anyhow::Result<()> {
         let mut next_id = 0u64;
         loop {
             let (stream, peer) = listener.accept().await?;
@@ -355,7 +358,12 @@ mod http {
             let id = next_id;
             println!("connection {id} from {peer}");
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| async move { handle(req, id, peer).await });
+                let service = hyper::service::service_fn(move |req| async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    handle(req, id, peer).await
+                });
                 let builder = auto::Builder::new(TokioExecutor::new());
                 if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
                     eprintln!("connection {id}: {e}");
