@@ -4,7 +4,7 @@
 
 use tonic::{Request, Response, Status};
 use weft_api::identity::identity_server::Identity;
-use weft_api::identity::{CertifyRequest, CertifyResponse};
+use weft_api::identity::{CertifyRequest, CertifyResponse, TrustBundle, WatchTrustAnchorsRequest};
 
 #[derive(Debug)]
 pub struct IdentityService;
@@ -15,5 +15,14 @@ impl Identity for IdentityService {
         Err(Status::unimplemented(
             "the mesh CA is not available yet: mTLS lands in issue 5; run proxies without mTLS until then",
         ))
+    }
+
+    type WatchTrustAnchorsStream = tokio_stream::Empty<Result<TrustBundle, Status>>;
+
+    async fn watch_trust_anchors(
+        &self,
+        _req: Request<WatchTrustAnchorsRequest>,
+    ) -> Result<Response<Self::WatchTrustAnchorsStream>, Status> {
+        Err(Status::unimplemented("the mesh CA is not available yet: mTLS lands in issue 5"))
     }
 }
