@@ -36,6 +36,7 @@ pub struct Admin {
     pub shutdown: drain::Trigger,
     pub resolver: Arc<Resolver>,
     pub registration: Arc<Registration>,
+    pub identity: Option<crate::identity::IdentityHandle>,
 }
 
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
@@ -90,6 +91,7 @@ fn handle(admin: &Admin, peer: SocketAddr, req: &Request<Incoming>) -> Response<
                 "version": env!("CARGO_PKG_VERSION"),
                 "settings": format!("{:?}", admin.config),
                 "lease": admin.registration.lease_id(),
+                "identity": admin.identity.as_ref().map(|i| i.describe()),
                 "discovery": admin.resolver.describe(),
             });
             let mut rsp = text(StatusCode::OK, &format!("{body:#}\n"));

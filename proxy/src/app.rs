@@ -11,12 +11,13 @@ use tokio::sync::Semaphore;
 
 use crate::admin::{self, Admin};
 use crate::config::Config;
-use crate::control::ControlPlane;
 use crate::control::discovery::Resolver;
 use crate::control::registry::{self, Registration};
+use crate::control::{ControlPlane, ControlTls};
 use crate::drain;
 use crate::http::client::Pool;
 use crate::http::service::Shared;
+use crate::identity::{IdentityHandle, certify};
 use crate::metrics::{Direction, Metrics};
 use crate::proxy::{Ctx, accept_loop};
 
@@ -33,15 +34,40 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let metrics = Metrics::new();
     let control = match &config.control {
-        Some(c) => Some(ControlPlane::new(&c.url, c.proxy_id.clone(), c.namespace.clone())?),
+        Some(c) => {
+            let tls = c
+                .trust_anchors_pem
+                .clone()
+                .filter(|_| c.url.starts_with("https://"))
+                .map(|anchors_pem| ControlTls { anchors_pem, server_name: c.control_plane_name.clone() });
+            Some(ControlPlane::new(&c.url, c.proxy_id.clone(), c.namespace.clone(), tls)?)
+        }
         None => None,
+    };
+    // mTLS: get a certificate (and the trust anchors) before serving.
+    let identity = match (&control, config.control.as_ref().and_then(|c| c.identity.clone())) {
+        (Some(control), Some((id, token))) => {
+            let handle = IdentityHandle::new(id);
+            tokio::spawn(certify::run(control.clone(), handle.clone(), token, metrics.clone()));
+            tokio::spawn(certify::watch_anchors(control.clone(), handle.clone()));
+            Some(handle)
+        }
+        _ => None,
     };
     let discovery_timeout = config.control.as_ref().map_or(Duration::from_secs(1), |c| c.discovery_timeout);
     let resolver = Resolver::new(control.clone(), discovery_timeout);
     let registration = Arc::new(Registration::default());
     let registrar = match (&control, config.control.as_ref().and_then(|c| c.workload.clone())) {
         (Some(control), Some(workload)) => {
-            Some(tokio::spawn(registry::run(control.clone(), workload, registration.clone())))
+            let (control, registration, identity) = (control.clone(), registration.clone(), identity.clone());
+            Some(tokio::spawn(async move {
+                // Peers will open mTLS to this workload as soon as it is
+                // discoverable: have the certificate first.
+                if let Some(identity) = identity {
+                    identity.ready().await;
+                }
+                registry::run(control, workload, registration).await
+            }))
         }
         _ => None,
     };
@@ -53,6 +79,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown: signal.trigger(),
         resolver: resolver.clone(),
         registration: registration.clone(),
+        identity: identity.clone(),
     });
     let ctx = Arc::new(Ctx {
         http: Arc::new(Shared {
@@ -60,6 +87,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             request_timeout: config.http.request_timeout,
             tcp_idle_timeout: config.tcp_idle_timeout,
+            identity: identity.clone(),
         }),
         metrics,
         limit: Arc::new(Semaphore::new(config.max_connections)),
@@ -67,9 +95,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config: config.clone(),
     });
 
+    tokio::spawn(admin::serve(admin_listener, admin.clone()));
+    if let Some(identity) = &identity {
+        tracing::info!(identity = %identity.local(), "waiting for a certificate before serving");
+        identity.ready().await;
+    }
     tokio::spawn(accept_loop(inbound, Direction::Inbound, ctx.clone(), watch.clone()));
     tokio::spawn(accept_loop(outbound, Direction::Outbound, ctx, watch));
-    tokio::spawn(admin::serve(admin_listener, admin.clone()));
     admin.ready.store(true, Ordering::Release);
     tracing::info!(
         inbound = %config.inbound_addr,

@@ -37,6 +37,10 @@ pub const ENV_WORKLOAD_LABELS: &str = "WEFT_PROXY_WORKLOAD_LABELS";
 pub const ENV_WORKLOAD_ADDRESS: &str = "WEFT_PROXY_WORKLOAD_ADDRESS";
 pub const ENV_WORKLOAD_PORTS: &str = "WEFT_PROXY_WORKLOAD_PORTS";
 pub const ENV_DEREGISTER_GRACE: &str = "WEFT_PROXY_DEREGISTER_GRACE";
+pub const ENV_IDENTITY_TOKEN_FILE: &str = "WEFT_PROXY_IDENTITY_TOKEN_FILE";
+pub const ENV_TRUST_ANCHORS: &str = "WEFT_PROXY_TRUST_ANCHORS";
+pub const ENV_TRUST_DOMAIN: &str = "WEFT_PROXY_TRUST_DOMAIN";
+pub const ENV_CONTROL_PLANE_NAME: &str = "WEFT_PROXY_CONTROL_PLANE_NAME";
 
 /// Ports whose protocols are known not to be HTTP, several of them
 /// server-speaks-first (SMTP, MySQL): detection is skipped for them so that
@@ -145,6 +149,21 @@ pub struct RunArgs {
     /// picks this endpoint after its listeners close.
     #[arg(long, env = ENV_DEREGISTER_GRACE, default_value = "500ms")]
     pub deregister_grace: String,
+    /// File holding the bootstrap token that proves this workload's
+    /// identity to the control plane's CA. Set: mTLS on (the proxy gets a
+    /// certificate before it reports ready). Empty: no mesh identity.
+    #[arg(long, env = ENV_IDENTITY_TOKEN_FILE, default_value = "")]
+    pub identity_token_file: String,
+    /// PEM bundle of the mesh's trust anchors, pinned for the control
+    /// plane's TLS (`https://` control plane URLs need it).
+    #[arg(long, env = ENV_TRUST_ANCHORS, default_value = "")]
+    pub trust_anchors: String,
+    /// The mesh's trust domain: identities are spiffe://DOMAIN/ns/NS/sa/SA.
+    #[arg(long, env = ENV_TRUST_DOMAIN, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// The name the control plane's TLS certificate is checked against.
+    #[arg(long, env = ENV_CONTROL_PLANE_NAME, default_value = "weft-control.weft-system.svc")]
+    pub control_plane_name: String,
 }
 
 /// The validated configuration of a running proxy.
@@ -171,6 +190,11 @@ pub struct ControlConfig {
     pub url: String,
     pub discovery_timeout: Duration,
     pub deregister_grace: Duration,
+    /// PEM of the trust anchors pinned for the control plane's TLS.
+    pub trust_anchors_pem: Option<String>,
+    pub control_plane_name: String,
+    /// mTLS: this workload's identity and its bootstrap token.
+    pub identity: Option<(crate::identity::SpiffeId, String)>,
     pub proxy_id: String,
     pub namespace: String,
     pub workload: Option<crate::control::registry::WorkloadConfig>,
@@ -362,6 +386,9 @@ impl RunArgs {
             if has_workload {
                 p.errors.push("--workload-name needs --control-plane to register with".into());
             }
+            if !self.identity_token_file.trim().is_empty() {
+                p.errors.push("--identity-token-file needs --control-plane (its CA issues the certificate)".into());
+            }
             return None;
         }
         if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -394,6 +421,51 @@ impl RunArgs {
         } else {
             None
         };
+        let trust_anchors_pem = match self.trust_anchors.trim() {
+            "" => {
+                if url.starts_with("https://") {
+                    p.errors.push(format!(
+                        "--control-plane {url} uses TLS: --trust-anchors must name the PEM bundle to pin"
+                    ));
+                }
+                None
+            }
+            path => match std::fs::read_to_string(path) {
+                Ok(pem) if pem.contains("BEGIN CERTIFICATE") => Some(pem),
+                Ok(_) => {
+                    p.errors.push(format!("--trust-anchors {path}: no PEM certificate in the file"));
+                    None
+                }
+                Err(e) => {
+                    p.errors.push(format!("--trust-anchors {path}: {e}"));
+                    None
+                }
+            },
+        };
+        let identity = match self.identity_token_file.trim() {
+            "" => None,
+            path => {
+                let token = match std::fs::read_to_string(path) {
+                    Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+                    Ok(_) => {
+                        p.errors.push(format!("--identity-token-file {path}: the file is empty"));
+                        None
+                    }
+                    Err(e) => {
+                        p.errors.push(format!("--identity-token-file {path}: {e}"));
+                        None
+                    }
+                };
+                let id = crate::identity::SpiffeId::new(
+                    self.trust_domain.trim(),
+                    self.namespace.trim(),
+                    self.service_account.trim(),
+                )
+                .map_err(|e| p.errors.push(format!("--trust-domain/--namespace/--service-account: {e}")))
+                .ok();
+                id.zip(token)
+            }
+        };
         let proxy_id = match self.proxy_id.trim() {
             "" if has_workload => format!("{}.{}", self.workload_name.trim(), self.namespace.trim()),
             "" => format!("weft-proxy-{}", std::process::id()),
@@ -403,6 +475,9 @@ impl RunArgs {
             url: url.to_string(),
             discovery_timeout: timeout?,
             deregister_grace: grace?,
+            trust_anchors_pem,
+            control_plane_name: self.control_plane_name.trim().to_string(),
+            identity,
             proxy_id,
             namespace: self.namespace.trim().to_string(),
             workload,

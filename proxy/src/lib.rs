@@ -22,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod drain;
 pub mod http;
+pub mod identity;
 pub mod inbound;
 pub mod init;
 pub mod metrics;

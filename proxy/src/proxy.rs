@@ -9,7 +9,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use std::sync::atomic::Ordering::Relaxed;
+
+use ::http::HeaderValue;
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -18,12 +22,17 @@ use crate::control::discovery::{Resolution, Resolver};
 use crate::drain;
 use crate::http::service::{ProxyService, Shared};
 use crate::http::{self, Version};
+use crate::identity::ALPN_OPAQUE;
 use crate::metrics::{Direction, Metrics, ProtocolLabel};
 use crate::transport::counted::CountedIo;
 use crate::transport::detect::{self, Outcome, Protocol};
 use crate::transport::orig_dst::orig_dst;
 use crate::transport::prefixed::PrefixedIo;
+use crate::transport::tls::{self, Hello};
 use crate::{inbound, outbound, tcp};
+
+/// A ClientHello larger than this is not a mesh client's.
+const MAX_CLIENT_HELLO: usize = 16 * 1024;
 
 /// Everything a connection needs, built once at start.
 #[derive(Debug)]
@@ -89,23 +98,121 @@ async fn serve_connection(
     let orig = match orig_dst(&stream) {
         Ok(orig) => orig,
         Err(e) => {
-            ctx.metrics.orig_dst_errors[dir as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ctx.metrics.orig_dst_errors[dir as usize].fetch_add(1, Relaxed);
             tracing::warn!(direction = dir.as_str(), %peer, error = %e, "refusing connection");
             return;
         }
     };
     let dcfg = ctx.direction(dir);
-    let (outcome, prefix) = if dcfg.opaque_ports.contains(orig.0.port()) {
-        (Outcome::OpaquePort, Bytes::new())
+    let mesh_server = match dir {
+        Direction::Inbound => ctx.http.identity.as_ref().and_then(|i| i.configs()).map(|c| c.server.clone()),
+        Direction::Outbound => None,
+    };
+    // With mTLS on, inbound always reads the first bytes: meshed clients
+    // speak first (a ClientHello), even on opaque ports.
+    let (outcome, prefix) = if dcfg.opaque_ports.contains(orig.0.port()) && mesh_server.is_none() {
+        (Outcome::OpaquePort, BytesMut::new())
     } else {
         match detect::detect(&mut stream, dcfg.detect_timeout).await {
-            Ok((outcome, buf)) => (outcome, buf.freeze()),
+            Ok((outcome, buf)) => (outcome, buf),
             Err(e) => {
                 tracing::debug!(direction = dir.as_str(), %peer, error = %e, "connection failed during detection");
                 return;
             }
         }
     };
+    if let Some(server) = mesh_server {
+        match complete_hello(&mut stream, prefix, dcfg.detect_timeout).await {
+            Ok((Hello::Mesh(alpn), prefix)) => {
+                let io = PrefixedIo::new(prefix, stream);
+                return serve_mesh_inbound(io, server, alpn, orig, peer, &ctx, drain).await;
+            }
+            Ok((_, prefix)) => {
+                let outcome = if dcfg.opaque_ports.contains(orig.0.port()) { Outcome::OpaquePort } else { outcome };
+                let upstream = inbound::upstream(orig);
+                serve_detected(stream, prefix, outcome, dir, &ctx, upstream, drain, None).await;
+            }
+            Err(e) => tracing::debug!(%peer, error = %e, "connection failed while reading a TLS hello"),
+        }
+        return;
+    }
+    tracing::debug!(direction = dir.as_str(), %peer, %orig, outcome = outcome.as_str(), "accepted");
+    let upstream = match dir {
+        Direction::Inbound => inbound::upstream(orig),
+        Direction::Outbound => outbound::upstream(&ctx.resolver, orig).await,
+    };
+    serve_detected(stream, prefix.freeze(), outcome, dir, &ctx, upstream, drain, None).await;
+}
+
+/// Reads on until `prefix` holds a whole ClientHello (when it starts one),
+/// bounded in bytes and time.
+async fn complete_hello(
+    stream: &mut TcpStream,
+    mut prefix: BytesMut,
+    timeout: Duration,
+) -> std::io::Result<(Hello, Bytes)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let hello = tls::inspect(&prefix);
+        if hello != Hello::Incomplete || prefix.len() >= MAX_CLIENT_HELLO {
+            return Ok((hello, prefix.freeze()));
+        }
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut prefix)).await {
+            Ok(Ok(0)) | Err(_) => return Ok((Hello::Foreign, prefix.freeze())),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+}
+
+/// Terminates mesh TLS, then serves the decrypted stream to the app with
+/// the client's verified identity.
+async fn serve_mesh_inbound(
+    io: PrefixedIo<TcpStream>,
+    server: Arc<rustls::ServerConfig>,
+    alpn: &'static [u8],
+    orig: crate::transport::orig_dst::OrigDstAddr,
+    peer: SocketAddr,
+    ctx: &Arc<Ctx>,
+    drain: drain::Watch,
+) {
+    let dir = Direction::Inbound;
+    let (mut tls, verified) = match tls::accept(io, server).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "mesh TLS handshake failed");
+            return;
+        }
+    };
+    let client_id = HeaderValue::from_str(verified.id().as_str()).ok();
+    tracing::debug!(%peer, %orig, client = %verified.id(), "mesh TLS accepted");
+    let upstream = inbound::upstream(orig);
+    if alpn == ALPN_OPAQUE {
+        return serve_detected(tls, Bytes::new(), Outcome::OpaquePort, dir, ctx, upstream, drain, client_id).await;
+    }
+    match detect::detect(&mut tls, ctx.config.inbound.detect_timeout).await {
+        Ok((outcome, prefix)) => {
+            serve_detected(tls, prefix.freeze(), outcome, dir, ctx, upstream, drain, client_id).await
+        }
+        Err(e) => tracing::debug!(%peer, error = %e, "mesh connection failed during detection"),
+    }
+}
+
+/// Everything after detection: counts the connection, then serves it as
+/// HTTP or splices it.
+#[allow(clippy::too_many_arguments)]
+async fn serve_detected<I>(
+    io: I,
+    prefix: Bytes,
+    outcome: Outcome,
+    dir: Direction,
+    ctx: &Arc<Ctx>,
+    upstream: Resolution,
+    drain: drain::Watch,
+    client_id: Option<HeaderValue>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     ctx.metrics.detected(dir, outcome);
     let protocol = outcome.protocol();
     let label = match protocol {
@@ -115,21 +222,15 @@ async fn serve_connection(
     };
     let counters = ctx.metrics.tcp(dir, label);
     counters.open_connection();
-    counters.read_bytes.fetch_add(prefix.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    tracing::debug!(direction = dir.as_str(), %peer, %orig, outcome = outcome.as_str(), "accepted");
-
-    let upstream = match dir {
-        Direction::Inbound => inbound::upstream(orig),
-        Direction::Outbound => outbound::upstream(&ctx.resolver, orig).await,
-    };
-    let io = PrefixedIo::new(prefix, CountedIo::new(stream, ctx.metrics.clone(), dir, label));
+    counters.read_bytes.fetch_add(prefix.len() as u64, Relaxed);
+    let io = PrefixedIo::new(prefix, CountedIo::new(io, ctx.metrics.clone(), dir, label));
     match protocol {
         Protocol::Http1 | Protocol::Http2 => {
             let version = if protocol == Protocol::Http1 { Version::Http1 } else { Version::Http2 };
-            let svc = ProxyService { shared: ctx.http.clone(), upstream, version, direction: dir, drain };
+            let svc = ProxyService { shared: ctx.http.clone(), upstream, version, direction: dir, drain, client_id };
             http::server::serve(io, svc, &ctx.config.http).await;
         }
-        Protocol::Opaque => forward_opaque(io, &upstream, dir, &ctx).await,
+        Protocol::Opaque => forward_opaque(io, &upstream, dir, ctx).await,
     }
     ctx.metrics.tcp(dir, label).close_connection();
 }
@@ -150,7 +251,8 @@ where
             }
         },
     };
-    let up = match crate::transport::connect::connect(addr, ctx.config.connect_timeout).await {
+    let tls = pick.as_ref().and_then(|p| ctx.http.tls_target(&p.endpoint, true));
+    let up = match tls::connect_upstream(addr, ctx.config.connect_timeout, tls.as_ref()).await {
         Ok(up) => up,
         Err(e) => {
             // Opaque TCP has no way to say why: the client sees the close.

@@ -12,7 +12,7 @@ pub mod registry;
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 /// A handle to the control plane, cheap to clone.
 #[derive(Clone, Debug)]
@@ -33,11 +33,31 @@ pub struct InvalidAddress {
     source: tonic::transport::Error,
 }
 
+/// TLS to the control plane: the pinned trust anchors and the name its
+/// certificate must carry.
+#[derive(Clone, Debug)]
+pub struct ControlTls {
+    pub anchors_pem: String,
+    pub server_name: String,
+}
+
 impl ControlPlane {
     /// Prepares the channel; nothing is connected until the first stream.
-    pub fn new(url: &str, proxy_id: String, namespace: String) -> Result<Self, InvalidAddress> {
-        let channel = Endpoint::from_shared(url.to_string())
-            .map_err(|source| InvalidAddress { url: url.to_string(), source })?
+    pub fn new(
+        url: &str,
+        proxy_id: String,
+        namespace: String,
+        tls: Option<ControlTls>,
+    ) -> Result<Self, InvalidAddress> {
+        let invalid = |source| InvalidAddress { url: url.to_string(), source };
+        let mut endpoint = Endpoint::from_shared(url.to_string()).map_err(invalid)?;
+        if let Some(tls) = tls {
+            let config = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(tls.anchors_pem))
+                .domain_name(tls.server_name);
+            endpoint = endpoint.tls_config(config).map_err(invalid)?;
+        }
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::Version;
 use super::respond::ProxyError;
-use crate::transport::connect::connect;
+use crate::transport::tls::{TlsTarget, connect_upstream};
 
 /// Idle HTTP/1 connections kept per address; more are closed when released.
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
@@ -60,14 +60,21 @@ impl Pool {
         addr: SocketAddr,
         version: Version,
         req: Request<Incoming>,
+        tls: Option<TlsTarget>,
     ) -> Result<Response<Incoming>, ProxyError> {
+        let tls = tls.as_ref();
         match version {
-            Version::Http1 => self.send_h1(addr, req).await,
-            Version::Http2 => self.send_h2(addr, req).await,
+            Version::Http1 => self.send_h1(addr, req, tls).await,
+            Version::Http2 => self.send_h2(addr, req, tls).await,
         }
     }
 
-    async fn send_h1(&self, addr: SocketAddr, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+    async fn send_h1(
+        &self,
+        addr: SocketAddr,
+        req: Request<Incoming>,
+        tls: Option<&TlsTarget>,
+    ) -> Result<Response<Incoming>, ProxyError> {
         let (mut tx, rsp) = match self.checkout_h1(addr) {
             Some(mut tx) => match tx.try_send_request(req).await {
                 Ok(rsp) => (tx, rsp),
@@ -78,7 +85,7 @@ impl Pool {
                 Err(mut e) => match e.take_message() {
                     Some(req) => {
                         tracing::debug!(%addr, error = %e.error(), "pooled connection was closed; reconnecting");
-                        let mut tx = self.connect_h1(addr, false).await?;
+                        let mut tx = self.connect_h1(addr, false, tls).await?;
                         let rsp = tx.send_request(req).await.map_err(ProxyError::from_send)?;
                         (tx, rsp)
                     }
@@ -86,7 +93,7 @@ impl Pool {
                 },
             },
             None => {
-                let mut tx = self.connect_h1(addr, false).await?;
+                let mut tx = self.connect_h1(addr, false, tls).await?;
                 let rsp = tx.send_request(req).await.map_err(ProxyError::from_send)?;
                 (tx, rsp)
             }
@@ -106,8 +113,12 @@ impl Pool {
 
     /// A fresh, unpooled HTTP/1 connection that supports protocol upgrades
     /// (WebSocket, CONNECT): it is consumed by the upgrade.
-    pub async fn connect_for_upgrade(&self, addr: SocketAddr) -> Result<http1::SendRequest<Incoming>, ProxyError> {
-        self.connect_h1(addr, true).await
+    pub async fn connect_for_upgrade(
+        &self,
+        addr: SocketAddr,
+        tls: Option<&TlsTarget>,
+    ) -> Result<http1::SendRequest<Incoming>, ProxyError> {
+        self.connect_h1(addr, true, tls).await
     }
 
     fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<Incoming>> {
@@ -123,8 +134,13 @@ impl Pool {
         None
     }
 
-    async fn connect_h1(&self, addr: SocketAddr, upgrades: bool) -> Result<http1::SendRequest<Incoming>, ProxyError> {
-        let io = connect(addr, self.inner.connect_timeout).await?;
+    async fn connect_h1(
+        &self,
+        addr: SocketAddr,
+        upgrades: bool,
+        tls: Option<&TlsTarget>,
+    ) -> Result<http1::SendRequest<Incoming>, ProxyError> {
+        let io = connect_upstream(addr, self.inner.connect_timeout, tls).await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
@@ -138,7 +154,12 @@ impl Pool {
         Ok(tx)
     }
 
-    async fn send_h2(&self, addr: SocketAddr, req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
+    async fn send_h2(
+        &self,
+        addr: SocketAddr,
+        req: Request<Incoming>,
+        tls: Option<&TlsTarget>,
+    ) -> Result<Response<Incoming>, ProxyError> {
         let cached = {
             let pool = self.inner.h2.lock().unwrap_or_else(|p| p.into_inner());
             pool.get(&addr).filter(|tx| !tx.is_closed()).cloned()
@@ -146,7 +167,7 @@ impl Pool {
         let mut tx = match cached {
             Some(tx) => tx,
             None => {
-                let tx = self.connect_h2(addr).await?;
+                let tx = self.connect_h2(addr, tls).await?;
                 self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(addr, tx.clone());
                 tx
             }
@@ -158,7 +179,7 @@ impl Pool {
             Err(mut e) => match e.take_message() {
                 Some(req) => {
                     tracing::debug!(%addr, error = %e.error(), "HTTP/2 connection was closed; reconnecting");
-                    let mut tx = self.connect_h2(addr).await?;
+                    let mut tx = self.connect_h2(addr, tls).await?;
                     self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(addr, tx.clone());
                     tx.send_request(req).await.map_err(ProxyError::from_send)
                 }
@@ -167,8 +188,12 @@ impl Pool {
         }
     }
 
-    async fn connect_h2(&self, addr: SocketAddr) -> Result<http2::SendRequest<Incoming>, ProxyError> {
-        let io = connect(addr, self.inner.connect_timeout).await?;
+    async fn connect_h2(
+        &self,
+        addr: SocketAddr,
+        tls: Option<&TlsTarget>,
+    ) -> Result<http2::SendRequest<Incoming>, ProxyError> {
+        let io = connect_upstream(addr, self.inner.connect_timeout, tls).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(io))

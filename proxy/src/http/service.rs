@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header::{HeaderName, HeaderValue};
 use http::{Method, Request, Response, header};
 use http_body_util::Either;
 use hyper::body::Incoming;
@@ -15,10 +16,12 @@ use super::client::Pool;
 use super::headers::{strip_hop_by_hop, wants_upgrade};
 use super::respond::{ProxyError, error_response};
 use super::{ResponseBody, Version, upgrade};
-use crate::balance::Pick;
+use crate::balance::{Endpoint, Pick};
 use crate::control::discovery::Resolution;
 use crate::drain;
+use crate::identity::IdentityHandle;
 use crate::metrics::{Direction, Metrics};
+use crate::transport::tls::TlsTarget;
 
 /// What every request on every connection shares.
 #[derive(Debug)]
@@ -29,6 +32,19 @@ pub struct Shared {
     pub request_timeout: Option<Duration>,
     /// Idle timeout of upgraded (WebSocket, CONNECT) streams.
     pub tcp_idle_timeout: Duration,
+    /// The proxy's mesh identity; `None` runs without mTLS.
+    pub identity: Option<IdentityHandle>,
+}
+
+impl Shared {
+    /// Mesh TLS parameters for a meshed endpoint, when this proxy has an
+    /// identity; `None` means plaintext (documented: unmeshed destinations).
+    pub fn tls_target(&self, endpoint: &Endpoint, opaque: bool) -> Option<TlsTarget> {
+        let expected = endpoint.spiffe.clone()?;
+        let configs = self.identity.as_ref()?.configs()?;
+        let config = if opaque { configs.client_opaque.clone() } else { configs.client_http.clone() };
+        Some(TlsTarget { config, expected })
+    }
 }
 
 /// Proxies the requests of one downstream connection to its resolved
@@ -41,10 +57,23 @@ pub struct ProxyService {
     pub version: Version,
     pub direction: Direction,
     pub drain: drain::Watch,
+    /// Inbound only: the client's verified mesh identity, sent to the app
+    /// as `weft-client-id` (any such header from the client is dropped).
+    pub client_id: Option<HeaderValue>,
 }
 
+/// The header that tells the app who called it.
+pub const CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("weft-client-id");
+
 impl ProxyService {
-    pub async fn call(self, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+    pub async fn call(self, mut req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+        if self.direction == Direction::Inbound {
+            // Only the TLS handshake may say who the client is.
+            req.headers_mut().remove(&CLIENT_ID_HEADER);
+            if let Some(id) = &self.client_id {
+                req.headers_mut().insert(CLIENT_ID_HEADER, id.clone());
+            }
+        }
         let start = Instant::now();
         let stats = self.shared.metrics.authority(self.direction, authority(&req));
         stats.request();
@@ -68,7 +97,8 @@ impl ProxyService {
     async fn forward(&self, mut req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
         strip_hop_by_hop(req.headers_mut(), false);
         let (addr, pick) = self.pick()?;
-        let send = self.shared.pool.send(addr, self.version, req);
+        let tls = pick.as_ref().and_then(|p| self.shared.tls_target(&p.endpoint, false));
+        let send = self.shared.pool.send(addr, self.version, req, tls);
         let mut rsp = match self.request_timeout() {
             Some(t) => tokio::time::timeout(t, send).await.map_err(|_| ProxyError::ResponseTimeout(t))??,
             None => send.await?,

@@ -17,7 +17,8 @@ pub async fn proxy(svc: &ProxyService, mut req: Request<Incoming>) -> Result<Res
     strip_hop_by_hop(req.headers_mut(), !is_connect);
 
     let (addr, pick) = svc.pick()?;
-    let mut tx = svc.shared.pool.connect_for_upgrade(addr).await?;
+    let tls = pick.as_ref().and_then(|p| svc.shared.tls_target(&p.endpoint, false));
+    let mut tx = svc.shared.pool.connect_for_upgrade(addr, tls.as_ref()).await?;
     let mut rsp = tx.send_request(req).await.map_err(ProxyError::from_send)?;
     if let Some(pick) = pick {
         pick.complete();

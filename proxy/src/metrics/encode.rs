@@ -36,6 +36,19 @@ pub fn render(m: &Metrics) -> String {
         let v = m.orig_dst_errors[dir as usize].load(Relaxed);
         let _ = writeln!(out, "weft_orig_dst_errors_total{{direction=\"{}\"}} {v}", dir.as_str());
     }
+
+    let expiry = m.identity_expiry.load(Relaxed);
+    if expiry > 0 {
+        header(
+            &mut out,
+            "weft_identity_cert_expiry_timestamp_seconds",
+            "gauge",
+            "When the proxy's certificate expires (Unix seconds).",
+        );
+        let _ = writeln!(out, "weft_identity_cert_expiry_timestamp_seconds {expiry}");
+        header(&mut out, "weft_identity_renewals_total", "counter", "Certificates renewed since the proxy started.");
+        let _ = writeln!(out, "weft_identity_renewals_total {}", m.identity_renewals.load(Relaxed));
+    }
     out
 }
 

@@ -82,6 +82,9 @@ pub struct Metrics {
     /// Connections refused because they were not redirected (would loop) or
     /// their original destination could not be read.
     pub orig_dst_errors: [AtomicU64; 2],
+    /// Unix seconds when the current certificate expires; 0 without mTLS.
+    identity_expiry: AtomicU64,
+    identity_renewals: AtomicU64,
 }
 
 /// TCP counters for one (direction, protocol).
@@ -147,6 +150,11 @@ impl Metrics {
         let mut map = index.write().unwrap_or_else(|p| p.into_inner());
         let key = if map.len() < MAX_AUTHORITIES || map.contains_key(authority) { authority } else { OTHER_AUTHORITY };
         map.entry(key.to_string()).or_default().clone()
+    }
+
+    pub fn set_identity(&self, expiry_unix: Option<u64>, renewals: u64) {
+        self.identity_expiry.store(expiry_unix.unwrap_or(0), Relaxed);
+        self.identity_renewals.store(renewals, Relaxed);
     }
 
     pub fn record_latency(&self, dir: Direction, status: u16, latency: Duration) {

@@ -13,6 +13,14 @@ pub enum ConnectError {
     Refused { addr: SocketAddr },
     #[error("connection to {addr} timed out after {timeout:?}; is a firewall dropping it, or the host down?")]
     Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("mesh TLS handshake with {addr} failed: {source}")]
+    Tls {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{addr} proved identity {got}, but discovery expects {expected}; refusing to send it traffic")]
+    IdentityMismatch { addr: SocketAddr, expected: String, got: String },
     #[error("connecting to {addr} failed: {source}")]
     Io {
         addr: SocketAddr,

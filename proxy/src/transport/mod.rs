@@ -6,3 +6,4 @@ pub mod counted;
 pub mod detect;
 pub mod orig_dst;
 pub mod prefixed;
+pub mod tls;

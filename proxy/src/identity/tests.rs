@@ -1,0 +1,137 @@
+//! Real TLS handshakes on loopback sockets between configurations built
+//! from certificates of a throwaway CA.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256};
+use rustls::client::Resumption;
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::certify::key_and_csr;
+use super::*;
+use crate::transport::connect::ConnectError;
+use crate::transport::tls::{self, Hello, TlsTarget};
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+fn ca() -> Ca {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut params = CertificateParams::default();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let cert = params.self_signed(&key).expect("ca");
+    Ca { cert, key }
+}
+
+/// Signs a leaf for `id` from a CSR, as the control plane does.
+fn issue(ca: &Ca, id: &str) -> Credentials {
+    let (key, csr) = key_and_csr(id).expect("csr");
+    let mut req = rcgen::CertificateSigningRequestParams::from_der(&csr.into()).expect("parse csr");
+    req.params.extended_key_usages =
+        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let issuer = rcgen::Issuer::from_ca_cert_der(ca.cert.der(), &ca.key).expect("issuer");
+    let cert = req.signed_by(&issuer).expect("sign");
+    Credentials {
+        chain: vec![cert.der().clone()],
+        key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+        not_after: SystemTime::now() + Duration::from_secs(3600),
+    }
+}
+
+fn configs(ca: &Ca, id: &str) -> TlsConfigs {
+    let bundle = TrustBundle { version: 1, anchors: vec![CertificateDer::from(ca.cert.der().to_vec())] };
+    build_configs(&issue(ca, id), &bundle, Arc::new(Resumption::in_memory_sessions(16))).expect("configs")
+}
+
+const A: &str = "spiffe://cluster.local/ns/default/sa/a";
+const B: &str = "spiffe://cluster.local/ns/default/sa/b";
+
+/// Serves one TLS connection on loopback; returns what the server saw.
+async fn server(
+    config: Arc<rustls::ServerConfig>,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<std::io::Result<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await?;
+        let mut prefix = vec![0u8; 4096];
+        // Peek the hello the way inbound detection does.
+        let n = tcp.peek(&mut prefix).await?;
+        assert!(matches!(tls::inspect(&prefix[..n]), Hello::Mesh(_) | Hello::Incomplete));
+        let (mut stream, peer) = tls::accept(tcp, config).await?;
+        let mut buf = [0u8; 5];
+        stream.read_exact(&mut buf).await?;
+        stream.write_all(b"world").await?;
+        stream.shutdown().await?;
+        Ok(format!("{} said {}", peer.id(), String::from_utf8_lossy(&buf)))
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn mutual_tls_between_mesh_identities() {
+    let ca = ca();
+    let (a, b) = (configs(&ca, A), configs(&ca, B));
+    let (addr, task) = server(b.server.clone()).await;
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let target = TlsTarget { config: a.client_http.clone(), expected: SpiffeId::parse(B).expect("id") };
+    let mut stream = tls::connect(tcp, addr, &target).await.expect("handshake");
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(ALPN_HTTP));
+    assert_eq!(stream.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+    stream.write_all(b"hello").await.expect("write");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.expect("read");
+    assert_eq!(reply, "world");
+    assert_eq!(task.await.expect("join").expect("server"), format!("{A} said hello"));
+}
+
+#[tokio::test]
+async fn the_server_must_prove_the_expected_identity() {
+    let ca = ca();
+    let (a, b) = (configs(&ca, A), configs(&ca, B));
+    let (addr, _task) = server(b.server.clone()).await;
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let target = TlsTarget { config: a.client_http.clone(), expected: SpiffeId::parse(A).expect("id") };
+    let err = tls::connect(tcp, addr, &target).await.expect_err("wrong identity");
+    assert!(matches!(err, ConnectError::IdentityMismatch { ref got, .. } if got == B), "{err}");
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_is_refused_both_ways() {
+    let (ca1, ca2) = (ca(), ca());
+    let (a, b_foreign) = (configs(&ca1, A), configs(&ca2, B));
+    // Client from CA 1 to a server from CA 2: the client refuses.
+    let (addr, _task) = server(b_foreign.server.clone()).await;
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let target = TlsTarget { config: a.client_http.clone(), expected: SpiffeId::parse(B).expect("id") };
+    assert!(matches!(tls::connect(tcp, addr, &target).await, Err(ConnectError::Tls { .. })));
+    // Client from CA 2 to a server from CA 1: the server refuses.
+    let b = configs(&ca1, B);
+    let (addr, task) = server(b.server.clone()).await;
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let target = TlsTarget { config: b_foreign.client_http.clone(), expected: SpiffeId::parse(B).expect("id") };
+    let _ = tls::connect(tcp, addr, &target).await;
+    assert!(task.await.expect("join").is_err(), "the server accepted a foreign client");
+}
+
+#[test]
+fn client_hello_inspection() {
+    assert_eq!(tls::inspect(b"GET / HTTP/1.1\r\n"), Hello::NotTls);
+    assert_eq!(tls::inspect(&[0x16, 0x03]), Hello::NotTls);
+    assert_eq!(tls::inspect(&[0x16, 0x03, 0x01, 0x00, 0x50, 0x01]), Hello::Incomplete);
+    // A complete record holding a ServerHello: not a client, not ours.
+    assert_eq!(tls::inspect(&[0x16, 0x03, 0x01, 0x00, 0x04, 0x02, 0x00, 0x00, 0x00]), Hello::Foreign);
+}
+
+#[test]
+fn renewal_is_scheduled_at_most_70_percent_into_the_lifetime() {
+    let life = Duration::from_secs(100);
+    assert_eq!(renew_after(life, 0.0), Duration::from_secs(70));
+    assert_eq!(renew_after(life, 1.0), Duration::from_secs(60));
+}
