@@ -1,8 +1,9 @@
 //! The admin server: `/live`, `/ready`, `/metrics` and `/state`.
 //!
 //! `/state` dumps the index (services, workloads, policies in force), the
-//! registry's leases and the refused files, as JSON, for debugging and for
-//! `weft check`. It binds to loopback by default and refuses non-loopback
+//! registry's leases, the refused files and the CA (issuer, expiry, trust
+//! anchor fingerprints, token counts — never a token or key), as JSON, for
+//! debugging and for `weft check`. It binds to loopback by default and refuses non-loopback
 //! peers for `/state`, which shows every workload's address.
 
 use std::convert::Infallible;
@@ -19,6 +20,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use crate::ca::Ca;
 use crate::index::Index;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -32,6 +34,8 @@ pub struct Admin {
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
     pub diagnostics: Arc<Diagnostics>,
+    /// The mesh CA, when on.
+    pub ca: Option<Ca>,
     /// Set once the sources' first load is published and gRPC is bound.
     pub ready: AtomicBool,
 }
@@ -86,6 +90,10 @@ fn handle(admin: &Admin, peer: SocketAddr, req: &Request<Incoming>) -> Response<
             state["leases"] = serde_json::to_value(admin.registry.leases()).unwrap_or_default();
             state["rejected"] = serde_json::to_value(admin.diagnostics.rejections()).unwrap_or_default();
             state["rejectedTotal"] = admin.diagnostics.rejected_total().into();
+            state["ca"] = match &admin.ca {
+                Some(ca) => ca.state_json(std::time::SystemTime::now()),
+                None => serde_json::json!({ "enabled": false }),
+            };
             let mut body = serde_json::to_vec_pretty(&state).unwrap_or_default();
             body.push(b'\n');
             with_type(Response::new(Full::new(Bytes::from(body))), "application/json")

@@ -1,19 +1,24 @@
-//! Wiring: sources → index → gRPC streams, plus the admin server.
+//! Wiring: sources → index → gRPC streams, the mesh CA, plus the admin
+//! server.
 //!
 //! [`start`] loads the files once (refusing to start on invalid ones, so a
-//! typo is seen at once rather than in a log), binds both listeners, and
-//! spawns the tasks; the returned [`Control`] knows the bound addresses
-//! (tests bind port 0) and shuts everything down.
+//! typo is seen at once rather than in a log), opens the CA (generating the
+//! local root on a first start with a state directory), binds both
+//! listeners, and spawns the tasks; the returned [`Control`] knows the
+//! bound addresses (tests bind port 0) and shuts everything down.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
+use crate::ca::files::CaFiles;
+use crate::ca::serving::{ServingCert, ServingError};
+use crate::ca::{Ca, CaError};
 use crate::config::Config;
 use crate::grpc::watch::Streams;
 use crate::index::{Index, MeshConfig};
@@ -34,6 +39,10 @@ pub enum StartError {
     },
     #[error("refusing to start with invalid input; fix these files:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
     Invalid(Vec<SourceError>),
+    #[error("cannot start the mesh CA: {0}")]
+    Ca(#[from] CaError),
+    #[error("cannot serve gRPC over TLS: {0}")]
+    Tls(#[from] ServingError),
 }
 
 /// A running control plane.
@@ -45,6 +54,8 @@ pub struct Control {
     registry: Registry,
     metrics: Arc<Metrics>,
     diagnostics: Arc<Diagnostics>,
+    ca: Option<Ca>,
+    serving: Option<Arc<ServingCert>>,
     trigger: Trigger,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -72,6 +83,17 @@ impl Control {
 
     pub fn diagnostics(&self) -> &Arc<Diagnostics> {
         &self.diagnostics
+    }
+
+    /// The mesh CA, when on.
+    pub fn ca(&self) -> Option<&Ca> {
+        self.ca.as_ref()
+    }
+
+    /// The certificate chain the gRPC port serves (leaf first, DER), when
+    /// the CA is on.
+    pub fn serving_chain(&self) -> Option<Vec<Vec<u8>>> {
+        self.serving.as_ref().map(|s| s.chain())
     }
 
     /// Ends every stream (with UNAVAILABLE, so proxies reconnect), stops
@@ -113,6 +135,22 @@ pub async fn start(config: Config) -> Result<Control, StartError> {
     }
     LocalFiles::publish(first, &sink);
 
+    let ca = match config.ca() {
+        Some(settings) => {
+            let metrics = metrics.clone();
+            let opened = tokio::task::spawn_blocking(move || Ca::open(settings, metrics, SystemTime::now()))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+            Some(opened)
+        }
+        None => {
+            tracing::warn!(
+                "the mesh CA is off (no --state-dir, no --issuer-cert/--issuer-key): Certify answers UNAVAILABLE and gRPC is served in plaintext"
+            );
+            None
+        }
+    };
+
     let grpc = TcpListener::bind(config.grpc_addr).await.map_err(|source| StartError::Bind {
         addr: config.grpc_addr,
         what: "gRPC",
@@ -131,12 +169,22 @@ pub async fn start(config: Config) -> Result<Control, StartError> {
         source,
     })?;
 
+    let (serving, tls) = match &ca {
+        Some(ca) => {
+            let serving = ServingCert::new(ca.clone(), grpc_addr.ip())?;
+            let tls = crate::ca::serving::server_config(serving.clone()).map_err(ServingError::from)?;
+            (Some(serving), Some(tls))
+        }
+        None => (None, None),
+    };
+
     let registry = Registry::new(sink.clone(), config.lease_ttl);
     let admin = Arc::new(Admin {
         index: index.clone(),
         registry: registry.clone(),
         metrics: metrics.clone(),
         diagnostics: diagnostics.clone(),
+        ca: ca.clone(),
         ready: false.into(),
     });
     let streams = Streams { index: index.clone(), metrics: metrics.clone(), shutdown: shutdown.clone() };
@@ -145,17 +193,29 @@ pub async fn start(config: Config) -> Result<Control, StartError> {
     tasks.push(tokio::spawn(files.run(sink.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(registry.clone().reap(shutdown.clone())));
     tasks.push(tokio::spawn(crate::admin::serve(admin_listener, admin.clone(), shutdown.clone())));
+    if let Some(ca) = &ca {
+        tasks.push(tokio::spawn(CaFiles::new(ca.clone(), config.reload_interval).run(sink.clone(), shutdown.clone())));
+    }
+    if let Some(serving) = &serving {
+        tasks.push(tokio::spawn(serving.clone().run(shutdown.clone())));
+    }
     {
-        let (registry, shutdown) = (registry.clone(), shutdown.clone());
+        let (registry, shutdown, ca) = (registry.clone(), shutdown.clone(), ca.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::grpc::serve(grpc, streams, registry, shutdown).await {
+            if let Err(e) = crate::grpc::serve(grpc, streams, registry, ca, tls, shutdown).await {
                 tracing::error!(error = %e, "the gRPC server failed");
             }
         }));
     }
     admin.ready.store(true, Ordering::Release);
-    tracing::info!(%grpc_addr, %admin_addr, version = index.state().version, "control plane ready");
-    Ok(Control { grpc_addr, admin_addr, index, registry, metrics, diagnostics, trigger, tasks })
+    tracing::info!(
+        %grpc_addr,
+        %admin_addr,
+        version = index.state().version,
+        tls = serving.is_some(),
+        "control plane ready"
+    );
+    Ok(Control { grpc_addr, admin_addr, index, registry, metrics, diagnostics, ca, serving, trigger, tasks })
 }
 
 /// Runs until SIGINT or SIGTERM, then shuts down.

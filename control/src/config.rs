@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::ca::issuer::IssuerFiles;
+use crate::ca::{CaSettings, IssuerSource};
 use crate::source::registry::{MAX_TTL, MIN_TTL};
 
 pub const ENV_GRPC_ADDR: &str = "WEFT_CONTROL_GRPC_ADDR";
@@ -18,6 +20,17 @@ pub const ENV_LEASE_TTL: &str = "WEFT_CONTROL_LEASE_TTL";
 pub const ENV_TRUST_DOMAIN: &str = "WEFT_CONTROL_TRUST_DOMAIN";
 pub const ENV_RELOAD_INTERVAL: &str = "WEFT_CONTROL_RELOAD_INTERVAL";
 pub const ENV_LOG: &str = "WEFT_CONTROL_LOG";
+pub const ENV_ISSUER_CERT: &str = "WEFT_CONTROL_ISSUER_CERT";
+pub const ENV_ISSUER_KEY: &str = "WEFT_CONTROL_ISSUER_KEY";
+pub const ENV_TRUST_ANCHORS: &str = "WEFT_CONTROL_TRUST_ANCHORS";
+pub const ENV_STATE_DIR: &str = "WEFT_CONTROL_STATE_DIR";
+pub const ENV_CERT_LIFETIME: &str = "WEFT_CONTROL_CERT_LIFETIME";
+pub const ENV_TOKENS: &str = "WEFT_CONTROL_TOKENS";
+
+/// Bounds of `--cert-lifetime`: long enough to renew in, short enough
+/// that a stolen key is not worth much for long.
+pub const MIN_CERT_LIFETIME: Duration = Duration::from_secs(5);
+pub const MAX_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The command line of `weft-control` (and of `weft control`).
 #[derive(Args, Debug, Clone)]
@@ -55,6 +68,36 @@ pub struct ControlArgs {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info,weft_control=debug`.
     #[arg(long, env = ENV_LOG, default_value = "info")]
     pub log: String,
+
+    /// CA issuer certificate (PEM): a root, or an intermediate followed by
+    /// the intermediates above it. Needs --issuer-key. Reloaded on change.
+    #[arg(long, env = ENV_ISSUER_CERT, value_name = "FILE")]
+    pub issuer_cert: Option<PathBuf>,
+
+    /// The issuer's private key (unencrypted PKCS#8 PEM, `BEGIN PRIVATE KEY`).
+    #[arg(long, env = ENV_ISSUER_KEY, value_name = "FILE")]
+    pub issuer_key: Option<PathBuf>,
+
+    /// Trust anchors (PEM bundle of root certificates) proxies accept peers
+    /// under; reloaded on change, which is how a root is rolled in and out.
+    /// Default: the issuer certificate, when it is self-signed.
+    #[arg(long, env = ENV_TRUST_ANCHORS, value_name = "FILE")]
+    pub trust_anchors: Option<PathBuf>,
+
+    /// State directory (local mesh). Without --issuer-cert, a self-signed
+    /// root is generated here on first start (ca.crt, ca.key) and reused;
+    /// used tokens are recorded here so a restart does not revive them.
+    #[arg(long, env = ENV_STATE_DIR, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Lifetime of issued certificates (5s..=30d); proxies renew at 70 %.
+    #[arg(long, env = ENV_CERT_LIFETIME, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub cert_lifetime: Duration,
+
+    /// Bootstrap tokens file (YAML, hashes only; see control/README.md),
+    /// reloaded on change.
+    #[arg(long, env = ENV_TOKENS, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
 }
 
 /// Validated settings. Tests build this directly.
@@ -68,6 +111,12 @@ pub struct Config {
     pub trust_domain: String,
     pub reload_interval: Duration,
     pub log_filter: String,
+    pub issuer_cert: Option<PathBuf>,
+    pub issuer_key: Option<PathBuf>,
+    pub trust_anchors: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub cert_lifetime: Duration,
+    pub tokens: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -81,6 +130,12 @@ impl Default for Config {
             trust_domain: "cluster.local".into(),
             reload_interval: Duration::from_millis(250),
             log_filter: "info".into(),
+            issuer_cert: None,
+            issuer_key: None,
+            trust_anchors: None,
+            state_dir: None,
+            cert_lifetime: Duration::from_secs(24 * 3600),
+            tokens: None,
         }
     }
 }
@@ -101,6 +156,12 @@ impl ControlArgs {
             trust_domain: self.trust_domain,
             reload_interval: self.reload_interval,
             log_filter: self.log,
+            issuer_cert: self.issuer_cert,
+            issuer_key: self.issuer_key,
+            trust_anchors: self.trust_anchors,
+            state_dir: self.state_dir,
+            cert_lifetime: self.cert_lifetime,
+            tokens: self.tokens,
         };
         config.validate().map(|()| config)
     }
@@ -129,7 +190,49 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_filter) {
             errors.push(format!("--log `{}`: {e}", self.log_filter));
         }
+        match (&self.issuer_cert, &self.issuer_key) {
+            (Some(_), None) => errors.push("--issuer-cert needs --issuer-key".into()),
+            (None, Some(_)) => errors.push("--issuer-key needs --issuer-cert".into()),
+            _ => {}
+        }
+        if !(MIN_CERT_LIFETIME..=MAX_CERT_LIFETIME).contains(&self.cert_lifetime) {
+            errors.push(format!(
+                "--cert-lifetime {} must be between {} and {}",
+                humantime::format_duration(self.cert_lifetime),
+                humantime::format_duration(MIN_CERT_LIFETIME),
+                humantime::format_duration(MAX_CERT_LIFETIME)
+            ));
+        }
+        let ca_off = self.issuer_cert.is_none() && self.issuer_key.is_none() && self.state_dir.is_none();
+        if ca_off {
+            for (flag, set) in [("--trust-anchors", self.trust_anchors.is_some()), ("--tokens", self.tokens.is_some())]
+            {
+                if set {
+                    errors.push(format!(
+                        "{flag} needs the CA on: give --state-dir DIR, or --issuer-cert and --issuer-key"
+                    ));
+                }
+            }
+        }
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// The CA's settings, or `None` when it is off (no issuer files and
+    /// no state directory). Call after [`Self::validate`].
+    pub fn ca(&self) -> Option<CaSettings> {
+        let issuer = match (&self.issuer_cert, &self.issuer_key, &self.state_dir) {
+            (Some(cert), Some(key), _) => IssuerSource::Files(IssuerFiles { cert: cert.clone(), key: key.clone() }),
+            (None, None, Some(dir)) => IssuerSource::StateDir(dir.clone()),
+            _ => return None,
+        };
+        Some(CaSettings {
+            trust_domain: self.trust_domain.clone(),
+            issuer,
+            trust_anchors: self.trust_anchors.clone(),
+            tokens: self.tokens.clone(),
+            state_dir: self.state_dir.clone(),
+            lifetime: self.cert_lifetime,
+        })
     }
 }
 
@@ -167,5 +270,42 @@ mod tests {
             .into_config()
             .expect_err("invalid");
         assert_eq!(e.0.len(), 2, "{e}");
+    }
+
+    #[test]
+    fn ca_flags() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["weft-control"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv).expect("parses").args.into_config()
+        };
+        let c = parse(&[]).expect("valid");
+        assert_eq!(c.cert_lifetime, Duration::from_secs(24 * 3600));
+        assert!(c.ca().is_none(), "off without issuer or state dir");
+
+        let c = parse(&["--state-dir", "/s", "--tokens", "/t.yaml", "--cert-lifetime", "10s"]).expect("valid");
+        let ca = c.ca().expect("on");
+        assert_eq!(ca.issuer, IssuerSource::StateDir("/s".into()));
+        assert_eq!((ca.lifetime, ca.tokens), (Duration::from_secs(10), Some("/t.yaml".into())));
+
+        let c = parse(&["--issuer-cert", "c.pem", "--issuer-key", "k.pem", "--trust-anchors", "a.pem"]).expect("valid");
+        assert_eq!(
+            c.ca().expect("on").issuer,
+            IssuerSource::Files(IssuerFiles { cert: "c.pem".into(), key: "k.pem".into() })
+        );
+
+        // Lifetime bounds, inclusive.
+        for (l, ok) in [("4s", false), ("5s", true), ("30days", true), ("31days", false)] {
+            assert_eq!(parse(&["--state-dir", "/s", "--cert-lifetime", l]).is_ok(), ok, "{l}");
+        }
+
+        let e = parse(&["--issuer-cert", "c.pem", "--cert-lifetime", "1s"]).expect_err("invalid");
+        let text = e.to_string();
+        assert_eq!(e.0.len(), 2, "{text}");
+        assert!(text.contains("--issuer-cert needs --issuer-key"), "{text}");
+        assert!(text.contains("--cert-lifetime 1s must be between 5s and 30days"), "{text}");
+        let e = parse(&["--tokens", "t.yaml", "--trust-anchors", "a.pem"]).expect_err("invalid");
+        assert_eq!(e.0.len(), 2, "{e}");
+        assert!(e.0.iter().all(|m| m.contains("needs the CA on: give --state-dir DIR")), "{e}");
     }
 }

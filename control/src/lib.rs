@@ -3,9 +3,12 @@
 //! ```text
 //!   services file ─┐                              ┌─► Discovery.Watch
 //!   policy YAML  ──┼─► sources ─► index ─watch──► ├─► Policy.WatchOutbound
-//!   Registry RPCs ─┘   (source)  (index)  (grpc)  └─► Policy.WatchInbound
-//!   (Kubernetes later)             │
+//!   Registry RPCs ─┘   (source)  (index)  (grpc)  ├─► Policy.WatchInbound
+//!   (Kubernetes later)             │              │
+//!   issuer, anchors, tokens ─► ca ─┼────────────► └─► Identity.Certify / WatchTrustAnchors
 //!                                  └─► admin: /ready /live /metrics /state
+//!
+//!   (gRPC is TLS 1.3 with a serving certificate from the CA when it is on)
 //! ```
 //!
 //! - [`source`]: where objects come from — the local files (polled), the
@@ -17,6 +20,9 @@
 //!   proxies (resolve a target, outbound policy, inbound policy).
 //! - [`grpc`]: the tonic services; each watch stream is a task over a
 //!   `tokio::sync::watch` receiver that sends only changed answers.
+//! - [`ca`]: the mesh CA — `Identity.Certify` checks a token and a CSR and
+//!   signs a SPIFFE certificate; trust anchors are streamed; the gRPC port
+//!   itself is served over TLS with a certificate from the CA.
 //! - [`admin`] and [`metrics`]: the control plane's own observability.
 //!
 //! Entry points: [`cli::main`] (the whole binary, used by `weft up`) and
@@ -24,6 +30,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod grpc;

@@ -3,7 +3,7 @@
 //!
 //! | metric | type | meaning |
 //! | --- | --- | --- |
-//! | `weft_control_streams{kind}` | gauge | open watch streams (discovery, outbound, inbound) |
+//! | `weft_control_streams{kind}` | gauge | open watch streams (discovery, outbound, inbound, trust_anchors) |
 //! | `weft_control_connected_proxies` | gauge | distinct proxy ids with at least one open stream |
 //! | `weft_control_pushes_total{kind}` | counter | messages handed to streams (snapshots and updates) |
 //! | `weft_control_push_latency_seconds` | histogram | state change → update handed to the stream |
@@ -14,6 +14,8 @@
 //! | `weft_control_policies{kind}` | gauge | policy resources in force |
 //! | `weft_control_leases` | gauge | registry leases |
 //! | `weft_control_version` | gauge | current state version |
+//! | `weft_control_certificates_issued_total` | counter | certificates signed by `Certify` |
+//! | `weft_control_certify_refused_total{reason}` | counter | refused `Certify` calls, by [`Reason`] |
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -23,26 +25,30 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::ca::Reason;
 use crate::index::State;
 use crate::policy::Kind;
 use crate::source::Diagnostics;
 
-/// The three kinds of watch stream.
+/// The kinds of watch stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamKind {
     Discovery,
     Outbound,
     Inbound,
+    TrustAnchors,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 3] = [StreamKind::Discovery, StreamKind::Outbound, StreamKind::Inbound];
+    pub const ALL: [StreamKind; 4] =
+        [StreamKind::Discovery, StreamKind::Outbound, StreamKind::Inbound, StreamKind::TrustAnchors];
 
     pub fn as_str(self) -> &'static str {
         match self {
             StreamKind::Discovery => "discovery",
             StreamKind::Outbound => "outbound",
             StreamKind::Inbound => "inbound",
+            StreamKind::TrustAnchors => "trust_anchors",
         }
     }
 
@@ -60,8 +66,10 @@ const MAX_MICROS: u64 = 60_000_000;
 
 #[derive(Debug)]
 pub struct Metrics {
-    streams: [AtomicI64; 3],
-    pushes: [AtomicU64; 3],
+    streams: [AtomicI64; 4],
+    pushes: [AtomicU64; 4],
+    issued: AtomicU64,
+    refused: [AtomicU64; Reason::ALL.len()],
     /// Open streams per proxy id.
     proxies: Mutex<HashMap<String, usize>>,
     latency: Mutex<(Histogram<u64>, u64)>,
@@ -72,6 +80,8 @@ impl Default for Metrics {
         Self {
             streams: Default::default(),
             pushes: Default::default(),
+            issued: AtomicU64::new(0),
+            refused: Default::default(),
             proxies: Mutex::default(),
             latency: Mutex::new((
                 Histogram::new_with_bounds(1, MAX_MICROS, 3).unwrap_or_else(|_| unreachable!("valid bounds")),
@@ -119,6 +129,22 @@ impl Metrics {
             h.0.saturating_record(micros);
             h.1 = h.1.saturating_add(micros);
         }
+    }
+
+    pub fn certificate_issued(&self) {
+        self.issued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn certify_refused(&self, reason: Reason) {
+        self.refused[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn certificates_issued(&self) -> u64 {
+        self.issued.load(Ordering::Relaxed)
+    }
+
+    pub fn certify_refusals(&self, reason: Reason) -> u64 {
+        self.refused[reason.index()].load(Ordering::Relaxed)
     }
 
     pub fn streams(&self, kind: StreamKind) -> i64 {
@@ -191,6 +217,17 @@ impl Metrics {
             header(&mut out, name, kind, help);
             let _ = writeln!(out, "{name} {value}");
         }
+        header(&mut out, "weft_control_certificates_issued_total", "counter", "Certificates signed by Certify.");
+        let _ = writeln!(out, "weft_control_certificates_issued_total {}", self.certificates_issued());
+        header(&mut out, "weft_control_certify_refused_total", "counter", "Refused Certify calls, by reason.");
+        for r in Reason::ALL {
+            let _ = writeln!(
+                out,
+                "weft_control_certify_refused_total{{reason=\"{}\"}} {}",
+                r.as_str(),
+                self.certify_refusals(r)
+            );
+        }
         header(&mut out, "weft_control_policies", "gauge", "Policy resources in force.");
         for kind in [Kind::HttpRoute, Kind::TrafficPolicy, Kind::AccessPolicy] {
             let n = state.policies.keys().filter(|id| id.kind == kind).count();
@@ -216,6 +253,9 @@ mod tests {
         let _b = m.open_stream(StreamKind::Outbound, "p1");
         let _c = m.open_stream(StreamKind::Inbound, "p2");
         m.pushed(StreamKind::Outbound, None);
+        m.certificate_issued();
+        m.certify_refused(Reason::TokenReused);
+        m.certify_refused(Reason::TokenReused);
         for ms in [0.05, 2.0, 2.0, 300.0] {
             m.pushed(StreamKind::Outbound, Some(Duration::from_secs_f64(ms / 1000.0)));
         }
@@ -232,6 +272,10 @@ mod tests {
             "weft_control_push_latency_seconds_count 4",
             "weft_control_policies{kind=\"HTTPRoute\"} 0",
             "# TYPE weft_control_policy_rejected_total counter",
+            "weft_control_streams{kind=\"trust_anchors\"} 0",
+            "weft_control_certificates_issued_total 1",
+            "weft_control_certify_refused_total{reason=\"token_reused\"} 2",
+            "weft_control_certify_refused_total{reason=\"csr_sans\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
         }

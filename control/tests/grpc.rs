@@ -310,9 +310,11 @@ spec:
     let p = until(&mut inbound, |p| !p.authorizations.is_empty()).await;
     assert_eq!(p.authorizations[0].namespaces, ["default"]);
 
-    let err = IdentityClient::new(channel.clone()).certify(CertifyRequest::default()).await.expect_err("not yet");
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
-    assert!(err.message().contains("issue 5"), "{}", err.message());
+    // Without a state directory or issuer files the CA is off (and gRPC
+    // is plaintext): Certify says how to turn it on.
+    let err = IdentityClient::new(channel.clone()).certify(CertifyRequest::default()).await.expect_err("CA off");
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(err.message().contains("--state-dir"), "{}", err.message());
 
     let err = DiscoveryClient::new(channel.clone())
         .watch(WatchRequest { target: "web".into(), ..Default::default() })

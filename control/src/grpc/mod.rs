@@ -6,17 +6,22 @@
 //! | `Discovery.Watch` | [`discovery`] | `State::resolve` |
 //! | `Policy.WatchOutbound` / `WatchInbound` | [`policy`] | `State::outbound` / `State::inbound` |
 //! | `Registry.Register/Heartbeat/Deregister` | [`registry`] | the lease table (`source::registry`) |
-//! | `Identity.Certify` | [`identity`] | UNIMPLEMENTED until mTLS (issue 5) |
+//! | `Identity.Certify` / `WatchTrustAnchors` | [`identity`] | the mesh CA (`crate::ca`) |
+//!
+//! With the CA on, the listener speaks TLS 1.3 ([`tls`]) with a serving
+//! certificate from the CA; with it off, plaintext HTTP/2.
 
 pub mod discovery;
 pub mod identity;
 pub mod policy;
 pub mod registry;
+pub mod tls;
 pub mod watch;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,6 +36,7 @@ use weft_api::identity::identity_server::IdentityServer;
 use weft_api::policy::policy_server::PolicyServer;
 use weft_api::registry::registry_server::RegistryServer;
 
+use crate::ca::Ca;
 use crate::shutdown::Shutdown;
 use crate::source::registry::Registry;
 
@@ -43,27 +49,39 @@ fn proxy_name<T>(req: &tonic::Request<T>, proxy_id: &str) -> String {
     req.remote_addr().map_or_else(|| "unknown".to_owned(), |a| a.to_string())
 }
 
-/// Serves the gRPC API on `listener` until `shutdown` fires.
+/// Serves the gRPC API on `listener` until `shutdown` fires: over TLS
+/// with `tls`, else plaintext.
 pub async fn serve(
     listener: TcpListener,
     streams: watch::Streams,
     registry: Registry,
-    mut shutdown: Shutdown,
+    ca: Option<Ca>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: Shutdown,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let api = Api {
         discovery: DiscoveryServer::new(discovery::DiscoveryService { streams: streams.clone() }),
-        policy: PolicyServer::new(policy::PolicyService { streams }),
+        policy: PolicyServer::new(policy::PolicyService { streams: streams.clone() }),
         registry: RegistryServer::new(registry::RegistryService { registry }),
-        identity: IdentityServer::new(identity::IdentityService),
+        identity: IdentityServer::new(identity::IdentityService { ca, streams }),
     };
-    Server::builder()
+    let server = Server::builder()
         // Watch streams idle for long stretches: keepalives find dead peers
         // (a proxy whose pod vanished) and keep NATs from forgetting live ones.
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .serve_with_incoming_shutdown(api, incoming, async move { shutdown.signaled().await })
-        .await
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    let mut signal = shutdown.clone();
+    let signal = async move { signal.signaled().await };
+    match tls {
+        Some(config) => {
+            let incoming = tls::incoming(listener, config, shutdown);
+            server.serve_with_incoming_shutdown(api, incoming, signal).await
+        }
+        None => {
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            server.serve_with_incoming_shutdown(api, incoming, signal).await
+        }
+    }
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;

@@ -7,6 +7,9 @@
 //!                         unchanged? skip : send ──mpsc(1)──► tonic ──► proxy
 //! ```
 //!
+//! The same task serves any `watch` channel ([`Streams::spawn_on`]): the
+//! CA's trust anchors are streamed that way.
+//!
 //! The mpsc has room for one message: a slow client slows only its own
 //! task, and since `watch` keeps only the newest state, the task skips
 //! straight to the latest answer once the client catches up. The task ends
@@ -14,8 +17,9 @@
 //! when it sends UNAVAILABLE so that the proxy reconnects with backoff.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
@@ -46,6 +50,12 @@ impl Snapshot for weft_api::policy::InboundPolicy {
     }
 }
 
+impl Snapshot for weft_api::identity::TrustBundle {
+    fn version_mut(&mut self) -> &mut u64 {
+        &mut self.version
+    }
+}
+
 /// What a stream task needs from the server.
 #[derive(Clone, Debug)]
 pub struct Streams {
@@ -62,8 +72,25 @@ impl Streams {
         T: Snapshot,
         F: Fn(&State) -> T + Send + 'static,
     {
+        self.spawn_on(self.index.subscribe(), |s: &Arc<State>| Some(s.changed_at), kind, proxy, move |s| compute(s))
+    }
+
+    /// [`Self::spawn`] over any watched value (the trust anchors, say);
+    /// `changed_at` gives the push latency metric its start, if known.
+    pub fn spawn_on<S, T, F>(
+        &self,
+        mut states: watch::Receiver<S>,
+        changed_at: fn(&S) -> Option<Instant>,
+        kind: StreamKind,
+        proxy: String,
+        compute: F,
+    ) -> ReceiverStream<Result<T, Status>>
+    where
+        S: Clone + Send + Sync + 'static,
+        T: Snapshot,
+        F: Fn(&S) -> T + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel(1);
-        let mut states = self.index.subscribe();
         let mut shutdown = self.shutdown.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
@@ -81,7 +108,8 @@ impl Streams {
                         sent = tx.send(Ok(answer)) => if sent.is_err() { return },
                         () = shutdown.signaled() => break,
                     }
-                    metrics.pushed(kind, (!first).then(|| state.changed_at.elapsed()));
+                    let latency = if first { None } else { changed_at(&state).map(|t| t.elapsed()) };
+                    metrics.pushed(kind, latency);
                     tracing::debug!(kind = kind.as_str(), %proxy, version, "pushed");
                 }
                 tokio::select! {
