@@ -1,0 +1,79 @@
+//! `weft-bench app`: the workload behind every setup. An HTTP server that
+//! answers any request with 1 KiB (HTTP/1.1 and HTTP/2 prior knowledge on
+//! one port, as hyper-util's auto server detects them) and a TCP echo.
+//!
+//! It runs on one thread, like a small service, so that it costs the same
+//! in every setup.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::workload::RESPONSE_BYTES;
+
+static BODY: [u8; RESPONSE_BYTES] = [b'w'; RESPONSE_BYTES];
+
+/// Flags of `weft-bench app`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AppArgs {
+    /// HTTP listener (HTTP/1.1 and HTTP/2 prior knowledge).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub http: SocketAddr,
+    /// TCP echo listener.
+    #[arg(long, default_value = "0.0.0.0:7000")]
+    pub echo: SocketAddr,
+}
+
+pub fn run(args: &AppArgs) -> anyhow::Result<()> {
+    crate::limits::raise_nofile();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(serve(args))
+}
+
+async fn serve(args: &AppArgs) -> anyhow::Result<()> {
+    let http = TcpListener::bind(args.http).await.with_context(|| format!("binding {}", args.http))?;
+    let echo = TcpListener::bind(args.echo).await.with_context(|| format!("binding {}", args.echo))?;
+    // Accept errors (EMFILE under a connection flood) are survivable: the
+    // connection stays in the backlog and is retried.
+    loop {
+        tokio::select! {
+            accepted = http.accept() => if let Ok((stream, _)) = accepted {
+                tokio::spawn(serve_http(stream));
+            },
+            accepted = echo.accept() => if let Ok((stream, _)) = accepted {
+                tokio::spawn(serve_echo(stream));
+            },
+        }
+    }
+}
+
+async fn serve_http(stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let service = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(&BODY))))
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+}
+
+async fn serve_echo(mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

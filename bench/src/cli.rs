@@ -1,0 +1,98 @@
+//! The command line: the bench itself (no subcommand) and the parts it runs
+//! inside the pods (`app`, `load`, `idle`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::plan::{Mode, Scenario};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "weft-bench",
+    version,
+    about = "Latency, throughput and footprint of Weft beside the direct path and an HAProxy mTLS pair",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub bench: BenchArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Flags of the bench run.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// A few seconds: every setup starts and serves a handful of requests
+    /// (what CI runs); nothing about speed is asserted.
+    #[arg(long, group = "mode")]
+    pub smoke: bool,
+    /// Under 3 minutes: one rate, short runs (the default).
+    #[arg(long, group = "mode")]
+    pub quick: bool,
+    /// Under 20 minutes: the rates and runs, for committed results.
+    /// Run it on a quiet machine.
+    #[arg(long, group = "mode")]
+    pub full: bool,
+    /// Only these parts (repeat or comma-separate): http1, http2, tcp, conn
+    /// (latency workloads), knee, max, idle.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<Scenario>,
+    /// Directory for latest.md, latest.json and latest.svg
+    /// [default: bench/results in this checkout].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Measure this weft-proxy binary instead of building the checkout's
+    /// (with the bench's profile): an exact build, or a tree in flux.
+    #[arg(long, env = "WEFT_BENCH_PROXY_BIN")]
+    pub proxy_bin: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    pub fn mode(&self) -> Mode {
+        if self.smoke {
+            Mode::Smoke
+        } else if self.full {
+            Mode::Full
+        } else {
+            Mode::Quick
+        }
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.out.clone().unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results")))
+    }
+}
+
+/// Parts the bench runs inside the pods; they print JSON on stdout.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// The app: HTTP (1.1 and 2) with 1 KiB responses, and a TCP echo.
+    #[command(hide = true)]
+    App(crate::app::AppArgs),
+    /// The load generator: one run, its report as JSON.
+    #[command(hide = true)]
+    Load(crate::load::LoadArgs),
+    /// Opens connections step by step and holds them idle.
+    #[command(hide = true)]
+    Idle(crate::load::idle::IdleArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_and_only() {
+        let cli = Cli::try_parse_from(["weft-bench"]).unwrap();
+        assert_eq!(cli.bench.mode(), Mode::Quick);
+        assert!(cli.bench.out().ends_with("bench/results"));
+        let cli = Cli::try_parse_from(["weft-bench", "--full", "--only", "http1,knee", "--out", "/tmp/x"]).unwrap();
+        assert_eq!(cli.bench.mode(), Mode::Full);
+        assert_eq!(cli.bench.only, vec![Scenario::Http1, Scenario::Knee]);
+        assert_eq!(cli.bench.out(), PathBuf::from("/tmp/x"));
+        assert!(Cli::try_parse_from(["weft-bench", "--smoke", "--full"]).is_err());
+        assert!(Cli::try_parse_from(["weft-bench", "--only", "nope"]).is_err());
+    }
+}

@@ -1,0 +1,111 @@
+//! Memory per idle connection: `weft-bench idle` in the client pod opens
+//! the connections step by step through the setup; between steps the
+//! proxies' RSS is read.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::footprint;
+use crate::load::idle::IdleStep;
+use crate::report::model::{IdlePoint, IdleResult};
+use crate::setup::Setup;
+use crate::stop;
+use crate::workload::Workload;
+
+/// Kills (by its PID) and reaps the child on drop, error or not.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Time allowed for a step of `n` connections (TLS handshakes included).
+fn step_timeout(n: usize) -> Duration {
+    Duration::from_secs(20) + Duration::from_millis(n as u64 * 5)
+}
+
+pub fn measure(setup: &Setup, exe: &Path, steps: &[usize], log_dir: &Path) -> anyhow::Result<Vec<IdleResult>> {
+    let mut before = Vec::new();
+    for p in &setup.proxies {
+        before.push(footprint::memory(p.pid).with_context(|| format!("reading the memory of {}", p.name))?.rss_kib);
+    }
+    let target = setup.target(Workload::Tcp).to_string();
+    let steps_arg = steps.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+    let stderr_path = log_dir.join(format!("idle-{}.stderr", setup.kind.name()));
+    let mut cmd = setup.client.command(exe, &["idle", "--target", &target, "--steps", &steps_arg]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).with_context(|| format!("creating {}", stderr_path.display()))?);
+    let mut child = KillOnDrop(cmd.spawn().context("starting the idle-connection generator")?);
+    let stdout = child.0.stdout.take().expect("stdout is piped");
+    let mut stdin = child.0.stdin.take().expect("stdin is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    let mut results: Vec<IdleResult> = setup
+        .proxies
+        .iter()
+        .zip(&before)
+        .map(|(p, b)| IdleResult {
+            setup: setup.kind,
+            proxy: p.name.clone(),
+            rss_before_kib: *b,
+            points: Vec::new(),
+            first_error: None,
+        })
+        .collect();
+    for (k, &n) in steps.iter().enumerate() {
+        let line = match rx.recv_timeout(step_timeout(n)) {
+            Ok(line) => line.context("reading the idle generator's output")?,
+            Err(_) => {
+                let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                anyhow::bail!("the idle generator did not report {n} connections within {:?}:\n{log}", step_timeout(n));
+            }
+        };
+        stop::check()?;
+        let step: IdleStep = serde_json::from_str(&line).with_context(|| format!("parsing {line:?}"))?;
+        // The echo on every connection has returned, so both proxies hold
+        // the connection (past detection) by now: read at once.
+        for (r, p) in results.iter_mut().zip(&setup.proxies) {
+            let rss = footprint::memory(p.pid).with_context(|| format!("reading the memory of {}", p.name))?.rss_kib;
+            let grown = rss as f64 - r.rss_before_kib as f64;
+            r.points.push(IdlePoint {
+                open: step.open,
+                failed: step.failed,
+                rss_kib: rss,
+                bytes_per_conn: (step.open > 0).then(|| grown * 1024.0 / step.open as f64),
+            });
+            if r.first_error.is_none() {
+                r.first_error.clone_from(&step.first_error);
+            }
+        }
+        if k + 1 < steps.len() {
+            writeln!(stdin, "next").context("telling the idle generator to go on")?;
+        }
+    }
+    // Closing stdin lets it exit, closing every connection.
+    drop(stdin);
+    for _ in 0..200 {
+        if child.0.try_wait()?.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Ok(results)
+}

@@ -1,0 +1,238 @@
+//! The orchestrator: checks the machine, starts every setup in its pods,
+//! runs the [`Plan`]'s sections with the setups interleaved, and writes the
+//! report.
+//!
+//! ```text
+//!  preflight ─► Mesh + Setup::start (direct, weft, haproxy-mtls) ─► idle RSS
+//!    ─► latency: for rep { for workload { for rate { for setup ─► run } } }
+//!    ─► idle connections ─► knee step-up ─► closed-loop max
+//!    ─► Results ─► latest.{json,md,svg}; drop: processes killed, pods deleted
+//! ```
+//!
+//! A run that fails to serve is recorded and the others go on; any such
+//! failure makes the exit status non-zero. A setup whose process died is
+//! not run again.
+
+mod idle;
+mod runs;
+mod sections;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use weft_tests::Mesh;
+
+use crate::footprint;
+use crate::plan::{Mode, Plan, Scenario};
+use crate::report::machine::{Machine, loadavg};
+use crate::report::model::{ProxyIdle, Results, SetupResult};
+use crate::report::{self, targets};
+use crate::setup::{Setup, SetupKind};
+use crate::stop;
+
+/// What the command line asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub mode: Mode,
+    pub only: Vec<Scenario>,
+    /// Where `latest.*` go.
+    pub out: PathBuf,
+    /// A weft-proxy binary to measure; `None`: build the checkout's.
+    pub proxy_bin: Option<PathBuf>,
+}
+
+/// The system tools the bench runs, with the Debian package of each.
+const TOOLS: &[(&str, &str)] = &[
+    ("haproxy", "haproxy"),
+    ("openssl", "openssl"),
+    ("setpriv", "util-linux"),
+    ("ip", "iproute2"),
+    ("ss", "iproute2"),
+    ("iptables", "iptables"),
+    ("curl", "curl"),
+];
+
+/// Root's tools live in sbin, which a non-login PATH may leave out.
+const EXTRA_PATH: &[&str] = &["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+fn find_tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(EXTRA_PATH.iter().map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Every reason the bench cannot run here, at once, with the fix.
+pub fn preflight() -> anyhow::Result<()> {
+    let mut problems = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        problems.push(
+            "weft-bench must run as root: it creates network namespaces and iptables rules (run it with sudo -E, \
+             or as root as CI does)"
+                .to_owned(),
+        );
+    }
+    let missing: Vec<_> = TOOLS.iter().filter(|(name, _)| find_tool(name).is_none()).collect();
+    if !missing.is_empty() {
+        let names: Vec<_> = missing.iter().map(|(n, _)| *n).collect();
+        let mut packages: Vec<_> = missing.iter().map(|(_, p)| *p).collect();
+        packages.dedup();
+        problems.push(format!(
+            "missing tools: {}; install them with: apt-get install -y {}",
+            names.join(", "),
+            packages.join(" ")
+        ));
+    }
+    anyhow::ensure!(problems.is_empty(), "weft-bench cannot run on this machine:\n  - {}", problems.join("\n  - "));
+    Ok(())
+}
+
+/// A started setup and whether it still runs.
+pub(crate) struct Running {
+    pub setup: Setup,
+    /// Why it is out of the run, once a process of it died.
+    pub dead: Option<String>,
+}
+
+/// Runs the whole bench; `Ok(false)` when some run failed to serve.
+pub fn run(opts: &Options) -> anyhow::Result<bool> {
+    preflight()?;
+    stop::install()?;
+    let nofile = crate::limits::raise_nofile();
+    let mut plan = Plan::new(opts.mode, &opts.only);
+    let notes: Vec<String> = plan.cap_idle_steps(nofile).into_iter().collect();
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // Builds weft-proxy with this profile if it is not up to date (unless
+    // one was given); the clock starts after it.
+    let proxy_bin = match &opts.proxy_bin {
+        Some(bin) => {
+            anyhow::ensure!(bin.is_file(), "--proxy-bin {}: no such file", bin.display());
+            std::path::absolute(bin)?
+        }
+        None => weft_tests::proxy_bin().to_owned(),
+    };
+    let started = Instant::now();
+    let mut machine = Machine::read(&workspace, &proxy_bin);
+    for note in &notes {
+        eprintln!("weft-bench: note: {note}");
+    }
+    let measured = SetupKind::ALL.iter().filter(|k| k.unavailable().is_none()).count();
+    eprintln!(
+        "weft-bench: --{} run of about {} s (at most), {} setups; RLIMIT_NOFILE {nofile}; results to {}",
+        plan.mode.name(),
+        plan.estimate(measured).as_secs(),
+        measured,
+        opts.out.display()
+    );
+
+    let mesh = Mesh::new();
+    let dir = mesh.dir().to_owned();
+    let mut setups = Vec::new();
+    let mut setup_results = Vec::new();
+    for kind in SetupKind::ALL {
+        stop::check()?;
+        if let Some(why) = kind.unavailable() {
+            eprintln!("weft-bench: {}: {why}", kind.name());
+            setup_results.push(SetupResult {
+                name: kind.name(),
+                kind,
+                description: kind.describe(),
+                unavailable: Some(why),
+                proxies: Vec::new(),
+                checks: Vec::new(),
+                accounting: Vec::new(),
+            });
+            continue;
+        }
+        let setup = Setup::start(kind, &mesh, &exe, &proxy_bin, &dir)
+            .with_context(|| format!("starting setup {}", kind.name()))?;
+        eprintln!("weft-bench: {} started ({} proxy processes)", kind.name(), setup.proxies.len());
+        // Idle: after start-up, before any traffic.
+        let mut proxies = Vec::new();
+        for p in &setup.proxies {
+            let m = footprint::memory(p.pid).with_context(|| format!("reading the memory of {}", p.name))?;
+            proxies.push(ProxyIdle { name: p.name.clone(), idle_rss_kib: m.rss_kib, end_rss_kib: None });
+        }
+        setup_results.push(SetupResult {
+            name: kind.name(),
+            kind,
+            description: kind.describe(),
+            unavailable: None,
+            proxies,
+            checks: setup.checks.clone(),
+            accounting: Vec::new(),
+        });
+        setups.push(Running { setup, dead: None });
+    }
+
+    let mut bench = sections::Bench::new(&plan, exe, dir, setups);
+    bench.latency()?;
+    // Before the overload of the step-up and the closed loop, whose
+    // connection storms leave the proxies' heaps grown: the per-connection
+    // slope is read on a heap that has served ordinary load only.
+    bench.idle_connections()?;
+    bench.knee()?;
+    bench.max_throughput()?;
+    for running in bench.setups() {
+        if let Some(result) = setup_results.iter_mut().find(|r| r.kind == running.setup.kind) {
+            result.accounting = running.setup.accounting();
+            for (p, mem) in running.setup.proxies.iter().zip(result.proxies.iter_mut()) {
+                mem.end_rss_kib = footprint::memory(p.pid).ok().map(|m| m.rss_kib);
+            }
+        }
+    }
+    let sections::Outcome { latency, knee, max_throughput, idle_connections, failures } = bench.finish();
+
+    machine.loadavg_end = loadavg();
+    let mut preliminary = Vec::new();
+    match plan.mode {
+        Mode::Full => {}
+        Mode::Quick => preliminary.push("a `--quick` run: short runs, one rate".to_owned()),
+        Mode::Smoke => preliminary.push("a `--smoke` run: it checks that setups serve, not how fast".to_owned()),
+    }
+    if machine.loadavg_start[0] > 0.5 {
+        preliminary.push(format!(
+            "the machine was busy before the run started (1-minute load {:.2} on {} cores)",
+            machine.loadavg_start[0], machine.cores
+        ));
+    }
+    if machine.proxy_profile == "debug" || !machine.bench_optimized {
+        preliminary.push("unoptimized builds (use `cargo run --release`)".to_owned());
+    }
+    let mut results = Results {
+        plan: plan.clone(),
+        machine,
+        preliminary,
+        duration_s: started.elapsed().as_secs_f64(),
+        setups: setup_results,
+        latency,
+        knee,
+        max_throughput,
+        idle_connections,
+        control_plane: "not available (control plane lands with issue 3): policy push to 100 and 1,000 proxy \
+                        streams, and the control plane's RSS with 10,000 endpoints, will be measured here"
+            .to_owned(),
+        targets: Vec::new(),
+        notes,
+        failures,
+    };
+    results.targets = targets::check(&results);
+    let written = report::write(&results, &opts.out)?;
+    println!("{}", report::markdown::render(&results));
+    eprintln!(
+        "weft-bench: wrote {}, {} and {} in {:.0} s",
+        written.markdown.display(),
+        written.json.display(),
+        written.svg.display(),
+        results.duration_s
+    );
+    for f in &results.failures {
+        eprintln!("weft-bench: FAILED: {f}");
+    }
+    // Setups, then the mesh (pods) are dropped here: processes killed,
+    // namespaces deleted.
+    Ok(results.failures.is_empty())
+}

@@ -1,0 +1,37 @@
+//! `weft-bench`: what the mesh costs, measured side by side with the direct
+//! path and an HAProxy mTLS pair, in one run (issue 4).
+//!
+//! One binary plays every part. Run without a subcommand it is the
+//! orchestrator ([`harness`]): it builds network-namespace pods with the
+//! end-to-end harness (`weft-tests`), starts every setup at once, then runs
+//! itself inside the pods as the workload (`weft-bench app`, [`app`]) and as
+//! the load generator (`weft-bench load` / `idle`, [`load`]), which report
+//! back as JSON on stdout.
+//!
+//! ```text
+//!  direct        pod da: load ─────────────────────────────────────────────► pod db: app
+//!  weft          pod wa: load ─► outbound proxy ──────────► inbound proxy ─► pod wb: app
+//!                        (iptables OUTPUT)        plain     (PREROUTING)
+//!  haproxy-mtls  pod ha: load ─► haproxy 127.0.0.1 ─ TLS 1.3 ─► haproxy ──► pod hb: app
+//!                                                  client certs
+//! ```
+//!
+//! Setups are measured interleaved (direct, weft, haproxy, direct, …) so that
+//! drift on a shared machine hits all of them alike; results go to
+//! `results/latest.{md,json,svg}` ([`report`]).
+//!
+//! Errors are `anyhow` throughout: this crate is a test tool, like
+//! `weft-tests`, and every error ends the run with a message for a person.
+
+pub mod app;
+pub mod cli;
+pub mod footprint;
+pub mod harness;
+pub mod hist;
+pub mod limits;
+pub mod load;
+pub mod plan;
+pub mod report;
+pub mod setup;
+pub mod stop;
+pub mod workload;

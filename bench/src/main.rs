@@ -1,0 +1,30 @@
+//! `weft-bench`: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use weft_bench::cli::{Cli, Command};
+use weft_bench::harness::{self, Options};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(Command::App(args)) => weft_bench::app::run(args).map(|()| true),
+        Some(Command::Load(args)) => weft_bench::load::run(args).map(|()| true),
+        Some(Command::Idle(args)) => weft_bench::load::idle::run(args).map(|()| true),
+        None => harness::run(&Options {
+            mode: cli.bench.mode(),
+            only: cli.bench.only.clone(),
+            out: cli.bench.out(),
+            proxy_bin: cli.bench.proxy_bin.clone(),
+        }),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("weft-bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! `latest.md`: the tables a person reads (and the run prints).
+
+use std::fmt::Write as _;
+
+use super::model::{Cell, Results, Spread};
+use crate::setup::SetupKind;
+use crate::workload::Workload;
+
+fn us(v: f64) -> String {
+    if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.1}") }
+}
+
+fn signed(v: f64) -> String {
+    if v >= 0.0 { format!("+{}", us(v)) } else { format!("−{}", us(-v)) }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+/// `median (+added) [min–max]`.
+fn figure(s: &Spread, added: Option<f64>) -> String {
+    let added = added.map(|a| format!(" ({})", signed(a))).unwrap_or_default();
+    if s.n > 1 {
+        format!("{}{added} [{}–{}]", us(s.median), us(s.min), us(s.max))
+    } else {
+        format!("{}{added}", us(s.median))
+    }
+}
+
+pub fn render(r: &Results) -> String {
+    let mut md = String::new();
+    let m = &r.machine;
+    let _ = writeln!(md, "# Weft benchmark: `--{}` run\n", r.plan.mode.name());
+    if !r.preliminary.is_empty() {
+        let _ = writeln!(md, "> **Preliminary figures**: {}.\n", r.preliminary.join("; "));
+    }
+    let _ = writeln!(
+        md,
+        "- when: {} ({:.0} s)\n- commit: `{}`{}\n- machine: {}, {} cores, {:.1} GiB, Linux {}\n- load average \
+         (1/5/15 min): {:.2} {:.2} {:.2} at the start, {:.2} {:.2} {:.2} at the end\n- builds: weft-proxy `{}`, \
+         generator and app {}; {}; {}\n- command: `cargo run --release -p weft-bench -- --{}`\n",
+        m.date,
+        r.duration_s,
+        m.git_commit,
+        if m.git_dirty { " (with uncommitted changes)" } else { "" },
+        m.cpu_model,
+        m.cores,
+        m.memory_total_kib as f64 / 1024.0 / 1024.0,
+        m.kernel,
+        m.loadavg_start[0],
+        m.loadavg_start[1],
+        m.loadavg_start[2],
+        m.loadavg_end[0],
+        m.loadavg_end[1],
+        m.loadavg_end[2],
+        m.proxy_profile,
+        if m.bench_optimized { "optimized" } else { "unoptimized (debug)" },
+        m.haproxy,
+        m.openssl,
+        r.plan.mode.name(),
+    );
+
+    let _ = writeln!(md, "## Setups\n\n| setup | path | status |\n| --- | --- | --- |");
+    for s in &r.setups {
+        let _ = writeln!(md, "| {} | {} | {} |", s.name, s.description, s.unavailable.unwrap_or("measured"));
+    }
+    for s in r.setups.iter().filter(|s| !s.checks.is_empty()) {
+        let _ = writeln!(md, "\n{} verified at start-up: {}.", s.name, s.checks.join("; "));
+    }
+    for s in r.setups.iter().filter(|s| !s.accounting.is_empty()) {
+        let _ = writeln!(md, "\nAt the end of the run, {}.", s.accounting.join("; "));
+    }
+
+    let _ = writeln!(md, "\n## Targets (issue 4)\n\n| target | status | where we stand |\n| --- | --- | --- |");
+    for t in &r.targets {
+        let _ = writeln!(md, "| {} | **{}** | {} |", t.target, t.status, t.detail);
+    }
+
+    latency(&mut md, r);
+    knee(&mut md, r);
+    footprint(&mut md, r);
+    idle(&mut md, r);
+
+    let _ = writeln!(md, "\n## Control plane\n\n{}", r.control_plane);
+    if !r.notes.is_empty() {
+        let _ = writeln!(md, "\n## Notes\n");
+        for n in &r.notes {
+            let _ = writeln!(md, "- {n}");
+        }
+    }
+    if !r.failures.is_empty() {
+        let _ = writeln!(md, "\n## Failures\n");
+        for f in &r.failures {
+            let _ = writeln!(md, "- {}", f.lines().next().unwrap_or_default());
+        }
+    }
+    md
+}
+
+fn latency(md: &mut String, r: &Results) {
+    if r.latency.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n## Latency\n\nOpen loop at a constant rate, latency from each request's intended send time \
+         (coordinated-omission corrected), in µs. Each cell: median of {} runs (added over direct) [min–max]; \
+         {} s measured after {} s of warm-up per run. The plot is `latest.svg`.",
+        r.plan.reps,
+        r.plan.phase.measure.as_secs_f64(),
+        r.plan.phase.warmup.as_secs_f64()
+    );
+    for w in Workload::ALL {
+        let cells: Vec<&Cell> = r.latency.iter().filter(|c| c.workload == w).collect();
+        if cells.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "\n### {}\n\n| rate/s | setup | p50 | p90 | p99 | p99.9 | max | achieved/s | failed |\n\
+             | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            w.title()
+        );
+        for c in cells {
+            let mut row = format!("| {} | {} |", c.rate, c.setup.name());
+            for (name, _) in crate::hist::FIGURES {
+                let cell = match c.figures.get(name) {
+                    Some(s) => figure(
+                        s,
+                        (c.setup != SetupKind::Direct).then(|| c.added_over_direct.get(name).copied()).flatten(),
+                    ),
+                    None => "–".to_owned(),
+                };
+                let _ = write!(row, " {cell} |");
+            }
+            let achieved = Spread::of(c.runs.iter().map(|r| r.achieved_rps)).map(|s| format!("{:.0}", s.median));
+            let _ = writeln!(md, "{row} {} | {} |", achieved.unwrap_or_else(|| "–".into()), c.errors());
+        }
+    }
+}
+
+fn knee(md: &mut String, r: &Results) {
+    if r.knee.is_empty() && r.max_throughput.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "\n## Knee and maximum throughput (HTTP/1.1 keep-alive, 1 KiB)\n");
+    if let Some(k) = &r.plan.knee {
+        let _ = writeln!(
+            md,
+            "Knee: the open-loop rate is stepped up ({}/s) until p99 passes {} ms, a request fails, or the \
+             achieved rate falls under 90 % of the asked one.\n",
+            k.rates.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
+            k.p99_limit.as_millis()
+        );
+    }
+    if let Some(m) = &r.plan.max {
+        let _ = writeln!(
+            md,
+            "Maximum throughput: closed loop, {} connections sending back to back, median of {} runs [min–max]. \
+             On 2 cores the generator and the app share the CPU with the proxies, so direct is bounded by the \
+             generator.\n",
+            m.workers, m.reps
+        );
+    }
+    let _ = writeln!(
+        md,
+        "| setup | knee: highest rate within limits | p99 there (µs) | first rate past | max throughput/s | of direct |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for kind in SetupKind::ALL {
+        let k = r.knee.iter().find(|k| k.setup == kind);
+        let m = r.max_throughput.iter().find(|m| m.setup == kind);
+        if k.is_none() && m.is_none() {
+            continue;
+        }
+        let knee_rps = k.and_then(|k| k.knee_rps);
+        let p99 = k
+            .and_then(|k| k.steps.iter().find(|s| Some(s.rate) == knee_rps))
+            .map(|s| us(s.latency.p99))
+            .unwrap_or_else(|| "–".into());
+        let over = match k {
+            Some(k) => k.over_rps.map(|r| r.to_string()).unwrap_or_else(|| "none tried".into()),
+            None => "–".into(),
+        };
+        let max = m
+            .and_then(|m| m.rps)
+            .map(|s| format!("{:.0} [{:.0}–{:.0}]", s.median, s.min, s.max))
+            .unwrap_or_else(|| "–".into());
+        let of = m.and_then(|m| m.of_direct).map(|f| format!("{:.0} %", f * 100.0)).unwrap_or_else(|| "–".into());
+        let _ = writeln!(
+            md,
+            "| {} | {} | {p99} | {over} | {max} | {of} |",
+            kind.name(),
+            knee_rps.map(|r| r.to_string()).unwrap_or_else(|| "below the first step".into())
+        );
+    }
+}
+
+fn footprint(md: &mut String, r: &Results) {
+    let rates: Vec<u32> = r.plan.rates.clone();
+    let proxied: Vec<_> = r.setups.iter().filter(|s| !s.proxies.is_empty()).collect();
+    if proxied.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n## Proxy footprint\n\nFrom `/proc/PID/status` and `/proc/PID/stat` of each proxy process. Peak RSS \
+         is VmHWM, reset before each run, the largest over every workload and repetition at that rate; RSS at \
+         the end is read after every section, the knee's overload included. MiB.\n"
+    );
+    let mut head = "| setup | process | idle RSS |".to_owned();
+    let mut rule = "| --- | --- | ---: |".to_owned();
+    for rate in &rates {
+        let _ = write!(head, " peak RSS at {rate}/s |");
+        rule.push_str(" ---: |");
+    }
+    head.push_str(" RSS at the end |");
+    rule.push_str(" ---: |");
+    let _ = writeln!(md, "{head}\n{rule}");
+    for s in &proxied {
+        for (i, p) in s.proxies.iter().enumerate() {
+            let mut row = format!("| {} | {} | {} |", s.name, p.name, mib(p.idle_rss_kib));
+            for rate in &rates {
+                let peak = r
+                    .latency
+                    .iter()
+                    .filter(|c| c.setup == s.kind && c.rate == *rate)
+                    .filter_map(|c| c.proxies.get(i).map(|p| p.peak_rss_kib))
+                    .max();
+                let _ = write!(row, " {} |", peak.map(mib).unwrap_or_else(|| "–".into()));
+            }
+            let _ = writeln!(md, "{row} {} |", p.end_rss_kib.map(mib).unwrap_or_else(|| "–".into()));
+        }
+    }
+
+    let workloads: Vec<Workload> =
+        Workload::ALL.into_iter().filter(|w| r.latency.iter().any(|c| c.workload == *w)).collect();
+    if workloads.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\nCPU seconds (utime + stime) per 10,000 requests, warm-up included, summed over the repetitions \
+         (clock ticks of 10 ms: short runs are coarse).\n"
+    );
+    let mut head = "| setup | process | rate/s |".to_owned();
+    let mut rule = "| --- | --- | ---: |".to_owned();
+    for w in &workloads {
+        let _ = write!(head, " {} |", w.name());
+        rule.push_str(" ---: |");
+    }
+    let _ = writeln!(md, "{head}\n{rule}");
+    for s in &proxied {
+        for rate in &rates {
+            for (i, p) in s.proxies.iter().enumerate() {
+                let mut row = format!("| {} | {} | {rate} |", s.name, p.name);
+                for w in &workloads {
+                    let cpu = r
+                        .latency
+                        .iter()
+                        .find(|c| c.setup == s.kind && c.rate == *rate && c.workload == *w)
+                        .and_then(|c| c.proxies.get(i))
+                        .and_then(|p| p.cpu_s_per_10k);
+                    let _ = write!(row, " {} |", cpu.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into()));
+                }
+                let _ = writeln!(md, "{row}");
+            }
+        }
+    }
+}
+
+fn idle(md: &mut String, r: &Results) {
+    if r.idle_connections.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n## Memory per idle connection\n\nOpaque TCP connections opened through the setup (one echo each, then \
+         idle); RSS read after each step. Bytes per connection = (RSS − RSS before) / connections.\n"
+    );
+    let mut head = "| setup | process | RSS before (MiB) |".to_owned();
+    let mut rule = "| --- | --- | ---: |".to_owned();
+    for n in &r.plan.idle_steps {
+        let _ = write!(head, " RSS with {n} (MiB) | bytes/conn at {n} |");
+        rule.push_str(" ---: | ---: |");
+    }
+    let _ = writeln!(md, "{head}\n{rule}");
+    for i in &r.idle_connections {
+        let mut row = format!("| {} | {} | {} |", i.setup.name(), i.proxy, mib(i.rss_before_kib));
+        for (k, _) in r.plan.idle_steps.iter().enumerate() {
+            match i.points.get(k) {
+                Some(p) => {
+                    let failed = if p.failed > 0 { format!(" ({} failed)", p.failed) } else { String::new() };
+                    let _ = write!(
+                        row,
+                        " {}{failed} | {} |",
+                        mib(p.rss_kib),
+                        p.bytes_per_conn.map(|b| format!("{b:.0}")).unwrap_or_else(|| "–".into())
+                    );
+                }
+                None => row.push_str(" – | – |"),
+            }
+        }
+        let _ = writeln!(md, "{row}");
+    }
+}

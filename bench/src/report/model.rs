@@ -1,0 +1,317 @@
+//! The results of a run, as `latest.json` holds them, and the figures
+//! derived from them: spreads over repetitions and "added over direct".
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::machine::Machine;
+use crate::hist::{Buckets, FIGURES, Percentiles};
+use crate::plan::Plan;
+use crate::setup::SetupKind;
+use crate::workload::Workload;
+
+/// Median, minimum and maximum over repetitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Spread {
+    /// `None` for no values.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        Some(Spread { median, min: v[0], max: v[n - 1], n })
+    }
+}
+
+/// Everything `latest.json` holds.
+#[derive(Debug, Serialize)]
+pub struct Results {
+    pub plan: Plan,
+    pub machine: Machine,
+    /// Why the figures are only preliminary, if they are (a busy machine,
+    /// a debug build, a shortened mode).
+    pub preliminary: Vec<String>,
+    pub duration_s: f64,
+    pub setups: Vec<SetupResult>,
+    pub latency: Vec<Cell>,
+    pub knee: Vec<KneeResult>,
+    pub max_throughput: Vec<MaxResult>,
+    pub idle_connections: Vec<IdleResult>,
+    pub control_plane: String,
+    pub targets: Vec<TargetCheck>,
+    /// How this run departs from the plan, and why.
+    pub notes: Vec<String>,
+    /// Runs that failed to serve; any makes the exit status non-zero.
+    pub failures: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SetupResult {
+    pub name: &'static str,
+    pub kind: SetupKind,
+    pub description: &'static str,
+    /// `None` when measured; otherwise why not.
+    pub unavailable: Option<&'static str>,
+    /// Each proxy process with its RSS after start-up, before any traffic.
+    pub proxies: Vec<ProxyIdle>,
+    /// What start-up verified about the setup.
+    pub checks: Vec<String>,
+    /// What the proxies counted by the end of the run.
+    pub accounting: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyIdle {
+    pub name: String,
+    pub idle_rss_kib: u64,
+    /// RSS after every section, overload included (`None`: not read).
+    pub end_rss_kib: Option<u64>,
+}
+
+/// One proxy's cost during one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcRun {
+    pub name: String,
+    /// VmHWM, reset just before the run.
+    pub peak_rss_kib: u64,
+    /// utime + stime during the run (warm-up included).
+    pub cpu_ticks: u64,
+}
+
+/// One generator run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub rep: usize,
+    pub ok: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+    pub first_error: Option<String>,
+    pub achieved_rps: f64,
+    pub latency: Percentiles,
+    pub total_requests: u64,
+    pub connections_opened: u64,
+    pub pacer_late_max_us: f64,
+    pub proxies: Vec<ProcRun>,
+}
+
+/// A setup's cost at one workload and rate, over all repetitions.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyCost {
+    pub name: String,
+    pub peak_rss_kib: u64,
+    /// `None` when no request completed.
+    pub cpu_s_per_10k: Option<f64>,
+}
+
+/// One setup at one workload and rate.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    pub workload: Workload,
+    pub rate: u32,
+    pub setup: SetupKind,
+    pub runs: Vec<RunRecord>,
+    /// Per figure (p50 … max, µs): spread of the per-run values.
+    pub figures: BTreeMap<&'static str, Spread>,
+    /// Figures of all runs' samples merged.
+    pub merged: Percentiles,
+    /// The merged histogram, (ns, count) buckets, for re-plotting.
+    pub merged_buckets: Buckets,
+    /// Per figure: this setup's median minus direct's.
+    pub added_over_direct: BTreeMap<&'static str, f64>,
+    pub proxies: Vec<ProxyCost>,
+}
+
+impl Cell {
+    pub fn new(workload: Workload, rate: u32, setup: SetupKind) -> Cell {
+        Cell {
+            workload,
+            rate,
+            setup,
+            runs: Vec::new(),
+            figures: BTreeMap::new(),
+            merged: Percentiles::default(),
+            merged_buckets: Buckets::default(),
+            added_over_direct: BTreeMap::new(),
+            proxies: Vec::new(),
+        }
+    }
+
+    /// Fills the derived fields from `runs` (and `buckets`, the runs'
+    /// histograms); `ticks_per_s` converts CPU ticks.
+    pub fn summarize(&mut self, buckets: &[Buckets], ticks_per_s: u64) {
+        let ok_runs: Vec<&RunRecord> = self.runs.iter().filter(|r| r.ok > 0).collect();
+        self.figures = FIGURES
+            .iter()
+            .filter_map(|(name, get)| Spread::of(ok_runs.iter().map(|r| get(&r.latency))).map(|s| (*name, s)))
+            .collect();
+        let merged = crate::hist::merge(buckets);
+        self.merged = Percentiles::of(&merged);
+        self.merged_buckets = Buckets::of(&merged);
+        let names: Vec<String> =
+            self.runs.first().map(|r| r.proxies.iter().map(|p| p.name.clone()).collect()).unwrap_or_default();
+        let requests: u64 = self.runs.iter().map(|r| r.total_requests).sum();
+        self.proxies = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let of = |r: &RunRecord| r.proxies.get(i).cloned();
+                let peak = self.runs.iter().filter_map(of).map(|p| p.peak_rss_kib).max().unwrap_or(0);
+                let ticks: u64 = self.runs.iter().filter_map(of).map(|p| p.cpu_ticks).sum();
+                let cpu = (requests > 0).then(|| ticks as f64 / ticks_per_s as f64 / requests as f64 * 10_000.0);
+                ProxyCost { name: name.clone(), peak_rss_kib: peak, cpu_s_per_10k: cpu }
+            })
+            .collect();
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.runs.iter().map(|r| r.errors + r.timeouts).sum()
+    }
+
+    pub fn median(&self, figure: &str) -> Option<f64> {
+        self.figures.get(figure).map(|s| s.median)
+    }
+}
+
+/// Fills `added_over_direct` of every cell from the direct cell of the same
+/// workload and rate.
+pub fn add_over_direct(cells: &mut [Cell]) {
+    let direct: Vec<(Workload, u32, BTreeMap<&'static str, Spread>)> = cells
+        .iter()
+        .filter(|c| c.setup == SetupKind::Direct)
+        .map(|c| (c.workload, c.rate, c.figures.clone()))
+        .collect();
+    for cell in cells.iter_mut() {
+        let Some((_, _, base)) = direct.iter().find(|(w, r, _)| *w == cell.workload && *r == cell.rate) else {
+            continue;
+        };
+        cell.added_over_direct =
+            cell.figures.iter().filter_map(|(name, s)| base.get(name).map(|b| (*name, s.median - b.median))).collect();
+    }
+}
+
+/// One step of the rate step-up.
+#[derive(Debug, Clone, Serialize)]
+pub struct KneeStep {
+    pub rate: u32,
+    pub achieved_rps: f64,
+    pub latency: Percentiles,
+    pub errors: u64,
+    pub timeouts: u64,
+    pub first_error: Option<String>,
+    /// Whether this step passed the limit (p99, errors, or falling behind).
+    pub over: bool,
+    pub proxies: Vec<ProcRun>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KneeResult {
+    pub setup: SetupKind,
+    pub steps: Vec<KneeStep>,
+    /// Highest rate tried with p99 within the limit, no failures and the
+    /// rate achieved.
+    pub knee_rps: Option<u32>,
+    /// First rate past the limit (`None`: the steps ran out first).
+    pub over_rps: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MaxResult {
+    pub setup: SetupKind,
+    pub workers: usize,
+    pub runs_rps: Vec<f64>,
+    pub rps: Option<Spread>,
+    pub errors: u64,
+    /// Median throughput as a fraction of direct's.
+    pub of_direct: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IdlePoint {
+    /// Idle connections open through the setup.
+    pub open: usize,
+    pub failed: usize,
+    pub rss_kib: u64,
+    /// (RSS − RSS before any were opened) / open.
+    pub bytes_per_conn: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleResult {
+    pub setup: SetupKind,
+    pub proxy: String,
+    pub rss_before_kib: u64,
+    pub points: Vec<IdlePoint>,
+    pub first_error: Option<String>,
+}
+
+/// A target from the issue and where we stand.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetCheck {
+    pub target: String,
+    /// `met`, `missed` or `not measured`.
+    pub status: &'static str,
+    pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(p50: f64, p99: f64) -> RunRecord {
+        RunRecord {
+            rep: 0,
+            ok: 10,
+            errors: 0,
+            timeouts: 0,
+            first_error: None,
+            achieved_rps: 1000.0,
+            latency: Percentiles { count: 10, p50, p90: p50, p99, p999: p99, max: p99, mean: p50 },
+            total_requests: 5_000,
+            connections_opened: 1,
+            pacer_late_max_us: 0.0,
+            proxies: vec![ProcRun { name: "p".into(), peak_rss_kib: 100, cpu_ticks: 5 }],
+        }
+    }
+
+    #[test]
+    fn spread_is_median_min_max() {
+        let s = Spread::of([3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.median, s.min, s.max, s.n), (2.0, 1.0, 3.0, 3));
+        assert_eq!(Spread::of([4.0, 1.0]).unwrap().median, 2.5);
+        assert!(Spread::of([]).is_none());
+    }
+
+    #[test]
+    fn cells_summarize_and_subtract_direct() {
+        let mut direct = Cell::new(Workload::Http1, 1000, SetupKind::Direct);
+        direct.runs = vec![run(100.0, 200.0), run(110.0, 250.0), run(90.0, 300.0)];
+        let mut weft = Cell::new(Workload::Http1, 1000, SetupKind::Weft);
+        weft.runs = vec![run(150.0, 400.0), run(160.0, 420.0), run(140.0, 380.0)];
+        let mut other = Cell::new(Workload::Http1, 2000, SetupKind::Weft);
+        other.runs = vec![run(1.0, 1.0)];
+        for c in [&mut direct, &mut weft, &mut other] {
+            c.summarize(&[], 100);
+        }
+        let mut cells = vec![direct, weft, other];
+        add_over_direct(&mut cells);
+        assert_eq!(cells[0].added_over_direct["p50"], 0.0);
+        assert_eq!(cells[1].added_over_direct["p50"], 50.0);
+        assert_eq!(cells[1].added_over_direct["p99"], 150.0);
+        assert!(cells[2].added_over_direct.is_empty(), "no direct cell at 2000/s");
+        // 15 ticks at 100/s over 15,000 requests: 0.1 s per 10k.
+        let cost = &cells[1].proxies[0];
+        assert_eq!(cost.peak_rss_kib, 100);
+        assert!((cost.cpu_s_per_10k.unwrap() - 0.1).abs() < 1e-9);
+    }
+}

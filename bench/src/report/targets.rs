@@ -1,0 +1,157 @@
+//! The issue's targets, checked against a run's results. Each says met,
+//! missed or not measured, with the figures and the margin.
+
+use super::model::{Cell, Results, TargetCheck};
+use crate::setup::SetupKind;
+use crate::workload::Workload;
+
+/// The issue's headline load: HTTP/1.1, 1 KiB, 1,000 requests/s.
+const RATE: u32 = 1000;
+/// "MB" in the targets is taken as 10^6 bytes (the stricter reading).
+const MB: f64 = 1_000_000.0;
+
+fn mb(kib: u64) -> f64 {
+    kib as f64 * 1024.0 / MB
+}
+
+fn status(met: bool) -> &'static str {
+    if met { "met" } else { "missed" }
+}
+
+fn cell(r: &Results, setup: SetupKind) -> Option<&Cell> {
+    r.latency.iter().find(|c| c.setup == setup && c.workload == Workload::Http1 && c.rate == RATE)
+}
+
+/// Peak RSS of each proxy of `setup` at `rate`: from the latency cells
+/// (all workloads) or, failing those, the knee step at that rate (which
+/// runs after the idle-connection section, on a heap grown by it).
+fn peak_at(r: &Results, setup: SetupKind, rate: u32) -> (Vec<(String, u64)>, &'static str) {
+    fn add(peaks: &mut Vec<(String, u64)>, name: &str, kib: u64) {
+        match peaks.iter_mut().find(|(n, _)| n == name) {
+            Some((_, k)) => *k = (*k).max(kib),
+            None => peaks.push((name.to_owned(), kib)),
+        }
+    }
+    let mut peaks = Vec::new();
+    for c in r.latency.iter().filter(|c| c.setup == setup && c.rate == rate) {
+        for p in &c.proxies {
+            add(&mut peaks, &p.name, p.peak_rss_kib);
+        }
+    }
+    if !peaks.is_empty() {
+        return (peaks, "the latency runs");
+    }
+    for k in r.knee.iter().filter(|k| k.setup == setup) {
+        for step in k.steps.iter().filter(|s| s.rate == rate) {
+            for p in &step.proxies {
+                add(&mut peaks, &p.name, p.peak_rss_kib);
+            }
+        }
+    }
+    (peaks, "the knee step (after the idle-connection section)")
+}
+
+fn list(items: &[(String, f64)], unit: &str) -> String {
+    items.iter().map(|(n, v)| format!("{n} {v:.1} {unit}")).collect::<Vec<_>>().join(", ")
+}
+
+pub fn check(r: &Results) -> Vec<TargetCheck> {
+    let weft = cell(r, SetupKind::Weft);
+    let haproxy = cell(r, SetupKind::HaproxyMtls);
+    let added = |c: Option<&Cell>, f: &str| c.and_then(|c| c.added_over_direct.get(f).copied());
+    let mut out = Vec::new();
+
+    let reference = match (added(weft, "p50"), added(weft, "p99"), added(haproxy, "p50"), added(haproxy, "p99")) {
+        (Some(w50), Some(w99), Some(h50), Some(h99)) => format!(
+            "for reference, the plaintext weft pair adds p50 {w50:+.0} µs, p99 {w99:+.0} µs; the HAProxy mTLS pair \
+             adds p50 {h50:+.0} µs, p99 {h99:+.0} µs"
+        ),
+        _ => "HTTP/1.1 at 1,000/s was not measured in this run".to_owned(),
+    };
+    out.push(TargetCheck {
+        target: "weft mTLS pair adds less latency than the HAProxy mTLS pair at p50 and p99 (HTTP/1.1, 1 KiB, \
+                 1,000/s)"
+            .into(),
+        status: "not measured",
+        detail: format!("weft-mtls is not available (mTLS lands with issue 5); {reference}"),
+    });
+
+    out.push(TargetCheck {
+        target: "weft mTLS pair's p50 added latency < 150 µs (HTTP/1.1, 1,000/s)".into(),
+        status: "not measured",
+        detail: match added(weft, "p50") {
+            Some(w50) => format!(
+                "weft-mtls not available; the plaintext pair adds {w50:+.0} µs, which would {} the target by {:.0} µs",
+                if w50 < 150.0 { "meet" } else { "miss" },
+                (150.0 - w50).abs()
+            ),
+            None => "weft-mtls not available; the plaintext pair was not measured at 1,000/s".into(),
+        },
+    });
+
+    let (peaks, source) = peak_at(r, SetupKind::Weft, 2000);
+    out.push(if peaks.is_empty() {
+        TargetCheck {
+            target: "each weft proxy < 20 MB RSS at 2,000/s".into(),
+            status: "not measured",
+            detail: "no run at 2,000/s (the full mode's rates and the knee step-up include it)".into(),
+        }
+    } else {
+        let worst = peaks.iter().map(|(_, k)| mb(*k)).fold(0.0, f64::max);
+        let items: Vec<(String, f64)> = peaks.iter().map(|(n, k)| (n.clone(), mb(*k))).collect();
+        TargetCheck {
+            target: "each weft proxy < 20 MB RSS at 2,000/s".into(),
+            status: status(worst < 20.0),
+            detail: format!(
+                "peak RSS (VmHWM) in {source} at 2,000/s: {}; margin {:.1} MB (plaintext; mTLS will add)",
+                list(&items, "MB"),
+                20.0 - worst
+            ),
+        }
+    });
+
+    let idle: Vec<(String, f64)> = r
+        .setups
+        .iter()
+        .filter(|s| s.kind == SetupKind::Weft)
+        .flat_map(|s| s.proxies.iter().map(|p| (p.name.clone(), mb(p.idle_rss_kib))))
+        .collect();
+    out.push(if idle.is_empty() {
+        TargetCheck { target: "each weft proxy < 10 MB RSS idle".into(), status: "not measured", detail: String::new() }
+    } else {
+        let worst = idle.iter().map(|(_, v)| *v).fold(0.0, f64::max);
+        TargetCheck {
+            target: "each weft proxy < 10 MB RSS idle".into(),
+            status: status(worst < 10.0),
+            detail: format!("RSS after start-up: {}; margin {:.1} MB", list(&idle, "MB"), 10.0 - worst),
+        }
+    });
+
+    let cpu = |c: Option<&Cell>| -> Vec<(String, f64)> {
+        c.map(|c| c.proxies.iter().filter_map(|p| p.cpu_s_per_10k.map(|v| (p.name.clone(), v))).collect())
+            .unwrap_or_default()
+    };
+    let (wc, hc) = (cpu(weft), cpu(haproxy));
+    out.push(if wc.len() == 2 && hc.len() == 2 {
+        // Same side against same side: outbound vs HAProxy's client side,
+        // inbound vs its server side.
+        let met = wc.iter().zip(&hc).all(|(w, h)| w.1 < h.1);
+        TargetCheck {
+            target: "weft CPU per 10,000 requests per proxy lower than HAProxy's (HTTP/1.1, 1,000/s)".into(),
+            status: status(met),
+            detail: format!(
+                "CPU s per 10k requests: {}; HAProxy: {} (plaintext weft against mTLS HAProxy: not like for like \
+                 until weft-mtls; clock-tick resolution 10 ms per run)",
+                wc.iter().map(|(n, v)| format!("{n} {v:.3}")).collect::<Vec<_>>().join(", "),
+                hc.iter().map(|(n, v)| format!("{n} {v:.3}")).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    } else {
+        TargetCheck {
+            target: "weft CPU per 10,000 requests per proxy lower than HAProxy's (HTTP/1.1, 1,000/s)".into(),
+            status: "not measured",
+            detail: "HTTP/1.1 at 1,000/s was not measured for both setups in this run".into(),
+        }
+    });
+    out
+}

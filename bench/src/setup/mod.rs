@@ -1,0 +1,232 @@
+//! The setups under comparison, each a client pod and a server pod of its
+//! own on the mesh's bridge, all running at once so that they can be
+//! measured interleaved. Each server pod runs the app; what sits between the
+//! generator and it differs:
+//!
+//! ```text
+//!  direct        da: load ─────────────────────────────────────────► db: app :8080 :7000
+//!  weft          wa: load ─► weft-proxy :4140 ─────────► weft-proxy :4143 ─► wb: app
+//!                    (init rules, uid 2102)    plain    (init rules)
+//!  haproxy-mtls  ha: load ─► haproxy 127.0.0.1 ─TLS 1.3, client certs─► haproxy ─► hb: app
+//! ```
+//!
+//! A [`Setup`] owns its processes: dropping it kills them (and dropping the
+//! mesh deletes the pods).
+
+pub mod haproxy;
+pub mod weft;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use weft_tests::{Mesh, Pod, Proc};
+
+use crate::workload::{APP_ECHO_PORT, APP_HTTP_PORT, Workload};
+
+/// Which path the traffic takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SetupKind {
+    Direct,
+    Weft,
+    WeftMtls,
+    HaproxyMtls,
+}
+
+impl SetupKind {
+    /// In report order; `direct` first, as the floor the others add to.
+    pub const ALL: [SetupKind; 4] = [SetupKind::Direct, SetupKind::Weft, SetupKind::WeftMtls, SetupKind::HaproxyMtls];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SetupKind::Direct => "direct",
+            SetupKind::Weft => "weft",
+            SetupKind::WeftMtls => "weft-mtls",
+            SetupKind::HaproxyMtls => "haproxy-mtls",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            SetupKind::Direct => "generator in pod A → app in pod B, no proxy (the floor)",
+            SetupKind::Weft => {
+                "generator → weft-proxy outbound (pod A) → weft-proxy inbound (pod B) → app, plaintext between the \
+                 proxies, interception by `weft-proxy init` rules, proxies as uid 2102"
+            }
+            SetupKind::WeftMtls => "the weft pair with mTLS between the proxies",
+            SetupKind::HaproxyMtls => {
+                "generator → HAProxy on 127.0.0.1 (pod A) → TLS 1.3 with client certificates, kept-alive upstream \
+                 connections → HAProxy (pod B) → app on 127.0.0.1"
+            }
+        }
+    }
+
+    /// Why the setup cannot be measured yet, if it cannot. Never faked.
+    pub fn unavailable(self) -> Option<&'static str> {
+        match self {
+            SetupKind::WeftMtls => Some("not available (mTLS lands with issue 5)"),
+            _ => None,
+        }
+    }
+
+    /// Pod names: `<prefix>a` (client) and `<prefix>b` (server).
+    fn pod_prefix(self) -> &'static str {
+        match self {
+            SetupKind::Direct => "d",
+            SetupKind::Weft => "w",
+            SetupKind::WeftMtls => "m",
+            SetupKind::HaproxyMtls => "h",
+        }
+    }
+}
+
+/// A proxy process whose footprint is read from `/proc`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyProcess {
+    /// e.g. `weft-proxy (pod A, outbound)`.
+    pub name: String,
+    pub pid: u32,
+}
+
+/// A running setup.
+pub struct Setup {
+    pub kind: SetupKind,
+    pub client: Pod,
+    pub server: Pod,
+    pub proxies: Vec<ProxyProcess>,
+    /// What the start-up verified (e.g. that HAProxy refuses a client
+    /// without a certificate), for the report.
+    pub checks: Vec<String>,
+    /// The app and the proxies; killed when the setup is dropped.
+    procs: Vec<Proc>,
+}
+
+impl Setup {
+    /// Creates the pods and starts everything of `kind`; `exe` is this
+    /// binary (the app), `proxy` the weft-proxy binary, `dir` a private
+    /// directory for configs and keys.
+    pub fn start(kind: SetupKind, mesh: &Mesh, exe: &Path, proxy: &Path, dir: &Path) -> anyhow::Result<Setup> {
+        anyhow::ensure!(kind.unavailable().is_none(), "{} is {}", kind.name(), kind.unavailable().unwrap_or_default());
+        let client = mesh.pod(&format!("{}a", kind.pod_prefix()));
+        let server = mesh.pod(&format!("{}b", kind.pod_prefix()));
+        for pod in [&client, &server] {
+            tune(pod)?;
+        }
+        let mut app = server.spawn(
+            "app",
+            exe,
+            &["app", "--http", &format!("0.0.0.0:{APP_HTTP_PORT}"), "--echo", &format!("0.0.0.0:{APP_ECHO_PORT}")],
+        );
+        wait_listening(&server, &mut app, &[APP_HTTP_PORT, APP_ECHO_PORT])?;
+        let mut setup = Setup { kind, client, server, proxies: Vec::new(), checks: Vec::new(), procs: vec![app] };
+        match kind {
+            SetupKind::Direct | SetupKind::WeftMtls => {}
+            SetupKind::Weft => {
+                for (pod, role) in [(&setup.client, "pod A, outbound"), (&setup.server, "pod B, inbound")] {
+                    let proc = weft::start(pod, proxy)?;
+                    setup.proxies.push(ProxyProcess { name: format!("weft-proxy ({role})"), pid: proc.pid() });
+                    setup.procs.push(proc);
+                }
+            }
+            SetupKind::HaproxyMtls => {
+                let started = haproxy::start(&setup.client, &setup.server, &dir.join("haproxy"))?;
+                setup
+                    .proxies
+                    .push(ProxyProcess { name: "haproxy (pod A, client side)".into(), pid: started.client.pid() });
+                setup
+                    .proxies
+                    .push(ProxyProcess { name: "haproxy (pod B, server side)".into(), pid: started.server.pid() });
+                setup.procs.extend([started.client, started.server]);
+                setup.checks = started.checks;
+            }
+        }
+        Ok(setup)
+    }
+
+    /// Where the generator in the client pod sends `workload`.
+    pub fn target(&self, workload: Workload) -> SocketAddr {
+        match self.kind {
+            // The app's own address: interception (weft) is transparent.
+            SetupKind::Direct | SetupKind::Weft | SetupKind::WeftMtls => self.server.addr(workload.app_port()),
+            SetupKind::HaproxyMtls => SocketAddr::from((Ipv4Addr::LOCALHOST, haproxy::frontend_port(workload))),
+        }
+    }
+
+    /// What the proxies counted over the run (weft only: from `/metrics`).
+    pub fn accounting(&self) -> Vec<String> {
+        match self.kind {
+            SetupKind::Weft => [(&self.client, 0), (&self.server, 1)]
+                .into_iter()
+                .filter_map(|(pod, i)| self.proxies.get(i).map(|p| weft::accounting(pod, &p.name)))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// An error naming the first of the setup's processes that has exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        for proc in &mut self.procs {
+            if let Some(status) = proc.try_status() {
+                anyhow::bail!(
+                    "{} of setup {} exited ({status}); its log:\n{}",
+                    proc.label(),
+                    self.kind.name(),
+                    proc.stderr()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per-pod kernel settings for connection-heavy runs (these sysctls are per
+/// network namespace, so only our pods change): a wide ephemeral port range
+/// and TIME_WAIT reuse, or the connection-per-request workload at a few
+/// thousand per second runs out of source ports within a minute.
+fn tune(pod: &Pod) -> anyhow::Result<()> {
+    let script = "echo '10000 65000' > /proc/sys/net/ipv4/ip_local_port_range && \
+                  echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse";
+    let run = pod.exec("sh", &["-c", script]);
+    anyhow::ensure!(run.status.success(), "tuning pod {}: {run}", pod.name());
+    Ok(())
+}
+
+/// Waits until `proc` listens on every port in `ports` (as `ss` in the pod
+/// sees it); fails at once, with its log, if it exits first.
+pub fn wait_listening(pod: &Pod, proc: &mut Proc, ports: &[u16]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + LISTEN_TIMEOUT;
+    for port in ports {
+        let filter = format!("sport = :{port}");
+        loop {
+            if let Some(status) = proc.try_status() {
+                anyhow::bail!("{} exited ({status}) before listening on {port}:\n{}", proc.label(), proc.stderr());
+            }
+            let run = pod.exec("ss", &["-Hltn", &filter]);
+            if !run.stdout.trim().is_empty() {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{} does not listen on {port} after {LISTEN_TIMEOUT:?}",
+                proc.label()
+            );
+            std::thread::sleep(POLL);
+        }
+    }
+    Ok(())
+}
+
+/// How long a process may take to listen.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often readiness is polled.
+const POLL: Duration = Duration::from_millis(25);
+
+/// Runs a command on the host (not in a pod) and fails with its stderr.
+pub fn host_ok(cmd: &mut std::process::Command) -> anyhow::Result<()> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    anyhow::ensure!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}

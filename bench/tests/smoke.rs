@@ -1,0 +1,78 @@
+//! CI's check that the benchmark harness works: `weft-bench --smoke` starts
+//! every setup in its network namespaces, serves a handful of requests
+//! through each, and writes the three result files. Nothing about speed is
+//! asserted.
+//!
+//! Like the other end-to-end tests it needs root, iptables, HAProxy and
+//! openssl; without them it fails with the fix, it never skips.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The smoke run takes seconds; this bounds a hung one.
+const DEADLINE: Duration = Duration::from_secs(180);
+
+#[test]
+fn smoke_run_serves_through_every_setup_and_writes_the_results() {
+    if let Err(e) = weft_bench::harness::preflight() {
+        panic!("{e:#}");
+    }
+    let out = tempfile::tempdir().expect("a temporary directory");
+    let logs = tempfile::tempdir().expect("a temporary directory");
+    let (stdout_path, stderr_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft-bench"))
+        .arg("--smoke")
+        .arg("--out")
+        .arg(out.path())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("starting weft-bench");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for weft-bench") {
+            break Some(status);
+        }
+        if started.elapsed() > DEADLINE {
+            // SIGTERM by PID: the bench stops between steps and removes its pods.
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let (stdout, stderr) = (read(&stdout_path), read(&stderr_path));
+    let Some(status) = status else {
+        panic!("weft-bench --smoke still ran after {DEADLINE:?}:\nstderr:\n{stderr}");
+    };
+    assert!(status.success(), "weft-bench --smoke exited with {status}:\nstderr:\n{stderr}\nstdout:\n{stdout}");
+
+    for name in ["latest.md", "latest.json", "latest.svg"] {
+        let path = out.path().join(name);
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "{} is missing or empty; stderr:\n{stderr}", path.display());
+    }
+    let json: serde_json::Value = serde_json::from_str(&read(&out.path().join("latest.json"))).expect("valid JSON");
+    assert_eq!(json["failures"].as_array().map(Vec::len), Some(0), "{}", json["failures"]);
+    let setups = json["setups"].as_array().expect("setups");
+    let unavailable: Vec<&str> =
+        setups.iter().filter(|s| !s["unavailable"].is_null()).filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(unavailable, ["weft-mtls"], "only weft-mtls waits for its issue");
+    // Three measured setups × four workloads, every cell served.
+    let cells = json["latency"].as_array().expect("latency cells");
+    assert_eq!(cells.len(), 12, "{}", json["latency"]);
+    for cell in cells {
+        let ok: u64 = cell["runs"].as_array().unwrap().iter().map(|r| r["ok"].as_u64().unwrap()).sum();
+        assert!(ok > 0, "nothing served in {} {}", cell["setup"], cell["workload"]);
+    }
+    // The weft proxies were really on the path.
+    let weft = setups.iter().find(|s| s["name"] == "weft").unwrap();
+    assert!(weft["accounting"].to_string().contains("HTTP requests"), "{weft}");
+    let md = read(&out.path().join("latest.md"));
+    assert!(md.contains("not available (mTLS lands with issue 5)") && md.contains("## Latency"), "{md}");
+    assert!(read(&out.path().join("latest.svg")).starts_with("<svg"));
+}
