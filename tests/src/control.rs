@@ -29,6 +29,62 @@ pub struct ControlPlane {
     pub url: String,
     pub services: PathBuf,
     pub policy_dir: PathBuf,
+    /// With the mesh CA on: its state directory (holding `ca.crt`) and the
+    /// bootstrap tokens file.
+    pub ca: Option<MeshCa>,
+}
+
+/// The control plane's CA, as a test sees it.
+#[derive(Clone, Debug)]
+pub struct MeshCa {
+    pub state_dir: PathBuf,
+    pub tokens: PathBuf,
+    issued: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl MeshCa {
+    /// The trust anchors to pin (`--trust-anchors`): a readable copy of the
+    /// CA's `ca.crt` (its state directory is 0700, and proxies run as 2102).
+    pub fn anchors(&self) -> PathBuf {
+        let copy = self.state_dir.with_file_name("anchors.pem");
+        std::fs::copy(self.state_dir.join("ca.crt"), &copy).expect("copying ca.crt from the CA's state directory");
+        copy
+    }
+
+    /// Creates a bootstrap token for `namespace/service_account` (workload
+    /// `workload`), adds its hash to the tokens file and returns the path of
+    /// a file holding the token itself, for `--identity-token-file`.
+    pub fn token(&self, namespace: &str, service_account: &str, workload: &str) -> PathBuf {
+        use sha2::{Digest as _, Sha256};
+        let token: String = random_bytes(32).iter().map(|b| format!("{b:02x}")).collect();
+        let hash = format!("{:x}", Sha256::digest(token.as_bytes()));
+        let expires = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(600));
+        let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        issued.push(format!(
+            "  - {{sha256: {hash}, namespace: {namespace}, serviceAccount: {service_account}, workload: {workload}, expires: '{expires}'}}\n"
+        ));
+        let body = format!("tokens:\n{}", issued.concat());
+        // Write then rename, so the control plane never reads half a file.
+        let tmp = self.tokens.with_extension("tmp");
+        std::fs::write(&tmp, body).expect("writing the tokens file");
+        std::fs::rename(&tmp, &self.tokens).expect("replacing the tokens file");
+        // The token is a secret of the proxy's user alone.
+        let path = self.state_dir.with_file_name(format!("token-{workload}"));
+        std::fs::write(&path, token).expect("writing the token");
+        std::os::unix::fs::chown(&path, Some(crate::proxy::PROXY_UID), Some(crate::proxy::PROXY_UID))
+            .expect("chown the token file");
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod the token file");
+        path
+    }
+}
+
+/// Random bytes from the kernel, for unguessable tokens.
+fn random_bytes(n: usize) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut b = vec![0u8; n];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).expect("reading /dev/urandom");
+    b
 }
 
 impl Pod {
@@ -40,11 +96,32 @@ impl Pod {
         std::fs::write(&services, services_yaml).expect("writing the services file");
         let policy_dir = self.dir().join(format!("policy-{}", self.name()));
         std::fs::create_dir_all(&policy_dir).expect("creating the policy directory");
-        self.start_control(services, policy_dir, extra)
+        self.start_control(services, policy_dir, None, extra)
+    }
+
+    /// Like [`Pod::run_control`], with the mesh CA on: a fresh state
+    /// directory (the CA is generated there) and a tokens file. gRPC is then
+    /// served over TLS.
+    pub fn run_control_with_ca(&self, services_yaml: &str, extra: &[&str]) -> ControlPlane {
+        let services = self.dir().join(format!("services-{}.yaml", self.name()));
+        std::fs::write(&services, services_yaml).expect("writing the services file");
+        let policy_dir = self.dir().join(format!("policy-{}", self.name()));
+        std::fs::create_dir_all(&policy_dir).expect("creating the policy directory");
+        let state_dir = self.dir().join(format!("ca-{}", self.name()));
+        let tokens = self.dir().join(format!("tokens-{}.yaml", self.name()));
+        std::fs::write(&tokens, "tokens: []\n").expect("writing the tokens file");
+        let ca = MeshCa { state_dir, tokens, issued: Default::default() };
+        self.start_control(services, policy_dir, Some(ca), extra)
     }
 
     /// Starts (or restarts) the control plane with existing files.
-    pub fn start_control(&self, services: PathBuf, policy_dir: PathBuf, extra: &[&str]) -> ControlPlane {
+    pub fn start_control(
+        &self,
+        services: PathBuf,
+        policy_dir: PathBuf,
+        ca: Option<MeshCa>,
+        extra: &[&str],
+    ) -> ControlPlane {
         let grpc = format!("{}:{GRPC_PORT}", self.ip());
         let mut args: Vec<String> = vec![
             "--grpc-addr".into(),
@@ -56,9 +133,18 @@ impl Pod {
             "--policy".into(),
             policy_dir.to_string_lossy().into_owned(),
         ];
+        if let Some(ca) = &ca {
+            args.extend([
+                "--state-dir".into(),
+                ca.state_dir.to_string_lossy().into_owned(),
+                "--tokens".into(),
+                ca.tokens.to_string_lossy().into_owned(),
+            ]);
+        }
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         let mut proc = self.spawn("weft-control", control_bin(), &args);
-        let url = format!("http://{}:{GRPC_PORT}", self.ip());
+        let scheme = if ca.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}:{GRPC_PORT}", self.ip());
         eventually(Duration::from_secs(15), "the control plane is ready", || {
             if let Some(status) = proc.try_status() {
                 panic!("the control plane exited ({status}):\n{}", proc.stderr());
@@ -78,7 +164,7 @@ impl Pod {
             );
             if run.stdout == "200" { Ok(()) } else { Err(format!("GET /ready: {run}")) }
         });
-        ControlPlane { proc, pod: self.clone(), url, services, policy_dir }
+        ControlPlane { proc, pod: self.clone(), url, services, policy_dir, ca }
     }
 
     /// Runs a proxy that registers this pod's app (`name`, `labels`, on
@@ -105,6 +191,47 @@ impl Pod {
             "--workload-ports",
             &port,
         ];
+        args.extend_from_slice(extra);
+        self.run_proxy(&args)
+    }
+
+    /// A proxy with a mesh identity `spiffe://cluster.local/ns/default/sa/SA`
+    /// from the control plane's CA (a fresh bootstrap token), registering
+    /// this pod's app when `register` gives its (name, labels, ports).
+    pub fn run_meshed_proxy(
+        &self,
+        cp: &ControlPlane,
+        sa: &str,
+        register: Option<(&str, &str, &str)>,
+        extra: &[&str],
+    ) -> Proxy {
+        let ca = cp.ca.as_ref().expect("the control plane runs without a CA; use run_control_with_ca");
+        let workload = register.map_or_else(|| format!("{sa}-client"), |(name, _, _)| name.to_owned());
+        let token = ca.token("default", sa, &workload).to_string_lossy().into_owned();
+        let anchors = ca.anchors().to_string_lossy().into_owned();
+        let ip = self.ip().to_string();
+        let mut args: Vec<&str> = vec![
+            "--control-plane",
+            &cp.url,
+            "--identity-token-file",
+            &token,
+            "--trust-anchors",
+            &anchors,
+            "--service-account",
+            sa,
+        ];
+        if let Some((name, labels, ports)) = register {
+            args.extend([
+                "--workload-name",
+                name,
+                "--workload-labels",
+                labels,
+                "--workload-address",
+                &ip,
+                "--workload-ports",
+                ports,
+            ]);
+        }
         args.extend_from_slice(extra);
         self.run_proxy(&args)
     }

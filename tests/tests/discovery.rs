@@ -190,7 +190,7 @@ fn traffic_survives_the_control_plane_and_a_restarted_one_is_used() {
 
     // A new control plane on the same address: the replicas re-register,
     // the client's streams reconnect, and a replica added now is seen.
-    let cp = cp_pod.start_control(services, policy_dir, &["--lease-ttl", "2s"]);
+    let cp = cp_pod.start_control(services, policy_dir, None, &["--lease-ttl", "2s"]);
     let r3 = Replica::start(&mesh, &cp, "r3", 0);
     wait_endpoints(&proxy, &[r1.addr(), r2.addr(), r3.addr()], Duration::from_secs(10));
     assert_all_ok(&requests(&client, 60, &[]), 60);

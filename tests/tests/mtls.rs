@@ -1,0 +1,185 @@
+//! Mutual TLS between meshed pods, with identities from the control
+//! plane's CA.
+//!
+//! ```text
+//! cp: weft-control with a CA (state dir, bootstrap tokens)
+//! a: client + proxy (sa/a) ══ TLS 1.3, both certificates checked ══► b: proxy (sa/b) ─► app, redis
+//! ```
+
+use std::time::Duration;
+
+use weft_tests::{ControlPlane, Mesh, Pod, Proxy, Signal, eventually};
+
+const SERVICES: &str = "services:
+  - name: web
+    namespace: default
+    virtualIP: 198.18.0.200
+    selector: {app: web}
+    ports: [{port: 80, targetPort: 8080}]
+  - name: store
+    namespace: default
+    virtualIP: 198.18.0.201
+    selector: {app: web}
+    ports: [{port: 6379, targetPort: 6379}]
+";
+const ID_A: &str = "spiffe://cluster.local/ns/default/sa/a";
+
+/// Pod b: the testkit app on 8080 and Redis on 6379, registered as
+/// `web`/`store` by a proxy with identity sa/b.
+fn server_pod(mesh: &Mesh, cp: &ControlPlane, extra: &[&str]) -> (Pod, Vec<weft_tests::Proc>, Proxy) {
+    let b = mesh.pod("b");
+    let app = b.http_server(8080);
+    let redis = b.spawn(
+        "redis",
+        "redis-server",
+        &["--port", "6379", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+    );
+    b.wait_listening(6379);
+    let proxy = b.run_meshed_proxy(cp, "b", Some(("b-0", "app=web", "8080,6379")), extra);
+    (b, vec![app, redis], proxy)
+}
+
+#[test]
+fn meshed_pods_speak_only_tls_and_the_app_sees_the_verified_client() {
+    let mesh = Mesh::new();
+    let cp = mesh.pod("cp").run_control_with_ca(SERVICES, &[]);
+    let (b, _apps, proxy_b) = server_pod(&mesh, &cp, &[]);
+    let a = mesh.pod("a");
+    let _proxy_a = a.run_meshed_proxy(&cp, "a", None, &[]);
+
+    // Capture everything on b's side of the link.
+    let pcap = b.dir().join("b.pcap");
+    let pcap_arg = pcap.to_string_lossy().into_owned();
+    let mut tcpdump = b.spawn(
+        "tcpdump",
+        "tcpdump",
+        &["-i", "eth0", "--immediate-mode", "-U", "-s", "0", "-Z", "root", "-w", &pcap_arg, "tcp"],
+    );
+    eventually(Duration::from_secs(10), "tcpdump listens", || {
+        if tcpdump.stderr().contains("listening on") { Ok(()) } else { Err(tcpdump.stderr()) }
+    });
+
+    // HTTP/1: the app sees the verified identity, never a forged one.
+    let curl = a.curl(&[
+        "-H",
+        "weft-client-id: spiffe://cluster.local/ns/evil/sa/forged",
+        "-H",
+        "x-secret: SECRET-H1-HEADER",
+        "http://198.18.0.200/head",
+    ]);
+    assert_eq!(curl.status(), 200, "{}", curl.run);
+    let head = curl.body().to_ascii_lowercase();
+    assert!(head.contains(&format!("weft-client-id: {ID_A}")), "the app did not see the client identity:\n{head}");
+    assert!(!head.contains("forged"), "a forged weft-client-id reached the app:\n{head}");
+    // HTTP/2 prior knowledge, same guarantees.
+    let curl = a.curl(&["--http2-prior-knowledge", "-H", "x-secret: SECRET-H2-HEADER", "http://198.18.0.200/head"]);
+    assert_eq!(curl.status(), 200, "{}", curl.run);
+    assert!(curl.body().to_ascii_lowercase().contains(&format!("weft-client-id: {ID_A}")), "{}", curl.body());
+    // Opaque TCP (Redis's port is opaque by default).
+    let run = a.exec("redis-cli", &["-h", "198.18.0.201", "-p", "6379", "SET", "k", "SECRET-REDIS-VALUE"]);
+    assert_eq!(run.stdout.trim(), "OK", "{run}");
+    let run = a.exec("redis-cli", &["-h", "198.18.0.201", "-p", "6379", "GET", "k"]);
+    assert_eq!(run.stdout.trim(), "SECRET-REDIS-VALUE", "{run}");
+
+    tcpdump.signal(Signal::SIGINT);
+    tcpdump.wait_exit(Duration::from_secs(10));
+    let bytes = std::fs::read(&pcap).expect("reading the capture");
+    assert!(bytes.len() > 1000, "the capture is nearly empty ({} bytes): {}", bytes.len(), tcpdump.stderr());
+    for secret in ["SECRET-H1-HEADER", "SECRET-H2-HEADER", "SECRET-REDIS-VALUE", "weft-client-id", "/head"] {
+        assert!(find(&bytes, secret.as_bytes()).is_none(), "{secret:?} crossed the network in plaintext");
+    }
+    // ServerHello's supported_versions extension selecting TLS 1.3, and
+    // TLS 1.3 application-data records.
+    assert!(find(&bytes, &[0x00, 0x2b, 0x00, 0x02, 0x03, 0x04]).is_some(), "no TLS 1.3 ServerHello in the capture");
+    assert!(find(&bytes, &[0x17, 0x03, 0x03]).is_some(), "no TLS application data records in the capture");
+
+    // b's proxy counted the requests as inbound.
+    proxy_b.wait_metric("weft_requests_total", &[("direction", "inbound")], 2.0);
+    let config = proxy_b.config_json();
+    assert_eq!(config["identity"]["identity"], "spiffe://cluster.local/ns/default/sa/b", "{config:#}");
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn a_reused_bootstrap_token_gets_no_certificate() {
+    let mesh = Mesh::new();
+    let cp = mesh.pod("cp").run_control_with_ca(SERVICES, &[]);
+    let a = mesh.pod("a");
+    let ca = cp.ca.clone().expect("CA");
+    let token = ca.token("default", "a", "a-0");
+    let anchors = ca.anchors();
+    let args = |t: &std::path::Path| {
+        vec![
+            "--control-plane".to_owned(),
+            cp.url.clone(),
+            "--identity-token-file".to_owned(),
+            t.to_string_lossy().into_owned(),
+            "--trust-anchors".to_owned(),
+            anchors.to_string_lossy().into_owned(),
+            "--service-account".to_owned(),
+            "a".to_owned(),
+        ]
+    };
+    let first: Vec<String> = args(&token);
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    let _proxy_a = a.run_proxy(&first);
+
+    // Pod c presents the same token: the CA refuses, c never gets ready.
+    let c = mesh.pod("c");
+    c.init::<&str>(&[]).ok();
+    let second = args(&token);
+    let mut setpriv: Vec<String> =
+        vec!["--reuid=2102".into(), "--regid=2102".into(), "--clear-groups".into(), "--".into()];
+    setpriv.push(weft_tests::proxy_bin().to_string_lossy().into_owned());
+    setpriv.push("run".into());
+    setpriv.extend(second);
+    let mut proxy_c = c.spawn("weft-proxy", "setpriv", &setpriv);
+    eventually(Duration::from_secs(10), "the CA refuses the reused token", || {
+        let refused = cp.metrics().sum("weft_control_certify_refused_total", &[]);
+        if refused >= 1.0 { Ok(()) } else { Err(format!("refused {refused}")) }
+    });
+    assert!(proxy_c.try_status().is_none(), "c's proxy exited instead of retrying:\n{}", proxy_c.stderr());
+    let ready = c.exec(
+        "curl",
+        &["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", "http://127.0.0.1:4191/ready"],
+    );
+    assert_eq!(ready.stdout, "503", "a proxy without a certificate reports ready: {ready}");
+    assert!(proxy_c.stderr().contains("refused"), "c's log does not say why:\n{}", proxy_c.stderr());
+}
+
+#[test]
+fn ten_second_certificates_renew_under_load_without_failures() {
+    let mesh = Mesh::new();
+    let cp = mesh.pod("cp").run_control_with_ca(SERVICES, &["--cert-lifetime", "10s"]);
+    let (_b, _apps, proxy_b) = server_pod(&mesh, &cp, &[]);
+    let a = mesh.pod("a");
+    let proxy_a = a.run_meshed_proxy(&cp, "a", None, &[]);
+
+    // 15 s of steady load: every certificate is renewed at least once.
+    let run = a.exec(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}\\n",
+            "--rate",
+            "20/s",
+            "--max-time",
+            "60",
+            "http://198.18.0.200/r[1-300]",
+        ],
+    );
+    let codes: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(codes.len(), 300, "{run}");
+    let failed = codes.iter().filter(|c| **c != "200").count();
+    assert_eq!(failed, 0, "{failed} requests failed across renewals: {codes:?}");
+    for (name, proxy) in [("a", &proxy_a), ("b", &proxy_b)] {
+        let renewals = proxy.metrics().sum("weft_identity_renewals_total", &[]);
+        assert!(renewals >= 1.0, "{name}'s certificate was not renewed in 15 s of 10 s certificates");
+    }
+}
