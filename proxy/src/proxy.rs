@@ -121,6 +121,10 @@ async fn serve_connection(
             }
         }
     };
+    if outcome == Outcome::Closed {
+        ctx.metrics.detected(dir, outcome);
+        return;
+    }
     if let Some(server) = mesh_server {
         match complete_hello(&mut stream, prefix, dcfg.detect_timeout).await {
             Ok((Hello::Mesh(alpn), prefix)) => {
@@ -191,8 +195,14 @@ async fn serve_mesh_inbound(
         return serve_detected(tls, Bytes::new(), Outcome::OpaquePort, dir, ctx, upstream, drain, client_id).await;
     }
     match detect::detect(&mut tls, ctx.config.inbound.detect_timeout).await {
-        Ok((outcome, prefix)) => {
+        // The peer proxy promised HTTP (ALPN): never fall back to splicing,
+        // which would skip header stripping and HTTP authorization.
+        Ok((outcome @ (Outcome::Http1 | Outcome::Http2), prefix)) => {
             serve_detected(tls, prefix.freeze(), outcome, dir, ctx, upstream, drain, client_id).await
+        }
+        Ok((outcome, _)) => {
+            ctx.metrics.detected(dir, outcome);
+            tracing::info!(%peer, outcome = outcome.as_str(), "mesh connection announced HTTP but sent none; closing");
         }
         Err(e) => tracing::debug!(%peer, error = %e, "mesh connection failed during detection"),
     }

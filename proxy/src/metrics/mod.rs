@@ -60,7 +60,8 @@ impl ProtocolLabel {
     }
 }
 
-const OUTCOMES: [Outcome; 5] = [Outcome::Http1, Outcome::Http2, Outcome::Opaque, Outcome::Timeout, Outcome::OpaquePort];
+const OUTCOMES: [Outcome; 6] =
+    [Outcome::Http1, Outcome::Http2, Outcome::Opaque, Outcome::Timeout, Outcome::OpaquePort, Outcome::Closed];
 
 fn outcome_index(o: Outcome) -> usize {
     match o {
@@ -69,6 +70,7 @@ fn outcome_index(o: Outcome) -> usize {
         Outcome::Opaque => 2,
         Outcome::Timeout => 3,
         Outcome::OpaquePort => 4,
+        Outcome::Closed => 5,
     }
 }
 
@@ -76,7 +78,7 @@ fn outcome_index(o: Outcome) -> usize {
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub tcp: [[TcpCounters; 3]; 2],
-    detect: [[AtomicU64; 5]; 2],
+    detect: [[AtomicU64; 6]; 2],
     authorities: [AuthorityIndex; 2],
     latency: [[LatencyHistogram; 2]; 2],
     /// Connections refused because they were not redirected (would loop) or

@@ -36,6 +36,8 @@ pub enum Outcome {
     Timeout,
     /// The port is configured opaque; nothing was read.
     OpaquePort,
+    /// The client closed before sending a byte: nothing to forward.
+    Closed,
 }
 
 impl Outcome {
@@ -43,7 +45,7 @@ impl Outcome {
         match self {
             Outcome::Http1 => Protocol::Http1,
             Outcome::Http2 => Protocol::Http2,
-            Outcome::Opaque | Outcome::Timeout | Outcome::OpaquePort => Protocol::Opaque,
+            Outcome::Opaque | Outcome::Timeout | Outcome::OpaquePort | Outcome::Closed => Protocol::Opaque,
         }
     }
 
@@ -54,6 +56,7 @@ impl Outcome {
             Outcome::Opaque => "opaque",
             Outcome::Timeout => "timeout",
             Outcome::OpaquePort => "opaque_port",
+            Outcome::Closed => "closed",
         }
     }
 }
@@ -71,6 +74,7 @@ pub async fn detect<I: AsyncRead + Unpin>(io: &mut I, timeout: Duration) -> std:
         match read {
             Err(_elapsed) => return Ok((Outcome::Timeout, buf)),
             Ok(Err(e)) => return Err(e),
+            Ok(Ok(0)) if buf.is_empty() => return Ok((Outcome::Closed, buf)),
             Ok(Ok(0)) => {
                 let outcome = classify(&buf).unwrap_or(Outcome::Opaque);
                 return Ok((outcome, buf));
@@ -199,6 +203,15 @@ mod tests {
         let (outcome, buf) = detect(&mut server, Duration::from_secs(5)).await.expect("detect");
         assert_eq!(outcome, Outcome::Opaque);
         assert!(buf.len() <= DETECT_BUFFER, "{}", buf.len());
+    }
+
+    #[tokio::test]
+    async fn a_client_that_closes_without_a_byte_is_closed() {
+        let (client, mut server) = tokio::io::duplex(64);
+        drop(client);
+        let (outcome, buf) = detect(&mut server, Duration::from_secs(5)).await.expect("detect");
+        assert_eq!(outcome, Outcome::Closed);
+        assert!(buf.is_empty());
     }
 
     #[tokio::test]
