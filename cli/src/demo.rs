@@ -1,0 +1,325 @@
+//! `weft demo`: the micro-service demo on a local mesh, and its report.
+//!
+//! ```text
+//!   load (50 req/s) ──► web v1 ×2, v2 ×1 ──► store (redis-server, or `weft example store`)
+//! ```
+//!
+//! The mesh is `examples/demo/mesh.yaml` (embedded in the binary) run by the
+//! same machinery as `weft up`. Once requests reach `web`, the proxies'
+//! metrics are read (the baseline); when the run ends (after `--duration`,
+//! or at Ctrl-C) they are read again, and the difference becomes the table
+//! `SERVICE SUCCESS RPS P50 P95 P99`. The demo succeeded when `web` answered
+//! requests and at least 99 % of every service's requests succeeded.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::meshfile::LoadedMesh;
+use crate::metrics::{self, HttpStats, Row, Sample};
+use crate::plan::{Mode, Plan};
+use crate::runtime::{Interrupted, LocalMesh, Settings, Stop};
+
+/// The service the load generator calls: it must see traffic.
+pub const ENTRY_SERVICE: &str = "web";
+/// Least share of successful requests for the demo to pass.
+pub const MIN_SUCCESS: f64 = 0.99;
+/// How long to wait for the first request to reach `web`.
+const TRAFFIC_DEADLINE: Duration = Duration::from_secs(60);
+
+/// The demo's mesh file, adapted to this machine: the store is Debian's
+/// `redis-server` when installed, else `weft example store`; the load
+/// generator runs at `rate` requests per second.
+pub fn demo_mesh(redis_installed: bool, rate: f64, dir: &Path) -> anyhow::Result<LoadedMesh> {
+    let mut mesh = LoadedMesh::parse(weft_examples::DEMO_MESH, Path::new("examples/demo/mesh.yaml"), dir.to_owned())
+        .context("the built-in demo mesh is invalid")?;
+    for w in &mut mesh.file.spec.workloads {
+        match w.name.as_str() {
+            "store" if !redis_installed => {
+                w.command = ["weft", "example", "store", "--listen", "$(WEFT_LISTEN_IP):6379"].map(String::from).into();
+            }
+            "load" => {
+                if let Some(i) = w.command.iter().position(|a| a == "--rate") {
+                    w.command[i + 1] = rate.to_string();
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(mesh)
+}
+
+/// Each pod's metrics, `None` where a scrape failed.
+pub type Scrape = Vec<Option<Vec<Sample>>>;
+
+/// Reads every pod's proxy metrics.
+pub async fn scrape(mesh: &LocalMesh) -> Scrape {
+    let scrapes = mesh.plan.pods.iter().map(|pod| async move {
+        let (netns, addr) = mesh.proxy_admin(pod);
+        match crate::probe::get(netns, addr, "/metrics", Duration::from_secs(5)).await {
+            Ok((status, body)) if status.is_success() => Some(metrics::parse(&body)),
+            Ok((status, _)) => {
+                tracing::warn!("{}'s proxy answered {status} to /metrics", pod.name);
+                None
+            }
+            Err(e) => {
+                tracing::warn!("cannot read {}'s proxy metrics: {e}", pod.name);
+                None
+            }
+        }
+    });
+    futures_util::future::join_all(scrapes).await
+}
+
+/// HTTP traffic of service `s` in one scrape. With network namespaces, that
+/// is what the inbound proxies of its pods answered; in loopback mode there
+/// is no inbound proxy, so it is what every pod's outbound proxy got back
+/// for requests to the service's names.
+fn service_stats(plan: &Plan, service: usize, scrape: &Scrape) -> HttpStats {
+    let s = &plan.services[service];
+    let mut total = HttpStats::default();
+    match plan.mode {
+        Mode::Netns => {
+            for &pod in &s.pods {
+                if let Some(Some(samples)) = scrape.get(pod) {
+                    total.add(&HttpStats::from_samples(samples, "inbound", None));
+                }
+            }
+        }
+        Mode::Loopback { .. } => {
+            let fqdn = format!("{}.{}.svc.{}", s.name, s.namespace, crate::hosts::CLUSTER_DOMAIN);
+            let names = [s.name.clone(), s.qualified(), fqdn];
+            let mut authorities: Vec<String> = names.to_vec();
+            for p in &s.ports {
+                authorities.extend(names.iter().map(|n| format!("{n}:{}", p.port)));
+            }
+            for samples in scrape.iter().flatten() {
+                let stats = HttpStats::from_samples(samples, "outbound", Some(&authorities));
+                if stats.requests() > 0.0 {
+                    total.add(&stats);
+                }
+            }
+        }
+    }
+    total
+}
+
+/// One row per service: the traffic between the two scrapes.
+pub fn rows(plan: &Plan, start: &Scrape, end: &Scrape, window: Duration) -> Vec<Row> {
+    (0..plan.services.len())
+        .map(|i| {
+            let stats = service_stats(plan, i, end).since(&service_stats(plan, i, start));
+            Row { service: plan.services[i].qualified(), stats: (stats.requests() > 0.0).then_some(stats), window }
+        })
+        .collect()
+}
+
+/// Whether the demo traffic succeeded, and a sentence saying so.
+pub fn verdict(rows: &[Row], entry: &str) -> Result<String, String> {
+    let entry_row = rows.iter().find(|r| r.service.split('.').next() == Some(entry));
+    let Some((entry_row, stats)) = entry_row.and_then(|r| Some((r, r.stats.as_ref()?))) else {
+        return Err(format!("no request reached {entry}"));
+    };
+    for row in rows {
+        if let Some(ratio) = row.success_ratio().filter(|r| *r < MIN_SUCCESS) {
+            let n = row.stats.as_ref().map_or(0.0, HttpStats::requests);
+            return Err(format!(
+                "only {:.2}% of {n} requests to {} succeeded (at least {}% needed)",
+                ratio * 100.0,
+                row.service,
+                MIN_SUCCESS * 100.0
+            ));
+        }
+    }
+    Ok(format!(
+        "demo traffic succeeded: {} requests to {} at {:.1}/s, {:.2}% successful",
+        stats.requests(),
+        entry_row.service,
+        entry_row.rps().unwrap_or(0.0),
+        entry_row.success_ratio().unwrap_or(0.0) * 100.0
+    ))
+}
+
+/// Waits until requests reach the entry service's pods (or the deadline),
+/// and returns that scrape as the baseline.
+async fn baseline(mesh: &LocalMesh, stop: &Stop) -> Result<Scrape, Interrupted> {
+    let entry = mesh.plan.services.iter().position(|s| s.name == ENTRY_SERVICE);
+    let deadline = Instant::now() + TRAFFIC_DEADLINE;
+    loop {
+        let scrape = scrape(mesh).await;
+        let flowing = entry.is_some_and(|i| service_stats(&mesh.plan, i, &scrape).requests() > 0.0);
+        if flowing || Instant::now() >= deadline {
+            if !flowing {
+                tracing::warn!("no request reached {ENTRY_SERVICE} within {TRAFFIC_DEADLINE:?}; measuring anyway");
+            }
+            return Ok(scrape);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {},
+            () = stop.wait() => return Err(Interrupted),
+        }
+    }
+}
+
+/// Runs the demo: returns whether it succeeded.
+pub async fn run(settings: Settings, rate: f64, duration: Option<Duration>, keep_logs: bool) -> anyhow::Result<bool> {
+    let redis = crate::system::find("redis-server").is_some();
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let mesh = demo_mesh(redis, rate, &cwd)?;
+    if !redis {
+        println!(
+            "weft: redis-server is not installed; the store is `weft example store` (apt-get install redis-server for the real one)"
+        );
+    }
+    let stop = Stop::install().context("cannot handle signals")?;
+    let mut local = LocalMesh::new(&mesh, settings)?;
+    if let Err(e) = local.start(&stop).await {
+        let interrupted = e.is::<Interrupted>();
+        report_leftovers(local.shutdown(!interrupted, &stop).await);
+        if interrupted {
+            eprintln!("weft: stopped before the demo was up; everything it had created is removed");
+            return Ok(false);
+        }
+        return Err(e.context(format!("the demo mesh did not start; logs kept in {}", local.logs_dir.display())));
+    }
+    println!("{}", local.summary());
+    let load_log = local.log_path("load-0.app");
+    println!("  load generator  tail -f {}", load_log.display());
+    println!();
+
+    let Ok(start) = baseline(&local, &stop).await else {
+        report_leftovers(local.shutdown(keep_logs, &stop).await);
+        eprintln!("weft: stopped before traffic flowed; everything the demo created is removed");
+        return Ok(false);
+    };
+    let started = Instant::now();
+    match duration {
+        Some(d) => {
+            println!("weft: traffic is flowing; measuring for {}…", humantime::format_duration(d));
+            tokio::select! {
+                () = tokio::time::sleep(d) => {},
+                () = stop.wait() => {},
+            }
+        }
+        None => {
+            println!("weft: traffic is flowing; press Ctrl-C to stop and see the report");
+            stop.wait().await;
+        }
+    }
+    let end = scrape(&local).await;
+    let rows = rows(&local.plan, &start, &end, started.elapsed());
+    let verdict = verdict(&rows, ENTRY_SERVICE);
+    let logs = local.logs_dir.clone();
+    let source = match local.plan.mode {
+        Mode::Netns => "the inbound proxies of each service's pods",
+        Mode::Loopback { .. } => "the callers' outbound proxies (loopback mode)",
+    };
+    report_leftovers(local.shutdown(verdict.is_err() || keep_logs, &stop).await);
+
+    println!("\n{}", metrics::render_table(&rows));
+    println!("(from {source}; latency quantiles interpolated in the histogram buckets)");
+    match verdict {
+        Ok(sentence) => {
+            println!("weft: {sentence}");
+            if keep_logs {
+                println!("weft: logs kept in {}", logs.display());
+            }
+            Ok(true)
+        }
+        Err(reason) => {
+            println!("weft: the demo failed: {reason}; logs kept in {}", logs.display());
+            Ok(false)
+        }
+    }
+}
+
+pub fn report_leftovers(problems: Vec<String>) {
+    for problem in problems {
+        eprintln!("weft: could not remove {problem}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(mode: Mode) -> Plan {
+        let mesh = demo_mesh(true, 50.0, Path::new("/srv")).unwrap();
+        Plan::new(&mesh.file, mode, 1, Path::new("/weft"), &[])
+    }
+
+    #[test]
+    fn the_demo_mesh_adapts_to_the_machine() {
+        let with_redis = demo_mesh(true, 20.0, Path::new("/")).unwrap();
+        let workloads = &with_redis.file.spec.workloads;
+        let names: Vec<(&str, u32)> = workloads.iter().map(|w| (w.name.as_str(), w.replicas)).collect();
+        assert_eq!(names, [("store", 1), ("web-v1", 2), ("web-v2", 1), ("load", 1)]);
+        assert_eq!(workloads[0].command[0], "redis-server");
+        assert_eq!(workloads[3].command, ["weft", "example", "load", "--target", "http://web/", "--rate", "20"]);
+        assert!(with_redis.warnings.is_empty(), "{:?}", with_redis.warnings);
+
+        let without = demo_mesh(false, 50.0, Path::new("/")).unwrap();
+        assert_eq!(without.file.spec.workloads[0].command[..3], ["weft", "example", "store"]);
+        let p = Plan::new(&without.file, Mode::Netns, 1, Path::new("/weft"), &[]);
+        assert_eq!(p.pods[0].command, ["/weft", "example", "store", "--listen", "0.0.0.0:6379"]);
+        assert_eq!(p.pods[1].command[6], "198.19.0.2:6379", "web reaches the store's virtual IP");
+    }
+
+    fn samples(text: &str) -> Option<Vec<Sample>> {
+        Some(metrics::parse(text))
+    }
+
+    fn inbound(ok: u32, failed: u32) -> Option<Vec<Sample>> {
+        samples(&format!(
+            "weft_responses_total{{direction=\"inbound\",authority=\"web\",status_code=\"200\",classification=\"success\"}} {ok}\n\
+             weft_responses_total{{direction=\"inbound\",authority=\"web\",status_code=\"502\",classification=\"failure\"}} {failed}\n\
+             weft_response_latency_seconds_bucket{{direction=\"inbound\",classification=\"success\",le=\"0.01\"}} {ok}\n\
+             weft_response_latency_seconds_bucket{{direction=\"inbound\",classification=\"success\",le=\"+Inf\"}} {}\n",
+            ok + failed
+        ))
+    }
+
+    #[test]
+    fn rows_come_from_the_inbound_proxies_of_each_services_pods() {
+        let p = plan(Mode::Netns);
+        // Pods: store-0, web-v1-0, web-v1-1, web-v2-0, load-0.
+        let start: Scrape = vec![inbound(0, 0), inbound(10, 0), inbound(10, 0), None, inbound(0, 0)];
+        let end: Scrape = vec![inbound(0, 0), inbound(410, 0), inbound(409, 1), inbound(200, 0), inbound(999, 0)];
+        let rows = rows(&p, &start, &end, Duration::from_secs(10));
+        assert_eq!(rows[0].service, "web.default");
+        let web = rows[0].stats.as_ref().unwrap();
+        assert_eq!((web.success, web.failure), (999.0, 1.0), "the load pod's own inbound is not web's");
+        assert_eq!(rows[0].rps(), Some(100.0));
+        assert_eq!(rows[1].service, "store.default");
+        assert_eq!(rows[1].stats, None);
+        assert_eq!(
+            verdict(&rows, "web"),
+            Ok("demo traffic succeeded: 1000 requests to web.default at 100.0/s, 99.90% successful".into())
+        );
+    }
+
+    #[test]
+    fn loopback_rows_come_from_the_callers_outbound_proxies() {
+        let p = plan(Mode::Loopback { block: 50 });
+        let load = samples(
+            "weft_responses_total{direction=\"outbound\",authority=\"web\",status_code=\"200\",classification=\"success\"} 50\n\
+             weft_responses_total{direction=\"outbound\",authority=\"other\",status_code=\"200\",classification=\"success\"} 7\n",
+        );
+        let rows = rows(&p, &vec![None; 5], &vec![None, None, None, None, load], Duration::from_secs(1));
+        assert_eq!(rows[0].stats.as_ref().map(HttpStats::requests), Some(50.0));
+    }
+
+    #[test]
+    fn verdicts() {
+        let p = plan(Mode::Netns);
+        let none: Scrape = vec![None; 5];
+        let rows_for = |end: Scrape| rows(&p, &none, &end, Duration::from_secs(10));
+        assert_eq!(verdict(&rows_for(none.clone()), "web"), Err("no request reached web".into()));
+        let failing = rows_for(vec![None, inbound(90, 10), None, None, None]);
+        assert_eq!(
+            verdict(&failing, "web"),
+            Err("only 90.00% of 100 requests to web.default succeeded (at least 99% needed)".into())
+        );
+    }
+}

@@ -1,0 +1,234 @@
+//! `weft`, the operator's command: a whole mesh on one machine.
+//!
+//! ```text
+//!   weft up -f mesh.yaml ─► meshfile (parse, validate) ─► plan (names, addresses, env)
+//!                        ─► runtime (namespaces, processes; supervise) ─► Ctrl-C ─► teardown
+//!   weft demo            ─► the same, on examples/demo/mesh.yaml ─► metrics ─► report table
+//!   weft proxy|control|example … ─► the built-in programs (embedded)
+//! ```
+//!
+//! Modules by stage: [`meshfile`] reads the LocalMesh file, [`plan`] decides
+//! everything that will exist (pure), [`hosts`] renders each pod's
+//! /etc/hosts, [`netns`] and [`system`] touch the machine, [`supervise`]
+//! keeps processes running, [`runtime`] ties these into a running mesh
+//! ([`summary`] says what is up),
+//! [`probe`] and [`metrics`] read the proxies, and [`demo`] is `weft demo`.
+//! See `docs/local-mesh.md`.
+
+pub mod demo;
+pub mod embedded;
+pub mod hosts;
+pub mod meshfile;
+pub mod metrics;
+pub mod netns;
+pub mod plan;
+pub mod probe;
+pub mod runtime;
+pub mod summary;
+pub mod supervise;
+pub mod system;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::meshfile::LoadedMesh;
+use crate::plan::Mode;
+use crate::runtime::{Interrupted, LocalMesh, Settings, Stop};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "weft",
+    version,
+    about = "Weft service mesh: run a mesh on this machine",
+    after_help = "The local mesh runs the proxy, the control plane and the demo workloads from this same \
+                  binary (`weft proxy …`, `weft control …`, `weft example …`). See docs/local-mesh.md."
+)]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax) for weft itself, the control
+    /// plane and the proxies.
+    #[arg(long, global = true, env = "WEFT_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start the control plane and every workload of a LocalMesh file, each
+    /// replica with its own proxy; Ctrl-C stops and removes everything.
+    Up(UpArgs),
+    /// Run the micro-service demo: a counter web service (two versions), its
+    /// Redis store, and a load generator, with a report from the proxies.
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct UpArgs {
+    /// The LocalMesh file.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
+    #[command(flatten)]
+    mesh: MeshArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct DemoArgs {
+    /// Stop by itself after measuring this long (e.g. 30s), print the
+    /// report and exit 0 only if the demo traffic succeeded. Default: run
+    /// until Ctrl-C.
+    #[arg(long)]
+    duration: Option<humantime::Duration>,
+    /// Requests per second from the load generator.
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    #[command(flatten)]
+    mesh: MeshArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct MeshArgs {
+    /// `netns`: a network namespace per pod with transparent interception
+    /// (needs root); `loopback`: pods on 127.x.y.z addresses, apps use their
+    /// proxy as HTTP_PROXY; `auto`: netns as root, else loopback.
+    #[arg(long, value_enum, default_value = "auto")]
+    mode: ModeChoice,
+    /// Keep the processes' logs after the mesh stops (they are always kept
+    /// when something failed).
+    #[arg(long)]
+    keep_logs: bool,
+    /// Parent of the run's state directory (logs, generated files).
+    /// Default: /run/weft as root, else $XDG_RUNTIME_DIR/weft or /tmp/weft-<uid>.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum ModeChoice {
+    Auto,
+    Netns,
+    Loopback,
+}
+
+/// Runs `weft` with `args` (including the program name).
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args: Vec<OsString> = args.into_iter().collect();
+    if let Some(name) = args.get(1).and_then(|a| a.to_str()).filter(|a| embedded::PROGRAMS.contains(a)) {
+        return exit(embedded::run(name, args[2..].to_vec()).map(|()| true));
+    }
+    let cli = Cli::parse_from(args);
+    let filter = match tracing_subscriber::EnvFilter::try_new(&cli.log) {
+        Ok(filter) => filter,
+        Err(e) => return exit(Err(anyhow::anyhow!("invalid --log filter {:?}: {e}", cli.log))),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return exit(Err(anyhow::Error::new(e).context("building the tokio runtime"))),
+    };
+    exit(runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up(args, &cli.log).await,
+            Command::Demo(args) => {
+                let settings = settings(&args.mesh, &cli.log)?;
+                demo::run(settings, args.rate, args.duration.map(Into::into), args.mesh.keep_logs).await
+            }
+        }
+    }))
+}
+
+fn exit(result: anyhow::Result<bool>) -> ExitCode {
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("weft: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Decides the mode (and checks that it can run here).
+fn settings(args: &MeshArgs, log: &str) -> anyhow::Result<Settings> {
+    let root = system::is_root();
+    let netns = match args.mode {
+        ModeChoice::Netns if !root => anyhow::bail!(
+            "--mode netns needs root (it creates network namespaces and iptables rules); run as root, or use --mode loopback"
+        ),
+        ModeChoice::Netns => true,
+        ModeChoice::Loopback => false,
+        ModeChoice::Auto if root => true,
+        ModeChoice::Auto => {
+            eprintln!(
+                "weft: not running as root, so pods cannot have their own network namespaces and traffic cannot be \
+                 intercepted transparently. Running in loopback mode instead: each pod on its own 127.x.y.z \
+                 address, apps reaching services through their proxy as HTTP_PROXY (see docs/local-mesh.md). \
+                 Run as root for the real thing."
+            );
+            false
+        }
+    };
+    let (mode, tools) = if netns {
+        (Mode::Netns, Some(system::Tools::find()?))
+    } else {
+        (Mode::Loopback { block: runtime::choose_loopback_block(std::process::id())? }, None)
+    };
+    Ok(Settings {
+        mode,
+        tools,
+        state_root: args.state_dir.clone().unwrap_or_else(runtime::default_state_root),
+        log: log.to_owned(),
+    })
+}
+
+/// `weft up`: runs until Ctrl-C or SIGTERM.
+async fn up(args: UpArgs, log: &str) -> anyhow::Result<bool> {
+    let mesh = LoadedMesh::load(&args.file)?;
+    for warning in &mesh.warnings {
+        eprintln!("weft: warning: {warning}");
+    }
+    let settings = settings(&args.mesh, log)?;
+    let stop = Stop::install().context("cannot handle signals")?;
+    let mut local = LocalMesh::new(&mesh, settings)?;
+    if let Err(e) = local.start(&stop).await {
+        let interrupted = e.is::<Interrupted>();
+        demo::report_leftovers(local.shutdown(!interrupted || args.mesh.keep_logs, &stop).await);
+        if interrupted {
+            eprintln!("weft: stopped before the mesh was up; everything it had created is removed");
+            return Ok(true);
+        }
+        return Err(e.context(format!("the mesh did not start; logs kept in {}", local.logs_dir.display())));
+    }
+    println!("{}", local.summary());
+    println!("Press Ctrl-C to stop the mesh and remove everything it created.");
+    stop.wait().await;
+    eprintln!("weft: stopping…");
+    let started = std::time::Instant::now();
+    let problems = local.shutdown(args.mesh.keep_logs, &stop).await;
+    let clean = problems.is_empty();
+    demo::report_leftovers(problems);
+    eprintln!(
+        "weft: stopped in {:.1?}{}",
+        started.elapsed().max(Duration::from_millis(1)),
+        if args.mesh.keep_logs { format!("; logs kept in {}", local.logs_dir.display()) } else { String::new() }
+    );
+    Ok(clean)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clap_definition_is_valid() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
+}

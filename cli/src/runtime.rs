@@ -1,0 +1,747 @@
+//! A running local mesh: creates what the [`Plan`] says, keeps it running,
+//! and removes all of it again.
+//!
+//! ```text
+//!   start:    sweep stale runs → state dir → hub netns + bridge → control plane (/ready)
+//!             → per pod: netns + veth + hosts file → `weft proxy init` → proxy (/ready)
+//!             → serving apps (until registered) → client apps (no ports)
+//!   shutdown: client apps → serving apps → proxies → control plane (SIGTERM, SIGKILL after a grace period)
+//!             → namespaces (and anything still inside) → /etc/netns/<pod> → state dir
+//! ```
+//!
+//! Everything created is recorded before it is created, so removal covers a
+//! half-finished start too. [`LocalMesh::shutdown`] is the orderly path;
+//! dropping a mesh that was not shut down (an error, a panic) kills its
+//! processes at once and removes the rest all the same.
+
+use std::ffi::OsString;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use tokio::sync::watch;
+
+use crate::meshfile::LoadedMesh;
+use crate::netns::{self, ETC_NETNS, Ip};
+use crate::plan::{
+    CONTROL_ADMIN_PORT, CONTROL_GRPC_PORT, Mode, PROXY_ADMIN_PORT, PROXY_INBOUND_PORT, PROXY_OUTBOUND_PORT, PROXY_UID,
+    Plan, PodPlan,
+};
+use crate::supervise::{Phase, Spec, Supervisor};
+use crate::system::{self, Tools};
+use crate::{hosts, probe};
+
+/// How long a stopping process gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The proxies' own drain deadline, well inside [`STOP_GRACE`].
+const PROXY_DRAIN: &str = "2s";
+/// How long the control plane and each proxy get to answer `/ready`.
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(100);
+
+/// Ctrl-C, SIGTERM or SIGHUP asked the mesh to stop.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
+/// Counts stop signals; the first one stops the mesh in order.
+#[derive(Clone)]
+pub struct Stop {
+    rx: watch::Receiver<u32>,
+}
+
+impl Stop {
+    /// Takes over SIGINT, SIGTERM and SIGHUP for the rest of the process.
+    pub fn install() -> std::io::Result<Stop> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let (tx, rx) = watch::channel(0u32);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = int.recv() => {},
+                    _ = term.recv() => {},
+                    _ = hup.recv() => {},
+                }
+                tx.send_modify(|n| *n += 1);
+            }
+        });
+        Ok(Stop { rx })
+    }
+
+    pub fn requested(&self) -> bool {
+        *self.rx.borrow() > 0
+    }
+
+    pub fn check(&self) -> Result<(), Interrupted> {
+        if self.requested() { Err(Interrupted) } else { Ok(()) }
+    }
+
+    /// Completes once a stop was requested.
+    pub async fn wait(&self) {
+        self.wait_beyond(0).await;
+    }
+
+    /// Completes once more than `n` stop signals have arrived.
+    async fn wait_beyond(&self, n: u32) {
+        let mut rx = self.rx.clone();
+        let _ = rx.wait_for(|count| *count > n).await;
+    }
+}
+
+/// Where this run keeps its files by default: `/run/weft` as root, else
+/// `$XDG_RUNTIME_DIR/weft` or `/tmp/weft-<uid>`.
+pub fn default_state_root() -> PathBuf {
+    if system::is_root() {
+        return PathBuf::from("/run/weft");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("weft"),
+        _ => PathBuf::from(format!("/tmp/weft-{}", nix::unistd::getuid())),
+    }
+}
+
+/// Removes a state directory except its `logs/` (and the directory itself
+/// if no logs are left). Whether anything was removed.
+pub fn remove_state_keeping_logs(dir: &Path) -> bool {
+    let mut removed = false;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name() == "logs" {
+            continue;
+        }
+        let path = entry.path();
+        let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        removed |= gone.is_ok();
+    }
+    // Only succeeds when empty, i.e. there were no logs.
+    let _ = std::fs::remove_dir(dir.join("logs"));
+    removed | std::fs::remove_dir(dir).is_ok()
+}
+
+/// Picks a free 127.N.0.0/16 block for a loopback-mode run: the first N,
+/// from a PID-derived start, whose control-plane address can be bound.
+pub fn choose_loopback_block(run_id: u32) -> anyhow::Result<u8> {
+    let start = run_id % 200;
+    for i in 0..200 {
+        let block = u8::try_from(20 + (start + i) % 200).expect("below 256");
+        let addr = SocketAddr::from((Ipv4Addr::new(127, block, 0, 1), CONTROL_GRPC_PORT));
+        if std::net::TcpListener::bind(addr).is_ok() {
+            return Ok(block);
+        }
+    }
+    bail!("no free 127.N.0.1:{CONTROL_GRPC_PORT} for the control plane (N from 20 to 219)")
+}
+
+/// What a run needs to know besides the mesh file.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub mode: Mode,
+    /// Present in network-namespace mode.
+    pub tools: Option<Tools>,
+    /// The parent of this run's state directory.
+    pub state_root: PathBuf,
+    /// Log filter for the control plane and the proxies.
+    pub log: String,
+}
+
+#[derive(Default)]
+struct Created {
+    netns: Vec<String>,
+    hosts_dirs: Vec<PathBuf>,
+    etc_netns: bool,
+    state_root: bool,
+    state_dir: bool,
+}
+
+/// One run of a local mesh.
+pub struct LocalMesh {
+    pub plan: Plan,
+    pub state_dir: PathBuf,
+    pub logs_dir: PathBuf,
+    run_id: u32,
+    state_root: PathBuf,
+    /// The weft binary the mesh's processes run (a copy in the state
+    /// directory in network-namespace mode, which the proxy's UID can read).
+    exe: PathBuf,
+    base_dir: PathBuf,
+    policies: Vec<PathBuf>,
+    tools: Option<Tools>,
+    log: String,
+    supervisor: Supervisor,
+    created: Mutex<Created>,
+    finished: bool,
+}
+
+impl LocalMesh {
+    /// Plans the run; creates nothing yet. Fails if a workload's program
+    /// cannot be found.
+    pub fn new(mesh: &LoadedMesh, settings: Settings) -> anyhow::Result<LocalMesh> {
+        let run_id = std::process::id();
+        let state_dir = settings.state_root.join(run_id.to_string());
+        let exe = match settings.mode {
+            Mode::Netns => state_dir.join("weft"),
+            Mode::Loopback { .. } => std::env::current_exe().context("cannot find the weft binary's own path")?,
+        };
+        let inherited: Vec<(String, String)> =
+            std::env::vars().map(|(k, v)| if k == "PATH" { (k, system::search_path()) } else { (k, v) }).collect();
+        let mut plan = Plan::new(&mesh.file, settings.mode, run_id, &exe, &inherited);
+        // Resolve each program now: a typo is reported before anything starts.
+        for (i, w) in mesh.file.spec.workloads.iter().enumerate() {
+            for pod in plan.pods.iter_mut().filter(|p| p.workload == w.name) {
+                let program = &pod.command[0];
+                if Path::new(program) == exe {
+                    continue; // `weft`: copied into the state directory at start
+                }
+                let found = if program.contains('/') {
+                    let path = mesh.dir.join(program);
+                    path.is_file().then_some(path)
+                } else {
+                    system::find(program)
+                };
+                let Some(found) = found else {
+                    bail!(
+                        "spec.workloads[{i}].command[0]: {program:?} is not an executable file{}",
+                        if program.contains('/') { String::new() } else { " in PATH".into() }
+                    );
+                };
+                pod.command[0] = found.to_string_lossy().into_owned();
+            }
+        }
+        Ok(LocalMesh {
+            plan,
+            logs_dir: state_dir.join("logs"),
+            state_dir,
+            run_id,
+            state_root: settings.state_root,
+            exe,
+            base_dir: mesh.dir.clone(),
+            policies: mesh.file.spec.policies.clone(),
+            tools: settings.tools,
+            log: settings.log,
+            supervisor: Supervisor::default(),
+            created: Mutex::default(),
+            finished: false,
+        })
+    }
+
+    fn ip(&self) -> Option<Ip> {
+        self.tools.as_ref().map(|t| Ip::new(t.ip.clone()))
+    }
+
+    fn created(&self) -> std::sync::MutexGuard<'_, Created> {
+        self.created.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn hub(&self) -> String {
+        format!("{}-hub", self.plan.prefix)
+    }
+
+    pub fn control_admin(&self) -> SocketAddr {
+        SocketAddr::from((self.plan.control_ip, CONTROL_ADMIN_PORT))
+    }
+
+    /// Where `pod`'s proxy admin listens, and the namespace to reach it from.
+    pub fn proxy_admin<'a>(&self, pod: &'a PodPlan) -> (Option<&'a str>, SocketAddr) {
+        match self.plan.mode {
+            Mode::Netns => (Some(pod.netns.as_str()), SocketAddr::from((Ipv4Addr::LOCALHOST, PROXY_ADMIN_PORT))),
+            Mode::Loopback { .. } => (None, SocketAddr::from((pod.ip, PROXY_ADMIN_PORT))),
+        }
+    }
+
+    pub fn log_path(&self, label: &str) -> PathBuf {
+        self.logs_dir.join(format!("{label}.log"))
+    }
+
+    /// Creates and starts everything. On an error or a stop request the
+    /// caller shuts the mesh down (or drops it), which removes what exists.
+    pub async fn start(&self, stop: &Stop) -> anyhow::Result<()> {
+        if let Some(ip) = self.ip() {
+            for removed in netns::sweep_stale(&ip, &self.state_root, self.run_id) {
+                tracing::info!("removed {removed}, left by a weft run that is gone");
+            }
+        }
+        self.create_state_dir()?;
+        stop.check()?;
+        let hub = self.hub();
+        if let Some(ip) = self.ip() {
+            self.created().netns.push(hub.clone());
+            ip.create_hub(&hub).context("creating the hub network namespace")?;
+        }
+        self.supervisor.spawn(Phase::Control, self.control_spec());
+        let mut control = Wait::ready("the control plane", self.plan.mode.netns_of_hub(&hub), self.control_admin());
+        // Nothing works without it: if it exits, say why at once.
+        control.fail_on_exit = Some("control");
+        self.wait(control, self.log_path("control"), stop).await?;
+
+        for pod in &self.plan.pods {
+            stop.check()?;
+            if let Some(ip) = self.ip() {
+                self.create_pod(&ip, pod).await?;
+            }
+            self.supervisor.spawn(Phase::Proxy, self.proxy_spec(pod));
+        }
+        // An app starts even if its proxy is not ready in time: the
+        // supervisor keeps restarting the proxy, and the warning says why.
+        self.wait_all(
+            self.plan.pods.iter().map(|pod| {
+                let (netns, addr) = self.proxy_admin(pod);
+                (Wait::ready(&format!("{}'s proxy", pod.name), netns, addr), format!("{}.proxy", pod.name))
+            }),
+            stop,
+        )
+        .await?;
+
+        // Serving apps first; apps that only call others (no ports: a
+        // client, the load generator) once every server is registered, so
+        // that their first requests find endpoints, as Kubernetes' readiness
+        // gates would arrange.
+        stop.check()?;
+        let (servers, clients): (Vec<&PodPlan>, Vec<&PodPlan>) =
+            self.plan.pods.iter().partition(|p| !p.ports.is_empty());
+        for pod in &servers {
+            self.supervisor.spawn(Phase::Server, self.app_spec(pod));
+        }
+        self.wait_all(
+            servers.iter().map(|pod| {
+                let (netns, addr) = self.proxy_admin(pod);
+                let wait = Wait {
+                    failure: format!(
+                        "{}'s proxy did not register the workload (is the app listening on {:?}?)",
+                        pod.name, pod.ports
+                    ),
+                    netns,
+                    addr,
+                    path: "/config",
+                    check: registered,
+                    fail_on_exit: None,
+                };
+                (wait, format!("{}.app", pod.name))
+            }),
+            stop,
+        )
+        .await?;
+        stop.check()?;
+        for pod in &clients {
+            self.supervisor.spawn(Phase::Client, self.app_spec(pod));
+        }
+        Ok(())
+    }
+
+    fn create_state_dir(&self) -> anyhow::Result<()> {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        {
+            let mut created = self.created();
+            created.state_root = !self.state_root.exists();
+            created.state_dir = true;
+        }
+        // 0755 all the way down: the proxies run as an unprivileged UID and
+        // execute the binary copied here.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&self.logs_dir)
+            .with_context(|| format!("creating the state directory {}", self.state_dir.display()))?;
+        std::fs::set_permissions(&self.state_dir, std::fs::Permissions::from_mode(0o755))?;
+        if self.plan.mode == Mode::Netns {
+            // /proc/self/exe is the running binary even if cargo has
+            // rebuilt the file at current_exe() since.
+            std::fs::copy("/proc/self/exe", &self.exe)
+                .with_context(|| format!("copying the weft binary to {}", self.exe.display()))?;
+            std::fs::set_permissions(&self.exe, std::fs::Permissions::from_mode(0o755))?;
+        }
+        std::fs::write(self.state_dir.join("services.yaml"), self.plan.services_yaml())
+            .context("writing the control plane's services file")?;
+        Ok(())
+    }
+
+    async fn create_pod(&self, ip: &Ip, pod: &PodPlan) -> anyhow::Result<()> {
+        self.created().netns.push(pod.netns.clone());
+        ip.create_pod(&self.hub(), pod).with_context(|| format!("creating pod {}", pod.name))?;
+
+        let etc = Path::new(ETC_NETNS);
+        if !etc.exists() {
+            self.created().etc_netns = true;
+        }
+        let dir = etc.join(&pod.netns);
+        self.created().hosts_dirs.push(dir.clone());
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("hosts"), hosts::render(&self.plan, pod))
+            .with_context(|| format!("writing {}/hosts", dir.display()))?;
+        // No DNS server in a pod: names come from the hosts file, and an
+        // unknown name fails at once instead of querying the host's resolver.
+        std::fs::write(dir.join("resolv.conf"), "# weft local mesh: names come from /etc/hosts\noptions attempts:1\n")
+            .with_context(|| format!("writing {}/resolv.conf", dir.display()))?;
+
+        let log_path = self.log_path(&format!("{}.init", pod.name));
+        let log = std::fs::File::create(&log_path)?;
+        let status = tokio::process::Command::new(ip.bin())
+            .args(["netns", "exec", &pod.netns])
+            .arg(&self.exe)
+            .args(["proxy", "init"])
+            .env_clear()
+            .env("PATH", system::search_path())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()
+            .await
+            .context("running weft proxy init")?;
+        if !status.success() {
+            bail!(
+                "`weft proxy init` failed in pod {} ({status}):\n{}",
+                pod.name,
+                std::fs::read_to_string(&log_path).unwrap_or_default().trim_end()
+            );
+        }
+        Ok(())
+    }
+
+    /// A command run in the hub (network-namespace mode) or here.
+    fn in_netns(
+        &self,
+        netns: Option<&str>,
+        uid: Option<u32>,
+        program: &Path,
+        args: Vec<OsString>,
+    ) -> (PathBuf, Vec<OsString>) {
+        let Some((tools, netns)) = self.tools.as_ref().zip(netns) else {
+            return (program.to_owned(), args);
+        };
+        let mut full: Vec<OsString> = vec!["netns".into(), "exec".into(), netns.into()];
+        if let Some(uid) = uid {
+            full.push(tools.setpriv.clone().into());
+            full.extend(
+                [format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into(), "--".into()]
+                    .map(OsString::from),
+            );
+        }
+        full.push(program.into());
+        full.extend(args);
+        (tools.ip.clone(), full)
+    }
+
+    fn spec(&self, label: String, netns: Option<&str>, uid: Option<u32>, program: &Path, args: Vec<OsString>) -> Spec {
+        let (program, args) = self.in_netns(netns, uid, program, args);
+        Spec {
+            log: self.log_path(&label),
+            label,
+            program,
+            args,
+            // The logs are files: no colour codes in them.
+            env: [("PATH".to_owned(), system::search_path()), ("NO_COLOR".to_owned(), "1".to_owned())].into(),
+            cwd: self.state_dir.clone(),
+        }
+    }
+
+    fn control_spec(&self) -> Spec {
+        let ip = self.plan.control_ip;
+        let mut args: Vec<String> = vec![
+            "control".into(),
+            "--grpc-addr".into(),
+            format!("{ip}:{CONTROL_GRPC_PORT}"),
+            "--admin-addr".into(),
+            format!("{ip}:{CONTROL_ADMIN_PORT}"),
+            "--services".into(),
+            self.state_dir.join("services.yaml").to_string_lossy().into_owned(),
+            "--log".into(),
+            self.log.clone(),
+        ];
+        for policy in &self.policies {
+            args.extend(["--policy".into(), policy.to_string_lossy().into_owned()]);
+        }
+        let hub = self.hub();
+        self.spec(
+            "control".into(),
+            self.plan.mode.netns_of_hub(&hub),
+            None,
+            &self.exe,
+            args.into_iter().map(OsString::from).collect(),
+        )
+    }
+
+    fn proxy_spec(&self, pod: &PodPlan) -> Spec {
+        let plan = &self.plan;
+        let mut args: Vec<String> = [
+            "proxy",
+            "run",
+            "--control-plane",
+            &format!("http://{}:{CONTROL_GRPC_PORT}", plan.control_ip),
+            "--proxy-id",
+            &pod.name,
+            "--namespace",
+            &pod.namespace,
+            "--service-account",
+            &pod.service_account,
+            "--drain-timeout",
+            PROXY_DRAIN,
+            "--log",
+            &self.log,
+        ]
+        .map(String::from)
+        .into();
+        // A workload that serves nothing (a client, the load generator) is
+        // not registered: it would never be anyone's endpoint.
+        if !pod.ports.is_empty() {
+            let ports: Vec<String> = pod.ports.iter().map(u16::to_string).collect();
+            let labels: Vec<String> = pod.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            args.extend([
+                "--workload-name".into(),
+                pod.name.clone(),
+                "--workload-address".into(),
+                pod.ip.to_string(),
+                "--workload-ports".into(),
+                ports.join(","),
+                "--workload-labels".into(),
+                labels.join(","),
+            ]);
+        }
+        if let Mode::Loopback { .. } = plan.mode {
+            for (flag, port) in [
+                ("--inbound-addr", PROXY_INBOUND_PORT),
+                ("--outbound-addr", PROXY_OUTBOUND_PORT),
+                ("--admin-addr", PROXY_ADMIN_PORT),
+            ] {
+                args.extend([flag.into(), format!("{}:{port}", pod.ip)]);
+            }
+        }
+        let uid = (plan.mode == Mode::Netns).then_some(PROXY_UID);
+        self.spec(
+            format!("{}.proxy", pod.name),
+            Some(&pod.netns),
+            uid,
+            &self.exe,
+            args.into_iter().map(OsString::from).collect(),
+        )
+    }
+
+    fn app_spec(&self, pod: &PodPlan) -> Spec {
+        let program = PathBuf::from(&pod.command[0]);
+        let args = pod.command[1..].iter().map(OsString::from).collect();
+        let mut spec = self.spec(format!("{}.app", pod.name), Some(&pod.netns), None, &program, args);
+        spec.env = pod.env.clone();
+        spec.env.entry("NO_COLOR".into()).or_insert_with(|| "1".into());
+        spec.cwd = self.base_dir.clone();
+        spec
+    }
+
+    /// Polls until `wait` holds; after [`READY_DEADLINE`], fails with its
+    /// message and the end of `log`.
+    async fn wait(&self, wait: Wait<'_>, log: PathBuf, stop: &Stop) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_DEADLINE;
+        loop {
+            let last = tokio::select! {
+                result = probe::get(wait.netns, wait.addr, wait.path, Duration::from_secs(2)) => match result {
+                    Ok((status, body)) if status.is_success() => match (wait.check)(&body) {
+                        Ok(()) => return Ok(()),
+                        Err(e) => e,
+                    },
+                    Ok((status, body)) => format!("{} answered {status}: {}", wait.path, body.trim()),
+                    Err(e) => e.to_string(),
+                },
+                () = stop.wait() => return Err(Interrupted.into()),
+            };
+            if wait.fail_on_exit.is_some_and(|label| self.supervisor.restarts(label) > 0) {
+                bail!("{}: it exited; the end of {}:\n{}", wait.failure, log.display(), tail(&log, 20));
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} within {READY_DEADLINE:?} ({last}); the end of {}:\n{}",
+                    wait.failure,
+                    log.display(),
+                    tail(&log, 20)
+                );
+            }
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {},
+                () = stop.wait() => return Err(Interrupted.into()),
+            }
+        }
+    }
+
+    /// Waits for all of `waits` (each with the label of the log to show);
+    /// failures are warnings, a stop request is an error.
+    async fn wait_all<'a>(&self, waits: impl Iterator<Item = (Wait<'a>, String)>, stop: &Stop) -> anyhow::Result<()> {
+        let waits = waits.map(|(wait, label)| self.wait(wait, self.log_path(&label), stop));
+        for result in futures_util::future::join_all(waits).await {
+            match result {
+                Err(e) if e.is::<Interrupted>() => return Err(e),
+                Err(e) => tracing::warn!("{e:#}"),
+                Ok(()) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// PIDs of the processes running now (tests and diagnostics).
+    pub fn pids(&self) -> Vec<i32> {
+        self.supervisor.pids()
+    }
+
+    /// Stops every process in order and removes everything this run
+    /// created. With `keep_logs`, the logs stay in [`LocalMesh::logs_dir`].
+    /// A stop signal arriving meanwhile (an impatient second Ctrl-C) kills
+    /// what is left at once. Returns what could not be removed (normally
+    /// nothing).
+    pub async fn shutdown(&mut self, keep_logs: bool, stop: &Stop) -> Vec<String> {
+        let signals = *stop.rx.borrow();
+        tokio::select! {
+            () = self.supervisor.shutdown(STOP_GRACE) => {},
+            () = stop.wait_beyond(signals) => {
+                eprintln!("weft: stopping at once");
+                self.supervisor.kill_all_now();
+            }
+        }
+        self.finished = true;
+        self.remove_everything(keep_logs)
+    }
+
+    fn remove_everything(&self, keep_logs: bool) -> Vec<String> {
+        let mut problems = Vec::new();
+        let created = std::mem::take(&mut *self.created());
+        if let Some(ip) = self.ip() {
+            // Pods first, the hub (created first) last.
+            for ns in created.netns.iter().rev() {
+                match ip.destroy(ns) {
+                    Ok(pids) if !pids.is_empty() => {
+                        tracing::warn!("killed processes {pids:?} that were still in {ns} after the mesh stopped")
+                    }
+                    Ok(_) => {}
+                    Err(e) => problems.push(format!("network namespace {ns}: {e}")),
+                }
+            }
+        }
+        for dir in &created.hosts_dirs {
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => problems.push(format!("{}: {e}", dir.display())),
+                _ => {}
+            }
+        }
+        if created.etc_netns {
+            // Only if empty: another run may have put its pods there since.
+            let _ = std::fs::remove_dir(ETC_NETNS);
+        }
+        if created.state_dir {
+            if keep_logs {
+                remove_state_keeping_logs(&self.state_dir);
+            } else if let Err(e) = std::fs::remove_dir_all(&self.state_dir) {
+                problems.push(format!("{}: {e}", self.state_dir.display()));
+            }
+        }
+        if created.state_root {
+            // Only if empty: other runs, or kept logs, may be in it.
+            let _ = std::fs::remove_dir(&self.state_root);
+        }
+        problems
+    }
+}
+
+impl Mode {
+    /// The hub's namespace in network-namespace mode.
+    fn netns_of_hub<'a>(&self, hub: &'a str) -> Option<&'a str> {
+        (*self == Mode::Netns).then_some(hub)
+    }
+}
+
+impl Drop for LocalMesh {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Not shut down in order (an error or a panic): kill at once, then
+        // remove the rest; keep the logs, which say what went wrong.
+        self.supervisor.kill_all_now();
+        for problem in self.remove_everything(true) {
+            eprintln!("weft: could not remove {problem}");
+        }
+    }
+}
+
+/// A condition polled over HTTP: `GET path` answers 200 and `check` accepts the body.
+struct Wait<'a> {
+    /// What did not happen, for the error: `web-0's proxy was not ready`.
+    failure: String,
+    netns: Option<&'a str>,
+    addr: SocketAddr,
+    path: &'static str,
+    check: fn(&str) -> Result<(), String>,
+    /// Give up as soon as the process with this label has exited once.
+    fail_on_exit: Option<&'static str>,
+}
+
+impl<'a> Wait<'a> {
+    /// `GET /ready` answers 200.
+    fn ready(what: &str, netns: Option<&'a str>, addr: SocketAddr) -> Wait<'a> {
+        Wait {
+            failure: format!("{what} was not ready"),
+            netns,
+            addr,
+            path: "/ready",
+            check: |_| Ok(()),
+            fail_on_exit: None,
+        }
+    }
+}
+
+/// Whether a proxy's `/config` shows a registration lease.
+fn registered(config: &str) -> Result<(), String> {
+    let value: serde_json::Value = serde_json::from_str(config).map_err(|e| format!("/config is not JSON: {e}"))?;
+    if value["lease"].is_string() { Ok(()) } else { Err("no lease yet".into()) }
+}
+
+/// The last `lines` lines of a log file.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("(cannot read it: {e})"));
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_removal_keeps_only_logs() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("123");
+        std::fs::create_dir_all(dir.join("logs")).unwrap();
+        std::fs::write(dir.join("weft"), "binary").unwrap();
+        std::fs::write(dir.join("logs/web-0.app.log"), "hello").unwrap();
+        assert!(remove_state_keeping_logs(&dir));
+        assert!(!dir.join("weft").exists());
+        assert!(dir.join("logs/web-0.app.log").exists());
+
+        std::fs::remove_file(dir.join("logs/web-0.app.log")).unwrap();
+        std::fs::write(dir.join("services.yaml"), "").unwrap();
+        assert!(remove_state_keeping_logs(&dir));
+        assert!(!dir.exists(), "without logs nothing is left");
+    }
+
+    #[test]
+    fn loopback_blocks_are_free_addresses() {
+        let block = choose_loopback_block(std::process::id()).unwrap();
+        assert!((20..220).contains(&block));
+        // Occupy it: the next choice moves on.
+        let _held = std::net::TcpListener::bind((Ipv4Addr::new(127, block, 0, 1), CONTROL_GRPC_PORT)).unwrap();
+        assert_ne!(choose_loopback_block(std::process::id()).unwrap(), block);
+    }
+
+    #[test]
+    fn tails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, "1\n2\n3\n").unwrap();
+        assert_eq!(tail(&path, 2), "2\n3");
+        assert!(tail(&dir.path().join("nope"), 2).contains("cannot read"));
+    }
+
+    #[test]
+    fn registration_is_read_from_the_proxys_config() {
+        assert_eq!(registered(r#"{"version":"0.1.0","lease":"abc-1","discovery":[]}"#), Ok(()));
+        assert_eq!(registered(r#"{"lease":null}"#), Err("no lease yet".into()));
+        assert!(registered("not json").is_err());
+    }
+}

@@ -1,0 +1,108 @@
+//! What `weft up` prints once the mesh is up: services with their virtual
+//! IPs, pods with their addresses, and the commands to look around.
+
+use crate::plan::{Mode, PROXY_ADMIN_PORT};
+use crate::runtime::LocalMesh;
+
+impl LocalMesh {
+    /// A few lines for the terminal: services, pods, where to look.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let plan = &self.plan;
+        let hub = self.hub();
+        let mut out = String::new();
+        let mode = match plan.mode {
+            Mode::Netns => "a network namespace per pod, transparent interception".to_owned(),
+            Mode::Loopback { block } => format!("loopback mode: pods on 127.{block}.x.y, apps use HTTP_PROXY"),
+        };
+        let _ = writeln!(out, "weft: mesh {:?} is up ({mode})", plan.mesh_name);
+        let _ = writeln!(out, "\nSERVICES");
+        for s in &plan.services {
+            let ports: Vec<String> = s.ports.iter().map(|p| format!("{}→{}", p.port, p.target())).collect();
+            let pods: Vec<&str> = s.pods.iter().map(|&i| plan.pods[i].name.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "  {:<24} {:<15} {:<12} {}",
+                s.qualified(),
+                s.vip.to_string(),
+                ports.join(","),
+                pods.join(" ")
+            );
+        }
+        let _ = writeln!(out, "\nPODS");
+        for pod in &plan.pods {
+            let place = match plan.mode {
+                Mode::Netns => format!("netns {}", pod.netns),
+                Mode::Loopback { .. } => format!("admin http://{}:{PROXY_ADMIN_PORT}/", pod.ip),
+            };
+            let _ =
+                writeln!(out, "  {:<24} {:<15} {place}", format!("{}.{}", pod.name, pod.namespace), pod.ip.to_string());
+        }
+        let admin = self.control_admin();
+        let exec = |ns: &str| match plan.mode {
+            Mode::Netns => format!("ip netns exec {ns} "),
+            Mode::Loopback { .. } => String::new(),
+        };
+        let _ = writeln!(out, "\nLOOK");
+        let _ = writeln!(out, "  control plane   {}curl -s http://{admin}/metrics", exec(&hub));
+        // A proxy of the first service's, and a call to it from another pod.
+        let first = plan.services.first();
+        let server = first.and_then(|s| s.pods.first().copied()).or((!plan.pods.is_empty()).then_some(0));
+        if let Some(pod) = server.map(|i| &plan.pods[i]) {
+            let (_, proxy) = self.proxy_admin(pod);
+            let _ = writeln!(out, "  a proxy         {}curl -s http://{proxy}/metrics", exec(&pod.netns));
+        }
+        if let (Mode::Netns, Some(s)) = (plan.mode, first) {
+            let caller = (0..plan.pods.len()).rev().find(|i| !s.pods.contains(i)).unwrap_or(0);
+            let port = match s.ports.first().map_or(80, |p| p.port) {
+                80 => String::new(),
+                port => format!(":{port}"),
+            };
+            if let Some(pod) = plan.pods.get(caller) {
+                let _ = writeln!(out, "  call a service  {}curl -s http://{}{port}/", exec(&pod.netns), s.name);
+            }
+        }
+        let _ = writeln!(out, "  logs            {}/", self.logs_dir.display());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use crate::meshfile::LoadedMesh;
+    use crate::plan::Mode;
+    use crate::runtime::{LocalMesh, Settings};
+    use crate::system::Tools;
+
+    #[test]
+    fn says_where_everything_is() {
+        let mesh = LoadedMesh::parse(
+            "apiVersion: weft.dev/v1alpha1\nkind: LocalMesh\nmetadata: {name: s}\nspec:\n  services:\n    \
+             - {name: web, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}\n  workloads:\n    \
+             - {name: web, labels: {app: web}, command: [weft], ports: [8080]}\n    \
+             - {name: client, command: [weft]}\n",
+            Path::new("m.yaml"),
+            PathBuf::from("/"),
+        )
+        .unwrap();
+        let tools = Tools { ip: "/sbin/ip".into(), setpriv: "/bin/setpriv".into() };
+        let settings =
+            Settings { mode: Mode::Netns, tools: Some(tools), state_root: "/run/weft".into(), log: "info".into() };
+        let local = LocalMesh::new(&mesh, settings).unwrap();
+        let summary = local.summary();
+        let id = std::process::id();
+        for line in [
+            "weft: mesh \"s\" is up (a network namespace per pod, transparent interception)".to_owned(),
+            "  web.default              198.19.0.1      80→8080      web-0".into(),
+            format!("  web-0.default            198.18.1.1      netns weft-{id}-web-0"),
+            format!("  control plane   ip netns exec weft-{id}-hub curl -s http://198.18.0.1:9990/metrics"),
+            format!("  a proxy         ip netns exec weft-{id}-web-0 curl -s http://127.0.0.1:4191/metrics"),
+            format!("  call a service  ip netns exec weft-{id}-client-0 curl -s http://web/"),
+            format!("  logs            /run/weft/{id}/logs/"),
+        ] {
+            assert!(summary.lines().any(|l| l == line), "{line:?} missing from:\n{summary}");
+        }
+    }
+}
