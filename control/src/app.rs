@@ -115,7 +115,12 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
 
 /// Starts the control plane described by `config`.
 pub async fn start(config: Config) -> Result<Control, StartError> {
-    let mesh = MeshConfig { trust_domain: config.trust_domain.clone(), ..MeshConfig::default() };
+    let mesh = MeshConfig {
+        trust_domain: config.trust_domain.clone(),
+        default_access: config.default_access,
+        mtls_mode: config.mtls_mode,
+        ..MeshConfig::default()
+    };
     let index = Index::new(mesh);
     let diagnostics = Arc::new(Diagnostics::default());
     let sink = Sink::new(index.clone(), diagnostics.clone());

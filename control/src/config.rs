@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use weft_api::policy::inbound_policy::{DefaultAccess, MtlsMode};
 
 use clap::Args;
 
@@ -61,6 +62,16 @@ pub struct ControlArgs {
     #[arg(long, env = ENV_TRUST_DOMAIN, default_value = "cluster.local")]
     pub trust_domain: String,
 
+    /// What an inbound port allows when no AccessPolicy targets it:
+    /// allow-all, allow-authenticated, allow-same-namespace or deny.
+    #[arg(long, env = "WEFT_CONTROL_DEFAULT_ACCESS", default_value = "allow-all", value_parser = parse_default_access)]
+    pub default_access: DefaultAccess,
+
+    /// Mesh-wide mTLS mode: `permissive` accepts plaintext from clients
+    /// outside the mesh (authorized as unauthenticated); `strict` refuses it.
+    #[arg(long, env = "WEFT_CONTROL_MTLS_MODE", default_value = "permissive", value_parser = parse_mtls_mode)]
+    pub mtls_mode: MtlsMode,
+
     /// How often the services and policy files are checked for changes.
     #[arg(long, env = ENV_RELOAD_INTERVAL, default_value = "250ms", value_parser = humantime::parse_duration)]
     pub reload_interval: Duration,
@@ -109,6 +120,8 @@ pub struct Config {
     pub policy_paths: Vec<PathBuf>,
     pub lease_ttl: Duration,
     pub trust_domain: String,
+    pub default_access: DefaultAccess,
+    pub mtls_mode: MtlsMode,
     pub reload_interval: Duration,
     pub log_filter: String,
     pub issuer_cert: Option<PathBuf>,
@@ -128,6 +141,8 @@ impl Default for Config {
             policy_paths: Vec::new(),
             lease_ttl: Duration::from_secs(10),
             trust_domain: "cluster.local".into(),
+            default_access: DefaultAccess::AllowAll,
+            mtls_mode: MtlsMode::Permissive,
             reload_interval: Duration::from_millis(250),
             log_filter: "info".into(),
             issuer_cert: None,
@@ -145,6 +160,24 @@ impl Default for Config {
 #[error("invalid configuration:\n  {}", .0.join("\n  "))]
 pub struct ConfigErrors(pub Vec<String>);
 
+fn parse_default_access(s: &str) -> Result<DefaultAccess, String> {
+    match s {
+        "allow-all" => Ok(DefaultAccess::AllowAll),
+        "allow-authenticated" => Ok(DefaultAccess::AllowAuthenticated),
+        "allow-same-namespace" => Ok(DefaultAccess::AllowSameNamespace),
+        "deny" => Ok(DefaultAccess::Deny),
+        _ => Err("expected allow-all, allow-authenticated, allow-same-namespace or deny".into()),
+    }
+}
+
+fn parse_mtls_mode(s: &str) -> Result<MtlsMode, String> {
+    match s {
+        "permissive" => Ok(MtlsMode::Permissive),
+        "strict" => Ok(MtlsMode::Strict),
+        _ => Err("expected permissive or strict".into()),
+    }
+}
+
 impl ControlArgs {
     pub fn into_config(self) -> Result<Config, ConfigErrors> {
         let config = Config {
@@ -154,6 +187,8 @@ impl ControlArgs {
             policy_paths: self.policy,
             lease_ttl: self.lease_ttl,
             trust_domain: self.trust_domain,
+            default_access: self.default_access,
+            mtls_mode: self.mtls_mode,
             reload_interval: self.reload_interval,
             log_filter: self.log,
             issuer_cert: self.issuer_cert,

@@ -37,6 +37,7 @@ pub struct Admin {
     pub resolver: Arc<Resolver>,
     pub registration: Arc<Registration>,
     pub identity: Option<crate::identity::IdentityHandle>,
+    pub inbound_policies: Option<Arc<crate::control::inbound_policy::InboundPolicies>>,
 }
 
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
@@ -92,6 +93,7 @@ fn handle(admin: &Admin, peer: SocketAddr, req: &Request<Incoming>) -> Response<
                 "settings": format!("{:?}", admin.config),
                 "lease": admin.registration.lease_id(),
                 "identity": admin.identity.as_ref().map(|i| i.describe()),
+                "inbound_policies": admin.inbound_policies.as_ref().map(|p| p.describe()),
                 "discovery": admin.resolver.describe(),
             });
             let mut rsp = text(StatusCode::OK, &format!("{body:#}\n"));

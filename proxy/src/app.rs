@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 use crate::admin::{self, Admin};
 use crate::config::Config;
 use crate::control::discovery::Resolver;
+use crate::control::inbound_policy::InboundPolicies;
 use crate::control::registry::{self, Registration};
 use crate::control::{ControlPlane, ControlTls};
 use crate::drain;
@@ -56,6 +57,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let discovery_timeout = config.control.as_ref().map_or(Duration::from_secs(1), |c| c.discovery_timeout);
     let resolver = Resolver::new(control.clone(), discovery_timeout);
+    // Inbound authorization needs to know which workload this is.
+    let inbound_policies = match (&control, config.control.as_ref()) {
+        (Some(control), Some(c)) => c.workload.as_ref().map(|w| {
+            Arc::new(InboundPolicies::new(control.clone(), format!("{}.{}", w.name, c.namespace), discovery_timeout))
+        }),
+        _ => None,
+    };
     let registration = Arc::new(Registration::default());
     let registrar = match (&control, config.control.as_ref().and_then(|c| c.workload.clone())) {
         (Some(control), Some(workload)) => {
@@ -80,8 +88,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         resolver: resolver.clone(),
         registration: registration.clone(),
         identity: identity.clone(),
+        inbound_policies: inbound_policies.clone(),
     });
     let ctx = Arc::new(Ctx {
+        inbound_policies: inbound_policies.clone(),
         http: Arc::new(Shared {
             pool: Pool::new(config.connect_timeout, config.http.pool_idle_timeout),
             metrics: metrics.clone(),

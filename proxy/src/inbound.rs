@@ -8,7 +8,14 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use crate::authz::{Decision, authorize};
 use crate::control::discovery::Resolution;
+use crate::control::inbound_policy::InboundPolicies;
+use crate::identity::Peer;
+use crate::metrics::Metrics;
 use crate::transport::orig_dst::OrigDstAddr;
 
 /// Where an inbound connection is forwarded.
@@ -20,6 +27,72 @@ pub fn upstream(orig: OrigDstAddr) -> Resolution {
 pub fn app_addr(orig: OrigDstAddr) -> SocketAddr {
     let ip = if orig.0.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() };
     SocketAddr::new(ip, orig.0.port())
+}
+
+/// Authorization for one inbound connection: its peer is fixed, the policy
+/// may change while it is open (an HTTP keep-alive connection outlives many
+/// policy versions), so the decision is re-made whenever the port's policy
+/// version changes and reused otherwise.
+#[derive(Debug)]
+pub struct ConnAuthz {
+    policies: Arc<InboundPolicies>,
+    port: u16,
+    peer: Peer,
+    namespace: String,
+    metrics: Arc<Metrics>,
+    cached: Mutex<Option<(u64, Arc<Decided>)>>,
+}
+
+/// A decision and the counter it is counted in.
+#[derive(Debug)]
+pub struct Decided {
+    pub decision: Decision,
+    counter: Arc<AtomicU64>,
+}
+
+impl Decided {
+    /// Counts one connection (opaque) or request (HTTP) under this decision.
+    pub fn count(&self) {
+        self.counter.fetch_add(1, Relaxed);
+    }
+}
+
+impl ConnAuthz {
+    /// Waits (bounded) for the port's first policy; `None` when the
+    /// workload has no inbound policies or none arrived in time (the mesh
+    /// default, allow-all, applies).
+    pub async fn new(
+        policies: Arc<InboundPolicies>,
+        port: u16,
+        peer: Peer,
+        namespace: String,
+        metrics: Arc<Metrics>,
+    ) -> Option<Self> {
+        policies.get(port).await?;
+        Some(Self { policies, port, peer, namespace, metrics, cached: Mutex::new(None) })
+    }
+
+    /// The decision under the policy in force now.
+    pub fn decide(&self) -> Option<Arc<Decided>> {
+        let policy = self.policies.current(self.port)?;
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((version, decided)) = cached.as_ref()
+            && *version == policy.version
+        {
+            return Some(decided.clone());
+        }
+        let decision = authorize(&policy, &self.peer, &self.namespace);
+        let client = self.peer.identity().map_or("unauthenticated", |i| i.as_str());
+        if !decision.allowed {
+            tracing::info!(port = self.port, client, policy = %decision.policy, reason = decision.reason, "inbound denied");
+        } else if decision.audit {
+            tracing::warn!(port = self.port, client, policy = %decision.policy, "audit: would deny");
+        }
+        let counter = self.metrics.authz_counter(decision.allowed, &decision.policy, decision.reason);
+        let decided = Arc::new(Decided { decision, counter });
+        *cached = Some((policy.version, decided.clone()));
+        Some(decided)
+    }
 }
 
 #[cfg(test)]

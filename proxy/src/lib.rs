@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod authz;
 pub mod balance;
 pub mod cli;
 pub mod config;

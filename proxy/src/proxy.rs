@@ -19,10 +19,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Config, DirectionConfig};
 use crate::control::discovery::{Resolution, Resolver};
+use crate::control::inbound_policy::InboundPolicies;
 use crate::drain;
 use crate::http::service::{ProxyService, Shared};
 use crate::http::{self, Version};
 use crate::identity::ALPN_OPAQUE;
+use crate::identity::Peer;
+use crate::inbound::ConnAuthz;
 use crate::metrics::{Direction, Metrics, ProtocolLabel};
 use crate::transport::counted::CountedIo;
 use crate::transport::detect::{self, Outcome, Protocol};
@@ -44,6 +47,8 @@ pub struct Ctx {
     pub limit: Arc<Semaphore>,
     /// Outbound destinations → endpoints, through the control plane.
     pub resolver: Arc<Resolver>,
+    /// This workload's inbound policies, when it is registered.
+    pub inbound_policies: Option<Arc<InboundPolicies>>,
 }
 
 impl Ctx {
@@ -134,7 +139,8 @@ async fn serve_connection(
             Ok((_, prefix)) => {
                 let outcome = if dcfg.opaque_ports.contains(orig.0.port()) { Outcome::OpaquePort } else { outcome };
                 let upstream = inbound::upstream(orig);
-                serve_detected(stream, prefix, outcome, dir, &ctx, upstream, drain, None).await;
+                let authz = authorize(&ctx, orig.0.port(), &Peer::Unauthenticated).await;
+                serve_detected(stream, prefix, outcome, dir, &ctx, upstream, drain, None, authz).await;
             }
             Err(e) => tracing::debug!(%peer, error = %e, "connection failed while reading a TLS hello"),
         }
@@ -145,7 +151,19 @@ async fn serve_connection(
         Direction::Inbound => inbound::upstream(orig),
         Direction::Outbound => outbound::upstream(&ctx.resolver, orig).await,
     };
-    serve_detected(stream, prefix.freeze(), outcome, dir, &ctx, upstream, drain, None).await;
+    let authz = match dir {
+        Direction::Inbound => authorize(&ctx, orig.0.port(), &Peer::Unauthenticated).await,
+        Direction::Outbound => None,
+    };
+    serve_detected(stream, prefix.freeze(), outcome, dir, &ctx, upstream, drain, None, authz).await;
+}
+
+/// Authorization for an inbound connection, when this workload has inbound
+/// policies.
+async fn authorize(ctx: &Ctx, port: u16, peer: &Peer) -> Option<Arc<ConnAuthz>> {
+    let policies = ctx.inbound_policies.clone()?;
+    let ns = ctx.config.control.as_ref().map_or("default", |c| c.namespace.as_str()).to_string();
+    ConnAuthz::new(policies, port, peer.clone(), ns, ctx.metrics.clone()).await.map(Arc::new)
 }
 
 /// Reads on until `prefix` holds a whole ClientHello (when it starts one),
@@ -191,14 +209,16 @@ async fn serve_mesh_inbound(
     let client_id = HeaderValue::from_str(verified.id().as_str()).ok();
     tracing::debug!(%peer, %orig, client = %verified.id(), "mesh TLS accepted");
     let upstream = inbound::upstream(orig);
+    let authz = authorize(ctx, orig.0.port(), &Peer::Authenticated(verified)).await;
     if alpn == ALPN_OPAQUE {
-        return serve_detected(tls, Bytes::new(), Outcome::OpaquePort, dir, ctx, upstream, drain, client_id).await;
+        return serve_detected(tls, Bytes::new(), Outcome::OpaquePort, dir, ctx, upstream, drain, client_id, authz)
+            .await;
     }
     match detect::detect(&mut tls, ctx.config.inbound.detect_timeout).await {
         // The peer proxy promised HTTP (ALPN): never fall back to splicing,
         // which would skip header stripping and HTTP authorization.
         Ok((outcome @ (Outcome::Http1 | Outcome::Http2), prefix)) => {
-            serve_detected(tls, prefix.freeze(), outcome, dir, ctx, upstream, drain, client_id).await
+            serve_detected(tls, prefix.freeze(), outcome, dir, ctx, upstream, drain, client_id, authz).await
         }
         Ok((outcome, _)) => {
             ctx.metrics.detected(dir, outcome);
@@ -220,6 +240,7 @@ async fn serve_detected<I>(
     upstream: Resolution,
     drain: drain::Watch,
     client_id: Option<HeaderValue>,
+    authz: Option<Arc<ConnAuthz>>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -237,10 +258,22 @@ async fn serve_detected<I>(
     match protocol {
         Protocol::Http1 | Protocol::Http2 => {
             let version = if protocol == Protocol::Http1 { Version::Http1 } else { Version::Http2 };
-            let svc = ProxyService { shared: ctx.http.clone(), upstream, version, direction: dir, drain, client_id };
+            let svc =
+                ProxyService { shared: ctx.http.clone(), upstream, version, direction: dir, drain, client_id, authz };
             http::server::serve(io, svc, &ctx.config.http).await;
         }
-        Protocol::Opaque => forward_opaque(io, &upstream, dir, ctx).await,
+        Protocol::Opaque => {
+            // Decided before any byte reaches the app: a denied opaque
+            // connection is closed unanswered.
+            if let Some(authz) = authz.as_ref().and_then(|a| a.decide()) {
+                authz.count();
+                if !authz.decision.allowed {
+                    ctx.metrics.tcp(dir, label).close_connection();
+                    return;
+                }
+            }
+            forward_opaque(io, &upstream, dir, ctx).await
+        }
     }
     ctx.metrics.tcp(dir, label).close_connection();
 }

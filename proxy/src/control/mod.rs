@@ -8,6 +8,7 @@
 
 pub mod backoff;
 pub mod discovery;
+pub mod inbound_policy;
 pub mod registry;
 
 use std::time::Duration;

@@ -16,10 +16,12 @@ use super::client::Pool;
 use super::headers::{strip_hop_by_hop, wants_upgrade};
 use super::respond::{ProxyError, error_response};
 use super::{ResponseBody, Version, upgrade};
+use crate::authz::Decision;
 use crate::balance::{Endpoint, Pick};
 use crate::control::discovery::Resolution;
 use crate::drain;
 use crate::identity::IdentityHandle;
+use crate::inbound::ConnAuthz;
 use crate::metrics::{Direction, Metrics};
 use crate::transport::tls::TlsTarget;
 
@@ -60,6 +62,8 @@ pub struct ProxyService {
     /// Inbound only: the client's verified mesh identity, sent to the app
     /// as `weft-client-id` (any such header from the client is dropped).
     pub client_id: Option<HeaderValue>,
+    /// Inbound only: authorization, decided under the current policy.
+    pub authz: Option<Arc<ConnAuthz>>,
 }
 
 /// The header that tells the app who called it.
@@ -67,6 +71,15 @@ pub const CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("weft-client-id
 
 impl ProxyService {
     pub async fn call(self, mut req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+        if let Some(authz) = self.authz.as_ref().and_then(|a| a.decide()) {
+            authz.count();
+            if !authz.decision.allowed {
+                let stats = self.shared.metrics.authority(self.direction, authority(&req));
+                stats.request();
+                stats.response(403);
+                return Ok(forbidden(&authz.decision));
+            }
+        }
         if self.direction == Direction::Inbound {
             // Only the TLS handshake may say who the client is.
             req.headers_mut().remove(&CLIENT_ID_HEADER);
@@ -128,6 +141,15 @@ impl ProxyService {
             Resolution::Forward(_) => self.shared.request_timeout,
         }
     }
+}
+
+/// 403 with a one-line reason; the app never sees the request.
+fn forbidden(d: &Decision) -> Response<ResponseBody> {
+    let body = format!("forbidden: {} (policy {})\n", d.reason, d.policy);
+    let mut rsp = Response::new(Either::Right(http_body_util::Full::new(bytes::Bytes::from(body))));
+    *rsp.status_mut() = http::StatusCode::FORBIDDEN;
+    rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    rsp
 }
 
 /// The request's authority for metrics: the URI's (HTTP/2, absolute-form)

@@ -37,6 +37,33 @@ pub fn render(m: &Metrics) -> String {
         let _ = writeln!(out, "weft_orig_dst_errors_total{{direction=\"{}\"}} {v}", dir.as_str());
     }
 
+    let decisions: Vec<_> = m
+        .authz
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|((allowed, policy, reason), n)| (*allowed, escape(policy), *reason, n.load(Relaxed)))
+        .collect();
+    for (allowed, name, help) in [
+        (
+            true,
+            "weft_inbound_allowed_total",
+            "Inbound connections (opaque) or requests (HTTP) authorized, by deciding policy.",
+        ),
+        (
+            false,
+            "weft_inbound_denied_total",
+            "Inbound connections (opaque) or requests (HTTP) refused, by deciding policy.",
+        ),
+    ] {
+        header(&mut out, name, "counter", help);
+        for (a, policy, reason, n) in &decisions {
+            if *a == allowed {
+                let _ = writeln!(out, "{name}{{policy=\"{policy}\",reason=\"{reason}\"}} {n}");
+            }
+        }
+    }
+
     let expiry = m.identity_expiry.load(Relaxed);
     if expiry > 0 {
         header(

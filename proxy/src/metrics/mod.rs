@@ -87,6 +87,9 @@ pub struct Metrics {
     /// Unix seconds when the current certificate expires; 0 without mTLS.
     identity_expiry: AtomicU64,
     identity_renewals: AtomicU64,
+    /// Inbound authorization decisions by (allowed, policy, reason); a
+    /// handful of keys (policies × reasons), looked up once per connection.
+    authz: Mutex<std::collections::BTreeMap<(bool, String, &'static str), Arc<AtomicU64>>>,
 }
 
 /// TCP counters for one (direction, protocol).
@@ -152,6 +155,12 @@ impl Metrics {
         let mut map = index.write().unwrap_or_else(|p| p.into_inner());
         let key = if map.len() < MAX_AUTHORITIES || map.contains_key(authority) { authority } else { OTHER_AUTHORITY };
         map.entry(key.to_string()).or_default().clone()
+    }
+
+    /// The counter for an authorization decision.
+    pub fn authz_counter(&self, allowed: bool, policy: &str, reason: &'static str) -> Arc<AtomicU64> {
+        let mut map = self.authz.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((allowed, policy.to_string(), reason)).or_default().clone()
     }
 
     pub fn set_identity(&self, expiry_unix: Option<u64>, renewals: u64) {
