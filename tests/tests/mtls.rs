@@ -183,3 +183,70 @@ fn ten_second_certificates_renew_under_load_without_failures() {
         assert!(renewals >= 1.0, "{name}'s certificate was not renewed in 15 s of 10 s certificates");
     }
 }
+
+/// Signs a leaf for `id` with the mesh CA's key (the test runs as root and
+/// can read the CA's state directory), as OpenSSL files: (cert, key).
+fn openssl_leaf(ca_dir: &std::path::Path, out: &std::path::Path, id: &str) -> (String, String) {
+    let key = out.join("ossl.key");
+    let csr = out.join("ossl.csr");
+    let cert = out.join("ossl.crt");
+    let ext = out.join("ossl.ext");
+    std::fs::write(
+        &ext,
+        format!("subjectAltName=URI:{id}\nextendedKeyUsage=clientAuth,serverAuth\nkeyUsage=digitalSignature\n"),
+    )
+    .expect("ext file");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).output().expect("running openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    run(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &s(&key)]);
+    run(&["req", "-new", "-key", &s(&key), "-subj", "/O=weft-test", "-out", &s(&csr)]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-CA",
+        &s(&ca_dir.join("ca.crt")),
+        "-CAkey",
+        &s(&ca_dir.join("ca.key")),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        &s(&ext),
+        "-out",
+        &s(&cert),
+    ]);
+    (s(&cert), s(&key))
+}
+
+#[test]
+fn openssl_with_a_mesh_certificate_talks_to_the_inbound_proxy_and_without_one_is_refused() {
+    let mesh = Mesh::new();
+    let cp = mesh.pod("cp").run_control_with_ca(SERVICES, &[]);
+    let (b, _apps, _proxy_b) = server_pod(&mesh, &cp, &[]);
+    let ca = cp.ca.clone().expect("CA");
+    let id = "spiffe://cluster.local/ns/default/sa/ossl";
+    let (cert, key) = openssl_leaf(&ca.state_dir, b.dir(), id);
+    let anchors = ca.anchors().to_string_lossy().into_owned();
+    let x = mesh.pod("x");
+    let target = b.addr(8080).to_string();
+    let request = "GET /head HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n";
+    let s_client = |with_cert: bool| {
+        let client_cert = if with_cert { format!("-cert {cert} -key {key}") } else { String::new() };
+        let script = format!(
+            "printf '{}' | timeout 10 openssl s_client -connect {target} -tls1_3 -alpn weft.http/1 -CAfile {anchors} \
+             -verify_return_error -ign_eof -quiet {client_cert} 2>&1",
+            request.replace('\r', "\\r").replace('\n', "\\n"),
+        );
+        x.exec("sh", &["-c", &script])
+    };
+    let ok = s_client(true);
+    assert!(ok.stdout.contains("HTTP/1.1 200"), "openssl with a mesh certificate: {ok}");
+    assert!(ok.stdout.to_ascii_lowercase().contains(&format!("weft-client-id: {id}")), "{ok}");
+    let refused = s_client(false);
+    assert!(!refused.stdout.contains("HTTP/1.1 200"), "openssl without a certificate got through: {refused}");
+}
