@@ -31,10 +31,19 @@ fn ca() -> Ca {
 
 /// Signs a leaf for `id` from a CSR, as the control plane does.
 fn issue(ca: &Ca, id: &str) -> Credentials {
+    issue_valid(ca, id, None)
+}
+
+/// Like [`issue`], with the validity period given (`Some((from, to))`).
+fn issue_valid(ca: &Ca, id: &str, validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>) -> Credentials {
     let (key, csr) = key_and_csr(id).expect("csr");
     let mut req = rcgen::CertificateSigningRequestParams::from_der(&csr.into()).expect("parse csr");
     req.params.extended_key_usages =
         vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    if let Some((from, to)) = validity {
+        req.params.not_before = from;
+        req.params.not_after = to;
+    }
     let issuer = rcgen::Issuer::from_ca_cert_der(ca.cert.der(), &ca.key).expect("issuer");
     let cert = req.signed_by(&issuer).expect("sign");
     Credentials {
@@ -45,8 +54,12 @@ fn issue(ca: &Ca, id: &str) -> Credentials {
 }
 
 fn configs(ca: &Ca, id: &str) -> TlsConfigs {
+    configs_from(ca, issue(ca, id))
+}
+
+fn configs_from(ca: &Ca, credentials: Credentials) -> TlsConfigs {
     let bundle = TrustBundle { version: 1, anchors: vec![CertificateDer::from(ca.cert.der().to_vec())] };
-    build_configs(&issue(ca, id), &bundle, Arc::new(Resumption::in_memory_sessions(16))).expect("configs")
+    build_configs(&credentials, &bundle, Arc::new(Resumption::in_memory_sessions(16))).expect("configs")
 }
 
 const A: &str = "spiffe://cluster.local/ns/default/sa/a";
@@ -118,6 +131,31 @@ async fn a_certificate_from_another_ca_is_refused_both_ways() {
     let target = TlsTarget { config: b_foreign.client_http.clone(), expected: SpiffeId::parse(B).expect("id") };
     let _ = tls::connect(tcp, addr, &target).await;
     assert!(task.await.expect("join").is_err(), "the server accepted a foreign client");
+}
+
+#[tokio::test]
+async fn an_expired_peer_certificate_is_refused_both_ways() {
+    let ca = ca();
+    let now = time::OffsetDateTime::now_utc();
+    let past = Some((now - time::Duration::hours(2), now - time::Duration::hours(1)));
+    let (a, b) = (configs(&ca, A), configs(&ca, B));
+    let (a_expired, b_expired) =
+        (configs_from(&ca, issue_valid(&ca, A, past)), configs_from(&ca, issue_valid(&ca, B, past)));
+
+    // A server presenting an expired certificate: the client refuses.
+    let (addr, _task) = server(b_expired.server.clone()).await;
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let target = TlsTarget { config: a.client_http.clone(), expected: SpiffeId::parse(B).expect("id") };
+    let err = tls::connect(tcp, addr, &target).await.expect_err("expired server certificate");
+    assert!(format!("{err}").contains("xpired"), "{err}");
+
+    // A client presenting an expired certificate: the server refuses.
+    let (addr, task) = server(b.server.clone()).await;
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let target = TlsTarget { config: a_expired.client_http.clone(), expected: SpiffeId::parse(B).expect("id") };
+    let _ = tls::connect(tcp, addr, &target).await;
+    let err = task.await.expect("join").expect_err("the server accepted an expired client certificate");
+    assert!(err.to_string().contains("xpired"), "{err}");
 }
 
 #[test]
