@@ -75,6 +75,11 @@ fn meshed_pods_speak_only_tls_and_the_app_sees_the_verified_client() {
     let curl = a.curl(&["--http2-prior-knowledge", "-H", "x-secret: SECRET-H2-HEADER", "http://198.18.0.200/head"]);
     assert_eq!(curl.status(), 200, "{}", curl.run);
     assert!(curl.body().to_ascii_lowercase().contains(&format!("weft-client-id: {ID_A}")), "{}", curl.body());
+    // Straight to b's pod address (no service): mTLS all the same.
+    let direct = format!("http://{}/head", b.addr(8080));
+    let curl = a.curl(&["-H", "x-secret: SECRET-DIRECT-HEADER", &direct]);
+    assert_eq!(curl.status(), 200, "{}", curl.run);
+    assert!(curl.body().to_ascii_lowercase().contains(&format!("weft-client-id: {ID_A}")), "{}", curl.body());
     // Opaque TCP (Redis's port is opaque by default).
     let run = a.exec("redis-cli", &["-h", "198.18.0.201", "-p", "6379", "SET", "k", "SECRET-REDIS-VALUE"]);
     assert_eq!(run.stdout.trim(), "OK", "{run}");
@@ -85,7 +90,14 @@ fn meshed_pods_speak_only_tls_and_the_app_sees_the_verified_client() {
     tcpdump.wait_exit(Duration::from_secs(10));
     let bytes = std::fs::read(&pcap).expect("reading the capture");
     assert!(bytes.len() > 1000, "the capture is nearly empty ({} bytes): {}", bytes.len(), tcpdump.stderr());
-    for secret in ["SECRET-H1-HEADER", "SECRET-H2-HEADER", "SECRET-REDIS-VALUE", "weft-client-id", "/head"] {
+    for secret in [
+        "SECRET-H1-HEADER",
+        "SECRET-H2-HEADER",
+        "SECRET-DIRECT-HEADER",
+        "SECRET-REDIS-VALUE",
+        "weft-client-id",
+        "/head",
+    ] {
         assert!(find(&bytes, secret.as_bytes()).is_none(), "{secret:?} crossed the network in plaintext");
     }
     // ServerHello's supported_versions extension selecting TLS 1.3, and
@@ -94,7 +106,7 @@ fn meshed_pods_speak_only_tls_and_the_app_sees_the_verified_client() {
     assert!(find(&bytes, &[0x17, 0x03, 0x03]).is_some(), "no TLS application data records in the capture");
 
     // b's proxy counted the requests as inbound.
-    proxy_b.wait_metric("weft_requests_total", &[("direction", "inbound")], 2.0);
+    proxy_b.wait_metric("weft_requests_total", &[("direction", "inbound")], 3.0);
     let config = proxy_b.config_json();
     assert_eq!(config["identity"]["identity"], "spiffe://cluster.local/ns/default/sa/b", "{config:#}");
 }

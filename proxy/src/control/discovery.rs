@@ -112,6 +112,12 @@ impl Resolver {
         };
         match kind {
             Some(Kind::Service) => Resolution::Service(entry.service.clone()),
+            // A meshed pod addressed directly: its one endpoint, so that the
+            // connection gets mTLS with the pod's identity like service
+            // traffic does.
+            Some(Kind::Endpoint) if !entry.service.balancer.endpoints().is_empty() => {
+                Resolution::Service(entry.service.clone())
+            }
             None => {
                 tracing::debug!(%orig, "no discovery answer in time; forwarding to the original destination");
                 Resolution::Forward(orig)
@@ -302,6 +308,17 @@ fn apply(set: &EndpointSet, state: &watch::Sender<Option<Snapshot>>, endpoints: 
                     tracing::warn!(address = %e.address, "ignoring an endpoint with an invalid address");
                     None
                 }
+            })
+            .collect()
+    } else if kind == Kind::Endpoint {
+        // Only meshed endpoints (with an identity) are worth balancing over:
+        // the rest go where the app sent them, in plaintext.
+        set.endpoint
+            .iter()
+            .filter(|e| e.meshed && !e.identity.is_empty())
+            .filter_map(|e| e.address.parse::<SocketAddr>().ok().map(|addr| (addr, e)))
+            .map(|(addr, e)| {
+                previous.get(&addr).cloned().unwrap_or_else(|| Arc::new(Endpoint::new(addr, e.identity.clone(), 1)))
             })
             .collect()
     } else {
