@@ -9,7 +9,9 @@
 //! metrics are read (the baseline); when the run ends (after `--duration`,
 //! or at Ctrl-C) they are read again, and the difference becomes the table
 //! `SERVICE SUCCESS RPS P50 P95 P99`. The demo succeeded when `web` answered
-//! requests and at least 99 % of every service's requests succeeded.
+//! requests and at least 99 % of every service's requests succeeded, and,
+//! with mTLS (the default as root), every proxy held a certificate for its
+//! pod's identity at the end.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -103,6 +105,59 @@ fn service_stats(plan: &Plan, service: usize, scrape: &Scrape) -> HttpStats {
         }
     }
     total
+}
+
+/// Each pod's proxy's identity as its admin `/config` shows it, when it
+/// holds a certificate (`identity.ready`); `None` otherwise.
+pub async fn identities(mesh: &LocalMesh) -> Vec<Option<String>> {
+    let reads = mesh.plan.pods.iter().map(|pod| async move {
+        let (netns, addr) = mesh.proxy_admin(pod);
+        match crate::probe::get(netns, addr, "/config", Duration::from_secs(5)).await {
+            Ok((status, body)) if status.is_success() => certified_identity(&body),
+            Ok((status, _)) => {
+                tracing::warn!("{}'s proxy answered {status} to /config", pod.name);
+                None
+            }
+            Err(e) => {
+                tracing::warn!("cannot read {}'s proxy /config: {e}", pod.name);
+                None
+            }
+        }
+    });
+    futures_util::future::join_all(reads).await
+}
+
+/// The identity in a proxy's `/config`, if it holds a certificate for it.
+pub fn certified_identity(config: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(config).ok()?;
+    let identity = &value["identity"];
+    (identity["ready"] == true).then(|| identity["identity"].as_str().map(str::to_owned)).flatten()
+}
+
+/// With mTLS: whether every proxy held its pod's identity, and a sentence.
+pub fn mtls_verdict(plan: &Plan, identities: &[Option<String>]) -> Option<Result<String, String>> {
+    let mtls = plan.mtls.as_ref()?;
+    let missing: Vec<&str> = plan
+        .pods
+        .iter()
+        .zip(identities.iter().chain(std::iter::repeat(&None)))
+        .filter(|(pod, id)| id.as_deref() != Some(pod.identity().as_str()))
+        .map(|(pod, _)| pod.name.as_str())
+        .collect();
+    let n = plan.pods.len();
+    Some(if missing.is_empty() {
+        Ok(format!(
+            "mTLS on ({}): all {n} proxies held a certificate for their pod's identity, so every connection between \
+             pods was mutually authenticated TLS",
+            mtls.mode_name()
+        ))
+    } else {
+        Err(format!(
+            "mTLS is on, yet {} of {n} proxies held no certificate for their identity: {}",
+            missing.len(),
+            missing.join(", ")
+        ))
+    })
 }
 
 /// One row per service: the traffic between the two scrapes.
@@ -207,9 +262,13 @@ pub async fn run(settings: Settings, rate: f64, duration: Option<Duration>, keep
             stop.wait().await;
         }
     }
-    let end = scrape(&local).await;
+    let (end, identities) = tokio::join!(scrape(&local), identities(&local));
     let rows = rows(&local.plan, &start, &end, started.elapsed());
-    let verdict = verdict(&rows, ENTRY_SERVICE);
+    let mtls = mtls_verdict(&local.plan, &identities);
+    let verdict = verdict(&rows, ENTRY_SERVICE).and_then(|traffic| match &mtls {
+        Some(Err(e)) => Err(e.clone()),
+        _ => Ok(traffic),
+    });
     let logs = local.logs_dir.clone();
     let source = match local.plan.mode {
         Mode::Netns => "the inbound proxies of each service's pods",
@@ -222,6 +281,10 @@ pub async fn run(settings: Settings, rate: f64, duration: Option<Duration>, keep
     match verdict {
         Ok(sentence) => {
             println!("weft: {sentence}");
+            match mtls {
+                Some(Ok(sentence)) => println!("weft: {sentence}"),
+                _ => println!("weft: mTLS off: traffic between the pods was plaintext"),
+            }
             if keep_logs {
                 println!("weft: logs kept in {}", logs.display());
             }
@@ -308,6 +371,33 @@ mod tests {
         );
         let rows = rows(&p, &vec![None; 5], &vec![None, None, None, None, load], Duration::from_secs(1));
         assert_eq!(rows[0].stats.as_ref().map(HttpStats::requests), Some(50.0));
+    }
+
+    #[test]
+    fn identities_come_from_the_proxies_config() {
+        let config =
+            r#"{"version":"0.1.0","identity":{"identity":"spiffe://cluster.local/ns/default/sa/web","ready":true}}"#;
+        assert_eq!(certified_identity(config).as_deref(), Some("spiffe://cluster.local/ns/default/sa/web"));
+        assert_eq!(certified_identity(&config.replace("true", "false")), None, "no certificate yet");
+        assert_eq!(certified_identity(r#"{"identity":null}"#), None, "no mTLS");
+        assert_eq!(certified_identity("nope"), None);
+
+        let p = plan(Mode::Netns);
+        let all: Vec<Option<String>> = p.pods.iter().map(|pod| Some(pod.identity())).collect();
+        assert_eq!(
+            mtls_verdict(&p, &all),
+            Some(Ok("mTLS on (permissive): all 5 proxies held a certificate for their pod's identity, so every \
+                     connection between pods was mutually authenticated TLS"
+                .into()))
+        );
+        let mut some = all.clone();
+        some[1] = None;
+        some[4] = Some("spiffe://cluster.local/ns/default/sa/other".into());
+        assert_eq!(
+            mtls_verdict(&p, &some),
+            Some(Err("mTLS is on, yet 2 of 5 proxies held no certificate for their identity: web-v1-0, load-0".into()))
+        );
+        assert_eq!(mtls_verdict(&plan(Mode::Loopback { block: 50 }), &[]), None);
     }
 
     #[test]

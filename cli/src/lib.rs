@@ -9,7 +9,8 @@
 //!
 //! Modules by stage: [`meshfile`] reads the LocalMesh file, [`plan`] decides
 //! everything that will exist (pure), [`hosts`] renders each pod's
-//! /etc/hosts, [`netns`] and [`system`] touch the machine, [`supervise`]
+//! /etc/hosts, [`identity`] mints the proxies' bootstrap tokens for the mesh
+//! CA, [`netns`] and [`system`] touch the machine, [`supervise`]
 //! keeps processes running, [`runtime`] ties these into a running mesh
 //! ([`summary`] says what is up),
 //! [`probe`] and [`metrics`] read the proxies, and [`demo`] is `weft demo`.
@@ -18,6 +19,7 @@
 pub mod demo;
 pub mod embedded;
 pub mod hosts;
+pub mod identity;
 pub mod meshfile;
 pub mod metrics;
 pub mod netns;
@@ -37,7 +39,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::meshfile::LoadedMesh;
-use crate::plan::Mode;
+use crate::plan::{Mode, MtlsChoice};
 use crate::runtime::{Interrupted, LocalMesh, Settings, Stop};
 
 #[derive(Parser, Debug)]
@@ -97,6 +99,11 @@ struct MeshArgs {
     /// proxy as HTTP_PROXY; `auto`: netns as root, else loopback.
     #[arg(long, value_enum, default_value = "auto")]
     mode: ModeChoice,
+    /// Mutual TLS between the pods' proxies, each with an identity from the
+    /// control plane's CA. `auto`: as the mesh file's `spec.mtls` says (on
+    /// by default) with network namespaces; loopback mode never has it.
+    #[arg(long, value_enum, default_value = "auto")]
+    mtls: MtlsFlag,
     /// Keep the processes' logs after the mesh stops (they are always kept
     /// when something failed).
     #[arg(long)]
@@ -105,6 +112,13 @@ struct MeshArgs {
     /// Default: /run/weft as root, else $XDG_RUNTIME_DIR/weft or /tmp/weft-<uid>.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum MtlsFlag {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +201,11 @@ fn settings(args: &MeshArgs, log: &str) -> anyhow::Result<Settings> {
         tools,
         state_root: args.state_dir.clone().unwrap_or_else(runtime::default_state_root),
         log: log.to_owned(),
+        mtls: match args.mtls {
+            MtlsFlag::Auto => MtlsChoice::Auto,
+            MtlsFlag::On => MtlsChoice::On,
+            MtlsFlag::Off => MtlsChoice::Off,
+        },
     })
 }
 

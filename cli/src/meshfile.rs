@@ -6,6 +6,8 @@
 //! metadata: {name: demo}
 //! spec:
 //!   policies: [./policy]       # files or directories of HTTPRoute / TrafficPolicy / AccessPolicy
+//!   mtls: {enabled: true, mode: permissive, certLifetime: 24h}   # all optional (network namespaces only)
+//!   defaultAccess: allow-all   # optional: what a port allows when no AccessPolicy targets it
 //!   services:                  # like Kubernetes Services
 //!     - {name: web, namespace: default, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}
 //!   workloads:                 # like Deployments
@@ -24,6 +26,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use weft_control::config::{MAX_CERT_LIFETIME, MIN_CERT_LIFETIME};
 
 pub const API_VERSION: &str = "weft.dev/v1alpha1";
 pub const KIND: &str = "LocalMesh";
@@ -57,7 +60,7 @@ pub struct Metadata {
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MeshSpec {
     /// Policy files or directories, relative to the mesh file's directory.
     #[serde(default)]
@@ -66,6 +69,84 @@ pub struct MeshSpec {
     pub services: Vec<Service>,
     #[serde(default)]
     pub workloads: Vec<Workload>,
+    /// Mutual TLS between the pods' proxies (network-namespace mode).
+    #[serde(default)]
+    pub mtls: Mtls,
+    /// What an inbound port allows when no AccessPolicy targets it (the
+    /// control plane's `--default-access`); its default when absent.
+    #[serde(default)]
+    pub default_access: Option<DefaultAccess>,
+}
+
+/// `spec.mtls`: the mesh CA, an identity per proxy, TLS between proxies.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Mtls {
+    /// On by default; `weft up --mtls on|off` overrides it. Loopback mode
+    /// never has mTLS (it has no inbound proxy to terminate it).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The control plane's `--mtls-mode` (its default, permissive, when absent).
+    #[serde(default)]
+    pub mode: Option<MtlsMode>,
+    /// The control plane's `--cert-lifetime` (`24h`, `10m`; 5s to 30 days).
+    #[serde(default)]
+    pub cert_lifetime: Option<String>,
+}
+
+impl Default for Mtls {
+    fn default() -> Self {
+        Mtls { enabled: true, mode: None, cert_lifetime: None }
+    }
+}
+
+impl Mtls {
+    /// Whether the file says anything beyond the defaults.
+    pub fn is_default(&self) -> bool {
+        *self == Mtls::default()
+    }
+}
+
+/// Whether an inbound proxy accepts plaintext from outside the mesh.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MtlsMode {
+    /// Plaintext from clients without an identity is accepted (as
+    /// unauthenticated); meshed clients still use mTLS.
+    Permissive,
+    /// Plaintext is refused.
+    Strict,
+}
+
+impl MtlsMode {
+    /// The control plane's `--mtls-mode` value.
+    pub fn as_flag(self) -> &'static str {
+        match self {
+            MtlsMode::Permissive => "permissive",
+            MtlsMode::Strict => "strict",
+        }
+    }
+}
+
+/// The control plane's `--default-access`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DefaultAccess {
+    AllowAll,
+    AllowAuthenticated,
+    AllowSameNamespace,
+    Deny,
+}
+
+impl DefaultAccess {
+    pub fn as_flag(self) -> &'static str {
+        match self {
+            DefaultAccess::AllowAll => "allow-all",
+            DefaultAccess::AllowAuthenticated => "allow-authenticated",
+            DefaultAccess::AllowSameNamespace => "allow-same-namespace",
+            DefaultAccess::Deny => "deny",
+        }
+    }
 }
 
 /// A service: a virtual IP in front of the workloads its selector matches.
@@ -131,6 +212,10 @@ fn default_namespace() -> String {
 
 fn one() -> u32 {
     1
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One problem in a mesh file.
@@ -320,6 +405,40 @@ impl MeshFile {
             if !policy.exists() {
                 c.fail(format!("spec.policies[{i}]"), format!("{} does not exist", policy.display()));
             }
+        }
+        let mtls = &self.spec.mtls;
+        if !mtls.enabled && mtls.mode == Some(MtlsMode::Strict) {
+            c.fail(
+                "spec.mtls.mode",
+                "strict refuses plaintext, but `enabled: false` gives the proxies no identity: every connection \
+                 would be refused",
+            );
+        }
+        if let Some(lifetime) = &mtls.cert_lifetime {
+            match humantime::parse_duration(lifetime) {
+                Err(e) => c.fail("spec.mtls.certLifetime", format!("{lifetime:?} is not a duration like 24h ({e})")),
+                Ok(d) if !(MIN_CERT_LIFETIME..=MAX_CERT_LIFETIME).contains(&d) => c.fail(
+                    "spec.mtls.certLifetime",
+                    format!(
+                        "{lifetime} is not between {} and {}",
+                        humantime::format_duration(MIN_CERT_LIFETIME),
+                        humantime::format_duration(MAX_CERT_LIFETIME)
+                    ),
+                ),
+                Ok(_) => {}
+            }
+        }
+        if !mtls.enabled
+            && matches!(
+                self.spec.default_access,
+                Some(DefaultAccess::AllowAuthenticated | DefaultAccess::AllowSameNamespace)
+            )
+        {
+            warnings.push(format!(
+                "spec.defaultAccess {} admits only authenticated callers, and with spec.mtls.enabled false there \
+                 are none: ports without an AccessPolicy refuse everything",
+                self.spec.default_access.map_or("", DefaultAccess::as_flag)
+            ));
         }
 
         let mut seen = BTreeMap::new();
@@ -568,6 +687,52 @@ spec:
                 "spec.workloads[1].name: workload web-v1 is also spec.workloads[0]",
             ]
         );
+    }
+
+    #[test]
+    fn mtls_and_default_access() {
+        let spec = parse(VALID).unwrap().file.spec;
+        assert_eq!(spec.mtls, Mtls { enabled: true, mode: None, cert_lifetime: None }, "on by default");
+        assert!(spec.mtls.is_default());
+        assert_eq!(spec.default_access, None);
+
+        let text = VALID.replace(
+            "spec:\n",
+            "spec:\n  mtls: {mode: strict, certLifetime: 10m}\n  defaultAccess: allow-same-namespace\n",
+        );
+        let spec = parse(&text).unwrap().file.spec;
+        assert_eq!(spec.mtls, Mtls { enabled: true, mode: Some(MtlsMode::Strict), cert_lifetime: Some("10m".into()) });
+        assert_eq!(spec.default_access.map(DefaultAccess::as_flag), Some("allow-same-namespace"));
+        assert_eq!(spec.mtls.mode.map(MtlsMode::as_flag), Some("strict"));
+
+        let off = parse(&VALID.replace("spec:\n", "spec:\n  mtls: {enabled: false}\n")).unwrap();
+        assert!(!off.file.spec.mtls.enabled);
+        assert!(off.warnings.is_empty(), "{:?}", off.warnings);
+        let off =
+            parse(&VALID.replace("spec:\n", "spec:\n  mtls: {enabled: false}\n  defaultAccess: allow-authenticated\n"))
+                .unwrap();
+        assert_eq!(off.warnings.len(), 1);
+        assert!(
+            off.warnings[0].starts_with("spec.defaultAccess allow-authenticated admits only authenticated"),
+            "{:?}",
+            off.warnings
+        );
+
+        let cases = [
+            ("  mtls: {mode: strik}\n", "spec.mtls.mode", "unknown variant `strik`, expected `permissive` or `strict`"),
+            ("  mtls: {enable: true}\n", "spec.mtls", "unknown field `enable`"),
+            ("  defaultAccess: allow\n", "spec.defaultAccess", "unknown variant `allow`"),
+            ("  mtls: {enabled: false, mode: strict}\n", "spec.mtls.mode", "every connection would be refused"),
+            ("  mtls: {certLifetime: soon}\n", "spec.mtls.certLifetime", "\"soon\" is not a duration like 24h"),
+            ("  mtls: {certLifetime: 1s}\n", "spec.mtls.certLifetime", "1s is not between 5s and 30days"),
+            ("  mtls: {certLifetime: 31d}\n", "spec.mtls.certLifetime", "is not between"),
+        ];
+        for (extra, field, message) in cases {
+            let p = problems(&VALID.replace("spec:\n", &format!("spec:\n{extra}")));
+            assert_eq!(p.len(), 1, "{extra}: {p:?}");
+            assert_eq!(p[0].field, field, "{extra}: {}", p[0]);
+            assert!(p[0].message.contains(message), "{extra}: {}", p[0]);
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use crate::meshfile::{MeshFile, ServicePort};
+use crate::meshfile::{DefaultAccess, MeshFile, Mtls, MtlsMode, ServicePort};
 
 /// The hub's bridge address, the pods' default gateway and the control plane's address.
 pub const HUB_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -34,6 +34,8 @@ pub const PROXY_INBOUND_PORT: u16 = 4143;
 pub const PROXY_ADMIN_PORT: u16 = 4191;
 /// The proxy's UID; `weft-proxy init` exempts its traffic from interception.
 pub const PROXY_UID: u32 = 2102;
+/// The SPIFFE trust domain of the mesh's identities.
+pub const TRUST_DOMAIN: &str = "cluster.local";
 
 /// How pods are isolated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +45,60 @@ pub enum Mode {
     /// Without root: each pod on its own 127.N.x.y address; apps use their
     /// proxy as an explicit HTTP proxy. N is the run's loopback block.
     Loopback { block: u8 },
+}
+
+/// `weft up --mtls`: whether the proxies get identities and speak mTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MtlsChoice {
+    /// As the mesh file says (`spec.mtls.enabled`, on by default) with
+    /// network namespaces; off in loopback mode.
+    Auto,
+    /// On whatever the file says (network namespaces only).
+    On,
+    /// Off whatever the file says: proxies without identities, plaintext.
+    Off,
+}
+
+/// The mesh CA is on: every proxy gets an identity and a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MtlsPlan {
+    /// The control plane's `--mtls-mode`; `None`: its default (permissive).
+    pub mode: Option<MtlsMode>,
+    /// The control plane's `--cert-lifetime`; `None`: its default (24h).
+    pub cert_lifetime: Option<String>,
+}
+
+impl MtlsPlan {
+    /// For messages: `strict`, `permissive`.
+    pub fn mode_name(&self) -> &'static str {
+        self.mode.unwrap_or(MtlsMode::Permissive).as_flag()
+    }
+}
+
+/// Decides whether a run has mTLS: `--mtls` (`choice`), the mode, and the
+/// file's `spec.mtls`. Also returns warnings (settings the decision ignores).
+pub fn decide_mtls(choice: MtlsChoice, mode: Mode, file: &Mtls) -> Result<(Option<MtlsPlan>, Vec<String>), String> {
+    let mut warnings = Vec::new();
+    let on = match (choice, mode) {
+        (MtlsChoice::On, Mode::Loopback { .. }) => {
+            return Err("--mtls on needs network namespaces (--mode netns, as root): loopback mode has no inbound \
+                        proxy to terminate mTLS"
+                .into());
+        }
+        (MtlsChoice::Off, _) => false,
+        (MtlsChoice::On, Mode::Netns) => true,
+        (MtlsChoice::Auto, Mode::Netns) => file.enabled,
+        (MtlsChoice::Auto, Mode::Loopback { .. }) => {
+            if !file.is_default() && file.enabled {
+                warnings.push("spec.mtls is ignored: loopback mode runs without mTLS".to_owned());
+            }
+            false
+        }
+    };
+    if choice == MtlsChoice::Off && (file.mode.is_some() || file.cert_lifetime.is_some()) {
+        warnings.push("spec.mtls.mode and certLifetime are ignored: --mtls off".to_owned());
+    }
+    Ok((on.then(|| MtlsPlan { mode: file.mode, cert_lifetime: file.cert_lifetime.clone() }), warnings))
 }
 
 /// Everything a run creates, decided up front.
@@ -55,6 +111,11 @@ pub struct Plan {
     pub control_ip: Ipv4Addr,
     pub services: Vec<ServicePlan>,
     pub pods: Vec<PodPlan>,
+    /// `Some` when the proxies have identities and speak mTLS (as
+    /// [`decide_mtls`] says for [`MtlsChoice::Auto`] unless changed).
+    pub mtls: Option<MtlsPlan>,
+    /// The control plane's `--default-access`, if the file sets it.
+    pub default_access: Option<DefaultAccess>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -66,6 +127,13 @@ pub struct ServicePlan {
     pub ports: Vec<ServicePort>,
     /// Indexes into [`Plan::pods`] of the pods it selects.
     pub pods: Vec<usize>,
+}
+
+impl PodPlan {
+    /// The pod's mesh identity: `spiffe://cluster.local/ns/NS/sa/SA`.
+    pub fn identity(&self) -> String {
+        format!("spiffe://{TRUST_DOMAIN}/ns/{}/sa/{}", self.namespace, self.service_account)
+    }
 }
 
 impl ServicePlan {
@@ -155,6 +223,7 @@ impl Plan {
             })
             .collect();
 
+        let (mtls, _) = decide_mtls(MtlsChoice::Auto, mode, &mesh.spec.mtls).expect("auto never fails");
         let mut plan = Plan {
             mode,
             prefix,
@@ -162,6 +231,8 @@ impl Plan {
             control_ip,
             services,
             pods,
+            mtls,
+            default_access: mesh.spec.default_access,
         };
         let workloads: BTreeMap<&str, _> = mesh.spec.workloads.iter().map(|w| (w.name.as_str(), w)).collect();
         for i in 0..plan.pods.len() {
@@ -419,6 +490,50 @@ spec:
         assert_eq!(web.command[6], "127.9.1.1:6379", "the store's replica stands in for its service");
         assert_eq!(web.env["HTTP_PROXY"], "http://127.9.1.2:4140");
         assert_eq!(web.env["WEB_SERVICE_PORT"], "8080");
+    }
+
+    #[test]
+    fn identities_and_the_mtls_decision() {
+        let p = plan(Mode::Netns);
+        assert_eq!(p.pods[0].identity(), "spiffe://cluster.local/ns/default/sa/default");
+        assert_eq!(p.mtls, Some(MtlsPlan { mode: None, cert_lifetime: None }), "on by default with namespaces");
+        assert_eq!(p.mtls.as_ref().map(MtlsPlan::mode_name), Some("permissive"));
+        assert_eq!(p.default_access, None);
+        assert_eq!(plan(Mode::Loopback { block: 9 }).mtls, None, "never in loopback mode");
+
+        let on = MtlsPlan { mode: None, cert_lifetime: None };
+        let loopback = Mode::Loopback { block: 9 };
+        let default = Mtls::default();
+        let disabled = Mtls { enabled: false, ..Mtls::default() };
+        let strict = Mtls { enabled: true, mode: Some(MtlsMode::Strict), cert_lifetime: Some("1h".into()) };
+        let cases: Vec<(MtlsChoice, Mode, &Mtls, Result<(Option<MtlsPlan>, usize), &str>)> = vec![
+            (MtlsChoice::Auto, Mode::Netns, &default, Ok((Some(on.clone()), 0))),
+            (MtlsChoice::Auto, Mode::Netns, &disabled, Ok((None, 0))),
+            (
+                MtlsChoice::Auto,
+                Mode::Netns,
+                &strict,
+                Ok((Some(MtlsPlan { mode: Some(MtlsMode::Strict), cert_lifetime: Some("1h".into()) }), 0)),
+            ),
+            (MtlsChoice::On, Mode::Netns, &disabled, Ok((Some(on.clone()), 0))),
+            (MtlsChoice::Off, Mode::Netns, &default, Ok((None, 0))),
+            (MtlsChoice::Off, Mode::Netns, &strict, Ok((None, 1))),
+            (MtlsChoice::Auto, loopback, &default, Ok((None, 0))),
+            (MtlsChoice::Auto, loopback, &strict, Ok((None, 1))),
+            (MtlsChoice::Off, loopback, &default, Ok((None, 0))),
+            (MtlsChoice::On, loopback, &default, Err("--mtls on needs network namespaces")),
+        ];
+        for (choice, mode, file, want) in cases {
+            let got = decide_mtls(choice, mode, file);
+            match want {
+                Ok((plan, warnings)) => {
+                    let (got_plan, got_warnings) = got.unwrap_or_else(|e| panic!("{choice:?} {mode:?}: {e}"));
+                    assert_eq!(got_plan, plan, "{choice:?} {mode:?} {file:?}");
+                    assert_eq!(got_warnings.len(), warnings, "{choice:?} {mode:?} {file:?}: {got_warnings:?}");
+                }
+                Err(message) => assert!(got.unwrap_err().starts_with(message), "{choice:?} {mode:?}"),
+            }
+        }
     }
 
     #[test]

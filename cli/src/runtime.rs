@@ -2,8 +2,10 @@
 //! and removes all of it again.
 //!
 //! ```text
-//!   start:    sweep stale runs → state dir → hub netns + bridge → control plane (/ready)
-//!             → per pod: netns + veth + hosts file → `weft proxy init` → proxy (/ready)
+//!   start:    sweep stale runs → state dir (+ empty tokens file) → hub netns + bridge
+//!             → control plane, with the mesh CA (/ready) → copy its ca.crt for the proxies
+//!             → per pod: netns + veth + hosts file → `weft proxy init`
+//!             → fresh bootstrap token → proxy (/ready: it holds its certificate)
 //!             → serving apps (until registered) → client apps (no ports)
 //!   shutdown: client apps → serving apps → proxies → control plane (SIGTERM, SIGKILL after a grace period)
 //!             → namespaces (and anything still inside) → /etc/netns/<pod> → state dir
@@ -17,19 +19,20 @@
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use tokio::sync::watch;
 
+use crate::identity::{self, TOKEN_TTL, TOKENS_RELOAD, Tokens};
 use crate::meshfile::LoadedMesh;
 use crate::netns::{self, ETC_NETNS, Ip};
 use crate::plan::{
-    CONTROL_ADMIN_PORT, CONTROL_GRPC_PORT, Mode, PROXY_ADMIN_PORT, PROXY_INBOUND_PORT, PROXY_OUTBOUND_PORT, PROXY_UID,
-    Plan, PodPlan,
+    CONTROL_ADMIN_PORT, CONTROL_GRPC_PORT, Mode, MtlsChoice, PROXY_ADMIN_PORT, PROXY_INBOUND_PORT, PROXY_OUTBOUND_PORT,
+    PROXY_UID, Plan, PodPlan, TRUST_DOMAIN,
 };
-use crate::supervise::{Phase, Spec, Supervisor};
+use crate::supervise::{Phase, Prepare, Spec, Supervisor};
 use crate::system::{self, Tools};
 use crate::{hosts, probe};
 
@@ -146,6 +149,8 @@ pub struct Settings {
     pub state_root: PathBuf,
     /// Log filter for the control plane and the proxies.
     pub log: String,
+    /// `--mtls`.
+    pub mtls: MtlsChoice,
 }
 
 #[derive(Default)]
@@ -171,6 +176,8 @@ pub struct LocalMesh {
     policies: Vec<PathBuf>,
     tools: Option<Tools>,
     log: String,
+    /// With mTLS: the bootstrap tokens of this run.
+    tokens: Option<Arc<Tokens>>,
     supervisor: Supervisor,
     created: Mutex<Created>,
     finished: bool,
@@ -189,6 +196,15 @@ impl LocalMesh {
         let inherited: Vec<(String, String)> =
             std::env::vars().map(|(k, v)| if k == "PATH" { (k, system::search_path()) } else { (k, v) }).collect();
         let mut plan = Plan::new(&mesh.file, settings.mode, run_id, &exe, &inherited);
+        let (mtls, warnings) =
+            crate::plan::decide_mtls(settings.mtls, settings.mode, &mesh.file.spec.mtls).map_err(anyhow::Error::msg)?;
+        for warning in warnings {
+            tracing::warn!("{warning}");
+        }
+        plan.mtls = mtls;
+        let tokens = plan.mtls.is_some().then(|| {
+            Arc::new(Tokens::new(state_dir.join("tokens.yaml"), state_dir.join("identity"), PROXY_UID, TOKEN_TTL))
+        });
         // Resolve each program now: a typo is reported before anything starts.
         for (i, w) in mesh.file.spec.workloads.iter().enumerate() {
             for pod in plan.pods.iter_mut().filter(|p| p.workload == w.name) {
@@ -222,6 +238,7 @@ impl LocalMesh {
             policies: mesh.file.spec.policies.clone(),
             tools: settings.tools,
             log: settings.log,
+            tokens,
             supervisor: Supervisor::default(),
             created: Mutex::default(),
             finished: false,
@@ -256,6 +273,16 @@ impl LocalMesh {
         self.logs_dir.join(format!("{label}.log"))
     }
 
+    /// The mesh CA's directory (with mTLS): `ca.crt`, `ca.key`, used tokens.
+    pub fn ca_dir(&self) -> PathBuf {
+        identity::ca_dir(&self.state_dir)
+    }
+
+    /// The copy of the CA's certificate that the proxies pin.
+    pub fn anchors_path(&self) -> PathBuf {
+        self.state_dir.join("anchors.pem")
+    }
+
     /// Creates and starts everything. On an error or a stop request the
     /// caller shuts the mesh down (or drops it), which removes what exists.
     pub async fn start(&self, stop: &Stop) -> anyhow::Result<()> {
@@ -276,6 +303,9 @@ impl LocalMesh {
         // Nothing works without it: if it exits, say why at once.
         control.fail_on_exit = Some("control");
         self.wait(control, self.log_path("control"), stop).await?;
+        if self.tokens.is_some() {
+            identity::copy_anchors(&self.ca_dir(), &self.anchors_path(), Duration::from_secs(5)).await?;
+        }
 
         for pod in &self.plan.pods {
             stop.check()?;
@@ -355,6 +385,9 @@ impl LocalMesh {
         }
         std::fs::write(self.state_dir.join("services.yaml"), self.plan.services_yaml())
             .context("writing the control plane's services file")?;
+        if let Some(tokens) = &self.tokens {
+            tokens.create()?;
+        }
         Ok(())
     }
 
@@ -434,6 +467,7 @@ impl LocalMesh {
             // The logs are files: no colour codes in them.
             env: [("PATH".to_owned(), system::search_path()), ("NO_COLOR".to_owned(), "1".to_owned())].into(),
             cwd: self.state_dir.clone(),
+            prepare: None,
         }
     }
 
@@ -453,6 +487,27 @@ impl LocalMesh {
         for policy in &self.policies {
             args.extend(["--policy".into(), policy.to_string_lossy().into_owned()]);
         }
+        if let (Some(mtls), Some(tokens)) = (&self.plan.mtls, &self.tokens) {
+            // The CA: a root generated in (and reused from) its own 0700
+            // directory; gRPC is then served over TLS.
+            args.extend([
+                "--state-dir".into(),
+                self.ca_dir().to_string_lossy().into_owned(),
+                "--tokens".into(),
+                tokens.file().to_string_lossy().into_owned(),
+                "--trust-domain".into(),
+                TRUST_DOMAIN.into(),
+            ]);
+            if let Some(mode) = mtls.mode {
+                args.extend(["--mtls-mode".into(), mode.as_flag().into()]);
+            }
+            if let Some(lifetime) = &mtls.cert_lifetime {
+                args.extend(["--cert-lifetime".into(), lifetime.clone()]);
+            }
+        }
+        if let Some(access) = self.plan.default_access {
+            args.extend(["--default-access".into(), access.as_flag().into()]);
+        }
         let hub = self.hub();
         self.spec(
             "control".into(),
@@ -465,11 +520,12 @@ impl LocalMesh {
 
     fn proxy_spec(&self, pod: &PodPlan) -> Spec {
         let plan = &self.plan;
+        let scheme = if self.tokens.is_some() { "https" } else { "http" };
         let mut args: Vec<String> = [
             "proxy",
             "run",
             "--control-plane",
-            &format!("http://{}:{CONTROL_GRPC_PORT}", plan.control_ip),
+            &format!("{scheme}://{}:{CONTROL_GRPC_PORT}", plan.control_ip),
             "--proxy-id",
             &pod.name,
             "--namespace",
@@ -508,14 +564,41 @@ impl LocalMesh {
                 args.extend([flag.into(), format!("{}:{port}", pod.ip)]);
             }
         }
+        if let Some(tokens) = &self.tokens {
+            // Clients (no ports) get identities too: their connections are
+            // mTLS like everyone's.
+            args.extend([
+                "--trust-anchors".into(),
+                self.anchors_path().to_string_lossy().into_owned(),
+                "--identity-token-file".into(),
+                tokens.token_path(&pod.name).to_string_lossy().into_owned(),
+                "--trust-domain".into(),
+                TRUST_DOMAIN.into(),
+            ]);
+        }
         let uid = (plan.mode == Mode::Netns).then_some(PROXY_UID);
-        self.spec(
+        let mut spec = self.spec(
             format!("{}.proxy", pod.name),
             Some(&pod.netns),
             uid,
             &self.exe,
             args.into_iter().map(OsString::from).collect(),
-        )
+        );
+        if let Some(tokens) = &self.tokens {
+            // Tokens are single use: a fresh one before every start.
+            let (tokens, pod) = (Arc::clone(tokens), pod.clone());
+            spec.prepare = Some(Prepare::new(move || {
+                let (tokens, pod) = (Arc::clone(&tokens), pod.clone());
+                async move {
+                    tokio::task::spawn_blocking(move || tokens.mint(&pod, SystemTime::now()))
+                        .await
+                        .context("minting a bootstrap token")??;
+                    tokio::time::sleep(TOKENS_RELOAD).await;
+                    Ok(())
+                }
+            }));
+        }
+        spec
     }
 
     fn app_spec(&self, pod: &PodPlan) -> Spec {
@@ -736,6 +819,86 @@ mod tests {
         std::fs::write(&path, "1\n2\n3\n").unwrap();
         assert_eq!(tail(&path, 2), "2\n3");
         assert!(tail(&dir.path().join("nope"), 2).contains("cannot read"));
+    }
+
+    const MESH: &str = "apiVersion: weft.dev/v1alpha1\nkind: LocalMesh\nspec:\n  MTLS\n  services:\n    \
+                        - {name: web, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}\n  workloads:\n    \
+                        - {name: web, labels: {app: web}, serviceAccount: web, command: [weft], ports: [8080]}\n    \
+                        - {name: client, namespace: shop, command: [weft]}\n";
+
+    fn local(mtls_spec: &str, mode: Mode, mtls: MtlsChoice) -> anyhow::Result<LocalMesh> {
+        let text = MESH.replace("MTLS", mtls_spec);
+        let mesh = LoadedMesh::parse(&text, Path::new("m.yaml"), PathBuf::from("/")).unwrap();
+        let tools = (mode == Mode::Netns).then(|| Tools { ip: "/sbin/ip".into(), setpriv: "/bin/setpriv".into() });
+        let settings = Settings { mode, tools, state_root: "/run/weft".into(), log: "info".into(), mtls };
+        LocalMesh::new(&mesh, settings)
+    }
+
+    fn args(spec: &Spec) -> Vec<String> {
+        spec.args.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    /// The value after `flag`, if present.
+    fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+        args.iter().position(|a| a == flag).map(|i| args[i + 1].as_str())
+    }
+
+    #[test]
+    fn with_mtls_the_control_plane_runs_the_ca_and_every_proxy_gets_an_identity() {
+        let mesh = local(
+            "mtls: {mode: strict, certLifetime: 1h}\n  defaultAccess: allow-authenticated",
+            Mode::Netns,
+            MtlsChoice::Auto,
+        )
+        .unwrap();
+        let state = format!("/run/weft/{}", std::process::id());
+        let control = args(&mesh.control_spec());
+        assert_eq!(flag(&control, "--state-dir"), Some(format!("{state}/ca").as_str()));
+        assert_eq!(flag(&control, "--tokens"), Some(format!("{state}/tokens.yaml").as_str()));
+        assert_eq!(flag(&control, "--trust-domain"), Some("cluster.local"));
+        assert_eq!(flag(&control, "--mtls-mode"), Some("strict"));
+        assert_eq!(flag(&control, "--cert-lifetime"), Some("1h"));
+        assert_eq!(flag(&control, "--default-access"), Some("allow-authenticated"));
+
+        for (i, (pod, sa)) in [("web-0", "web"), ("client-0", "default")].into_iter().enumerate() {
+            let spec = mesh.proxy_spec(&mesh.plan.pods[i]);
+            let proxy = args(&spec);
+            assert_eq!(flag(&proxy, "--control-plane"), Some("https://198.18.0.1:8090"), "{pod}");
+            assert_eq!(flag(&proxy, "--trust-anchors"), Some(format!("{state}/anchors.pem").as_str()), "{pod}");
+            let token = format!("{state}/identity/{pod}.token");
+            assert_eq!(flag(&proxy, "--identity-token-file"), Some(token.as_str()), "{pod}");
+            assert_eq!(flag(&proxy, "--service-account"), Some(sa), "{pod}");
+            assert!(spec.prepare.is_some(), "{pod}: a fresh token before every start");
+            assert!(!proxy.iter().any(|a| a.starts_with("weft-bootstrap.")), "no token on a command line");
+            // setpriv: the proxy runs as its own UID.
+            assert!(proxy.contains(&"--reuid=2102".to_owned()), "{proxy:?}");
+        }
+        assert_eq!(mesh.plan.pods[1].identity(), "spiffe://cluster.local/ns/shop/sa/default");
+        assert!(mesh.control_spec().prepare.is_none());
+    }
+
+    #[test]
+    fn without_mtls_nothing_of_it_is_passed() {
+        for mesh in [
+            local("mtls: {enabled: false}", Mode::Netns, MtlsChoice::Auto).unwrap(),
+            local("", Mode::Netns, MtlsChoice::Off).unwrap(),
+            local("", Mode::Loopback { block: 33 }, MtlsChoice::Auto).unwrap(),
+        ] {
+            assert!(mesh.plan.mtls.is_none());
+            let control = args(&mesh.control_spec());
+            for absent in ["--state-dir", "--tokens", "--mtls-mode", "--default-access"] {
+                assert_eq!(flag(&control, absent), None, "{control:?}");
+            }
+            let spec = mesh.proxy_spec(&mesh.plan.pods[0]);
+            let proxy = args(&spec);
+            assert!(flag(&proxy, "--control-plane").is_some_and(|url| url.starts_with("http://")), "{proxy:?}");
+            assert_eq!(flag(&proxy, "--identity-token-file"), None);
+            assert!(spec.prepare.is_none());
+        }
+        let on = local("mtls: {enabled: false}", Mode::Netns, MtlsChoice::On).unwrap();
+        assert!(on.plan.mtls.is_some(), "--mtls on wins over the file");
+        let e = local("", Mode::Loopback { block: 33 }, MtlsChoice::On).err().expect("no mTLS on loopback");
+        assert!(e.to_string().contains("--mtls on needs network namespaces"), "{e}");
     }
 
     #[test]

@@ -16,6 +16,16 @@ impl LocalMesh {
             Mode::Loopback { block } => format!("loopback mode: pods on 127.{block}.x.y, apps use HTTP_PROXY"),
         };
         let _ = writeln!(out, "weft: mesh {:?} is up ({mode})", plan.mesh_name);
+        let _ = match (&plan.mtls, plan.mode) {
+            (Some(mtls), _) => writeln!(
+                out,
+                "weft: mTLS on ({}): every proxy holds a certificate for its pod's identity from the mesh CA in {}/",
+                mtls.mode_name(),
+                self.ca_dir().display()
+            ),
+            (None, Mode::Netns) => writeln!(out, "weft: mTLS off (--mtls off or spec.mtls): pods talk in plaintext"),
+            (None, Mode::Loopback { .. }) => writeln!(out, "weft: mTLS off (loopback mode)"),
+        };
         let _ = writeln!(out, "\nSERVICES");
         for s in &plan.services {
             let ports: Vec<String> = s.ports.iter().map(|p| format!("{}→{}", p.port, p.target())).collect();
@@ -30,13 +40,21 @@ impl LocalMesh {
             );
         }
         let _ = writeln!(out, "\nPODS");
-        for pod in &plan.pods {
-            let place = match plan.mode {
+        let places: Vec<String> = plan
+            .pods
+            .iter()
+            .map(|pod| match plan.mode {
                 Mode::Netns => format!("netns {}", pod.netns),
                 Mode::Loopback { .. } => format!("admin http://{}:{PROXY_ADMIN_PORT}/", pod.ip),
+            })
+            .collect();
+        let width = places.iter().map(String::len).max().unwrap_or(0);
+        for (pod, place) in plan.pods.iter().zip(&places) {
+            let name = format!("{}.{}", pod.name, pod.namespace);
+            let _ = match plan.mtls {
+                Some(_) => writeln!(out, "  {name:<24} {:<15} {place:<width$}  {}", pod.ip.to_string(), pod.identity()),
+                None => writeln!(out, "  {name:<24} {:<15} {place}", pod.ip.to_string()),
             };
-            let _ =
-                writeln!(out, "  {:<24} {:<15} {place}", format!("{}.{}", pod.name, pod.namespace), pod.ip.to_string());
         }
         let admin = self.control_admin();
         let exec = |ns: &str| match plan.mode {
@@ -51,6 +69,9 @@ impl LocalMesh {
         if let Some(pod) = server.map(|i| &plan.pods[i]) {
             let (_, proxy) = self.proxy_admin(pod);
             let _ = writeln!(out, "  a proxy         {}curl -s http://{proxy}/metrics", exec(&pod.netns));
+            if plan.mtls.is_some() {
+                let _ = writeln!(out, "  its identity    {}curl -s http://{proxy}/config", exec(&pod.netns));
+            }
         }
         if let (Mode::Netns, Some(s)) = (plan.mode, first) {
             let caller = (0..plan.pods.len()).rev().find(|i| !s.pods.contains(i)).unwrap_or(0);
@@ -72,7 +93,7 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use crate::meshfile::LoadedMesh;
-    use crate::plan::Mode;
+    use crate::plan::{Mode, MtlsChoice};
     use crate::runtime::{LocalMesh, Settings};
     use crate::system::Tools;
 
@@ -88,17 +109,34 @@ mod tests {
         )
         .unwrap();
         let tools = Tools { ip: "/sbin/ip".into(), setpriv: "/bin/setpriv".into() };
-        let settings =
-            Settings { mode: Mode::Netns, tools: Some(tools), state_root: "/run/weft".into(), log: "info".into() };
+        let settings = Settings {
+            mode: Mode::Netns,
+            tools: Some(tools),
+            state_root: "/run/weft".into(),
+            log: "info".into(),
+            mtls: MtlsChoice::Auto,
+        };
         let local = LocalMesh::new(&mesh, settings).unwrap();
         let summary = local.summary();
         let id = std::process::id();
         for line in [
             "weft: mesh \"s\" is up (a network namespace per pod, transparent interception)".to_owned(),
+            format!(
+                "weft: mTLS on (permissive): every proxy holds a certificate for its pod's identity from the mesh CA \
+                 in /run/weft/{id}/ca/"
+            ),
             "  web.default              198.19.0.1      80→8080      web-0".into(),
-            format!("  web-0.default            198.18.1.1      netns weft-{id}-web-0"),
+            format!(
+                "  web-0.default            198.18.1.1      netns weft-{id}-web-0     \
+                 spiffe://cluster.local/ns/default/sa/default"
+            ),
+            format!(
+                "  client-0.default         198.18.1.2      netns weft-{id}-client-0  \
+                 spiffe://cluster.local/ns/default/sa/default"
+            ),
             format!("  control plane   ip netns exec weft-{id}-hub curl -s http://198.18.0.1:9990/metrics"),
             format!("  a proxy         ip netns exec weft-{id}-web-0 curl -s http://127.0.0.1:4191/metrics"),
+            format!("  its identity    ip netns exec weft-{id}-web-0 curl -s http://127.0.0.1:4191/config"),
             format!("  call a service  ip netns exec weft-{id}-client-0 curl -s http://web/"),
             format!("  logs            /run/weft/{id}/logs/"),
         ] {

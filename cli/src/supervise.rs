@@ -2,7 +2,8 @@
 //!
 //! Each process gets a task that starts it, waits for it, and restarts it
 //! after an exponential backoff (1 s doubling to 30 s, back to 1 s once it
-//! has run for a minute), logging why. Every running PID is in one table,
+//! has run for a minute), logging why. A [`Prepare`] step runs before every
+//! start, the first and each restart (a proxy's fresh bootstrap token). Every running PID is in one table,
 //! so that stopping signals only processes this run started:
 //!
 //! ```text
@@ -27,6 +28,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use futures_util::future::BoxFuture;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::sync::watch;
@@ -62,6 +64,32 @@ pub struct Spec {
     pub cwd: PathBuf,
     /// stdout and stderr are appended here.
     pub log: PathBuf,
+    /// Runs before every start; an error counts as a failed start.
+    pub prepare: Option<Prepare>,
+}
+
+/// Work to do before each start of a process.
+#[derive(Clone)]
+pub struct Prepare(Arc<dyn Fn() -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>);
+
+impl Prepare {
+    pub fn new<F, Fut>(f: F) -> Prepare
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        Prepare(Arc::new(move || Box::pin(f())))
+    }
+
+    async fn run(&self) -> anyhow::Result<()> {
+        (self.0)().await
+    }
+}
+
+impl std::fmt::Debug for Prepare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prepare(..)")
+    }
 }
 
 impl Spec {
@@ -176,10 +204,16 @@ impl Supervisor {
     /// Starts the process once and waits for it. `None` when shutdown
     /// began before it could start; otherwise how it ended.
     async fn run_once(&self, phase: Phase, spec: &Spec) -> Option<String> {
-        let log = match open_log(spec) {
+        let mut log = match open_log(spec) {
             Ok(log) => log,
             Err(e) => return Some(format!("could not open its log {}: {e}", spec.log.display())),
         };
+        if let Some(prepare) = &spec.prepare {
+            if let Err(e) = prepare.run().await {
+                let _ = writeln!(log, "--- {} weft: could not prepare {}: {e:#}", timestamp(), spec.label);
+                return Some(format!("could not be prepared ({e:#})"));
+            }
+        }
         let mut command = tokio::process::Command::new(&spec.program);
         command
             .args(&spec.args)
@@ -288,6 +322,7 @@ mod tests {
             env: [("PATH".to_owned(), "/usr/bin:/bin".to_owned())].into(),
             cwd: dir.to_owned(),
             log: dir.join(format!("{label}.log")),
+            prepare: None,
         }
     }
 
@@ -334,6 +369,41 @@ mod tests {
         let restarts = sup.restarts("crasher");
         tokio::time::sleep(Duration::from_millis(1200)).await;
         assert_eq!(sup.restarts("crasher"), restarts);
+    }
+
+    #[tokio::test]
+    async fn prepare_runs_before_every_start_and_its_failure_is_a_failed_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let sup = Supervisor::default();
+        let count = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let mut s = spec(dir.path(), "prepared", "cat \"$0\"; exit 1");
+        let file = dir.path().join("prepared.txt");
+        s.args.push(file.clone().into());
+        s.prepare = Some(Prepare::new({
+            let count = Arc::clone(&count);
+            move || {
+                let (count, file) = (Arc::clone(&count), file.clone());
+                async move {
+                    let n = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    // The second preparation fails: that start is skipped and retried.
+                    anyhow::ensure!(n != 2, "no token today");
+                    std::fs::write(&file, format!("prepared {n}\n"))?;
+                    Ok(())
+                }
+            }
+        }));
+        sup.spawn(Phase::Proxy, s);
+        eventually("three preparations", || count.load(std::sync::atomic::Ordering::SeqCst) >= 3).await;
+        eventually("the third start", || {
+            std::fs::read_to_string(dir.path().join("prepared.log")).unwrap_or_default().contains("prepared 3")
+        })
+        .await;
+        sup.shutdown(Duration::from_millis(500)).await;
+        let log = std::fs::read_to_string(dir.path().join("prepared.log")).unwrap();
+        assert!(log.contains("prepared 1\n"), "{log}");
+        assert!(!log.contains("prepared 2"), "{log}");
+        assert!(log.contains("could not prepare prepared: no token today"), "{log}");
+        assert!(sup.restarts("prepared") >= 2);
     }
 
     #[tokio::test]
