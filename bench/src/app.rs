@@ -4,6 +4,10 @@
 //!
 //! It runs on one thread, like a small service, so that it costs the same
 //! in every setup.
+//!
+//! `GET /whoami` answers with the request's `weft-client-id` header instead
+//! (the client identity an inbound weft proxy verified over mTLS): how the
+//! start-up of `weft-mtls` checks that the pair really speaks mTLS.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,6 +23,11 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::workload::RESPONSE_BYTES;
 
 static BODY: [u8; RESPONSE_BYTES] = [b'w'; RESPONSE_BYTES];
+
+/// The path that echoes the verified client identity.
+pub const WHOAMI_PATH: &str = "/whoami";
+/// The header an inbound weft proxy sets to the client's verified identity.
+pub const CLIENT_ID_HEADER: &str = "weft-client-id";
 
 /// Flags of `weft-bench app`.
 #[derive(clap::Args, Debug, Clone)]
@@ -56,7 +65,11 @@ async fn serve(args: &AppArgs) -> anyhow::Result<()> {
 
 async fn serve_http(stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let service = hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+    let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == WHOAMI_PATH {
+            let id = req.headers().get(CLIENT_ID_HEADER).map(|v| Bytes::copy_from_slice(v.as_bytes()));
+            return Ok::<_, Infallible>(Response::new(Full::new(id.unwrap_or_default())));
+        }
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(&BODY))))
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());

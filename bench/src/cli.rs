@@ -36,7 +36,7 @@ pub struct BenchArgs {
     #[arg(long, group = "mode")]
     pub full: bool,
     /// Only these parts (repeat or comma-separate): http1, http2, tcp, conn
-    /// (latency workloads), knee, max, idle.
+    /// (latency workloads), knee, max, idle, control.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Scenario>,
     /// Directory for latest.md, latest.json and latest.svg
@@ -47,6 +47,14 @@ pub struct BenchArgs {
     /// (with the bench's profile): an exact build, or a tree in flux.
     #[arg(long, env = "WEFT_BENCH_PROXY_BIN")]
     pub proxy_bin: Option<PathBuf>,
+    /// Endpoints the control-plane section registers [default: 200 in
+    /// --smoke, 2,000 in --quick, 10,000 in --full].
+    #[arg(long)]
+    pub endpoints: Option<usize>,
+    /// Run this weft-control binary (the CA and discovery of weft-mtls, the
+    /// control-plane section) instead of building the checkout's.
+    #[arg(long, env = "WEFT_BENCH_CONTROL_BIN")]
+    pub control_bin: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -77,6 +85,12 @@ pub enum Command {
     /// Opens connections step by step and holds them idle.
     #[command(hide = true)]
     Idle(crate::load::idle::IdleArgs),
+    /// Simulated proxies watching a policy, and policy changes.
+    #[command(hide = true)]
+    CpPush(crate::cplane::push::PushArgs),
+    /// Registers endpoints with the control plane.
+    #[command(hide = true)]
+    CpRegister(crate::cplane::register::RegisterArgs),
 }
 
 #[cfg(test)]

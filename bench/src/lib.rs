@@ -12,12 +12,16 @@
 //!  direct        pod da: load ─────────────────────────────────────────────► pod db: app
 //!  weft          pod wa: load ─► outbound proxy ──────────► inbound proxy ─► pod wb: app
 //!                        (iptables OUTPUT)        plain     (PREROUTING)
+//!  weft-mtls     pod ma: load ─► VIP ─► outbound proxy ══ mTLS ══► inbound proxy ─► pod mb: app
+//!                        (identities and discovery from weft-control in pod mc)
 //!  haproxy-mtls  pod ha: load ─► haproxy 127.0.0.1 ─ TLS 1.3 ─► haproxy ──► pod hb: app
 //!                                                  client certs
 //! ```
 //!
-//! Setups are measured interleaved (direct, weft, haproxy, direct, …) so that
-//! drift on a shared machine hits all of them alike; results go to
+//! Setups are measured interleaved (direct, weft, weft-mtls, haproxy,
+//! direct, …) so that drift on a shared machine hits all of them alike. The
+//! control plane is measured last, in pods of its own ([`cplane`]: policy
+//! push to many watch streams, RSS with many endpoints). Results go to
 //! `results/latest.{md,json,svg}` ([`report`]).
 //!
 //! Errors are `anyhow` throughout: this crate is a test tool, like
@@ -25,6 +29,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cplane;
 pub mod footprint;
 pub mod harness;
 pub mod hist;

@@ -12,11 +12,15 @@ fn main() -> ExitCode {
         Some(Command::App(args)) => weft_bench::app::run(args).map(|()| true),
         Some(Command::Load(args)) => weft_bench::load::run(args).map(|()| true),
         Some(Command::Idle(args)) => weft_bench::load::idle::run(args).map(|()| true),
+        Some(Command::CpPush(args)) => weft_bench::cplane::push::run(args).map(|()| true),
+        Some(Command::CpRegister(args)) => weft_bench::cplane::register::run(args).map(|()| true),
         None => harness::run(&Options {
             mode: cli.bench.mode(),
             only: cli.bench.only.clone(),
             out: cli.bench.out(),
             proxy_bin: cli.bench.proxy_bin.clone(),
+            control_bin: cli.bench.control_bin.clone(),
+            endpoints: cli.bench.endpoints,
         }),
     };
     match result {

@@ -47,6 +47,8 @@ pub enum Scenario {
     Max,
     /// Memory per idle connection.
     Idle,
+    /// The control plane: policy push to many streams, RSS with many endpoints.
+    Control,
 }
 
 /// One phase of a load run.
@@ -77,6 +79,26 @@ pub struct MaxPlan {
     pub phase: Phase,
 }
 
+/// The control plane's section.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ControlPlan {
+    /// Cumulative simulated proxy streams a policy change is pushed to.
+    pub streams: Vec<usize>,
+    /// Policy changes measured at each stream count.
+    pub changes: usize,
+    /// Endpoints registered for the RSS reading; 0: not measured.
+    pub endpoints: usize,
+}
+
+impl Plan {
+    /// `--endpoints N`: registers `n` endpoints instead of the mode's count.
+    pub fn set_endpoints(&mut self, n: usize) {
+        if let Some(c) = &mut self.control {
+            c.endpoints = n;
+        }
+    }
+}
+
 /// Everything a run does.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Plan {
@@ -90,6 +112,7 @@ pub struct Plan {
     pub max: Option<MaxPlan>,
     /// Cumulative idle connection counts; empty: not measured.
     pub idle_steps: Vec<usize>,
+    pub control: Option<ControlPlan>,
     /// Per-request timeout (from the intended send time).
     #[serde(with = "secs")]
     pub timeout: Duration,
@@ -130,6 +153,7 @@ impl Plan {
                 }),
                 max: Some(MaxPlan { workers: 4, reps: 1, phase: Phase { warmup: ms(0), measure: ms(200) } }),
                 idle_steps: vec![20],
+                control: Some(ControlPlan { streams: vec![10], changes: 2, endpoints: 200 }),
                 timeout: Duration::from_secs(2),
                 headline_rate: 50,
             },
@@ -146,6 +170,10 @@ impl Plan {
                 }),
                 max: Some(MaxPlan { workers: 16, reps: 3, phase: Phase { warmup: ms(300), measure: ms(1000) } }),
                 idle_steps: vec![1000],
+                // 10,000 endpoints take a minute to register (the control
+                // plane's cost per registration grows with the table): the
+                // full run's, or `--endpoints 10000`.
+                control: Some(ControlPlan { streams: vec![100, 1000], changes: 5, endpoints: 2_000 }),
                 timeout: Duration::from_secs(2),
                 headline_rate: 1000,
             },
@@ -162,6 +190,7 @@ impl Plan {
                 }),
                 max: Some(MaxPlan { workers: 16, reps: 3, phase: Phase { warmup: ms(500), measure: ms(3000) } }),
                 idle_steps: vec![1000, 10000],
+                control: Some(ControlPlan { streams: vec![100, 1000], changes: 10, endpoints: 10_000 }),
                 timeout: Duration::from_secs(2),
                 headline_rate: 1000,
             },
@@ -183,6 +212,9 @@ impl Plan {
             }
             if !only.contains(&Scenario::Idle) {
                 plan.idle_steps.clear();
+            }
+            if !only.contains(&Scenario::Control) {
+                plan.control = None;
             }
         }
         plan
@@ -228,6 +260,13 @@ impl Plan {
         if idle > 0 {
             total += (Duration::from_secs_f64(idle as f64 / 3000.0) + ms(500)) * proxied;
         }
+        // The control plane: start-up, opening the streams (~1,000/s), each
+        // change (a pause, the push), registering (slower as the table grows).
+        if let Some(c) = &self.control {
+            let streams = c.streams.last().copied().unwrap_or(0);
+            let per_change = ms(500) * u32::try_from(c.changes * c.streams.len()).expect("a small plan");
+            total += ms(2000) + ms(streams as u64) + per_change + crate::cplane::register_estimate(c.endpoints);
+        }
         // Start-up: pods, proxies, certificates, haproxy; and tear-down.
         total + Duration::from_secs(10)
     }
@@ -237,9 +276,8 @@ impl Plan {
 mod tests {
     use super::*;
 
-    /// direct, weft and haproxy-mtls (weft-mtls is not available yet; with
-    /// it the estimate grows by a third and full still fits).
-    const SETUPS: usize = 3;
+    /// direct, weft, weft-mtls and haproxy-mtls.
+    const SETUPS: usize = 4;
 
     #[test]
     fn modes_fit_their_time_budgets() {
@@ -247,7 +285,6 @@ mod tests {
             let estimate = Plan::new(mode, &[]).estimate(SETUPS);
             assert!(estimate < Duration::from_secs(budget), "{mode:?}: {estimate:?} > {budget}s");
         }
-        assert!(Plan::new(Mode::Full, &[]).estimate(SETUPS + 1) < Duration::from_secs(20 * 60));
     }
 
     #[test]
@@ -258,6 +295,9 @@ mod tests {
         assert_eq!(full.rates, vec![500, 1000, 2000]);
         assert_eq!(full.idle_steps, vec![1000, 10000]);
         assert!(full.rates.contains(&full.headline_rate));
+        let control = full.control.as_ref().unwrap();
+        assert_eq!((control.streams.as_slice(), control.endpoints), ([100, 1000].as_slice(), 10_000));
+        assert!(control.changes >= 5);
     }
 
     #[test]
@@ -284,5 +324,11 @@ mod tests {
         assert!(p.workloads.is_empty() && p.knee.is_some() && p.max.is_none() && p.idle_steps.is_empty());
 
         assert_eq!(Plan::new(Mode::Full, &[]).workloads, Workload::ALL.to_vec());
+
+        let mut p = Plan::new(Mode::Quick, &[Scenario::Control]);
+        assert!(p.workloads.is_empty() && p.knee.is_none() && p.idle_steps.is_empty() && p.control.is_some());
+        p.set_endpoints(10_000);
+        assert_eq!(p.control.unwrap().endpoints, 10_000);
+        assert!(Plan::new(Mode::Quick, &[Scenario::Http1]).control.is_none());
     }
 }

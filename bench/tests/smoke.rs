@@ -1,10 +1,11 @@
 //! CI's check that the benchmark harness works: `weft-bench --smoke` starts
 //! every setup in its network namespaces, serves a handful of requests
 //! through each, and writes the three result files. Nothing about speed is
-//! asserted.
+//! asserted. It also checks that the mTLS pair proved it speaks mTLS and
+//! that the control-plane section ran.
 //!
-//! Like the other end-to-end tests it needs root, iptables, HAProxy and
-//! openssl; without them it fails with the fix, it never skips.
+//! Like the other end-to-end tests it needs root, iptables, HAProxy,
+//! openssl and tcpdump; without them it fails with the fix, it never skips.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -59,20 +60,29 @@ fn smoke_run_serves_through_every_setup_and_writes_the_results() {
     let json: serde_json::Value = serde_json::from_str(&read(&out.path().join("latest.json"))).expect("valid JSON");
     assert_eq!(json["failures"].as_array().map(Vec::len), Some(0), "{}", json["failures"]);
     let setups = json["setups"].as_array().expect("setups");
-    let unavailable: Vec<&str> =
-        setups.iter().filter(|s| !s["unavailable"].is_null()).filter_map(|s| s["name"].as_str()).collect();
-    assert_eq!(unavailable, ["weft-mtls"], "only weft-mtls waits for its issue");
-    // Three measured setups × four workloads, every cell served.
+    let names: Vec<&str> = setups.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, ["direct", "weft", "weft-mtls", "haproxy-mtls"]);
+    // Four setups × four workloads, every cell served.
     let cells = json["latency"].as_array().expect("latency cells");
-    assert_eq!(cells.len(), 12, "{}", json["latency"]);
+    assert_eq!(cells.len(), 16, "{}", json["latency"]);
     for cell in cells {
         let ok: u64 = cell["runs"].as_array().unwrap().iter().map(|r| r["ok"].as_u64().unwrap()).sum();
         assert!(ok > 0, "nothing served in {} {}", cell["setup"], cell["workload"]);
     }
-    // The weft proxies were really on the path.
-    let weft = setups.iter().find(|s| s["name"] == "weft").unwrap();
-    assert!(weft["accounting"].to_string().contains("HTTP requests"), "{weft}");
+    // The weft proxies were really on the path, and the mTLS pair proved
+    // that it speaks mTLS.
+    for name in ["weft", "weft-mtls"] {
+        let setup = setups.iter().find(|s| s["name"] == name).unwrap();
+        assert!(setup["accounting"].to_string().contains("HTTP requests"), "{setup}");
+    }
+    let mtls = setups.iter().find(|s| s["name"] == "weft-mtls").unwrap();
+    assert!(mtls["checks"].to_string().contains("verified client identity"), "{mtls}");
     let md = read(&out.path().join("latest.md"));
-    assert!(md.contains("not available (mTLS lands with issue 5)") && md.contains("## Latency"), "{md}");
+    assert!(!md.contains("not available") && md.contains("## Latency"), "{md}");
+    // The control plane pushed a change to every stream and held the endpoints.
+    let cp = &json["control_plane"];
+    let push = cp["push"].as_array().expect("control plane push results");
+    assert!(!push.is_empty() && push.iter().all(|p| p["missed"] == 0), "{cp}");
+    assert!(cp["endpoints"]["registered"].as_u64() > Some(0), "{cp}");
     assert!(read(&out.path().join("latest.svg")).starts_with("<svg"));
 }

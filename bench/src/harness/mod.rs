@@ -3,9 +3,9 @@
 //! report.
 //!
 //! ```text
-//!  preflight ─► Mesh + Setup::start (direct, weft, haproxy-mtls) ─► idle RSS
+//!  preflight ─► Mesh + Setup::start (direct, weft, weft-mtls, haproxy-mtls) ─► idle RSS
 //!    ─► latency: for rep { for workload { for rate { for setup ─► run } } }
-//!    ─► idle connections ─► knee step-up ─► closed-loop max
+//!    ─► idle connections ─► knee step-up ─► closed-loop max ─► control plane
 //!    ─► Results ─► latest.{json,md,svg}; drop: processes killed, pods deleted
 //! ```
 //!
@@ -28,7 +28,7 @@ use crate::plan::{Mode, Plan, Scenario};
 use crate::report::machine::{Machine, loadavg};
 use crate::report::model::{ProxyIdle, Results, SetupResult};
 use crate::report::{self, targets};
-use crate::setup::{Setup, SetupKind};
+use crate::setup::{Binaries, Setup, SetupKind};
 use crate::stop;
 
 /// What the command line asked for.
@@ -40,6 +40,10 @@ pub struct Options {
     pub out: PathBuf,
     /// A weft-proxy binary to measure; `None`: build the checkout's.
     pub proxy_bin: Option<PathBuf>,
+    /// A weft-control binary to run; `None`: build the checkout's.
+    pub control_bin: Option<PathBuf>,
+    /// Endpoints for the control-plane section; `None`: the mode's.
+    pub endpoints: Option<usize>,
 }
 
 /// The system tools the bench runs, with the Debian package of each.
@@ -51,6 +55,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("ss", "iproute2"),
     ("iptables", "iptables"),
     ("curl", "curl"),
+    ("tcpdump", "tcpdump"),
 ];
 
 /// Root's tools live in sbin, which a non-login PATH may leave out.
@@ -102,24 +107,32 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     stop::install()?;
     let nofile = crate::limits::raise_nofile();
     let mut plan = Plan::new(opts.mode, &opts.only);
+    if let Some(n) = opts.endpoints {
+        plan.set_endpoints(n);
+    }
     let notes: Vec<String> = plan.cap_idle_steps(nofile).into_iter().collect();
     let exe = std::env::current_exe().context("finding this executable")?;
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    // Builds weft-proxy with this profile if it is not up to date (unless
-    // one was given); the clock starts after it.
-    let proxy_bin = match &opts.proxy_bin {
-        Some(bin) => {
-            anyhow::ensure!(bin.is_file(), "--proxy-bin {}: no such file", bin.display());
-            std::path::absolute(bin)?
-        }
-        None => weft_tests::proxy_bin().to_owned(),
+    // Builds weft-proxy and weft-control with this profile if they are not
+    // up to date (unless given); the clock starts after it.
+    let given = |bin: &Option<PathBuf>, flag: &str| -> anyhow::Result<Option<PathBuf>> {
+        bin.as_ref()
+            .map(|bin| {
+                anyhow::ensure!(bin.is_file(), "{flag} {}: no such file", bin.display());
+                Ok(std::path::absolute(bin)?)
+            })
+            .transpose()
     };
+    let proxy_bin = given(&opts.proxy_bin, "--proxy-bin")?.unwrap_or_else(|| weft_tests::proxy_bin().to_owned());
+    let control_bin =
+        given(&opts.control_bin, "--control-bin")?.unwrap_or_else(|| weft_tests::control_bin().to_owned());
+    let bins = Binaries { exe: exe.clone(), proxy: proxy_bin, control: control_bin };
     let started = Instant::now();
-    let mut machine = Machine::read(&workspace, &proxy_bin);
+    let mut machine = Machine::read(&workspace, &bins.proxy, &bins.control);
     for note in &notes {
         eprintln!("weft-bench: note: {note}");
     }
-    let measured = SetupKind::ALL.iter().filter(|k| k.unavailable().is_none()).count();
+    let measured = SetupKind::ALL.len();
     eprintln!(
         "weft-bench: --{} run of about {} s (at most), {} setups; RLIMIT_NOFILE {nofile}; results to {}",
         plan.mode.name(),
@@ -134,21 +147,8 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     let mut setup_results = Vec::new();
     for kind in SetupKind::ALL {
         stop::check()?;
-        if let Some(why) = kind.unavailable() {
-            eprintln!("weft-bench: {}: {why}", kind.name());
-            setup_results.push(SetupResult {
-                name: kind.name(),
-                kind,
-                description: kind.describe(),
-                unavailable: Some(why),
-                proxies: Vec::new(),
-                checks: Vec::new(),
-                accounting: Vec::new(),
-            });
-            continue;
-        }
-        let setup = Setup::start(kind, &mesh, &exe, &proxy_bin, &dir)
-            .with_context(|| format!("starting setup {}", kind.name()))?;
+        let setup =
+            Setup::start(kind, &mesh, &bins, &dir).with_context(|| format!("starting setup {}", kind.name()))?;
         eprintln!("weft-bench: {} started ({} proxy processes)", kind.name(), setup.proxies.len());
         // Idle: after start-up, before any traffic.
         let mut proxies = Vec::new();
@@ -160,7 +160,6 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
             name: kind.name(),
             kind,
             description: kind.describe(),
-            unavailable: None,
             proxies,
             checks: setup.checks.clone(),
             accounting: Vec::new(),
@@ -168,7 +167,7 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
         setups.push(Running { setup, dead: None });
     }
 
-    let mut bench = sections::Bench::new(&plan, exe, dir, setups);
+    let mut bench = sections::Bench::new(&plan, exe, dir.clone(), setups);
     bench.latency()?;
     // Before the overload of the step-up and the closed loop, whose
     // connection storms leave the proxies' heaps grown: the per-connection
@@ -176,6 +175,15 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     bench.idle_connections()?;
     bench.knee()?;
     bench.max_throughput()?;
+    // Last, on a quiet data path: the control plane in pods of its own.
+    let control_plane = match &plan.control {
+        Some(c) => {
+            stop::check()?;
+            eprintln!("weft-bench: control plane: {:?} streams, {} endpoints", c.streams, c.endpoints);
+            Some(crate::cplane::measure(&mesh, &bins, &dir, c)?)
+        }
+        None => None,
+    };
     for running in bench.setups() {
         if let Some(result) = setup_results.iter_mut().find(|r| r.kind == running.setup.kind) {
             result.accounting = running.setup.accounting();
@@ -184,7 +192,8 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
             }
         }
     }
-    let sections::Outcome { latency, knee, max_throughput, idle_connections, failures } = bench.finish();
+    let sections::Outcome { latency, knee, max_throughput, idle_connections, mut failures } = bench.finish();
+    failures.extend(control_plane.iter().flat_map(crate::cplane::failures));
 
     machine.loadavg_end = loadavg();
     let mut preliminary = Vec::new();
@@ -212,9 +221,7 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
         knee,
         max_throughput,
         idle_connections,
-        control_plane: "not available (control plane lands with issue 3): policy push to 100 and 1,000 proxy \
-                        streams, and the control plane's RSS with 10,000 endpoints, will be measured here"
-            .to_owned(),
+        control_plane,
         targets: Vec::new(),
         notes,
         failures,

@@ -27,6 +27,9 @@ pub struct Machine {
     pub proxy_binary: String,
     /// `release` or `debug`: the profile weft-proxy was built with.
     pub proxy_profile: String,
+    pub control_binary: String,
+    /// The profile weft-control was built with.
+    pub control_profile: String,
     /// Whether this harness (and so the app and the generator) is optimized.
     pub bench_optimized: bool,
 }
@@ -50,7 +53,7 @@ pub fn loadavg() -> [f64; 3] {
 
 impl Machine {
     /// Reads everything but `loadavg_end`; `workspace` is the git checkout.
-    pub fn read(workspace: &Path, proxy_bin: &Path) -> Machine {
+    pub fn read(workspace: &Path, proxy_bin: &Path, control_bin: &Path) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
@@ -74,7 +77,7 @@ impl Machine {
             .unwrap_or(false);
         // `target/<profile>/weft-proxy`; a binary elsewhere (--proxy-bin) has
         // no profile we can tell.
-        let profile = match proxy_bin.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()) {
+        let profile = |bin: &Path| match bin.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()) {
             Some(p @ ("release" | "debug")) => p.to_owned(),
             _ => "unknown".to_owned(),
         };
@@ -92,7 +95,9 @@ impl Machine {
             haproxy: first_line(Command::new(weft_tests::tool("haproxy")).arg("-v")),
             openssl: first_line(Command::new(weft_tests::tool("openssl")).arg("version")),
             proxy_binary: proxy_bin.display().to_string(),
-            proxy_profile: profile,
+            proxy_profile: profile(proxy_bin),
+            control_binary: control_bin.display().to_string(),
+            control_profile: profile(control_bin),
             bench_optimized: !cfg!(debug_assertions),
         }
     }

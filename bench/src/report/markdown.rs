@@ -39,7 +39,7 @@ pub fn render(r: &Results) -> String {
         md,
         "- when: {} ({:.0} s)\n- commit: `{}`{}\n- machine: {}, {} cores, {:.1} GiB, Linux {}\n- load average \
          (1/5/15 min): {:.2} {:.2} {:.2} at the start, {:.2} {:.2} {:.2} at the end\n- builds: weft-proxy `{}`, \
-         generator and app {}; {}; {}\n- command: `cargo run --release -p weft-bench -- --{}`\n",
+         weft-control `{}`, generator and app {}; {}; {}\n- command: `cargo run --release -p weft-bench -- --{}`\n",
         m.date,
         r.duration_s,
         m.git_commit,
@@ -55,21 +55,22 @@ pub fn render(r: &Results) -> String {
         m.loadavg_end[1],
         m.loadavg_end[2],
         m.proxy_profile,
+        m.control_profile,
         if m.bench_optimized { "optimized" } else { "unoptimized (debug)" },
         m.haproxy,
         m.openssl,
         r.plan.mode.name(),
     );
 
-    let _ = writeln!(md, "## Setups\n\n| setup | path | status |\n| --- | --- | --- |");
+    let _ = writeln!(md, "## Setups\n\n| setup | path |\n| --- | --- |");
     for s in &r.setups {
-        let _ = writeln!(md, "| {} | {} | {} |", s.name, s.description, s.unavailable.unwrap_or("measured"));
+        let _ = writeln!(md, "| {} | {} |", s.name, s.description);
     }
     for s in r.setups.iter().filter(|s| !s.checks.is_empty()) {
         let _ = writeln!(md, "\n{} verified at start-up: {}.", s.name, s.checks.join("; "));
     }
     for s in r.setups.iter().filter(|s| !s.accounting.is_empty()) {
-        let _ = writeln!(md, "\nAt the end of the run, {}.", s.accounting.join("; "));
+        let _ = writeln!(md, "\nAt the end of the run, in {}: {}.", s.name, s.accounting.join("; "));
     }
 
     let _ = writeln!(md, "\n## Targets (issue 4)\n\n| target | status | where we stand |\n| --- | --- | --- |");
@@ -82,7 +83,7 @@ pub fn render(r: &Results) -> String {
     footprint(&mut md, r);
     idle(&mut md, r);
 
-    let _ = writeln!(md, "\n## Control plane\n\n{}", r.control_plane);
+    control_plane(&mut md, r);
     if !r.notes.is_empty() {
         let _ = writeln!(md, "\n## Notes\n");
         for n in &r.notes {
@@ -303,5 +304,97 @@ fn idle(md: &mut String, r: &Results) {
             }
         }
         let _ = writeln!(md, "{row}");
+    }
+}
+
+fn control_plane(md: &mut String, r: &Results) {
+    let _ = writeln!(md, "\n## Control plane\n");
+    let Some(cp) = &r.control_plane else {
+        let _ = writeln!(md, "Not measured in this run (`--only` without `control`).");
+        return;
+    };
+    let _ = writeln!(
+        md,
+        "weft-control in a pod of its own (plain gRPC, no CA, `--reload-interval {}`, other flags default); \
+         simulated proxies in another pod, each a tonic client on its own connection watching \
+         `Policy.WatchOutbound` for the same service. A change rewrites a TrafficPolicy file (write, then \
+         rename); each arrival is timed from the rename, so it includes the control plane's file poll (at most \
+         the interval). p50/p99 by nearest rank: over fewer than 100 changes, p99 is the slowest.",
+        cp.reload_interval
+    );
+    let ms = |q: Option<crate::cplane::Quantiles>, f: fn(&crate::cplane::Quantiles) -> f64| {
+        q.map(|q| format!("{:.1}", f(&q))).unwrap_or_else(|| "–".into())
+    };
+    if !cp.push.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n| streams | changes | to reach all streams p50 (ms) | p99 | per-stream arrival p50 (ms) | p99 | first \
+             arrival p50 (ms) | missed | opening the streams, 64 at a time (s) |\n| ---: | ---: | ---: | ---: | ---: | \
+             ---: | ---: | ---: | ---: |"
+        );
+        for p in &cp.push {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2}{} |",
+                p.streams,
+                p.changes,
+                ms(p.to_all, |q| q.p50),
+                ms(p.to_all, |q| q.p99),
+                ms(p.per_stream, |q| q.p50),
+                ms(p.per_stream, |q| q.p99),
+                ms(p.to_first, |q| q.p50),
+                p.missed,
+                p.connect_s,
+                if p.open_retries > 0 { format!(" ({} retried)", p.open_retries) } else { String::new() }
+            );
+        }
+    }
+    let mut rows = Vec::new();
+    if let Some(k) = cp.idle_rss_kib {
+        rows.push(("push: after start-up (services loaded, nothing connected)".to_owned(), k));
+    }
+    if let (Some(k), Some(n)) = (cp.push_peak_kib, cp.push.last().map(|p| p.streams)) {
+        rows.push((format!("push: peak with up to {n} streams"), k));
+    }
+    if let Some(e) = &cp.endpoints {
+        rows.push(("registry (a fresh control plane): after start-up".to_owned(), e.rss_before_kib));
+        rows.push((format!("registry: peak while registering {} endpoints", e.registered), e.peak_kib));
+        rows.push((
+            format!("registry: with {} endpoints registered over {} services (leases held)", e.registered, e.services),
+            e.rss_after_kib,
+        ));
+    }
+    if !rows.is_empty() {
+        let _ = writeln!(md, "\n| weft-control | RSS (MiB) |\n| --- | ---: |");
+        for (what, kib) in rows {
+            let _ = writeln!(md, "| {what} | {} |", mib(kib));
+        }
+    }
+    if let Some(e) = &cp.endpoints {
+        let _ = writeln!(
+            md,
+            "\n{} registrations (`Registry.Register`, 32 in flight on one connection) took {:.1} s{}.",
+            e.asked,
+            e.took_s,
+            if e.failed > 0 { format!("; {} failed", e.failed) } else { String::new() }
+        );
+        // Seconds per tenth of the registrations: whether each costs more
+        // as the table grows.
+        let mut last = (0, 0.0);
+        let tenths: Vec<String> = e
+            .progress
+            .iter()
+            .map(|&(done, at)| {
+                let step = format!("{}–{}: {:.1} s", last.0 + 1, done, at - last.1);
+                last = (done, at);
+                step
+            })
+            .collect();
+        if !tenths.is_empty() {
+            let _ = writeln!(md, "\nTime per tenth of the registrations: {}.", tenths.join(", "));
+        }
+    }
+    if let Some(err) = &cp.error {
+        let _ = writeln!(md, "\nThe section stopped early: {}", err.lines().next().unwrap_or_default());
     }
 }

@@ -48,7 +48,8 @@ pub struct Results {
     pub knee: Vec<KneeResult>,
     pub max_throughput: Vec<MaxResult>,
     pub idle_connections: Vec<IdleResult>,
-    pub control_plane: String,
+    /// `None`: not measured in this run (`--only` without `control`).
+    pub control_plane: Option<crate::cplane::ControlPlaneResult>,
     pub targets: Vec<TargetCheck>,
     /// How this run departs from the plan, and why.
     pub notes: Vec<String>,
@@ -61,8 +62,6 @@ pub struct SetupResult {
     pub name: &'static str,
     pub kind: SetupKind,
     pub description: &'static str,
-    /// `None` when measured; otherwise why not.
-    pub unavailable: Option<&'static str>,
     /// Each proxy process with its RSS after start-up, before any traffic.
     pub proxies: Vec<ProxyIdle>,
     /// What start-up verified about the setup.

@@ -7,17 +7,21 @@
 //!  direct        da: load ─────────────────────────────────────────► db: app :8080 :7000
 //!  weft          wa: load ─► weft-proxy :4140 ─────────► weft-proxy :4143 ─► wb: app
 //!                    (init rules, uid 2102)    plain    (init rules)
+//!  weft-mtls     ma: load ─► VIP ─► weft-proxy ══ mTLS ══► weft-proxy ─► mb: app
+//!                                  (identities and discovery from weft-control in pod mc)
 //!  haproxy-mtls  ha: load ─► haproxy 127.0.0.1 ─TLS 1.3, client certs─► haproxy ─► hb: app
 //! ```
 //!
 //! A [`Setup`] owns its processes: dropping it kills them (and dropping the
 //! mesh deletes the pods).
 
+pub mod control;
 pub mod haproxy;
+pub mod mtls;
 pub mod weft;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -56,7 +60,11 @@ impl SetupKind {
                 "generator → weft-proxy outbound (pod A) → weft-proxy inbound (pod B) → app, plaintext between the \
                  proxies, interception by `weft-proxy init` rules, proxies as uid 2102"
             }
-            SetupKind::WeftMtls => "the weft pair with mTLS between the proxies",
+            SetupKind::WeftMtls => {
+                "the weft pair with mutual TLS between the proxies: identities from weft-control's CA (in a pod of \
+                 its own), the generator sends to the service's virtual IP, which the outbound proxy resolves \
+                 through discovery"
+            }
             SetupKind::HaproxyMtls => {
                 "generator → HAProxy on 127.0.0.1 (pod A) → TLS 1.3 with client certificates, kept-alive upstream \
                  connections → HAProxy (pod B) → app on 127.0.0.1"
@@ -64,12 +72,9 @@ impl SetupKind {
         }
     }
 
-    /// Why the setup cannot be measured yet, if it cannot. Never faked.
-    pub fn unavailable(self) -> Option<&'static str> {
-        match self {
-            SetupKind::WeftMtls => Some("not available (mTLS lands with issue 5)"),
-            _ => None,
-        }
+    /// Whether the setup runs weft-proxy (and so has its `/metrics`).
+    pub fn is_weft(self) -> bool {
+        matches!(self, SetupKind::Weft | SetupKind::WeftMtls)
     }
 
     /// Pod names: `<prefix>a` (client) and `<prefix>b` (server).
@@ -81,6 +86,17 @@ impl SetupKind {
             SetupKind::HaproxyMtls => "h",
         }
     }
+}
+
+/// The binaries a run starts.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// This binary: the app and the generator.
+    pub exe: PathBuf,
+    pub proxy: PathBuf,
+    /// The control plane (`weft-mtls`' CA and discovery, the control-plane
+    /// section).
+    pub control: PathBuf,
 }
 
 /// A proxy process whose footprint is read from `/proc`.
@@ -100,16 +116,18 @@ pub struct Setup {
     /// What the start-up verified (e.g. that HAProxy refuses a client
     /// without a certificate), for the report.
     pub checks: Vec<String>,
+    /// The control plane of `weft-mtls` (its pod is not measured: it is
+    /// off the data path).
+    pub control: Option<control::ControlPlane>,
     /// The app and the proxies; killed when the setup is dropped.
     procs: Vec<Proc>,
 }
 
 impl Setup {
-    /// Creates the pods and starts everything of `kind`; `exe` is this
-    /// binary (the app), `proxy` the weft-proxy binary, `dir` a private
+    /// Creates the pods and starts everything of `kind`; `dir` is a private
     /// directory for configs and keys.
-    pub fn start(kind: SetupKind, mesh: &Mesh, exe: &Path, proxy: &Path, dir: &Path) -> anyhow::Result<Setup> {
-        anyhow::ensure!(kind.unavailable().is_none(), "{} is {}", kind.name(), kind.unavailable().unwrap_or_default());
+    pub fn start(kind: SetupKind, mesh: &Mesh, bins: &Binaries, dir: &Path) -> anyhow::Result<Setup> {
+        let exe = &bins.exe;
         let client = mesh.pod(&format!("{}a", kind.pod_prefix()));
         let server = mesh.pod(&format!("{}b", kind.pod_prefix()));
         for pod in [&client, &server] {
@@ -121,15 +139,26 @@ impl Setup {
             &["app", "--http", &format!("0.0.0.0:{APP_HTTP_PORT}"), "--echo", &format!("0.0.0.0:{APP_ECHO_PORT}")],
         );
         wait_listening(&server, &mut app, &[APP_HTTP_PORT, APP_ECHO_PORT])?;
-        let mut setup = Setup { kind, client, server, proxies: Vec::new(), checks: Vec::new(), procs: vec![app] };
+        let mut setup =
+            Setup { kind, client, server, proxies: Vec::new(), checks: Vec::new(), control: None, procs: vec![app] };
         match kind {
-            SetupKind::Direct | SetupKind::WeftMtls => {}
+            SetupKind::Direct => {}
             SetupKind::Weft => {
                 for (pod, role) in [(&setup.client, "pod A, outbound"), (&setup.server, "pod B, inbound")] {
-                    let proc = weft::start(pod, proxy)?;
+                    let proc = weft::start(pod, &bins.proxy, &[])?;
                     setup.proxies.push(ProxyProcess { name: format!("weft-proxy ({role})"), pid: proc.pid() });
                     setup.procs.push(proc);
                 }
+            }
+            SetupKind::WeftMtls => {
+                let cp_pod = mesh.pod(&format!("{}c", kind.pod_prefix()));
+                let started = mtls::start(&setup.client, &setup.server, &cp_pod, bins, &dir.join("weft-mtls"))?;
+                for (proc, role) in [(started.client, "pod A, outbound"), (started.server, "pod B, inbound")] {
+                    setup.proxies.push(ProxyProcess { name: format!("weft-proxy ({role})"), pid: proc.pid() });
+                    setup.procs.push(proc);
+                }
+                setup.checks = started.checks;
+                setup.control = Some(started.control);
             }
             SetupKind::HaproxyMtls => {
                 let started = haproxy::start(&setup.client, &setup.server, &dir.join("haproxy"))?;
@@ -150,25 +179,36 @@ impl Setup {
     pub fn target(&self, workload: Workload) -> SocketAddr {
         match self.kind {
             // The app's own address: interception (weft) is transparent.
-            SetupKind::Direct | SetupKind::Weft | SetupKind::WeftMtls => self.server.addr(workload.app_port()),
+            SetupKind::Direct | SetupKind::Weft => self.server.addr(workload.app_port()),
+            // The service's virtual IP, resolved by the outbound proxy.
+            SetupKind::WeftMtls => SocketAddr::from((mtls::VIP, workload.app_port())),
             SetupKind::HaproxyMtls => SocketAddr::from((Ipv4Addr::LOCALHOST, haproxy::frontend_port(workload))),
         }
     }
 
-    /// What the proxies counted over the run (weft only: from `/metrics`).
+    /// What the proxies counted over the run (weft only: from `/metrics`),
+    /// and the control plane's RSS (weft-mtls).
     pub fn accounting(&self) -> Vec<String> {
-        match self.kind {
-            SetupKind::Weft => [(&self.client, 0), (&self.server, 1)]
-                .into_iter()
-                .filter_map(|(pod, i)| self.proxies.get(i).map(|p| weft::accounting(pod, &p.name)))
-                .collect(),
-            _ => Vec::new(),
+        if !self.kind.is_weft() {
+            return Vec::new();
         }
+        let mut out: Vec<String> = [(&self.client, 0), (&self.server, 1)]
+            .into_iter()
+            .filter_map(|(pod, i)| self.proxies.get(i).map(|p| weft::accounting(pod, &p.name)))
+            .collect();
+        if let Some(cp) = &self.control {
+            let rss = crate::footprint::memory(cp.proc.pid())
+                .map(|m| format!("{:.1} MiB", m.rss_kib as f64 / 1024.0))
+                .unwrap_or_else(|e| format!("unknown ({e:#})"));
+            out.push(format!("weft-control (pod C, off the data path) had an RSS of {rss}"));
+        }
+        out
     }
 
     /// An error naming the first of the setup's processes that has exited.
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
-        for proc in &mut self.procs {
+        let control = self.control.as_mut().map(|c| &mut c.proc);
+        for proc in self.procs.iter_mut().chain(control) {
             if let Some(status) = proc.try_status() {
                 anyhow::bail!(
                     "{} of setup {} exited ({status}); its log:\n{}",
