@@ -284,15 +284,9 @@ async fn forward_opaque<I>(io: I, upstream: &Resolution, dir: Direction, ctx: &C
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let (addr, pick) = match upstream {
-        Resolution::Forward(addr) => (*addr, None),
-        Resolution::Service(target) => match target.balancer.pick() {
-            Some(pick) => (pick.addr(), Some(pick)),
-            None => {
-                tracing::info!(direction = dir.as_str(), "opaque connection to a service with no ready endpoints");
-                return;
-            }
-        },
+    let Some((addr, pick)) = upstream.pick() else {
+        tracing::info!(direction = dir.as_str(), "opaque connection to a service with no ready endpoints");
+        return;
     };
     let tls = pick.as_ref().and_then(|p| ctx.http.tls_target(&p.endpoint, true));
     let up = match tls::connect_upstream(addr, ctx.config.connect_timeout, tls.as_ref()).await {

@@ -27,7 +27,7 @@ use weft_api::policy::{OutboundPolicy, OutboundRequest};
 
 use super::ControlPlane;
 use super::backoff::Backoff;
-use crate::balance::{Balancer, Endpoint, Endpoints};
+use crate::balance::{Balancer, Endpoint, Endpoints, Pick};
 
 /// Destinations remembered at most; past it, new ones are resolved without
 /// caching (forwarded as is) rather than growing memory without bound.
@@ -46,6 +46,20 @@ pub enum Resolution {
     Forward(SocketAddr),
     /// A service: balance over its endpoints.
     Service(Arc<ServiceTarget>),
+}
+
+impl Resolution {
+    /// The endpoint for one request or connection: fixed, or chosen by the
+    /// balancer; `None` when the service has no ready endpoint.
+    pub fn pick(&self) -> Option<(SocketAddr, Option<Pick>)> {
+        match self {
+            Resolution::Forward(addr) => Some((*addr, None)),
+            Resolution::Service(target) => {
+                let pick = target.balancer.pick()?;
+                Some((pick.addr(), Some(pick)))
+            }
+        }
+    }
 }
 
 /// A resolved service destination.
@@ -293,37 +307,28 @@ async fn stream_discovery(
 fn apply(set: &EndpointSet, state: &watch::Sender<Option<Snapshot>>, endpoints: &watch::Sender<Endpoints>) {
     let kind = Kind::try_from(set.kind).unwrap_or(Kind::Unknown);
     let previous: HashMap<SocketAddr, Arc<Endpoint>> = endpoints.borrow().iter().map(|e| (e.addr, e.clone())).collect();
-    let next: Vec<Arc<Endpoint>> = if kind == Kind::Service {
-        set.endpoints
-            .iter()
-            .filter(|e| e.ready)
-            .filter_map(|e| match e.address.parse::<SocketAddr>() {
-                Ok(addr) => Some(
-                    previous
-                        .get(&addr)
-                        .cloned()
-                        .unwrap_or_else(|| Arc::new(Endpoint::new(addr, e.identity.clone(), e.weight))),
-                ),
-                Err(_) => {
-                    tracing::warn!(address = %e.address, "ignoring an endpoint with an invalid address");
-                    None
-                }
-            })
-            .collect()
-    } else if kind == Kind::Endpoint {
-        // Only meshed endpoints (with an identity) are worth balancing over:
-        // the rest go where the app sent them, in plaintext.
-        set.endpoint
-            .iter()
-            .filter(|e| e.meshed && !e.identity.is_empty())
-            .filter_map(|e| e.address.parse::<SocketAddr>().ok().map(|addr| (addr, e)))
-            .map(|(addr, e)| {
-                previous.get(&addr).cloned().unwrap_or_else(|| Arc::new(Endpoint::new(addr, e.identity.clone(), 1)))
-            })
-            .collect()
-    } else {
-        Vec::new()
+    let candidates: Vec<&weft_api::discovery::Endpoint> = match kind {
+        Kind::Service => set.endpoints.iter().filter(|e| e.ready).collect(),
+        // Only a meshed endpoint (with an identity) is worth balancing over:
+        // anything else goes where the app sent it, in plaintext.
+        Kind::Endpoint => set.endpoint.iter().filter(|e| e.meshed && !e.identity.is_empty()).collect(),
+        Kind::Unknown => Vec::new(),
     };
+    let next: Vec<Arc<Endpoint>> = candidates
+        .into_iter()
+        .filter_map(|e| match e.address.parse::<SocketAddr>() {
+            Ok(addr) => Some(
+                previous
+                    .get(&addr)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Endpoint::new(addr, e.identity.clone(), e.weight))),
+            ),
+            Err(_) => {
+                tracing::warn!(address = %e.address, "ignoring an endpoint with an invalid address");
+                None
+            }
+        })
+        .collect();
     tracing::debug!(version = set.version, kind = kind.as_str_name(), endpoints = next.len(), "discovery update");
     endpoints.send_replace(Arc::new(next));
     state.send_replace(Some(Snapshot { version: set.version, kind }));

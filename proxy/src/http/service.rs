@@ -125,13 +125,7 @@ impl ProxyService {
 
     /// The endpoint for one request: fixed, or chosen by the balancer.
     pub fn pick(&self) -> Result<(SocketAddr, Option<Pick>), ProxyError> {
-        match &self.upstream {
-            Resolution::Forward(addr) => Ok((*addr, None)),
-            Resolution::Service(target) => {
-                let pick = target.balancer.pick().ok_or(ProxyError::NoEndpoints)?;
-                Ok((pick.addr(), Some(pick)))
-            }
-        }
+        self.upstream.pick().ok_or(ProxyError::NoEndpoints)
     }
 
     /// The service policy's request timeout wins over the proxy's default.
