@@ -16,6 +16,22 @@ use crate::mesh::Pod;
 use crate::process::Proc;
 use crate::proxy::Proxy;
 
+/// Services `web` (VIP 198.18.0.200:80 → 8080) and `store`
+/// (198.18.0.201:6379), both selecting `app=web`: the pod of
+/// [`Mesh::web_and_store_pod`].
+pub const WEB_AND_STORE: &str = "services:
+  - name: web
+    namespace: default
+    virtualIP: 198.18.0.200
+    selector: {app: web}
+    ports: [{port: 80, targetPort: 8080}]
+  - name: store
+    namespace: default
+    virtualIP: 198.18.0.201
+    selector: {app: web}
+    ports: [{port: 6379, targetPort: 6379}]
+";
+
 /// The control plane's gRPC port.
 pub const GRPC_PORT: u16 = 8090;
 /// Its admin listener, on its pod's loopback.
@@ -234,6 +250,24 @@ impl Pod {
         }
         args.extend_from_slice(extra);
         self.run_proxy(&args)
+    }
+}
+
+impl crate::mesh::Mesh {
+    /// Pod `b`: the testkit app on 8080 and Redis on 6379 (loopback only),
+    /// registered as `b-0` (`app=web`) by a proxy with identity sa/b. Returns
+    /// the pod, its workloads and the proxy.
+    pub fn web_and_store_pod(&self, cp: &ControlPlane) -> (Pod, Vec<Proc>, Proxy) {
+        let b = self.pod("b");
+        let app = b.http_server(8080);
+        let redis = b.spawn(
+            "redis",
+            "redis-server",
+            &["--port", "6379", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        );
+        b.wait_listening(6379);
+        let proxy = b.run_meshed_proxy(cp, "b", Some(("b-0", "app=web", "8080,6379")), &[]);
+        (b, vec![app, redis], proxy)
     }
 }
 

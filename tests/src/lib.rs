@@ -28,7 +28,7 @@ mod process;
 mod proxy;
 pub mod workload;
 
-pub use control::{CONTROL_ADMIN, ControlPlane, GRPC_PORT, MeshCa};
+pub use control::{CONTROL_ADMIN, ControlPlane, GRPC_PORT, MeshCa, WEB_AND_STORE};
 pub use curl::{CURL_MAX_TIME, Curl, Head, parse_heads};
 pub use env::{control_bin, preflight, profile_dir, proxy_bin, testkit_bin, tool};
 pub use eventually::eventually;

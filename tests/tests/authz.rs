@@ -3,20 +3,7 @@
 
 use std::time::Duration;
 
-use weft_tests::{ControlPlane, Mesh, Pod, Proc, Proxy, eventually};
-
-const SERVICES: &str = "services:
-  - name: web
-    namespace: default
-    virtualIP: 198.18.0.200
-    selector: {app: web}
-    ports: [{port: 80, targetPort: 8080}]
-  - name: store
-    namespace: default
-    virtualIP: 198.18.0.201
-    selector: {app: web}
-    ports: [{port: 6379, targetPort: 6379}]
-";
+use weft_tests::{Mesh, Pod, WEB_AND_STORE, eventually};
 
 fn access_policy(mode: &str) -> String {
     format!(
@@ -41,20 +28,6 @@ spec:
     )
 }
 
-/// Pod b serves web (8080) and Redis (6379) behind a meshed proxy (sa/b).
-fn server(mesh: &Mesh, cp: &ControlPlane) -> (Pod, Vec<Proc>, Proxy) {
-    let b = mesh.pod("b");
-    let app = b.http_server(8080);
-    let redis = b.spawn(
-        "redis",
-        "redis-server",
-        &["--port", "6379", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-    );
-    b.wait_listening(6379);
-    let proxy = b.run_meshed_proxy(cp, "b", Some(("b-0", "app=web", "8080,6379")), &[]);
-    (b, vec![app, redis], proxy)
-}
-
 fn status(pod: &Pod, url: &str) -> u16 {
     pod.curl(&["-o", "/dev/null", url]).status()
 }
@@ -66,9 +39,9 @@ fn redis_ping(pod: &Pod) -> String {
 #[test]
 fn an_access_policy_lets_only_sa_a_in_and_audit_lets_everyone_in_counted() {
     let mesh = Mesh::new();
-    let cp = mesh.pod("cp").run_control_with_ca(SERVICES, &[]);
+    let cp = mesh.pod("cp").run_control_with_ca(WEB_AND_STORE, &[]);
     std::fs::write(cp.policy_dir.join("access.yaml"), access_policy("enforce")).expect("policy");
-    let (_b, _apps, proxy_b) = server(&mesh, &cp);
+    let (_b, _apps, proxy_b) = mesh.web_and_store_pod(&cp);
     let a = mesh.pod("a");
     let _pa = a.run_meshed_proxy(&cp, "a", None, &[]);
     let c = mesh.pod("c");
@@ -108,8 +81,8 @@ fn an_access_policy_lets_only_sa_a_in_and_audit_lets_everyone_in_counted() {
 fn strict_refuses_plaintext_from_outside_and_permissive_counts_it() {
     for (mode, want, reason) in [("strict", 403, "plaintext"), ("permissive", 200, "plaintext-permitted")] {
         let mesh = Mesh::new();
-        let cp = mesh.pod("cp").run_control_with_ca(SERVICES, &["--mtls-mode", mode]);
-        let (b, _apps, proxy_b) = server(&mesh, &cp);
+        let cp = mesh.pod("cp").run_control_with_ca(WEB_AND_STORE, &["--mtls-mode", mode]);
+        let (b, _apps, proxy_b) = mesh.web_and_store_pod(&cp);
         // A client outside the mesh: no proxy, plaintext to b's address.
         let outside = mesh.pod("out");
         let url = format!("http://{}/", b.addr(8080));

@@ -8,42 +8,15 @@
 
 use std::time::Duration;
 
-use weft_tests::{ControlPlane, Mesh, Pod, Proxy, Signal, eventually};
+use weft_tests::{Mesh, Signal, WEB_AND_STORE, eventually};
 
-const SERVICES: &str = "services:
-  - name: web
-    namespace: default
-    virtualIP: 198.18.0.200
-    selector: {app: web}
-    ports: [{port: 80, targetPort: 8080}]
-  - name: store
-    namespace: default
-    virtualIP: 198.18.0.201
-    selector: {app: web}
-    ports: [{port: 6379, targetPort: 6379}]
-";
 const ID_A: &str = "spiffe://cluster.local/ns/default/sa/a";
-
-/// Pod b: the testkit app on 8080 and Redis on 6379, registered as
-/// `web`/`store` by a proxy with identity sa/b.
-fn server_pod(mesh: &Mesh, cp: &ControlPlane, extra: &[&str]) -> (Pod, Vec<weft_tests::Proc>, Proxy) {
-    let b = mesh.pod("b");
-    let app = b.http_server(8080);
-    let redis = b.spawn(
-        "redis",
-        "redis-server",
-        &["--port", "6379", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-    );
-    b.wait_listening(6379);
-    let proxy = b.run_meshed_proxy(cp, "b", Some(("b-0", "app=web", "8080,6379")), extra);
-    (b, vec![app, redis], proxy)
-}
 
 #[test]
 fn meshed_pods_speak_only_tls_and_the_app_sees_the_verified_client() {
     let mesh = Mesh::new();
-    let cp = mesh.pod("cp").run_control_with_ca(SERVICES, &[]);
-    let (b, _apps, proxy_b) = server_pod(&mesh, &cp, &[]);
+    let cp = mesh.pod("cp").run_control_with_ca(WEB_AND_STORE, &[]);
+    let (b, _apps, proxy_b) = mesh.web_and_store_pod(&cp);
     let a = mesh.pod("a");
     let _proxy_a = a.run_meshed_proxy(&cp, "a", None, &[]);
 
@@ -118,7 +91,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[test]
 fn a_reused_bootstrap_token_gets_no_certificate() {
     let mesh = Mesh::new();
-    let cp = mesh.pod("cp").run_control_with_ca(SERVICES, &[]);
+    let cp = mesh.pod("cp").run_control_with_ca(WEB_AND_STORE, &[]);
     let a = mesh.pod("a");
     let ca = cp.ca.clone().expect("CA");
     let token = ca.token("default", "a", "a-0");
@@ -165,8 +138,8 @@ fn a_reused_bootstrap_token_gets_no_certificate() {
 #[test]
 fn ten_second_certificates_renew_under_load_without_failures() {
     let mesh = Mesh::new();
-    let cp = mesh.pod("cp").run_control_with_ca(SERVICES, &["--cert-lifetime", "10s"]);
-    let (_b, _apps, proxy_b) = server_pod(&mesh, &cp, &[]);
+    let cp = mesh.pod("cp").run_control_with_ca(WEB_AND_STORE, &["--cert-lifetime", "10s"]);
+    let (_b, _apps, proxy_b) = mesh.web_and_store_pod(&cp);
     let a = mesh.pod("a");
     let proxy_a = a.run_meshed_proxy(&cp, "a", None, &[]);
 
@@ -238,8 +211,8 @@ fn openssl_leaf(ca_dir: &std::path::Path, out: &std::path::Path, id: &str) -> (S
 #[test]
 fn openssl_with_a_mesh_certificate_talks_to_the_inbound_proxy_and_without_one_is_refused() {
     let mesh = Mesh::new();
-    let cp = mesh.pod("cp").run_control_with_ca(SERVICES, &[]);
-    let (b, _apps, _proxy_b) = server_pod(&mesh, &cp, &[]);
+    let cp = mesh.pod("cp").run_control_with_ca(WEB_AND_STORE, &[]);
+    let (b, _apps, _proxy_b) = mesh.web_and_store_pod(&cp);
     let ca = cp.ca.clone().expect("CA");
     let id = "spiffe://cluster.local/ns/default/sa/ossl";
     let (cert, key) = openssl_leaf(&ca.state_dir, b.dir(), id);
