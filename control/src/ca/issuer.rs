@@ -251,7 +251,7 @@ fn generate_root(trust_domain: &str, now: SystemTime) -> Result<(String, String)
 }
 
 /// Creates `dir` with mode 0700, or tightens an existing one to it.
-fn ensure_private_dir(dir: &Path) -> Result<(), IssuerError> {
+pub(super) fn ensure_private_dir(dir: &Path) -> Result<(), IssuerError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let write = |source| IssuerError::Write { path: dir.to_owned(), source };
     if !dir.exists() {

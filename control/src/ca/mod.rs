@@ -307,6 +307,12 @@ impl Ca {
         check_anchored(&issuer, &anchors).map_err(CaError::Unanchored)?;
         warn_if_expiring(&issuer, now);
 
+        // With issuer files the state directory holds only the token state;
+        // it must exist before the first Certify writes there, or a restart
+        // would forget every renewal token.
+        if let Some(dir) = &settings.state_dir {
+            issuer::ensure_private_dir(dir)?;
+        }
         let tokens = LocalTokens::open(&settings.trust_domain, settings.state_dir.as_deref())?;
         if let Some(path) = &settings.tokens {
             tokens.set_bootstrap(files::read_tokens(path, &settings.trust_domain)?);

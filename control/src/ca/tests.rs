@@ -381,3 +381,25 @@ async fn the_serving_certificate_names_the_control_plane() {
     let all = uris(&serving.chain()[0]);
     assert_eq!(all.len(), 2, "{all:?}");
 }
+
+#[tokio::test]
+async fn with_issuer_files_a_restart_keeps_the_renewal_tokens_in_the_state_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let now = SystemTime::now();
+    tokens_file(&d.join("tokens.yaml"), &[("t1", "web", now + Duration::from_secs(3600))]);
+    root_and_intermediate(d, "old");
+    // A state directory that does not exist yet: issuer files do not create it.
+    let state = d.join("state");
+    let settings = || CaSettings { state_dir: Some(state.clone()), ..files_settings(d, "old", Some("old-root.crt")) };
+    let ca = Ca::open(settings(), Arc::new(Metrics::default()), now).expect("opens");
+    let key = p256();
+    let issued = ca.certify(WEB, &csr(&key, &[WEB]), "t1", now).await.expect("issued");
+    drop(ca);
+
+    let restarted = Ca::open(settings(), Arc::new(Metrics::default()), now).expect("reopens");
+    let renewed = restarted.certify(WEB, &csr(&key, &[WEB]), &issued.renewal_token, now).await;
+    assert!(renewed.is_ok(), "the renewal token was forgotten across the restart: {renewed:?}");
+    let e = restarted.certify(WEB, &csr(&key, &[WEB]), "t1", now).await.expect_err("bootstrap token reused");
+    assert!(e.to_string().contains("already used"), "{e}");
+}
