@@ -38,9 +38,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Some(c) => {
             let tls = c
                 .trust_anchors_pem
-                .clone()
+                .as_deref()
                 .filter(|_| c.url.starts_with("https://"))
-                .map(|anchors_pem| ControlTls { anchors_pem, server_name: c.control_plane_name.clone() });
+                .map(|pem| ControlTls::from_pem(pem, &c.control_plane_name))
+                .transpose()
+                .context("--trust-anchors")?;
             Some(ControlPlane::new(&c.url, c.proxy_id.clone(), c.namespace.clone(), tls)?)
         }
         None => None,

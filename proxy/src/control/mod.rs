@@ -10,10 +10,13 @@ pub mod backoff;
 pub mod discovery;
 pub mod inbound_policy;
 pub mod registry;
+pub mod tls;
 
 use std::time::Duration;
 
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
+
+pub use self::tls::{ControlTls, ControlTlsError};
 
 /// A handle to the control plane, cheap to clone.
 #[derive(Clone, Debug)]
@@ -24,6 +27,9 @@ pub struct ControlPlane {
     pub proxy_id: String,
     /// The workload's namespace: bare service names resolve in it.
     pub namespace: String,
+    /// With TLS: the anchors the next connection trusts (they follow the
+    /// streamed trust bundle).
+    pub tls: Option<ControlTls>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,14 +38,6 @@ pub struct InvalidAddress {
     url: String,
     #[source]
     source: tonic::transport::Error,
-}
-
-/// TLS to the control plane: the pinned trust anchors and the name its
-/// certificate must carry.
-#[derive(Clone, Debug)]
-pub struct ControlTls {
-    pub anchors_pem: String,
-    pub server_name: String,
 }
 
 impl ControlPlane {
@@ -51,19 +49,22 @@ impl ControlPlane {
         tls: Option<ControlTls>,
     ) -> Result<Self, InvalidAddress> {
         let invalid = |source| InvalidAddress { url: url.to_string(), source };
-        let mut endpoint = Endpoint::from_shared(url.to_string()).map_err(invalid)?;
-        if let Some(tls) = tls {
-            let config = ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(tls.anchors_pem))
-                .domain_name(tls.server_name);
-            endpoint = endpoint.tls_config(config).map_err(invalid)?;
-        }
-        let channel = endpoint
+        // With TLS the connector does the handshake; tonic's own TLS would
+        // pin fixed roots and refuse an https URI without it.
+        let dial = match &tls {
+            Some(_) => url.replacen("https://", "http://", 1),
+            None => url.to_string(),
+        };
+        let endpoint = Endpoint::from_shared(dial)
+            .map_err(invalid)?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        Ok(Self { channel, url: url.to_string(), proxy_id, namespace })
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = match &tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(tls.connector()),
+            None => endpoint.connect_lazy(),
+        };
+        Ok(Self { channel, url: url.to_string(), proxy_id, namespace, tls })
     }
 }

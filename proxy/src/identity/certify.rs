@@ -111,10 +111,20 @@ pub async fn watch_anchors(control: ControlPlane, handle: IdentityHandle) {
                 .into_inner();
             while let Some(bundle) = stream.message().await? {
                 backoff.reset();
-                let anchors = bundle.anchors.into_iter().map(CertificateDer::from).collect();
-                match handle.set_bundle(TrustBundle { version: bundle.version, anchors }) {
+                let anchors: Vec<CertificateDer<'static>> =
+                    bundle.anchors.into_iter().map(CertificateDer::from).collect();
+                match handle.set_bundle(TrustBundle { version: bundle.version, anchors: anchors.clone() }) {
                     Ok(()) => tracing::info!(version = bundle.version, "trust anchors updated"),
-                    Err(e) => tracing::warn!(error = %e, "ignoring an unusable trust bundle"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ignoring an unusable trust bundle");
+                        continue;
+                    }
+                }
+                // The next connection to the control plane trusts them too.
+                if let Some(tls) = &control.tls
+                    && let Err(e) = tls.set_anchors(&anchors)
+                {
+                    tracing::warn!(error = %e, "the control plane connection keeps its previous anchors");
                 }
             }
             Ok::<_, tonic::Status>(())

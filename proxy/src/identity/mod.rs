@@ -177,10 +177,16 @@ impl IdentityHandle {
         let fingerprints: Vec<String> =
             state.bundle.iter().flat_map(|b| b.anchors.iter()).map(|a| hex(ring_sha256(a.as_ref()).as_ref())).collect();
         let expiry = state.credentials.as_ref().map(|c| humantime::format_rfc3339_seconds(c.not_after).to_string());
+        // Which CA signed the certificate in use: how an operator (and the
+        // rotation test) sees a new issuer take over.
+        let issuer = state.credentials.as_ref().and_then(|c| c.chain.first()).and_then(|leaf| {
+            x509_parser::parse_x509_certificate(leaf.as_ref()).ok().map(|(_, cert)| cert.issuer().to_string())
+        });
         serde_json::json!({
             "identity": self.local.as_str(),
             "ready": *self.ready.borrow(),
             "expires": expiry,
+            "issuer": issuer,
             "renewals": state.renewals,
             "trust_bundle_version": state.bundle.as_ref().map(|b| b.version),
             "trust_anchor_sha256": fingerprints,
