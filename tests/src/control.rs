@@ -55,15 +55,21 @@ pub struct ControlPlane {
 pub struct MeshCa {
     pub state_dir: PathBuf,
     pub tokens: PathBuf,
+    /// The control plane's `--trust-anchors` when the test gave the issuer;
+    /// `None`: the root generated in the state directory.
+    pub anchors_file: Option<PathBuf>,
     issued: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl MeshCa {
-    /// The trust anchors to pin (`--trust-anchors`): a readable copy of the
-    /// CA's `ca.crt` (its state directory is 0700, and proxies run as 2102).
+    /// The trust anchors to pin (`--trust-anchors`): a readable copy, as of
+    /// now, of the control plane's anchors file or of the CA's `ca.crt` (its
+    /// state directory is 0700, and proxies run as 2102). A copy, so that a
+    /// proxy's pinned file stays what it was when it started.
     pub fn anchors(&self) -> PathBuf {
+        let source = self.anchors_file.clone().unwrap_or_else(|| self.state_dir.join("ca.crt"));
         let copy = self.state_dir.with_file_name("anchors.pem");
-        std::fs::copy(self.state_dir.join("ca.crt"), &copy).expect("copying ca.crt from the CA's state directory");
+        std::fs::copy(&source, &copy).unwrap_or_else(|e| panic!("copying {}: {e}", source.display()));
         copy
     }
 
@@ -126,8 +132,39 @@ impl Pod {
         let state_dir = self.dir().join(format!("ca-{}", self.name()));
         let tokens = self.dir().join(format!("tokens-{}.yaml", self.name()));
         std::fs::write(&tokens, "tokens: []\n").expect("writing the tokens file");
-        let ca = MeshCa { state_dir, tokens, issued: Default::default() };
+        let ca = MeshCa { state_dir, tokens, anchors_file: None, issued: Default::default() };
         self.start_control(services, policy_dir, Some(ca), extra)
+    }
+
+    /// Like [`Pod::run_control_with_ca`], with the issuer and the trust
+    /// anchors the test gives (`--issuer-cert`, `--issuer-key`,
+    /// `--trust-anchors`; the control plane reloads them when they change).
+    /// `anchors` must be readable by the proxies' user.
+    pub fn run_control_with_issuer(
+        &self,
+        services_yaml: &str,
+        issuer: (&std::path::Path, &std::path::Path),
+        anchors: &std::path::Path,
+        extra: &[&str],
+    ) -> ControlPlane {
+        let services = self.dir().join(format!("services-{}.yaml", self.name()));
+        std::fs::write(&services, services_yaml).expect("writing the services file");
+        let policy_dir = self.dir().join(format!("policy-{}", self.name()));
+        std::fs::create_dir_all(&policy_dir).expect("creating the policy directory");
+        let state_dir = self.dir().join(format!("ca-{}", self.name()));
+        let tokens = self.dir().join(format!("tokens-{}.yaml", self.name()));
+        std::fs::write(&tokens, "tokens: []\n").expect("writing the tokens file");
+        let ca = MeshCa { state_dir, tokens, anchors_file: Some(anchors.to_owned()), issued: Default::default() };
+        let mut args: Vec<&str> = vec![
+            "--issuer-cert",
+            issuer.0.to_str().expect("UTF-8 path"),
+            "--issuer-key",
+            issuer.1.to_str().expect("UTF-8 path"),
+            "--trust-anchors",
+            anchors.to_str().expect("UTF-8 path"),
+        ];
+        args.extend_from_slice(extra);
+        self.start_control(services, policy_dir, Some(ca), &args)
     }
 
     /// Starts (or restarts) the control plane with existing files.
