@@ -4,7 +4,7 @@
 //!
 //! | setting | default | why |
 //! | --- | --- | --- |
-//! | request timeout | none | a mesh-wide deadline silently breaks long polls, streaming gRPC and server-sent events; Linkerd and Istio set none either |
+//! | request timeout | 15 s, until the response headers | a hung backend must not hold a client forever (Envoy's route default); it bounds the wait for the response *headers* only, so streaming bodies, server-sent events and gRPC streams that answer headers promptly are not cut; `request: 0s` turns it off |
 //! | backend request timeout | none | as above |
 //! | connect timeout | 1 s | a peer on the same network that has not accepted in 1 s is down or overloaded; try another |
 //! | idle timeout | none (the proxy's own TCP idle timeout applies) | |
@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use weft_api::policy as api;
 
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const RETRY_ATTEMPTS: u32 = 2;
 pub const RETRY_ON: &[&str] = &["connect-failure"];
@@ -42,7 +43,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 pub fn timeouts() -> api::Timeouts {
-    api::Timeouts { request_ms: 0, backend_request_ms: 0, connect_ms: ms(CONNECT_TIMEOUT), idle_ms: 0 }
+    api::Timeouts { request_ms: ms(REQUEST_TIMEOUT), backend_request_ms: 0, connect_ms: ms(CONNECT_TIMEOUT), idle_ms: 0 }
 }
 
 pub fn retry() -> api::Retry {

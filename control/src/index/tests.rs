@@ -188,7 +188,7 @@ fn outbound_defaults_without_policy() {
     assert!(p.routes.is_empty());
     assert!(p.sources.is_empty());
     let t = p.timeouts.expect("timeouts");
-    assert_eq!((t.request_ms, t.backend_request_ms, t.connect_ms, t.idle_ms), (0, 0, 1000, 0));
+    assert_eq!((t.request_ms, t.backend_request_ms, t.connect_ms, t.idle_ms), (15_000, 0, 1000, 0));
     let r = p.retry.expect("retry");
     assert_eq!(r.attempts, 2);
     assert_eq!(r.retry_on, ["connect-failure"]);
