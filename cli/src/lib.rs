@@ -4,6 +4,7 @@
 //!   weft up -f mesh.yaml ─► meshfile (parse, validate) ─► plan (names, addresses, env)
 //!                        ─► runtime (namespaces, processes; supervise) ─► Ctrl-C ─► teardown
 //!   weft demo            ─► the same, on examples/demo/mesh.yaml ─► metrics ─► report table
+//!   weft check -f mesh.yaml ─► meshfile + policies, validated ─► the policy each service runs with
 //!   weft proxy|control|example … ─► the built-in programs (embedded)
 //! ```
 //!
@@ -16,6 +17,7 @@
 //! [`probe`] and [`metrics`] read the proxies, and [`demo`] is `weft demo`.
 //! See `docs/local-mesh.md`.
 
+pub mod check;
 pub mod demo;
 pub mod embedded;
 pub mod hosts;
@@ -67,6 +69,17 @@ enum Command {
     /// Run the micro-service demo: a counter web service (two versions), its
     /// Redis store, and a load generator, with a report from the proxies.
     Demo(DemoArgs),
+    /// Validate a LocalMesh file and its policies as the control plane
+    /// would, and print the policy every service port runs with (built-in
+    /// defaults included). Exits 1 if anything is refused.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct CheckArgs {
+    /// The LocalMesh file.
+    #[arg(short = 'f', long = "file")]
+    file: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -152,6 +165,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     exit(runtime.block_on(async {
         match cli.command {
             Command::Up(args) => up(args, &cli.log).await,
+            Command::Check(args) => check::run(&args.file),
             Command::Demo(args) => {
                 let settings = settings(&args.mesh, &cli.log)?;
                 demo::run(settings, args.rate, args.duration.map(Into::into), args.mesh.keep_logs).await
