@@ -16,4 +16,7 @@
 //! (`tokio::time::Instant::into_std` gives the `std` instant these take,
 //! honouring `tokio::time::pause` in tests.)
 
+pub mod fault;
+pub mod hash;
 pub mod route;
+pub mod split;
