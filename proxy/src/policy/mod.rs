@@ -16,7 +16,10 @@
 //! (`tokio::time::Instant::into_std` gives the `std` instant these take,
 //! honouring `tokio::time::pause` in tests.)
 
+pub mod budget;
 pub mod fault;
 pub mod hash;
+pub mod retry;
 pub mod route;
 pub mod split;
+mod window;
