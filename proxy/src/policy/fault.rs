@@ -84,7 +84,7 @@ mod tests {
     #[test]
     fn decisions() {
         // The first random value of the p-th percentile.
-        let q = |p: u32| u32::try_from(((u64::from(p) << 32) + 99) / 100).unwrap();
+        let q = |p: u32| u32::try_from((u64::from(p) << 32).div_ceil(100)).unwrap();
         // (fault, delay random, abort random, expected)
         let ms = Duration::from_millis;
         let s503 = StatusCode::SERVICE_UNAVAILABLE;

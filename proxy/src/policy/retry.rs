@@ -108,7 +108,7 @@ impl Backoff {
         let full = base.saturating_mul(1u128 << (retry - 1).min(64)).min(self.max.as_nanos().max(base));
         // full × jitter × random / 2^32, in integers (jitter in millionths).
         let jitter_ppm = (self.jitter.clamp(0.0, 1.0) * 1e6).round() as u128;
-        let cut = full.saturating_mul(jitter_ppm) / 1_000_000 * u128::from(random) >> 32;
+        let cut = (full.saturating_mul(jitter_ppm) / 1_000_000 * u128::from(random)) >> 32;
         Duration::from_nanos(u64::try_from(full - cut.min(full)).unwrap_or(u64::MAX))
     }
 }
@@ -250,7 +250,7 @@ impl RetryPolicy {
             Decision::NotRetryable
         } else if retries_done >= self.attempts {
             Decision::Exhausted
-        } else if !body_len.is_some_and(|n| n <= self.max_body_bytes) {
+        } else if body_len.is_none_or(|n| n > self.max_body_bytes) {
             Decision::BodyNotReplayable
         } else if *outcome != Outcome::ConnectFailure && !self.allow_non_idempotent && !is_idempotent(method) {
             Decision::NonIdempotent
