@@ -17,8 +17,10 @@
 //! honouring `tokio::time::pause` in tests.)
 
 pub mod budget;
+pub mod circuit;
 pub mod fault;
 pub mod hash;
+pub mod rate_limit;
 pub mod retry;
 pub mod route;
 pub mod split;
