@@ -28,6 +28,7 @@ pub mod inbound;
 pub mod init;
 pub mod metrics;
 pub mod outbound;
+pub mod policy;
 pub mod proxy;
 pub mod tcp;
 pub mod telemetry;
