@@ -43,7 +43,12 @@ fn ms(d: Duration) -> u64 {
 }
 
 pub fn timeouts() -> api::Timeouts {
-    api::Timeouts { request_ms: ms(REQUEST_TIMEOUT), backend_request_ms: 0, connect_ms: ms(CONNECT_TIMEOUT), idle_ms: 0 }
+    api::Timeouts {
+        request_ms: ms(REQUEST_TIMEOUT),
+        backend_request_ms: 0,
+        connect_ms: ms(CONNECT_TIMEOUT),
+        idle_ms: 0,
+    }
 }
 
 pub fn retry() -> api::Retry {

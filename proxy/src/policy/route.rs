@@ -23,13 +23,16 @@
 //!   value (the Gateway API's recommendation).
 //! - method; conditions AND within a match, matches OR within a route; a
 //!   route without matches matches everything (`PathPrefix /`).
-//! - Precedence across every match of every route: `Exact` path, then the
-//!   longest `PathPrefix`, then `RegularExpression` paths (their placement
-//!   is implementation-specific in the Gateway API; we put them last so a
-//!   catch-all regex never shadows a prefix); then a method match; then
-//!   most header matches; then most query matches; then the order the
-//!   control plane delivered (it sorts by route `namespace/name`, rule and
-//!   match index).
+//! - Precedence across every match of every route: `Exact` path, then
+//!   `RegularExpression` paths (longer patterns first), then the longest
+//!   `PathPrefix`; then a method match; then most header matches; then most
+//!   query matches; then the order the control plane delivered (it sorts by
+//!   route `namespace/name`, rule and match index). Regex placement is
+//!   implementation-specific in the Gateway API; like Linkerd we put regexes
+//!   before prefixes, or a catch-all `PathPrefix /` would make every regex
+//!   route unreachable. The control plane sorts the same way
+//!   (`control/src/index/outbound.rs`, `MatchRank`), so this re-sort only
+//!   guards the contract.
 //!
 //! The table is compiled once per policy version, so the request path does
 //! no allocation except when a header is repeated and must be joined for a
@@ -103,9 +106,9 @@ struct CompiledMatch {
 /// Gateway API precedence; smaller sorts first.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Rank {
-    /// Exact 0, prefix 1, regular expression 2.
+    /// Exact 0, regular expression 1, prefix 2.
     path_kind: u8,
-    /// Longer prefixes first (0 for exact and regex paths).
+    /// Longer prefixes and regex patterns first (0 for exact paths).
     path_len: Reverse<usize>,
     no_method: bool,
     headers: Reverse<usize>,
@@ -180,7 +183,7 @@ fn value_matcher(
 fn path_matcher(route: &str, m: Option<&api::StringMatch>) -> Result<(PathMatcher, u8, usize), RouteError> {
     use api::string_match::Kind;
     // An unset path is the Gateway API default, `PathPrefix /`.
-    let Some(m) = m else { return Ok((PathMatcher::Prefix("".into()), 1, 1)) };
+    let Some(m) = m else { return Ok((PathMatcher::Prefix("".into()), 2, 1)) };
     let kind = Kind::try_from(m.kind).map_err(|_| RouteError::UnknownKind {
         route: route.to_owned(),
         what: "path".into(),
@@ -191,7 +194,7 @@ fn path_matcher(route: &str, m: Option<&api::StringMatch>) -> Result<(PathMatche
     }
     Ok(match kind {
         Kind::Exact => (PathMatcher::Exact(m.value.as_str().into()), 0, 0),
-        Kind::Prefix => (PathMatcher::Prefix(m.value.trim_end_matches('/').into()), 1, m.value.len()),
+        Kind::Prefix => (PathMatcher::Prefix(m.value.trim_end_matches('/').into()), 2, m.value.len()),
         Kind::Regex => {
             let re = full_match_regex(&m.value).map_err(|reason| RouteError::Regex {
                 route: route.to_owned(),
@@ -199,7 +202,7 @@ fn path_matcher(route: &str, m: Option<&api::StringMatch>) -> Result<(PathMatche
                 pattern: m.value.clone(),
                 reason,
             })?;
-            (PathMatcher::Regex(re), 2, 0)
+            (PathMatcher::Regex(re), 1, m.value.len())
         }
     })
 }

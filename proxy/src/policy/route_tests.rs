@@ -292,16 +292,22 @@ fn precedence() {
             "mid",
         ),
         (
-            "prefix beats regex",
-            vec![route("regex", &[M::regex("/foo.*")]), route("prefix", &[M::prefix("/foo")])],
+            "regex beats prefix",
+            vec![route("prefix", &[M::prefix("/foo")]), route("regex", &[M::regex("/foo.*")])],
             ("GET", "/foo/x", &[]),
-            "prefix",
+            "regex",
         ),
         (
-            "prefix / beats regex",
-            vec![route("regex", &[M::regex("/.*")]), route("prefix", &[M::prefix("/")])],
-            ("GET", "/x", &[]),
-            "prefix",
+            "a catch-all prefix / does not shadow a regex",
+            vec![route("prefix", &[M::prefix("/")]), route("regex", &[M::regex("/r/[0-9]+")])],
+            ("GET", "/r/7", &[]),
+            "regex",
+        ),
+        (
+            "longer regex first",
+            vec![route("short", &[M::regex("/.*")]), route("long", &[M::regex("/api/.*")])],
+            ("GET", "/api/x", &[]),
+            "long",
         ),
         (
             "regex when nothing else matches",
@@ -365,7 +371,7 @@ fn precedence() {
         ),
         (
             "full tie between regexes: delivered order",
-            vec![route("first", &[M::regex("/a.*")]), route("second", &[M::regex("/.*")])],
+            vec![route("first", &[M::regex("/a.*")]), route("second", &[M::regex("/.*a")])],
             ("GET", "/a", &[]),
             "first",
         ),
