@@ -19,6 +19,7 @@
 pub mod budget;
 pub mod circuit;
 pub mod fault;
+pub mod filters;
 pub mod hash;
 pub mod rate_limit;
 pub mod retry;
