@@ -18,6 +18,7 @@
 
 pub mod budget;
 pub mod circuit;
+pub mod compiled;
 pub mod fault;
 pub mod filters;
 pub mod hash;
