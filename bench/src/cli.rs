@@ -1,5 +1,6 @@
-//! The command line: the bench itself (no subcommand) and the parts it runs
-//! inside the pods (`app`, `load`, `idle`).
+//! The command line: the bench itself (no subcommand), the parts it runs
+//! inside the pods (`app`, `load`, `idle`, `cp-*`), and the handshake
+//! micro-benchmark (`handshakes`).
 
 use std::path::PathBuf;
 
@@ -73,7 +74,8 @@ impl BenchArgs {
     }
 }
 
-/// Parts the bench runs inside the pods; they print JSON on stdout.
+/// Parts the bench runs inside the pods (hidden; they print JSON on
+/// stdout), and `handshakes`, run by hand.
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// The app: HTTP (1.1 and 2) with 1 KiB responses, and a TCP echo.
@@ -91,6 +93,11 @@ pub enum Command {
     /// Registers endpoints with the control plane.
     #[command(hide = true)]
     CpRegister(crate::cplane::register::RegisterArgs),
+    /// mTLS handshake cost on one core: full and resumed handshakes per
+    /// second, and the client's and the server's CPU µs per handshake, with
+    /// the proxy's TLS configurations driven in memory. Writes
+    /// handshakes.{md,json}; needs no root.
+    Handshakes(crate::handshake::HandshakeArgs),
 }
 
 #[cfg(test)]
@@ -108,5 +115,18 @@ mod tests {
         assert_eq!(cli.bench.out(), PathBuf::from("/tmp/x"));
         assert!(Cli::try_parse_from(["weft-bench", "--smoke", "--full"]).is_err());
         assert!(Cli::try_parse_from(["weft-bench", "--only", "nope"]).is_err());
+    }
+
+    #[test]
+    fn handshakes_flags() {
+        let cli = Cli::try_parse_from(["weft-bench", "handshakes"]).unwrap();
+        let Some(Command::Handshakes(args)) = cli.command else { panic!("not handshakes") };
+        assert_eq!((args.duration, args.rounds, args.cpu), (std::time::Duration::from_secs(3), 5, None));
+        assert!(args.out().ends_with("bench/results"));
+        let cli = Cli::try_parse_from(["weft-bench", "handshakes", "--duration", "10s", "--rounds", "7", "--cpu", "0"])
+            .unwrap();
+        let Some(Command::Handshakes(args)) = cli.command else { panic!("not handshakes") };
+        assert_eq!((args.duration, args.rounds, args.cpu), (std::time::Duration::from_secs(10), 7, Some(0)));
+        assert!(Cli::try_parse_from(["weft-bench", "handshakes", "--rounds", "0"]).is_err());
     }
 }

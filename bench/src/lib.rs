@@ -24,6 +24,10 @@
 //! push to many watch streams, RSS with many endpoints). Results go to
 //! `results/latest.{md,json,svg}` ([`report`]).
 //!
+//! `weft-bench handshakes` ([`handshake`]) is a micro-benchmark beside
+//! it: the CPU cost of the proxy's mTLS handshakes, full and resumed, on one
+//! core, driven in memory (issue 5); it writes `results/handshakes.{md,json}`.
+//!
 //! Errors are `anyhow` throughout: this crate is a test tool, like
 //! `weft-tests`, and every error ends the run with a message for a person.
 
@@ -31,6 +35,7 @@ pub mod app;
 pub mod cli;
 pub mod cplane;
 pub mod footprint;
+pub mod handshake;
 pub mod harness;
 pub mod hist;
 pub mod limits;

@@ -195,17 +195,17 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     let sections::Outcome { latency, knee, max_throughput, idle_connections, mut failures } = bench.finish();
     failures.extend(control_plane.iter().flat_map(crate::cplane::failures));
 
-    machine.loadavg_end = loadavg();
+    machine.host.loadavg_end = loadavg();
     let mut preliminary = Vec::new();
     match plan.mode {
         Mode::Full => {}
         Mode::Quick => preliminary.push("a `--quick` run: short runs, one rate".to_owned()),
         Mode::Smoke => preliminary.push("a `--smoke` run: it checks that setups serve, not how fast".to_owned()),
     }
-    if machine.loadavg_start[0] > 0.5 {
+    if machine.host.loadavg_start[0] > 0.5 {
         preliminary.push(format!(
             "the machine was busy before the run started (1-minute load {:.2} on {} cores)",
-            machine.loadavg_start[0], machine.cores
+            machine.host.loadavg_start[0], machine.host.cores
         ));
     }
     if machine.proxy_profile == "debug" || !machine.bench_optimized {

@@ -6,8 +6,10 @@ use std::process::Command;
 
 use serde::Serialize;
 
+/// The host a measurement ran on and the code it measured: what every
+/// report of the bench (the full run, `handshakes`) records.
 #[derive(Debug, Clone, Serialize)]
-pub struct Machine {
+pub struct Host {
     pub cpu_model: String,
     /// CPUs this process may run on.
     pub cores: usize,
@@ -22,6 +24,13 @@ pub struct Machine {
     /// the machine.
     pub loadavg_start: [f64; 3],
     pub loadavg_end: [f64; 3],
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// Flattened: `latest.json` keeps its field names.
+    #[serde(flatten)]
+    pub host: Host,
     pub haproxy: String,
     pub openssl: String,
     pub proxy_binary: String,
@@ -51,9 +60,9 @@ pub fn loadavg() -> [f64; 3] {
     [it.next().unwrap_or(f64::NAN), it.next().unwrap_or(f64::NAN), it.next().unwrap_or(f64::NAN)]
 }
 
-impl Machine {
+impl Host {
     /// Reads everything but `loadavg_end`; `workspace` is the git checkout.
-    pub fn read(workspace: &Path, proxy_bin: &Path, control_bin: &Path) -> Machine {
+    pub fn read(workspace: &Path) -> Host {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
@@ -75,14 +84,8 @@ impl Machine {
             .output()
             .map(|o| !o.stdout.is_empty())
             .unwrap_or(false);
-        // `target/<profile>/weft-proxy`; a binary elsewhere (--proxy-bin) has
-        // no profile we can tell.
-        let profile = |bin: &Path| match bin.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()) {
-            Some(p @ ("release" | "debug")) => p.to_owned(),
-            _ => "unknown".to_owned(),
-        };
         let load = loadavg();
-        Machine {
+        Host {
             cpu_model,
             cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned(),
@@ -92,6 +95,21 @@ impl Machine {
             git_dirty: dirty,
             loadavg_start: load,
             loadavg_end: load,
+        }
+    }
+}
+
+impl Machine {
+    /// Reads everything but `loadavg_end`; `workspace` is the git checkout.
+    pub fn read(workspace: &Path, proxy_bin: &Path, control_bin: &Path) -> Machine {
+        // `target/<profile>/weft-proxy`; a binary elsewhere (--proxy-bin) has
+        // no profile we can tell.
+        let profile = |bin: &Path| match bin.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()) {
+            Some(p @ ("release" | "debug")) => p.to_owned(),
+            _ => "unknown".to_owned(),
+        };
+        Machine {
+            host: Host::read(workspace),
             haproxy: first_line(Command::new(weft_tests::tool("haproxy")).arg("-v")),
             openssl: first_line(Command::new(weft_tests::tool("openssl")).arg("version")),
             proxy_binary: proxy_bin.display().to_string(),

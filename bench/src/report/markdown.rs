@@ -30,7 +30,7 @@ fn figure(s: &Spread, added: Option<f64>) -> String {
 
 pub fn render(r: &Results) -> String {
     let mut md = String::new();
-    let m = &r.machine;
+    let (m, h) = (&r.machine, &r.machine.host);
     let _ = writeln!(md, "# Weft benchmark: `--{}` run\n", r.plan.mode.name());
     if !r.preliminary.is_empty() {
         let _ = writeln!(md, "> **Preliminary figures**: {}.\n", r.preliminary.join("; "));
@@ -40,20 +40,20 @@ pub fn render(r: &Results) -> String {
         "- when: {} ({:.0} s)\n- commit: `{}`{}\n- machine: {}, {} cores, {:.1} GiB, Linux {}\n- load average \
          (1/5/15 min): {:.2} {:.2} {:.2} at the start, {:.2} {:.2} {:.2} at the end\n- builds: weft-proxy `{}`, \
          weft-control `{}`, generator and app {}; {}; {}\n- command: `cargo run --release -p weft-bench -- --{}`\n",
-        m.date,
+        h.date,
         r.duration_s,
-        m.git_commit,
-        if m.git_dirty { " (with uncommitted changes)" } else { "" },
-        m.cpu_model,
-        m.cores,
-        m.memory_total_kib as f64 / 1024.0 / 1024.0,
-        m.kernel,
-        m.loadavg_start[0],
-        m.loadavg_start[1],
-        m.loadavg_start[2],
-        m.loadavg_end[0],
-        m.loadavg_end[1],
-        m.loadavg_end[2],
+        h.git_commit,
+        if h.git_dirty { " (with uncommitted changes)" } else { "" },
+        h.cpu_model,
+        h.cores,
+        h.memory_total_kib as f64 / 1024.0 / 1024.0,
+        h.kernel,
+        h.loadavg_start[0],
+        h.loadavg_start[1],
+        h.loadavg_start[2],
+        h.loadavg_end[0],
+        h.loadavg_end[1],
+        h.loadavg_end[2],
         m.proxy_profile,
         m.control_profile,
         if m.bench_optimized { "optimized" } else { "unoptimized (debug)" },

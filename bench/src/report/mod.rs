@@ -32,7 +32,7 @@ pub fn write(results: &Results, dir: &Path) -> anyhow::Result<Written> {
     std::fs::write(&written.json, json + "\n").with_context(|| format!("writing {}", written.json.display()))?;
     std::fs::write(&written.markdown, markdown::render(results))
         .with_context(|| format!("writing {}", written.markdown.display()))?;
-    let m = &results.machine;
+    let m = &results.machine.host;
     let subtitle = format!(
         "weft-bench --{}, {}, commit {}, {} ({} cores), Linux {}",
         results.plan.mode.name(),
