@@ -93,6 +93,10 @@ pub struct IdentityHandle {
     /// Client-side session cache shared by every configuration generation,
     /// so that a renewal does not throw resumption tickets away.
     resumption: Arc<Resumption>,
+    /// Server side: stateless session tickets under keys that outlive a
+    /// renewal (rotated every 6 hours by rustls), so an inbound proxy can
+    /// resume any number of clients without holding sessions in memory.
+    ticketer: Option<Arc<dyn rustls::server::ProducesTickets>>,
 }
 
 impl IdentityHandle {
@@ -102,6 +106,13 @@ impl IdentityHandle {
             state: Arc::new(RwLock::new(State { credentials: None, bundle: None, configs: None, renewals: 0 })),
             ready: watch::channel(false).0,
             resumption: Arc::new(Resumption::in_memory_sessions(1024)),
+            ticketer: match rustls::crypto::ring::Ticketer::new() {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no session ticket keys; inbound resumption uses a 256-session cache");
+                    None
+                }
+            },
         }
     }
 
@@ -194,7 +205,7 @@ impl IdentityHandle {
     }
 
     fn build(&self, credentials: &Credentials, bundle: &TrustBundle) -> Result<TlsConfigs, IdentityError> {
-        build_configs(credentials, bundle, self.resumption.clone())
+        build_configs_sharing(credentials, bundle, self.resumption.clone(), self.ticketer.clone())
     }
 }
 
@@ -212,6 +223,17 @@ pub fn build_configs(
     credentials: &Credentials,
     bundle: &TrustBundle,
     resumption: Arc<Resumption>,
+) -> Result<TlsConfigs, IdentityError> {
+    build_configs_sharing(credentials, bundle, resumption, None)
+}
+
+/// [`build_configs`], the server issuing stateless session tickets with
+/// `ticketer` when given (rustls's 256-session in-memory cache otherwise).
+pub fn build_configs_sharing(
+    credentials: &Credentials,
+    bundle: &TrustBundle,
+    resumption: Arc<Resumption>,
+    ticketer: Option<Arc<dyn rustls::server::ProducesTickets>>,
 ) -> Result<TlsConfigs, IdentityError> {
     if bundle.anchors.is_empty() {
         return Err(IdentityError::NoAnchors);
@@ -247,6 +269,9 @@ pub fn build_configs(
         .with_client_cert_verifier(client_verifier)
         .with_single_cert(credentials.chain.clone(), key())?;
     server.alpn_protocols = vec![ALPN_HTTP.to_vec(), ALPN_OPAQUE.to_vec()];
+    if let Some(ticketer) = ticketer {
+        server.ticketer = ticketer;
+    }
     Ok(TlsConfigs { client_http: client(ALPN_HTTP)?, client_opaque: client(ALPN_OPAQUE)?, server: Arc::new(server) })
 }
 

@@ -173,3 +173,65 @@ fn renewal_is_scheduled_at_most_70_percent_into_the_lifetime() {
     assert_eq!(renew_after(life, 0.0), Duration::from_secs(70));
     assert_eq!(renew_after(life, 1.0), Duration::from_secs(60));
 }
+
+/// One handshake driven in memory; returns how the client saw it.
+fn handshake_kind(client: Arc<rustls::ClientConfig>, server: Arc<rustls::ServerConfig>) -> rustls::HandshakeKind {
+    let name = rustls::pki_types::ServerName::try_from("mesh.weft").expect("name");
+    let mut c = rustls::ClientConnection::new(client, name).expect("client");
+    let mut s = rustls::ServerConnection::new(server).expect("server");
+    fn pump(
+        from: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl Sized>>,
+        to: &mut impl std::ops::DerefMut<Target = rustls::ConnectionCommon<impl Sized>>,
+    ) {
+        let mut buf = Vec::new();
+        while from.wants_write() {
+            from.write_tls(&mut buf).expect("write_tls");
+        }
+        let mut rest = &buf[..];
+        while !rest.is_empty() {
+            to.read_tls(&mut rest).expect("read_tls");
+            to.process_new_packets().expect("handshake");
+        }
+    }
+    // Bounded: a TLS 1.3 handshake plus its tickets takes 3 flights.
+    for _ in 0..10 {
+        pump(&mut c, &mut s);
+        pump(&mut s, &mut c);
+        if !c.is_handshaking() && !s.is_handshaking() && !c.wants_write() && !s.wants_write() {
+            break;
+        }
+    }
+    assert!(!c.is_handshaking(), "the handshake did not finish");
+    c.handshake_kind().expect("handshake kind")
+}
+
+#[test]
+fn inbound_resumption_survives_a_certificate_renewal() {
+    let ca = ca();
+    let bundle = || TrustBundle { version: 1, anchors: vec![CertificateDer::from(ca.cert.der().to_vec())] };
+    let client = configs(&ca, A).client_http;
+
+    // The proxy's handle: the ticket keys outlive the server configuration.
+    let server = IdentityHandle::new(SpiffeId::parse(B).expect("id"));
+    server.set_bundle(bundle()).expect("bundle");
+    server.set_credentials(issue(&ca, B)).expect("credentials");
+    let first = server.configs().expect("configs").server.clone();
+    assert_eq!(handshake_kind(client.clone(), first.clone()), rustls::HandshakeKind::Full);
+    assert_eq!(handshake_kind(client.clone(), first), rustls::HandshakeKind::Resumed);
+    server.set_credentials(issue(&ca, B)).expect("renewal");
+    let renewed = server.configs().expect("configs").server.clone();
+    assert_eq!(
+        handshake_kind(client.clone(), renewed),
+        rustls::HandshakeKind::Resumed,
+        "a renewal cost every client a full handshake"
+    );
+
+    // Without shared ticket keys a new configuration forgets the sessions.
+    let plain =
+        |id| build_configs(&issue(&ca, id), &bundle(), Arc::new(Resumption::in_memory_sessions(16))).expect("configs");
+    let client = plain(A).client_http;
+    let (s1, s2) = (plain(B).server, plain(B).server);
+    assert_eq!(handshake_kind(client.clone(), s1.clone()), rustls::HandshakeKind::Full);
+    assert_eq!(handshake_kind(client.clone(), s1), rustls::HandshakeKind::Resumed);
+    assert_eq!(handshake_kind(client, s2), rustls::HandshakeKind::Full);
+}
