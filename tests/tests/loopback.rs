@@ -321,6 +321,10 @@ fn up_as_nobody_serves_requests_through_the_explicit_proxy_and_leaves_nothing() 
         let (ok, out, err) = curl(&["-f", "-x", &proxy, url]);
         assert!(ok && out.contains("\"pod\":\"web-"), "{url}: {out}{err}");
     }
+    // A request line longer than protocol detection's 1 KiB is still HTTP.
+    let long = format!("http://web/?pad={}", "x".repeat(3000));
+    let (ok, out, err) = curl(&["-f", "-x", &proxy, &long]);
+    assert!(ok && out.contains("\"pod\":\"web-"), "a 3 KB request line: {out}{err}");
     let (ok, out, err) = curl(&["-f", "-p", "-x", &proxy, "http://web:80/"]);
     assert!(ok && out.contains("\"pod\":\"web-"), "CONNECT web:80: {out}{err}");
 

@@ -38,8 +38,11 @@ use crate::transport::prefixed::PrefixedIo;
 /// Serves one unredirected connection to the outbound listener.
 pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, drain: drain::Watch) {
     let dir = Direction::Outbound;
-    // One bounded, deadlined read, as for transparent connections: the
-    // request head itself is then bounded by --max-header-bytes (431).
+    // One bounded, deadlined read, only to turn away HTTP/2 prior knowledge:
+    // everything else is HTTP/1 or nothing, and hyper bounds the head
+    // (--max-header-bytes → 431, --header-read-timeout) and answers garbage
+    // with 400. (Detection's 1 KiB verdict would close a request whose
+    // absolute-form request line is merely long.)
     let (outcome, prefix) = match detect::detect(&mut stream, ctx.config.outbound.detect_timeout).await {
         Ok(detected) => detected,
         Err(e) => {
@@ -48,14 +51,17 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, drain
         }
     };
     ctx.metrics.detected(dir, outcome);
-    if outcome != Outcome::Http1 {
-        tracing::info!(
-            %peer,
-            outcome = outcome.as_str(),
-            "closing a connection to the explicit proxy that does not speak HTTP/1 (HTTP/2 prior knowledge and raw \
-             TCP are not proxied explicitly; use CONNECT host:port)"
-        );
-        return;
+    match outcome {
+        Outcome::Closed => return,
+        Outcome::Http2 => {
+            tracing::info!(
+                %peer,
+                "closing an HTTP/2 prior-knowledge connection to the explicit proxy: it serves HTTP/1.1 (absolute \
+                 form, CONNECT)"
+            );
+            return;
+        }
+        Outcome::Http1 | Outcome::Opaque | Outcome::Timeout | Outcome::OpaquePort => {}
     }
     let counters = ctx.metrics.tcp(dir, ProtocolLabel::Http1);
     counters.open_connection();
