@@ -556,6 +556,9 @@ impl LocalMesh {
             ]);
         }
         if let Mode::Loopback { .. } = plan.mode {
+            // Nothing intercepts in loopback mode: apps send their requests
+            // to the proxy as their HTTP_PROXY.
+            args.push("--explicit-proxy".into());
             for (flag, port) in [
                 ("--inbound-addr", PROXY_INBOUND_PORT),
                 ("--outbound-addr", PROXY_OUTBOUND_PORT),
@@ -894,6 +897,9 @@ mod tests {
             assert!(flag(&proxy, "--control-plane").is_some_and(|url| url.starts_with("http://")), "{proxy:?}");
             assert_eq!(flag(&proxy, "--identity-token-file"), None);
             assert!(spec.prepare.is_none());
+            // Only loopback mode, where nothing intercepts, serves HTTP_PROXY clients.
+            let loopback = matches!(mesh.plan.mode, Mode::Loopback { .. });
+            assert_eq!(proxy.contains(&"--explicit-proxy".to_owned()), loopback, "{proxy:?}");
         }
         let on = local("mtls: {enabled: false}", Mode::Netns, MtlsChoice::On).unwrap();
         assert!(on.plan.mtls.is_some(), "--mtls on wins over the file");

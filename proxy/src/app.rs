@@ -100,6 +100,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             request_timeout: config.http.request_timeout,
             tcp_idle_timeout: config.tcp_idle_timeout,
             identity: identity.clone(),
+            outbound_listener: outbound.local_addr().context("reading the outbound listener's address")?,
         }),
         metrics,
         limit: Arc::new(Semaphore::new(config.max_connections)),

@@ -41,6 +41,7 @@ pub const ENV_IDENTITY_TOKEN_FILE: &str = "WEFT_PROXY_IDENTITY_TOKEN_FILE";
 pub const ENV_TRUST_ANCHORS: &str = "WEFT_PROXY_TRUST_ANCHORS";
 pub const ENV_TRUST_DOMAIN: &str = "WEFT_PROXY_TRUST_DOMAIN";
 pub const ENV_CONTROL_PLANE_NAME: &str = "WEFT_PROXY_CONTROL_PLANE_NAME";
+pub const ENV_EXPLICIT_PROXY: &str = "WEFT_PROXY_EXPLICIT_PROXY";
 
 /// Ports whose protocols are known not to be HTTP, several of them
 /// server-speaks-first (SMTP, MySQL): detection is skipped for them so that
@@ -60,6 +61,23 @@ pub struct RunArgs {
     /// Outbound listener: the app's TCP redirected from OUTPUT arrives here.
     #[arg(long, env = ENV_OUTBOUND_ADDR, default_value = "127.0.0.1:4140")]
     pub outbound_addr: String,
+    /// Serve connections that reach the outbound listener without being
+    /// redirected by iptables as an explicit HTTP/1.1 forward proxy (what an
+    /// app's `HTTP_PROXY` points at): absolute-form requests
+    /// (`GET http://web/ HTTP/1.1`) and `CONNECT host:port` tunnels, their
+    /// host resolved through discovery (service names included), else the
+    /// system resolver. Off (the default): such connections are refused,
+    /// since forwarding them would loop. `true`/`false`; the bare flag means
+    /// `true`. Redirected connections are served transparently either way.
+    #[arg(
+        long,
+        env = ENV_EXPLICIT_PROXY,
+        default_value = "false",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub explicit_proxy: String,
     /// Admin listener (/ready, /live, /metrics, /shutdown). Keep it on loopback.
     #[arg(long, env = ENV_ADMIN_ADDR, default_value = "127.0.0.1:4191")]
     pub admin_addr: String,
@@ -141,7 +159,9 @@ pub struct RunArgs {
     #[arg(long, env = ENV_WORKLOAD_ADDRESS, default_value = "")]
     pub workload_address: String,
     /// The workload's ports (comma list); it is registered once one of them
-    /// accepts connections on 127.0.0.1.
+    /// accepts connections: on the workload address when that is a loopback
+    /// address (the local mesh's loopback mode, 127.N.x.y), else on
+    /// 127.0.0.1, where the inbound proxy reaches the app.
     #[arg(long, env = ENV_WORKLOAD_PORTS, default_value = "")]
     pub workload_ports: String,
     /// At shutdown, after deregistering, how long the proxy keeps accepting
@@ -182,6 +202,8 @@ pub struct Config {
     pub worker_threads: usize,
     pub log_filter: String,
     pub control: Option<ControlConfig>,
+    /// Serve unredirected outbound connections as an explicit HTTP proxy.
+    pub explicit_proxy: bool,
 }
 
 /// How to reach the control plane, and what to register with it.
@@ -304,6 +326,14 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+fn boolean(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" | "" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
 fn count(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> {
     move |s| match s.parse::<usize>() {
         Ok(n) if (min..=max).contains(&n) => Ok(n),
@@ -336,6 +366,7 @@ impl RunArgs {
         let max_connections = f!(max_connections, ENV_MAX_CONNECTIONS, count(1, 1 << 20));
         let drain_timeout = f!(drain_timeout, ENV_DRAIN_TIMEOUT, duration);
         let worker_threads = f!(worker_threads, ENV_WORKER_THREADS, count(1, 64));
+        let explicit_proxy = f!(explicit_proxy, ENV_EXPLICIT_PROXY, boolean);
         let log = f!(log, ENV_LOG, |s| {
             tracing_subscriber::EnvFilter::try_new(s).map(|_| s.to_string()).map_err(|e| e.to_string())
         });
@@ -373,6 +404,7 @@ impl RunArgs {
             worker_threads: some(worker_threads)?,
             log_filter: some(log)?,
             control,
+            explicit_proxy: some(explicit_proxy)?,
         })
     }
 
@@ -595,6 +627,17 @@ mod tests {
         ])
         .expect_err("bad");
         assert_eq!(err.0.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn explicit_proxy_flag_and_env_values() {
+        assert!(!parse(&[]).expect("default").explicit_proxy);
+        assert!(parse(&["--explicit-proxy"]).expect("bare flag").explicit_proxy);
+        assert!(parse(&["--explicit-proxy=true"]).expect("true").explicit_proxy);
+        assert!(!parse(&["--explicit-proxy=off"]).expect("off").explicit_proxy);
+        let err = parse(&["--explicit-proxy=maybe", "--max-connections", "0"]).expect_err("bad");
+        assert_eq!(err.0.len(), 2, "{err}");
+        assert!(err.0.iter().any(|e| e.contains("--explicit-proxy / WEFT_PROXY_EXPLICIT_PROXY")), "{err}");
     }
 
     #[test]

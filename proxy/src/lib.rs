@@ -12,7 +12,9 @@
 //! (HTTP/1, HTTP/2 or opaque, one bounded read that is replayed) → either
 //! [`http`] (per-request proxying over pooled upstream connections) or
 //! [`tcp`] (a bidirectional splice). [`inbound`] and [`outbound`] differ only
-//! in how they pick the upstream for a connection.
+//! in how they pick the upstream for a connection. With `--explicit-proxy`,
+//! connections that reached the outbound listener without a redirect are
+//! served by [`explicit`], an HTTP forward proxy (`HTTP_PROXY`).
 
 pub mod admin;
 pub mod app;
@@ -22,6 +24,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod drain;
+pub mod explicit;
 pub mod http;
 pub mod identity;
 pub mod inbound;

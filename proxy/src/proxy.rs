@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! accept (capped) ─► orig dst ─► detect ─┬─ http1/http2 ─► http::server
-//!                                        └─ opaque ──────► tcp::splice
+//!                     │                  └─ opaque ──────► tcp::splice
+//!                     └─ outbound, not redirected, --explicit-proxy ─► explicit::serve
 //! ```
 
 use std::net::SocketAddr;
@@ -17,10 +18,12 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::balance::Pick;
 use crate::config::{Config, DirectionConfig};
 use crate::control::discovery::{Resolution, Resolver};
 use crate::control::inbound_policy::InboundPolicies;
 use crate::drain;
+use crate::http::respond::ProxyError;
 use crate::http::service::{ProxyService, Shared};
 use crate::http::{self, Version};
 use crate::identity::ALPN_OPAQUE;
@@ -31,7 +34,7 @@ use crate::transport::counted::CountedIo;
 use crate::transport::detect::{self, Outcome, Protocol};
 use crate::transport::orig_dst::orig_dst;
 use crate::transport::prefixed::PrefixedIo;
-use crate::transport::tls::{self, Hello};
+use crate::transport::tls::{self, Hello, UpstreamIo};
 use crate::{inbound, outbound, tcp};
 
 /// A ClientHello larger than this is not a mesh client's.
@@ -102,6 +105,12 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     let orig = match orig_dst(&stream) {
         Ok(orig) => orig,
+        // Nothing redirected it (no iptables, or it targets the listener
+        // itself): the app chose this proxy, as HTTP_PROXY clients do.
+        Err(e) if dir == Direction::Outbound && ctx.config.explicit_proxy => {
+            tracing::debug!(%peer, reason = %e, "serving as an explicit proxy");
+            return crate::explicit::serve(stream, peer, ctx, drain).await;
+        }
         Err(e) => {
             ctx.metrics.orig_dst_errors[dir as usize].fetch_add(1, Relaxed);
             tracing::warn!(direction = dir.as_str(), %peer, error = %e, "refusing connection");
@@ -284,24 +293,29 @@ async fn forward_opaque<I>(io: I, upstream: &Resolution, dir: Direction, ctx: &C
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let Some((addr, pick)) = upstream.pick() else {
-        tracing::info!(direction = dir.as_str(), "opaque connection to a service with no ready endpoints");
-        return;
-    };
-    let tls = pick.as_ref().and_then(|p| ctx.http.tls_target(&p.endpoint, true));
-    let up = match tls::connect_upstream(addr, ctx.config.connect_timeout, tls.as_ref()).await {
-        Ok(up) => up,
+    let (up, _pick) = match connect_opaque(upstream, ctx).await {
+        Ok(connected) => connected,
         Err(e) => {
             // Opaque TCP has no way to say why: the client sees the close.
             tracing::info!(direction = dir.as_str(), error = %e, "opaque connection failed");
             return;
         }
     };
-    if let Some(pick) = &pick {
-        pick.observe();
-    }
     match tcp::splice(io, up, ctx.config.tcp_idle_timeout).await {
         Ok(t) => tracing::debug!(direction = dir.as_str(), ?t, "opaque connection closed"),
         Err(e) => tracing::debug!(direction = dir.as_str(), error = %e, "opaque connection ended"),
     }
+}
+
+/// Chooses an endpoint for an opaque stream (a connection, or an explicit
+/// proxy's CONNECT tunnel) and connects to it, with mesh TLS when it is
+/// meshed. Keep the returned pick while the stream is open.
+pub(crate) async fn connect_opaque(upstream: &Resolution, ctx: &Ctx) -> Result<(UpstreamIo, Option<Pick>), ProxyError> {
+    let (addr, pick) = ctx.http.pick(upstream)?;
+    let tls = pick.as_ref().and_then(|p| ctx.http.tls_target(&p.endpoint, true));
+    let up = tls::connect_upstream(addr, ctx.config.connect_timeout, tls.as_ref()).await?;
+    if let Some(pick) = &pick {
+        pick.observe();
+    }
+    Ok((up, pick))
 }

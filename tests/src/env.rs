@@ -106,6 +106,13 @@ pub fn control_bin() -> &'static Path {
     BIN.get_or_init(|| build_bin("weft-control", "weft-control"))
 }
 
+/// The `weft` CLI binary (the local mesh: `weft up`, `weft demo`), built
+/// like [`proxy_bin`].
+pub fn weft_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_bin("weft-cli", "weft"))
+}
+
 /// Builds `bin` of `package` with the tests' profile and target directory
 /// and returns its path.
 fn build_bin(package: &str, bin: &str) -> PathBuf {

@@ -2,11 +2,15 @@
 //! service's `Policy.WatchOutbound` alongside.
 //!
 //! ```text
-//! resolve(orig dst) ─► cache[orig] ─┬─ first use: spawn a watch task, wait ≤ timeout
-//!                                   └─ Resolution: Forward(orig) | Service(balancer)
+//! resolve(orig dst)  ─► cache[target] ─┬─ first use: spawn a watch task, wait ≤ timeout
+//! lookup(name:port) ─┘                  └─ Resolution: Forward(orig) | Service(balancer)
 //! watch task: Discovery.Watch stream ─► endpoints (watch channel) ─► Balancer
 //!             Policy.WatchOutbound    ─► policy    (watch channel)
 //! ```
+//!
+//! A target is an address (a transparent connection's original
+//! destination) or a name (an explicit proxy request's host, see
+//! [`super::target`]): both share the cache, the streams and the balancer.
 //!
 //! Endpoint statistics (EWMA, in-flight) are kept across updates for
 //! addresses that stay, so an update does not reset the balancer's view.
@@ -27,6 +31,7 @@ use weft_api::policy::{OutboundPolicy, OutboundRequest};
 
 use super::ControlPlane;
 use super::backoff::Backoff;
+use super::target::Target;
 use crate::balance::{Balancer, Endpoint, Endpoints, Pick};
 
 /// Destinations remembered at most; past it, new ones are resolved without
@@ -97,7 +102,7 @@ pub struct Resolver {
     control: Option<ControlPlane>,
     /// How long a first resolution may wait for the control plane.
     timeout: Duration,
-    cache: Mutex<HashMap<SocketAddr, Arc<Entry>>>,
+    cache: Mutex<HashMap<Target, Arc<Entry>>>,
 }
 
 impl Resolver {
@@ -112,12 +117,19 @@ impl Resolver {
     /// Resolves an outbound original destination. Never fails: without an
     /// answer the connection goes where the app sent it.
     pub async fn resolve(&self, orig: SocketAddr) -> Resolution {
-        let Some(control) = &self.control else {
-            return Resolution::Forward(orig);
-        };
-        let Some(entry) = self.entry(control, orig) else {
-            return Resolution::Forward(orig);
-        };
+        match self.lookup(&Target::Addr(orig)).await {
+            Some(resolution) => resolution,
+            None => Resolution::Forward(orig),
+        }
+    }
+
+    /// What the mesh knows of `target`: a service (or a meshed pod
+    /// addressed directly) to balance over; `None` when it knows nothing,
+    /// has no control plane, or did not answer within the discovery
+    /// timeout. The caller decides where unknown targets go.
+    pub async fn lookup(&self, target: &Target) -> Option<Resolution> {
+        let control = self.control.as_ref()?;
+        let entry = self.entry(control, target)?;
         *entry.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         let mut state = entry.state.clone();
         let kind = match tokio::time::timeout(self.timeout, state.wait_for(Option::is_some)).await {
@@ -125,24 +137,24 @@ impl Resolver {
             _ => None,
         };
         match kind {
-            Some(Kind::Service) => Resolution::Service(entry.service.clone()),
+            Some(Kind::Service) => Some(Resolution::Service(entry.service.clone())),
             // A meshed pod addressed directly: its one endpoint, so that the
             // connection gets mTLS with the pod's identity like service
             // traffic does.
             Some(Kind::Endpoint) if !entry.service.balancer.endpoints().is_empty() => {
-                Resolution::Service(entry.service.clone())
+                Some(Resolution::Service(entry.service.clone()))
             }
             None => {
-                tracing::debug!(%orig, "no discovery answer in time; forwarding to the original destination");
-                Resolution::Forward(orig)
+                tracing::debug!(%target, "no discovery answer in time");
+                None
             }
-            Some(_) => Resolution::Forward(orig),
+            Some(_) => None,
         }
     }
 
-    fn entry(&self, control: &ControlPlane, orig: SocketAddr) -> Option<Arc<Entry>> {
+    fn entry(&self, control: &ControlPlane, target: &Target) -> Option<Arc<Entry>> {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(e) = cache.get(&orig) {
+        if let Some(e) = cache.get(target) {
             return Some(e.clone());
         }
         if cache.len() >= MAX_TARGETS {
@@ -156,8 +168,8 @@ impl Resolver {
             service: Arc::new(ServiceTarget { balancer: Balancer::new(eps_rx), policy: policy_rx }),
             last_used: Mutex::new(Instant::now()),
         });
-        cache.insert(orig, entry.clone());
-        tokio::spawn(watch_target(control.clone(), orig, state_tx, eps_tx, policy_tx));
+        cache.insert(target.clone(), entry.clone());
+        tokio::spawn(watch_target(control.clone(), target.clone(), state_tx, eps_tx, policy_tx));
         Some(entry)
     }
 
@@ -167,7 +179,7 @@ impl Resolver {
         let now = Instant::now();
         let mut targets: Vec<_> = cache
             .iter()
-            .map(|(addr, e)| {
+            .map(|(target, e)| {
                 let snapshot = e.state.borrow().clone();
                 let policy = e.service.policy.borrow().clone();
                 let endpoints: Vec<_> = e
@@ -186,7 +198,7 @@ impl Resolver {
                     })
                     .collect();
                 serde_json::json!({
-                    "target": addr.to_string(),
+                    "target": target.to_string(),
                     "kind": snapshot.as_ref().map(|s| s.kind.as_str_name()),
                     "discovery_version": snapshot.as_ref().map(|s| s.version),
                     "policy_version": policy.as_ref().map(|p| p.version),
@@ -218,7 +230,7 @@ async fn sweep(resolver: std::sync::Weak<Resolver>) {
 /// cache forgets it.
 async fn watch_target(
     control: ControlPlane,
-    target: SocketAddr,
+    target: Target,
     state: watch::Sender<Option<Snapshot>>,
     endpoints: watch::Sender<Endpoints>,
     policy: watch::Sender<Option<Arc<OutboundPolicy>>>,
@@ -226,7 +238,7 @@ async fn watch_target(
     let discovery = async {
         let mut backoff = Backoff::default();
         loop {
-            if let Err(e) = stream_discovery(&control, target, &state, &endpoints, &mut backoff).await {
+            if let Err(e) = stream_discovery(&control, &target, &state, &endpoints, &mut backoff).await {
                 tracing::debug!(%target, error = %e, "discovery stream ended; keeping the last snapshot");
             }
             tokio::time::sleep(backoff.next_delay()).await;
@@ -235,7 +247,7 @@ async fn watch_target(
     let policy_stream = async {
         let mut backoff = Backoff::default();
         loop {
-            if let Err(e) = stream_policy(&control, target, &policy, &mut backoff).await {
+            if let Err(e) = stream_policy(&control, &target, &policy, &mut backoff).await {
                 tracing::debug!(%target, error = %e, "policy stream ended; keeping the last policy");
             }
             tokio::time::sleep(backoff.next_delay()).await;
@@ -250,7 +262,7 @@ async fn watch_target(
 
 async fn stream_discovery(
     control: &ControlPlane,
-    target: SocketAddr,
+    target: &Target,
     state: &watch::Sender<Option<Snapshot>>,
     endpoints: &watch::Sender<Endpoints>,
     backoff: &mut Backoff,
@@ -336,7 +348,7 @@ fn apply(set: &EndpointSet, state: &watch::Sender<Option<Snapshot>>, endpoints: 
 
 async fn stream_policy(
     control: &ControlPlane,
-    target: SocketAddr,
+    target: &Target,
     policy: &watch::Sender<Option<Arc<OutboundPolicy>>>,
     backoff: &mut Backoff,
 ) -> Result<(), tonic::Status> {

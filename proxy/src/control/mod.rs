@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod discovery;
 pub mod inbound_policy;
 pub mod registry;
+pub mod target;
 pub mod tls;
 
 use std::time::Duration;

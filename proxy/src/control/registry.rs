@@ -1,9 +1,9 @@
 //! Registering this proxy's workload with the control plane (universal
 //! mode) and keeping its lease alive.
 //!
-//! The workload is registered once one of its ports accepts connections on
-//! loopback (a readiness probe: no traffic is sent to an app that is not
-//! listening yet). Heartbeats renew the lease every third of its TTL; a
+//! The workload is registered once one of its ports accepts connections (a
+//! readiness probe: no traffic is sent to an app that is not listening
+//! yet), probed where peers will reach it: see [`probe_ip`]. Heartbeats renew the lease every third of its TTL; a
 //! `NOT_FOUND` (lease lapsed, or the control plane restarted and forgot it)
 //! registers again. On shutdown the proxy deregisters first, so peers stop
 //! choosing it before it drains.
@@ -48,7 +48,7 @@ impl Registration {
 
 /// Registers and heartbeats until the task is dropped.
 pub async fn run(control: ControlPlane, workload: WorkloadConfig, registration: Arc<Registration>) {
-    wait_until_listening(&workload.ports).await;
+    wait_until_listening(probe_ip(workload.address), &workload.ports).await;
     let mut client = RegistryClient::new(control.channel.clone());
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
@@ -120,15 +120,25 @@ pub async fn deregister(control: &ControlPlane, registration: &Registration, tim
     done
 }
 
-/// Polls until one of `ports` accepts a connection on loopback.
-async fn wait_until_listening(ports: &[u16]) {
+/// Where the app's ports are probed. A pod with its own network namespace
+/// (Kubernetes, `weft up` as root) has the inbound proxy forward to the app
+/// on 127.0.0.1, so that is where the app must listen. A workload whose
+/// address is itself a loopback address (the local mesh's loopback mode:
+/// every pod on its own 127.N.x.y of one shared namespace) is reached by
+/// peers straight at that address, and its app listens only there.
+fn probe_ip(address: IpAddr) -> IpAddr {
+    if address.is_loopback() { address } else { IpAddr::V4(Ipv4Addr::LOCALHOST) }
+}
+
+/// Polls until one of `ports` accepts a connection on `ip`.
+async fn wait_until_listening(ip: IpAddr, ports: &[u16]) {
     if ports.is_empty() {
         return;
     }
     let mut logged = false;
     loop {
         for port in ports {
-            let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), *port);
+            let addr = SocketAddr::new(ip, *port);
             if let Ok(Ok(_)) =
                 tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await
             {
@@ -136,9 +146,43 @@ async fn wait_until_listening(ports: &[u16]) {
             }
         }
         if !logged {
-            tracing::info!(?ports, "waiting for the workload to listen before registering it");
+            tracing::info!(%ip, ?ports, "waiting for the workload to listen before registering it");
             logged = true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_where_peers_reach_the_app() {
+        let cases = [
+            ("198.18.1.2", "127.0.0.1"),
+            ("10.0.0.7", "127.0.0.1"),
+            ("127.0.0.1", "127.0.0.1"),
+            ("127.42.1.3", "127.42.1.3"),
+            ("::1", "::1"),
+            ("fd00::7", "127.0.0.1"),
+        ];
+        for (address, want) in cases {
+            let got = probe_ip(address.parse().expect("ip"));
+            assert_eq!(got, want.parse::<IpAddr>().expect("ip"), "{address}");
+        }
+    }
+
+    #[tokio::test]
+    async fn waits_for_the_app_on_its_own_loopback_address() {
+        // Listening on 127.0.0.1 only must not satisfy a probe of 127.x.y.z.
+        let decoy = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = decoy.local_addr().expect("addr").port();
+        let own: IpAddr = "127.77.1.9".parse().expect("ip");
+        let probe = tokio::spawn(async move { wait_until_listening(own, &[port]).await });
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(!probe.is_finished(), "registered while the app listened elsewhere");
+        let _app = tokio::net::TcpListener::bind((own, port)).await.expect("bind 127.77.1.9");
+        tokio::time::timeout(Duration::from_secs(5), probe).await.expect("probe sees the app").expect("task");
     }
 }

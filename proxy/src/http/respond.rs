@@ -41,6 +41,20 @@ pub enum ProxyError {
     Downstream(#[source] hyper::Error),
     #[error("service has no ready endpoints")]
     NoEndpoints,
+    /// Explicit proxy: the request's target cannot be proxied as sent.
+    #[error(transparent)]
+    BadTarget(#[from] crate::explicit::target::TargetError),
+    /// Explicit proxy: neither the mesh nor the system resolver knows the host.
+    #[error("cannot resolve {host:?}: it is not a mesh service, and the system resolver failed: {source}")]
+    Unresolved {
+        host: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The chosen destination is this proxy's own outbound listener: sending
+    /// the request there would have it proxy itself forever.
+    #[error("the destination {0} is this proxy's own outbound listener; refusing to loop")]
+    Loop(std::net::SocketAddr),
 }
 
 impl ProxyError {
@@ -55,7 +69,8 @@ impl ProxyError {
 
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::Downstream(_) => Side::Downstream,
+            ProxyError::Downstream(_) | ProxyError::BadTarget(_) => Side::Downstream,
+            ProxyError::Loop(_) => Side::Internal,
             _ => Side::Upstream,
         }
     }
@@ -72,8 +87,11 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             ProxyError::Connect(_) | ProxyError::Handshake { .. } | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::Downstream(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Downstream(_) | ProxyError::BadTarget(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Unresolved { .. } => StatusCode::BAD_GATEWAY,
+            // RFC 5842 §7.2: 508 Loop Detected.
+            ProxyError::Loop(_) => StatusCode::LOOP_DETECTED,
         }
     }
 }
@@ -95,7 +113,7 @@ pub fn error_response(err: &ProxyError) -> Response<ResponseBody> {
             Side::Internal => "internal",
         }),
     );
-    if err.side() == Side::Downstream {
+    if matches!(err, ProxyError::Downstream(_)) {
         // The request body was cut short: the connection's framing is lost.
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -121,6 +139,21 @@ mod tests {
             let rsp = error_response(&err);
             assert_eq!(rsp.status().as_u16(), status);
             assert_eq!(rsp.headers()["weft-proxy-error"], "upstream");
+        }
+        let explicit = [
+            (ProxyError::BadTarget(crate::explicit::target::TargetError::OriginForm), 400, "downstream"),
+            (
+                ProxyError::Unresolved { host: "nowhere".into(), source: std::io::Error::other("NXDOMAIN") },
+                502,
+                "upstream",
+            ),
+            (ProxyError::Loop(addr), 508, "internal"),
+        ];
+        for (err, status, side) in explicit {
+            let rsp = error_response(&err);
+            assert_eq!(rsp.status().as_u16(), status, "{err}");
+            assert_eq!(rsp.headers()["weft-proxy-error"], side, "{err}");
+            assert!(!rsp.headers().contains_key(header::CONNECTION), "{err}: the connection stays usable");
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct Shared {
     pub tcp_idle_timeout: Duration,
     /// The proxy's mesh identity; `None` runs without mTLS.
     pub identity: Option<IdentityHandle>,
+    /// The outbound listener's address: never a destination (see [`Shared::pick`]).
+    pub outbound_listener: SocketAddr,
 }
 
 impl Shared {
@@ -47,6 +49,30 @@ impl Shared {
         let config = if opaque { configs.client_opaque.clone() } else { configs.client_http.clone() };
         Some(TlsTarget { config, expected })
     }
+
+    /// The endpoint for one request or connection: fixed, or chosen by the
+    /// balancer. Refuses this proxy's own outbound listener: an explicit
+    /// proxy request for it (or a service endpoint registered there) would
+    /// otherwise have the proxy connect to itself, recursively.
+    pub fn pick(&self, upstream: &Resolution) -> Result<(SocketAddr, Option<Pick>), ProxyError> {
+        let (addr, pick) = upstream.pick().ok_or(ProxyError::NoEndpoints)?;
+        if is_listener(self.outbound_listener, addr) {
+            return Err(ProxyError::Loop(addr));
+        }
+        Ok((addr, pick))
+    }
+}
+
+/// Whether connecting to `addr` reaches `listener` (bound to it, or to the
+/// unspecified address on its port, which loopback and local addresses reach).
+fn is_listener(listener: SocketAddr, addr: SocketAddr) -> bool {
+    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let (listener, addr) = (canonical(listener), canonical(addr));
+    if listener.port() != addr.port() {
+        return false;
+    }
+    listener.ip() == addr.ip()
+        || (listener.ip().is_unspecified() && (addr.ip().is_loopback() || addr.ip().is_unspecified()))
 }
 
 /// Proxies the requests of one downstream connection to its resolved
@@ -125,7 +151,7 @@ impl ProxyService {
 
     /// The endpoint for one request: fixed, or chosen by the balancer.
     pub fn pick(&self) -> Result<(SocketAddr, Option<Pick>), ProxyError> {
-        self.upstream.pick().ok_or(ProxyError::NoEndpoints)
+        self.shared.pick(&self.upstream)
     }
 
     /// The service policy's request timeout wins over the proxy's default.
@@ -153,4 +179,26 @@ fn authority(req: &Request<Incoming>) -> &str {
         return a.as_str();
     }
     req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or(crate::metrics::OTHER_AUTHORITY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_own_listener_is_never_a_destination() {
+        let cases = [
+            ("127.9.1.2:4140", "127.9.1.2:4140", true),
+            ("127.9.1.2:4140", "127.9.1.3:4140", false),
+            ("127.9.1.2:4140", "127.9.1.2:8080", false),
+            ("127.0.0.1:4140", "[::ffff:127.0.0.1]:4140", true),
+            ("0.0.0.0:4140", "127.0.0.1:4140", true),
+            ("0.0.0.0:4140", "198.18.1.2:4140", false),
+            ("[::]:4140", "[::1]:4140", true),
+        ];
+        for (listener, addr, want) in cases {
+            let got = is_listener(listener.parse().expect("addr"), addr.parse().expect("addr"));
+            assert_eq!(got, want, "{addr} via {listener}");
+        }
+    }
 }
