@@ -20,6 +20,7 @@ use crate::http::client::Pool;
 use crate::http::service::Shared;
 use crate::identity::{IdentityHandle, certify};
 use crate::metrics::{Direction, Metrics};
+use crate::policy::compiled::CompiledPolicy;
 use crate::proxy::{Ctx, accept_loop};
 
 /// Runs the proxy until it is asked to stop and has drained.
@@ -101,6 +102,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             tcp_idle_timeout: config.tcp_idle_timeout,
             identity: identity.clone(),
             outbound_listener: outbound.local_addr().context("reading the outbound listener's address")?,
+            resolver: resolver.clone(),
+            fallback_policy: Arc::new(CompiledPolicy::fallback(config.http.request_timeout)),
         }),
         metrics,
         limit: Arc::new(Semaphore::new(config.max_connections)),

@@ -12,14 +12,19 @@
 mod ewma;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http::HeaderMap;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 pub use ewma::PeakEwma;
+
+use crate::policy::circuit::{Admit, Circuit, CircuitConfig};
+use crate::policy::compiled::Balance;
+use crate::policy::hash::{RoundRobin, endpoint_hash, hash_key, least_request, rendezvous};
 
 /// One endpoint and its load statistics. Statistics survive endpoint-set
 /// updates: the resolver reuses the `Arc` for an address it already knows.
@@ -33,12 +38,64 @@ pub struct Endpoint {
     pub weight: u32,
     pending: AtomicUsize,
     ewma: PeakEwma,
+    /// Failure accrual, when the service's policy has a circuit breaker.
+    circuit: Mutex<Option<Circuit>>,
 }
 
 impl Endpoint {
     pub fn new(addr: SocketAddr, identity: String, weight: u32) -> Self {
         let spiffe = crate::identity::SpiffeId::parse(&identity).ok();
-        Self { addr, identity, spiffe, weight: weight.max(1), pending: AtomicUsize::new(0), ewma: PeakEwma::default() }
+        Self {
+            addr,
+            identity,
+            spiffe,
+            weight: weight.max(1),
+            pending: AtomicUsize::new(0),
+            ewma: PeakEwma::default(),
+            circuit: Mutex::new(None),
+        }
+    }
+
+    fn circuit(&self) -> std::sync::MutexGuard<'_, Option<Circuit>> {
+        self.circuit.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes normal traffic: no breaker, or its circuit is closed.
+    pub fn is_healthy(&self) -> bool {
+        self.circuit().as_ref().is_none_or(Circuit::is_healthy)
+    }
+
+    /// Ejected (or half-open): the `weft_circuit_open` gauge.
+    pub fn circuit_open(&self) -> bool {
+        !self.is_healthy()
+    }
+
+    /// An ejected endpoint whose ejection is over takes one probe request.
+    fn try_probe(&self, now: std::time::Instant) -> bool {
+        let mut circuit = self.circuit();
+        match circuit.as_mut() {
+            Some(c) if !c.is_healthy() => c.admit(now) == Admit::Probe,
+            _ => false,
+        }
+    }
+
+    /// Records the outcome of a request under `cfg`; `true` if it ejected
+    /// the endpoint. `healthy_others`: how many other endpoints of the set
+    /// are healthy (the last healthy one is never ejected).
+    pub fn record(&self, cfg: &CircuitConfig, success: bool, healthy_others: usize) -> bool {
+        let now = std::time::Instant::now();
+        let mut circuit = self.circuit();
+        // A new or changed breaker starts afresh.
+        let c = match circuit.as_mut() {
+            Some(c) if c.config() == cfg => c,
+            _ => circuit.insert(Circuit::new(*cfg, now)),
+        };
+        if success {
+            c.on_success(now);
+            false
+        } else {
+            c.on_failure(now, healthy_others)
+        }
     }
 
     /// The load P2C compares, for a latency estimate `rtt` (µs); lower is
@@ -66,6 +123,18 @@ pub type Endpoints = Arc<Vec<Arc<Endpoint>>>;
 #[derive(Clone, Debug)]
 pub struct Balancer {
     endpoints: watch::Receiver<Endpoints>,
+    round_robin: Arc<RoundRobin>,
+}
+
+/// How one request picks: the route's balancer kind, its headers (for
+/// consistent hashing), the service's circuit breaker, and an endpoint to
+/// avoid (the one a retry's previous attempt failed on).
+#[derive(Clone, Copy, Debug)]
+pub struct PickOptions<'a> {
+    pub balance: &'a Balance,
+    pub headers: &'a HeaderMap,
+    pub circuit: Option<&'a CircuitConfig>,
+    pub avoid: Option<SocketAddr>,
 }
 
 /// An endpoint picked for one request; dropping it without
@@ -79,15 +148,67 @@ pub struct Pick {
 
 impl Balancer {
     pub fn new(endpoints: watch::Receiver<Endpoints>) -> Self {
-        Self { endpoints }
+        Self { endpoints, round_robin: Arc::default() }
+    }
+
+    /// Picks an endpoint under a route's policy: a probe-ready ejected
+    /// endpoint first (that request is its probe), else among the healthy
+    /// endpoints (all of them when none is healthy) other than `avoid`
+    /// (unless it is the only one), by the route's balancer kind.
+    pub fn pick_with(&self, o: &PickOptions<'_>) -> Option<Pick> {
+        let endpoints = self.endpoints.borrow().clone();
+        let now = Instant::now();
+        if o.circuit.is_some() {
+            let std_now = now.into_std();
+            if let Some(probe) = endpoints.iter().find(|e| e.try_probe(std_now)) {
+                return Some(Pick::start(probe.clone()));
+            }
+        }
+        let filtered: Vec<Arc<Endpoint>>;
+        let candidates: &[Arc<Endpoint>] = if o.circuit.is_some() || (o.avoid.is_some() && endpoints.len() > 1) {
+            let keep = |e: &&Arc<Endpoint>| Some(e.addr) != o.avoid && (o.circuit.is_none() || e.is_healthy());
+            filtered = endpoints.iter().filter(keep).cloned().collect();
+            if filtered.is_empty() {
+                // Everything ejected or avoided: better any endpoint than none.
+                let healthy: Vec<Arc<Endpoint>> = endpoints.iter().filter(|e| e.is_healthy()).cloned().collect();
+                if healthy.is_empty() { &endpoints } else { return Self::by_kind(&healthy, o, now, &self.round_robin) }
+            } else {
+                &filtered
+            }
+        } else {
+            &endpoints
+        };
+        Self::by_kind(candidates, o, now, &self.round_robin)
+    }
+
+    fn by_kind(candidates: &[Arc<Endpoint>], o: &PickOptions<'_>, now: Instant, rr: &RoundRobin) -> Option<Pick> {
+        let chosen = match o.balance {
+            Balance::Ewma => choose(candidates, now, || fastrand::usize(..)),
+            Balance::RoundRobin => rr.pick(candidates.len()).and_then(|i| candidates.get(i)),
+            Balance::LeastRequest => {
+                let loads: Vec<usize> = candidates.iter().map(|e| e.pending()).collect();
+                least_request(&loads, fastrand::u32(..)).and_then(|i| candidates.get(i))
+            }
+            Balance::Hash(lb) => match hash_key(lb, o.headers) {
+                Some(key) => {
+                    rendezvous(key, candidates.iter().map(|e| endpoint_hash(&e.addr))).and_then(|i| candidates.get(i))
+                }
+                None => choose(candidates, now, || fastrand::usize(..)),
+            },
+        }?;
+        Some(Pick::start(chosen.clone()))
+    }
+
+    /// How many endpoints other than `addr` take normal traffic.
+    pub fn healthy_others(&self, addr: SocketAddr) -> usize {
+        self.endpoints.borrow().iter().filter(|e| e.addr != addr && e.is_healthy()).count()
     }
 
     /// Picks an endpoint, or `None` when the service has no ready endpoint.
     pub fn pick(&self) -> Option<Pick> {
         let endpoints = self.endpoints.borrow().clone();
         let endpoint = choose(&endpoints, Instant::now(), || fastrand::usize(..))?.clone();
-        endpoint.pending.fetch_add(1, Relaxed);
-        Some(Pick { endpoint, start: Instant::now() })
+        Some(Pick::start(endpoint))
     }
 
     pub fn endpoints(&self) -> Endpoints {
@@ -131,6 +252,11 @@ fn choose(endpoints: &[Arc<Endpoint>], now: Instant, mut rand: impl FnMut() -> u
 }
 
 impl Pick {
+    fn start(endpoint: Arc<Endpoint>) -> Self {
+        endpoint.pending.fetch_add(1, Relaxed);
+        Self { endpoint, start: Instant::now() }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.endpoint.addr
     }

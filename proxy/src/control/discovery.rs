@@ -26,13 +26,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use weft_api::discovery::discovery_client::DiscoveryClient;
 use weft_api::discovery::{EndpointSet, WatchRequest, endpoint_set::Kind};
+use weft_api::policy::OutboundRequest;
 use weft_api::policy::policy_client::PolicyClient;
-use weft_api::policy::{OutboundPolicy, OutboundRequest};
 
 use super::ControlPlane;
 use super::backoff::Backoff;
 use super::target::Target;
 use crate::balance::{Balancer, Endpoint, Endpoints, Pick};
+use crate::policy::compiled::CompiledPolicy;
 
 /// Destinations remembered at most; past it, new ones are resolved without
 /// caching (forwarded as is) rather than growing memory without bound.
@@ -71,15 +72,14 @@ impl Resolution {
 #[derive(Debug)]
 pub struct ServiceTarget {
     pub balancer: Balancer,
-    pub policy: watch::Receiver<Option<Arc<OutboundPolicy>>>,
+    /// The outbound policy, compiled; `None` until the first one arrives.
+    pub policy: watch::Receiver<Option<Arc<CompiledPolicy>>>,
 }
 
 impl ServiceTarget {
-    /// The policy's request timeout, when it sets one.
-    pub fn request_timeout(&self) -> Option<Duration> {
-        let policy = self.policy.borrow();
-        let ms = policy.as_ref()?.timeouts.as_ref()?.request_ms;
-        (ms > 0).then(|| Duration::from_millis(ms))
+    /// The policy a new request runs under (it keeps it to the end).
+    pub fn policy(&self) -> Option<Arc<CompiledPolicy>> {
+        self.policy.borrow().clone()
     }
 }
 
@@ -233,7 +233,7 @@ async fn watch_target(
     target: Target,
     state: watch::Sender<Option<Snapshot>>,
     endpoints: watch::Sender<Endpoints>,
-    policy: watch::Sender<Option<Arc<OutboundPolicy>>>,
+    policy: watch::Sender<Option<Arc<CompiledPolicy>>>,
 ) {
     let discovery = async {
         let mut backoff = Backoff::default();
@@ -349,7 +349,7 @@ fn apply(set: &EndpointSet, state: &watch::Sender<Option<Snapshot>>, endpoints: 
 async fn stream_policy(
     control: &ControlPlane,
     target: &Target,
-    policy: &watch::Sender<Option<Arc<OutboundPolicy>>>,
+    policy: &watch::Sender<Option<Arc<CompiledPolicy>>>,
     backoff: &mut Backoff,
 ) -> Result<(), tonic::Status> {
     let mut client = PolicyClient::new(control.channel.clone());
@@ -362,7 +362,11 @@ async fn stream_policy(
     while let Some(p) = stream.message().await? {
         backoff.reset();
         tracing::debug!(version = p.version, service = %p.service, "policy update");
-        policy.send_replace(Some(Arc::new(p)));
+        let compiled = CompiledPolicy::compile(&p);
+        for error in &compiled.errors {
+            tracing::warn!(%target, version = p.version, %error, "policy partly applied");
+        }
+        policy.send_replace(Some(Arc::new(compiled)));
     }
     Err(tonic::Status::unavailable("stream closed by the control plane"))
 }

@@ -19,8 +19,8 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
-use super::Version;
 use super::respond::ProxyError;
+use super::{RequestBody, Version};
 use crate::transport::tls::{TlsTarget, connect_upstream};
 
 /// Idle HTTP/1 connections kept per address; more are closed when released.
@@ -36,12 +36,12 @@ struct Inner {
     connect_timeout: Duration,
     idle_timeout: Duration,
     h1: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
-    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Incoming>>>,
+    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<RequestBody>>>,
 }
 
 #[derive(Debug)]
 struct Idle {
-    tx: http1::SendRequest<Incoming>,
+    tx: http1::SendRequest<RequestBody>,
     since: Instant,
 }
 
@@ -59,7 +59,7 @@ impl Pool {
         &self,
         addr: SocketAddr,
         version: Version,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         tls: Option<TlsTarget>,
     ) -> Result<Response<Incoming>, ProxyError> {
         let tls = tls.as_ref();
@@ -72,7 +72,7 @@ impl Pool {
     async fn send_h1(
         &self,
         addr: SocketAddr,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         tls: Option<&TlsTarget>,
     ) -> Result<Response<Incoming>, ProxyError> {
         let (mut tx, rsp) = match self.checkout_h1(addr) {
@@ -117,11 +117,11 @@ impl Pool {
         &self,
         addr: SocketAddr,
         tls: Option<&TlsTarget>,
-    ) -> Result<http1::SendRequest<Incoming>, ProxyError> {
+    ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
         self.connect_h1(addr, true, tls).await
     }
 
-    fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<Incoming>> {
+    fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<RequestBody>> {
         let mut pool = self.inner.h1.lock().unwrap_or_else(|p| p.into_inner());
         let idle = pool.get_mut(&addr)?;
         // Most recently used first: it is the least likely to have been
@@ -139,7 +139,7 @@ impl Pool {
         addr: SocketAddr,
         upgrades: bool,
         tls: Option<&TlsTarget>,
-    ) -> Result<http1::SendRequest<Incoming>, ProxyError> {
+    ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
         let io = connect_upstream(addr, self.inner.connect_timeout, tls).await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
@@ -157,7 +157,7 @@ impl Pool {
     async fn send_h2(
         &self,
         addr: SocketAddr,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         tls: Option<&TlsTarget>,
     ) -> Result<Response<Incoming>, ProxyError> {
         let cached = {
@@ -192,7 +192,7 @@ impl Pool {
         &self,
         addr: SocketAddr,
         tls: Option<&TlsTarget>,
-    ) -> Result<http2::SendRequest<Incoming>, ProxyError> {
+    ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
         let io = connect_upstream(addr, self.inner.connect_timeout, tls).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -215,7 +215,7 @@ impl Pool {
 }
 
 impl Inner {
-    fn release_h1(&self, addr: SocketAddr, tx: http1::SendRequest<Incoming>) {
+    fn release_h1(&self, addr: SocketAddr, tx: http1::SendRequest<RequestBody>) {
         let mut pool = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         let idle = pool.entry(addr).or_default();
         if idle.len() < MAX_IDLE_PER_ENDPOINT {

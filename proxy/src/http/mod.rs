@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod headers;
+pub mod outbound;
 pub mod respond;
 pub mod server;
 pub mod service;
@@ -22,6 +23,10 @@ use hyper::body::Incoming;
 /// Body of responses sent downstream: the upstream's streamed body, or a
 /// small body the proxy wrote itself (errors).
 pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+
+/// Body of requests sent upstream: the downstream's streamed body, or a
+/// buffered copy that a retry can send again.
+pub type RequestBody = Either<Incoming, Full<Bytes>>;
 
 /// Which HTTP version a connection speaks on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

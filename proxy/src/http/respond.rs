@@ -41,6 +41,12 @@ pub enum ProxyError {
     Downstream(#[source] hyper::Error),
     #[error("service has no ready endpoints")]
     NoEndpoints,
+    /// A route's backend that discovery does not know (or did not answer for in time).
+    #[error("backend {0} of the matched route is not known to the mesh")]
+    UnknownBackend(String),
+    /// The request body could not be read for buffering (a retryable request).
+    #[error("reading the request body failed: {0}")]
+    RequestBody(String),
     /// Explicit proxy: the request's target cannot be proxied as sent.
     #[error(transparent)]
     BadTarget(#[from] crate::explicit::target::TargetError),
@@ -69,7 +75,7 @@ impl ProxyError {
 
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::Downstream(_) | ProxyError::BadTarget(_) => Side::Downstream,
+            ProxyError::Downstream(_) | ProxyError::BadTarget(_) | ProxyError::RequestBody(_) => Side::Downstream,
             ProxyError::Loop(_) => Side::Internal,
             _ => Side::Upstream,
         }
@@ -87,8 +93,10 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             ProxyError::Connect(_) | ProxyError::Handshake { .. } | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::Downstream(_) | ProxyError::BadTarget(_) => StatusCode::BAD_REQUEST,
-            ProxyError::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Downstream(_) | ProxyError::BadTarget(_) | ProxyError::RequestBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::NoEndpoints | ProxyError::UnknownBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unresolved { .. } => StatusCode::BAD_GATEWAY,
             // RFC 5842 §7.2: 508 Loop Detected.
             ProxyError::Loop(_) => StatusCode::LOOP_DETECTED,

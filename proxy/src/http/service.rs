@@ -18,11 +18,12 @@ use super::respond::{ProxyError, error_response};
 use super::{ResponseBody, Version, upgrade};
 use crate::authz::Decision;
 use crate::balance::{Endpoint, Pick};
-use crate::control::discovery::Resolution;
+use crate::control::discovery::{Resolution, Resolver};
 use crate::drain;
 use crate::identity::IdentityHandle;
 use crate::inbound::ConnAuthz;
 use crate::metrics::{Direction, Metrics};
+use crate::policy::compiled::CompiledPolicy;
 use crate::transport::tls::TlsTarget;
 
 /// What every request on every connection shares.
@@ -38,6 +39,11 @@ pub struct Shared {
     pub identity: Option<IdentityHandle>,
     /// The outbound listener's address: never a destination (see [`Shared::pick`]).
     pub outbound_listener: SocketAddr,
+    /// Resolves route backends other than the destination itself.
+    pub resolver: Arc<Resolver>,
+    /// The policy of destinations without one (no control plane, unknown
+    /// to the mesh): the proxy's safe defaults.
+    pub fallback_policy: Arc<CompiledPolicy>,
 }
 
 impl Shared {
@@ -55,7 +61,16 @@ impl Shared {
     /// proxy request for it (or a service endpoint registered there) would
     /// otherwise have the proxy connect to itself, recursively.
     pub fn pick(&self, upstream: &Resolution) -> Result<(SocketAddr, Option<Pick>), ProxyError> {
-        let (addr, pick) = upstream.pick().ok_or(ProxyError::NoEndpoints)?;
+        self.check_destination(upstream.pick())
+    }
+
+    /// The loop guard of [`Shared::pick`], for endpoints picked elsewhere
+    /// (the outbound policy's balancer options).
+    pub fn check_destination(
+        &self,
+        picked: Option<(SocketAddr, Option<Pick>)>,
+    ) -> Result<(SocketAddr, Option<Pick>), ProxyError> {
+        let (addr, pick) = picked.ok_or(ProxyError::NoEndpoints)?;
         if is_listener(self.outbound_listener, addr) {
             return Err(ProxyError::Loop(addr));
         }
@@ -106,6 +121,13 @@ impl ProxyService {
                 return Ok(forbidden(&authz.decision));
             }
         }
+        if let Some(Err(wait)) = self.authz.as_ref().map(|a| a.rate_limit()) {
+            self.shared.metrics.policy.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let stats = self.shared.metrics.authority(self.direction, authority(&req));
+            stats.request();
+            stats.response(429);
+            return Ok(too_many_requests(wait.secs_ceil()));
+        }
         if self.direction == Direction::Inbound {
             // Only the TLS handshake may say who the client is.
             req.headers_mut().remove(&CLIENT_ID_HEADER);
@@ -119,9 +141,15 @@ impl ProxyService {
 
         let upgrade =
             self.version == Version::Http1 && (req.method() == Method::CONNECT || wants_upgrade(req.headers()));
-        let result = if upgrade { upgrade::proxy(&self, req).await } else { self.forward(req).await };
+        let result = if upgrade {
+            upgrade::proxy(&self, req).await.map(|r| r.map(Either::Left))
+        } else if self.direction == Direction::Outbound {
+            super::outbound::forward(&self, req).await
+        } else {
+            self.forward(req).await.map(|r| r.map(Either::Left))
+        };
         let rsp = match result {
-            Ok(rsp) => rsp.map(Either::Left),
+            Ok(rsp) => rsp,
             Err(e) => {
                 tracing::info!(direction = self.direction.as_str(), upstream = ?self.upstream, error = %e, "request failed");
                 error_response(&e)
@@ -133,12 +161,13 @@ impl ProxyService {
         Ok(rsp)
     }
 
+    /// Inbound: straight to the app, under the proxy's request timeout.
     async fn forward(&self, mut req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
         strip_hop_by_hop(req.headers_mut(), false);
         let (addr, pick) = self.pick()?;
         let tls = pick.as_ref().and_then(|p| self.shared.tls_target(&p.endpoint, false));
-        let send = self.shared.pool.send(addr, self.version, req, tls);
-        let mut rsp = match self.request_timeout() {
+        let send = self.shared.pool.send(addr, self.version, req.map(Either::Left), tls);
+        let mut rsp = match self.shared.request_timeout {
             Some(t) => tokio::time::timeout(t, send).await.map_err(|_| ProxyError::ResponseTimeout(t))??,
             None => send.await?,
         };
@@ -153,14 +182,6 @@ impl ProxyService {
     pub fn pick(&self) -> Result<(SocketAddr, Option<Pick>), ProxyError> {
         self.shared.pick(&self.upstream)
     }
-
-    /// The service policy's request timeout wins over the proxy's default.
-    fn request_timeout(&self) -> Option<Duration> {
-        match &self.upstream {
-            Resolution::Service(target) => target.request_timeout().or(self.shared.request_timeout),
-            Resolution::Forward(_) => self.shared.request_timeout,
-        }
-    }
 }
 
 /// 403 with a one-line reason; the app never sees the request.
@@ -169,6 +190,16 @@ fn forbidden(d: &Decision) -> Response<ResponseBody> {
     let mut rsp = Response::new(Either::Right(http_body_util::Full::new(bytes::Bytes::from(body))));
     *rsp.status_mut() = http::StatusCode::FORBIDDEN;
     rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    rsp
+}
+
+/// 429 with `Retry-After` in whole seconds; the app never sees the request.
+fn too_many_requests(retry_after_secs: u64) -> Response<ResponseBody> {
+    let body = "too many requests: this port's rate limit is exhausted\n";
+    let mut rsp = Response::new(Either::Right(http_body_util::Full::new(bytes::Bytes::from_static(body.as_bytes()))));
+    *rsp.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+    rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    rsp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
     rsp
 }
 

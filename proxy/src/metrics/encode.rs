@@ -2,6 +2,7 @@
 //! format is simple and this keeps the proxy free of a metrics framework.
 
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::histogram::BUCKETS;
@@ -12,6 +13,7 @@ pub fn render(m: &Metrics) -> String {
     let mut out = String::with_capacity(8 * 1024);
     render_http(m, &mut out);
     render_tcp(m, &mut out);
+    render_policy(m, &mut out);
 
     header(&mut out, "weft_detect_total", "counter", "Protocol detection outcomes of accepted connections.");
     for dir in Direction::ALL {
@@ -135,6 +137,47 @@ fn render_http(m: &Metrics, out: &mut String) {
             let _ = writeln!(out, "weft_response_latency_seconds_bucket{{{labels},le=\"+Inf\"}} {}", snap.count);
             let _ = writeln!(out, "weft_response_latency_seconds_sum{{{labels}}} {}", snap.sum_seconds);
             let _ = writeln!(out, "weft_response_latency_seconds_count{{{labels}}} {}", snap.count);
+        }
+    }
+}
+
+fn render_policy(m: &Metrics, out: &mut String) {
+    let p = &m.policy;
+    let counters: [(&str, &str, &AtomicU64); 6] = [
+        ("weft_retries_total", "Retries sent by the outbound policy (attempts after the first).", &p.retries),
+        (
+            "weft_retry_budget_exhausted_total",
+            "Retries refused by the retry budget; the failure went back to the client.",
+            &p.retry_budget_exhausted,
+        ),
+        ("weft_rate_limited_total", "Inbound requests answered 429 by the local rate limit.", &p.rate_limited),
+        ("weft_no_route_total", "Requests to a service with routes that matched none (answered 404).", &p.no_route),
+        ("weft_circuit_ejections_total", "Endpoints ejected by the circuit breaker.", &p.ejections),
+        ("weft_faults_delayed_total", "Requests a fault policy delayed.", &p.faults_delayed),
+    ];
+    for (name, help, v) in counters {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+    }
+    header(out, "weft_faults_aborted_total", "counter", "Requests a fault policy aborted.");
+    let _ = writeln!(out, "weft_faults_aborted_total {}", p.faults_aborted.load(Relaxed));
+    header(out, "weft_timeouts_total", "counter", "Requests (504) and attempts cut by a policy timeout, by kind.");
+    let _ = writeln!(out, "weft_timeouts_total{{kind=\"request\"}} {}", p.request_timeouts.load(Relaxed));
+    let _ = writeln!(out, "weft_timeouts_total{{kind=\"per_try\"}} {}", p.per_try_timeouts.load(Relaxed));
+    header(
+        out,
+        "weft_route_requests_total",
+        "counter",
+        "Outbound requests by HTTPRoute rule and backend (name.namespace:port); route is empty without routes.",
+    );
+    for (route, backend, ok, failed) in p.route_rows() {
+        for (class, v) in [("success", ok), ("failure", failed)] {
+            let _ = writeln!(
+                out,
+                "weft_route_requests_total{{route=\"{}\",backend=\"{}\",classification=\"{class}\"}} {v}",
+                escape(&route),
+                escape(&backend)
+            );
         }
     }
 }

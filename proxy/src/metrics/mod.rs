@@ -90,6 +90,66 @@ pub struct Metrics {
     /// Inbound authorization decisions by (allowed, policy, reason); a
     /// handful of keys (policies × reasons), looked up once per connection.
     authz: Mutex<std::collections::BTreeMap<(bool, String, &'static str), Arc<AtomicU64>>>,
+    /// The traffic policy stack's counters.
+    pub policy: PolicyCounters,
+}
+
+/// Routes × backends counted at most; past it, `route="other"`.
+pub const MAX_ROUTE_SERIES: usize = 1000;
+
+/// What the traffic policy stack did.
+#[derive(Debug, Default)]
+pub struct PolicyCounters {
+    /// Retries sent (attempts after the first).
+    pub retries: AtomicU64,
+    /// Retries the budget refused: the failure went back to the client.
+    pub retry_budget_exhausted: AtomicU64,
+    /// 504s from `timeouts.request`.
+    pub request_timeouts: AtomicU64,
+    /// Attempts cut by the per-try timeout (`backendRequest`, `perTryTimeout`).
+    pub per_try_timeouts: AtomicU64,
+    /// Inbound requests answered 429.
+    pub rate_limited: AtomicU64,
+    /// Requests to a service with routes that matched none (404).
+    pub no_route: AtomicU64,
+    /// Requests a fault policy aborted or delayed.
+    pub faults_aborted: AtomicU64,
+    pub faults_delayed: AtomicU64,
+    /// Endpoints ejected by the circuit breaker.
+    pub ejections: AtomicU64,
+    routes: Mutex<std::collections::BTreeMap<(Arc<str>, Arc<str>), Arc<RouteStats>>>,
+}
+
+/// Requests by route and backend, split into success and failure.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    success: AtomicU64,
+    failure: AtomicU64,
+}
+
+impl RouteStats {
+    pub fn response(&self, status: u16) {
+        if is_failure(status) { &self.failure } else { &self.success }.fetch_add(1, Relaxed);
+    }
+}
+
+impl PolicyCounters {
+    /// The counters of (`route`, `backend`), created while under the cap.
+    pub fn route(&self, route: &Arc<str>, backend: &Arc<str>) -> Arc<RouteStats> {
+        let mut map = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (route.clone(), backend.clone());
+        if map.len() >= MAX_ROUTE_SERIES && !map.contains_key(&key) {
+            let other: Arc<str> = Arc::from(OTHER_AUTHORITY);
+            return map.entry((other.clone(), other)).or_default().clone();
+        }
+        map.entry(key).or_default().clone()
+    }
+
+    /// (route, backend, successes, failures), for rendering.
+    pub fn route_rows(&self) -> Vec<(Arc<str>, Arc<str>, u64, u64)> {
+        let map = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|((r, b), s)| (r.clone(), b.clone(), s.success.load(Relaxed), s.failure.load(Relaxed))).collect()
+    }
 }
 
 /// TCP counters for one (direction, protocol).

@@ -119,6 +119,10 @@ impl Circuit {
         self.state
     }
 
+    pub fn config(&self) -> &CircuitConfig {
+        &self.cfg
+    }
+
     /// Ejections in a row so far (reset after a healthy `max_ejection`).
     pub fn ejections(&self) -> u32 {
         self.ejections

@@ -5,17 +5,20 @@
 //! version: a request holds its `Arc<CompiledPolicy>` to the end, so a
 //! policy change never alters a request in flight.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use weft_api::policy as api;
 
+use super::budget::RetryBudget;
 use super::circuit::CircuitConfig;
 use super::fault::FaultPolicy;
 use super::filters::Filters;
 use super::retry::RetryPolicy;
 use super::route::RouteTable;
 use super::split::Split;
+use crate::control::target::{NameTarget, Target};
+use crate::metrics::RouteStats;
 
 /// How a route's requests pick an endpoint.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,6 +55,10 @@ pub struct BackendRef {
     /// For metrics: `name.namespace:port`.
     pub label: Arc<str>,
     pub filters: Filters,
+    /// What to ask discovery for; `None` when the name is not a DNS name.
+    pub discovery: Option<Target>,
+    /// This (route, backend)'s request counters, looked up once.
+    pub stats: OnceLock<Arc<RouteStats>>,
 }
 
 impl BackendRef {
@@ -80,6 +87,8 @@ pub struct RouteRuntime {
     pub filters: Filters,
     pub timeouts: Timeouts,
     pub retry: RetryPolicy,
+    /// Shared by every request of this route under this policy version.
+    pub budget: Arc<RetryBudget>,
     pub fault: Option<FaultPolicy>,
     pub balance: Balance,
 }
@@ -88,6 +97,8 @@ pub struct RouteRuntime {
 #[derive(Debug)]
 pub struct CompiledPolicy {
     pub version: u64,
+    /// The service it is for (`name.namespace`); empty when none.
+    pub service: String,
     /// Empty: the service has no routes and every request takes `default`.
     pub routes: RouteTable,
     /// Index-aligned with `routes.routes()`.
@@ -138,15 +149,28 @@ impl CompiledPolicy {
             &mut errors,
         );
         let circuit = policy.circuit_breaker.as_ref().and_then(CircuitConfig::from_api);
-        Self { version: policy.version, routes, route_runtime, default, circuit, errors }
+        Self {
+            version: policy.version,
+            service: policy.service.clone(),
+            routes,
+            route_runtime,
+            default,
+            circuit,
+            errors,
+        }
     }
 
-    /// Without any policy from the control plane: the proxy's own safe
-    /// defaults (budgeted retries on connect failure, EWMA).
+    /// For destinations without a policy (no control plane, or not a mesh
+    /// service): the proxy's own request timeout and no retries — the one
+    /// address the app chose has no other endpoint to retry on, and a
+    /// retried connect timeout would only triple the wait.
     pub fn fallback(request_timeout: Option<Duration>) -> Self {
         let (routes, _) = RouteTable::compile(Vec::new());
+        let mut retry = RetryPolicy::default();
+        retry.attempts = 0;
         Self {
             version: 0,
+            service: String::new(),
             routes,
             route_runtime: Vec::new(),
             default: RouteRuntime {
@@ -155,7 +179,8 @@ impl CompiledPolicy {
                 split: Split::new([1]),
                 filters: Filters::default(),
                 timeouts: Timeouts { request: request_timeout, per_try: None },
-                retry: RetryPolicy::default(),
+                budget: Arc::new(RetryBudget::new(&retry.budget, Instant::now())),
+                retry,
                 fault: None,
                 balance: Balance::Ewma,
             },
@@ -192,6 +217,8 @@ fn runtime(
                 is_parent: b.service == parent && port == parent_port,
                 label: format!("{}:{port}", b.service).into(),
                 filters,
+                discovery: NameTarget::new(&b.service, port).map(Target::Name),
+                stats: OnceLock::new(),
             }
         })
         .collect();
@@ -207,6 +234,7 @@ fn runtime(
         backends,
         filters,
         timeouts: Timeouts { request: timeouts.and_then(|t| ms(t.request_ms)), per_try },
+        budget: Arc::new(RetryBudget::new(&retry.budget, Instant::now())),
         retry,
         fault: fault.and_then(FaultPolicy::new),
         balance: Balance::from_api(lb),

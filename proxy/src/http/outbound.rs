@@ -1,0 +1,280 @@
+//! The outbound traffic policy, applied to one request:
+//!
+//! ```text
+//! route (404 when none matches) ─► filters (redirect answers here; headers, rewrite)
+//!   ─► fault (delay / abort) ─► backend by weight ─► request timeout
+//!     ─► attempt: balancer (kind, circuit breaker, avoid the last failure) ─► endpoint, per-try timeout
+//!        └─ retryable outcome, budget allows, body replayable ─► backoff ─► next attempt
+//! ```
+//!
+//! The request takes the compiled policy current when it starts
+//! (`Arc<CompiledPolicy>`) and keeps it to the end: a policy change never
+//! alters a request in flight. Without a policy (no control plane, or a
+//! destination the mesh does not know) the proxy's own safe defaults
+//! apply: budgeted retries on connect failure and the proxy's request
+//! timeout.
+//!
+//! Retries replay only bodies of known length up to the policy's limit
+//! (64 KiB by default), buffered before the first attempt; anything else
+//! streams once and is never retried.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::{BodyExt as _, Either, Full, Limited};
+use hyper::body::Incoming;
+
+use super::ResponseBody;
+use super::headers::strip_hop_by_hop;
+use super::respond::ProxyError;
+use super::service::ProxyService;
+use crate::balance::PickOptions;
+use crate::control::discovery::Resolution;
+use crate::policy::compiled::{BackendRef, CompiledPolicy, RouteRuntime};
+use crate::policy::retry::{Decision, Outcome, grpc_status};
+
+/// Sends `req` under the outbound policy of the service it resolved to.
+pub(super) async fn forward(svc: &ProxyService, req: Request<Incoming>) -> Result<Response<ResponseBody>, ProxyError> {
+    let shared = &svc.shared;
+    let policy: Arc<CompiledPolicy> = match &svc.upstream {
+        Resolution::Service(target) => target.policy(),
+        Resolution::Forward(_) => None,
+    }
+    .unwrap_or_else(|| shared.fallback_policy.clone());
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+
+    let (rt, prefix): (&RouteRuntime, Option<&str>) = if policy.routes.is_empty() {
+        (&policy.default, None)
+    } else {
+        match policy.routes.find_parts(&parts) {
+            Some(m) => match policy.route_runtime.get(m.index) {
+                Some(rt) => (rt, m.path_prefix),
+                None => (&policy.default, None),
+            },
+            None => {
+                shared.metrics.policy.no_route.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok(local(StatusCode::NOT_FOUND, "no route of this service matches the request\n"));
+            }
+        }
+    };
+
+    // Filters: a redirect answers the client itself.
+    if let Some(redirect) = &rt.filters.redirect {
+        let host = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let location = redirect.location(&parts.uri, host, prefix);
+        let mut rsp = local(redirect.status, "");
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            rsp.headers_mut().insert(header::LOCATION, v);
+        }
+        return Ok(rsp);
+    }
+    if let Some(m) = &rt.filters.request_headers {
+        m.apply(&mut parts.headers);
+    }
+    if let Some(rewrite) = &rt.filters.rewrite {
+        rewrite.apply(&mut parts.uri, &mut parts.headers, prefix);
+    }
+
+    if let Some(fault) = &rt.fault {
+        let decision = fault.decide(fastrand::u32(..), fastrand::u32(..));
+        if let Some(delay) = decision.delay {
+            shared.metrics.policy.faults_delayed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(delay).await;
+        }
+        if let Some(status) = decision.abort {
+            shared.metrics.policy.faults_aborted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(local(status, "fault injected by the mesh's traffic policy\n"));
+        }
+    }
+
+    // Gateway API: a route whose backends all weigh 0 answers 500.
+    let Some(chosen) = rt.split.pick(fastrand::u32(..)) else {
+        return Ok(local(StatusCode::INTERNAL_SERVER_ERROR, "every backend of the matched route has weight 0\n"));
+    };
+    let backend = rt.backends.get(chosen);
+    let upstream = match backend {
+        Some(b) if !b.is_parent => resolve_backend(svc, b).await?,
+        _ => svc.upstream.clone(),
+    };
+    if let Some(b) = backend {
+        if let Some(m) = &b.filters.request_headers {
+            m.apply(&mut parts.headers);
+        }
+        if let Some(rewrite) = &b.filters.rewrite {
+            rewrite.apply(&mut parts.uri, &mut parts.headers, prefix);
+        }
+    }
+
+    let deadline = rt.timeouts.request.or(shared.request_timeout);
+    let attempts = send_with_retries(svc, &policy, rt, &upstream, parts, body);
+    let result = match deadline {
+        Some(t) => match tokio::time::timeout(t, attempts).await {
+            Ok(r) => r,
+            Err(_) => {
+                shared.metrics.policy.request_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(ProxyError::ResponseTimeout(t))
+            }
+        },
+        None => attempts.await,
+    };
+    let mut rsp = result?;
+    strip_hop_by_hop(rsp.headers_mut(), false);
+    if let Some(m) = &rt.filters.response_headers {
+        m.apply(rsp.headers_mut());
+    }
+    if let Some(b) = backend {
+        if let Some(m) = &b.filters.response_headers {
+            m.apply(rsp.headers_mut());
+        }
+        let stats = b.stats.get_or_init(|| shared.metrics.policy.route(&rt.name, &b.label));
+        stats.response(rsp.status().as_u16());
+    }
+    Ok(rsp.map(Either::Left))
+}
+
+/// A backend other than the parent service, through discovery.
+async fn resolve_backend(svc: &ProxyService, b: &BackendRef) -> Result<Resolution, ProxyError> {
+    let target = b.discovery.as_ref().ok_or_else(|| ProxyError::UnknownBackend(b.label.to_string()))?;
+    svc.shared.resolver.lookup(target).await.ok_or_else(|| ProxyError::UnknownBackend(b.label.to_string()))
+}
+
+/// The attempts of one request: the first, then retries while the policy,
+/// the budget and the body allow.
+async fn send_with_retries(
+    svc: &ProxyService,
+    policy: &CompiledPolicy,
+    rt: &RouteRuntime,
+    upstream: &Resolution,
+    parts: http::request::Parts,
+    body: Incoming,
+) -> Result<Response<Incoming>, ProxyError> {
+    let shared = &svc.shared;
+    let retry = &rt.retry;
+    let body_len = body.size_hint().exact();
+    let replayable = retry.attempts > 0 && retry.may_retry(&parts.method, body_len);
+    if retry.attempts > 0 {
+        rt.budget.deposit(std::time::Instant::now());
+    }
+    let buffered: Option<Bytes> = if replayable {
+        let limit = usize::try_from(retry.max_body_bytes).unwrap_or(usize::MAX);
+        let collected =
+            Limited::new(body, limit).collect().await.map_err(|e| ProxyError::RequestBody(e.to_string()))?;
+        Some(collected.to_bytes())
+    } else {
+        // Streams once, straight through.
+        return attempt(svc, policy, rt, upstream, None, Request::from_parts(parts, Either::Left(body))).await.0;
+    };
+    let mut avoid = None;
+    let mut retries = 0u32;
+    loop {
+        let req =
+            Request::from_parts(clone_head(&parts), Either::Right(Full::new(buffered.clone().unwrap_or_default())));
+        let (result, addr) = attempt(svc, policy, rt, upstream, avoid, req).await;
+        let outcome = match &result {
+            Ok(rsp) => Outcome::Response { status: rsp.status(), grpc_status: grpc_status(rsp.headers()) },
+            Err(e) => classify(e),
+        };
+        match retry.decide(retries, &parts.method, body_len, &outcome) {
+            Decision::Retry if rt.budget.try_withdraw(std::time::Instant::now()) => {
+                retries += 1;
+                shared.metrics.policy.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(route = %rt.name, ?outcome, retry = retries, "retrying");
+                avoid = addr;
+                let delay = retry.backoff.delay(retries, fastrand::u32(..));
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            Decision::Retry => {
+                shared.metrics.policy.retry_budget_exhausted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return result;
+            }
+            _ => return result,
+        }
+    }
+}
+
+/// One attempt: pick an endpoint, send, apply the per-try timeout, feed
+/// the circuit breaker. Returns the endpoint it went to.
+async fn attempt(
+    svc: &ProxyService,
+    policy: &CompiledPolicy,
+    rt: &RouteRuntime,
+    upstream: &Resolution,
+    avoid: Option<std::net::SocketAddr>,
+    req: Request<super::RequestBody>,
+) -> (Result<Response<Incoming>, ProxyError>, Option<std::net::SocketAddr>) {
+    let shared = &svc.shared;
+    let picked = match upstream {
+        Resolution::Forward(_) => shared.pick(upstream),
+        Resolution::Service(target) => {
+            let options =
+                PickOptions { balance: &rt.balance, headers: req.headers(), circuit: policy.circuit.as_ref(), avoid };
+            shared.check_destination(target.balancer.pick_with(&options).map(|p| (p.addr(), Some(p))))
+        }
+    };
+    let (addr, pick) = match picked {
+        Ok(p) => p,
+        Err(e) => return (Err(e), None),
+    };
+    let tls = pick.as_ref().and_then(|p| shared.tls_target(&p.endpoint, false));
+    let send = shared.pool.send(addr, svc.version, req, tls);
+    let result = match rt.timeouts.per_try {
+        Some(t) => match tokio::time::timeout(t, send).await {
+            Ok(r) => r,
+            Err(_) => {
+                shared.metrics.policy.per_try_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Err(ProxyError::ResponseTimeout(t))
+            }
+        },
+        None => send.await,
+    };
+    if let Some(pick) = pick {
+        if let (Some(cfg), Resolution::Service(target)) = (&policy.circuit, upstream) {
+            let success = result.as_ref().is_ok_and(|r| !r.status().is_server_error());
+            let others = if success { 0 } else { target.balancer.healthy_others(addr) };
+            if pick.endpoint.record(cfg, success, others) {
+                shared.metrics.policy.ejections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(endpoint = %addr, "circuit breaker ejected the endpoint");
+            }
+        }
+        if result.is_ok() {
+            pick.complete();
+        }
+    }
+    (result, Some(addr))
+}
+
+/// What kind of failure an error is, for the retry conditions.
+fn classify(e: &ProxyError) -> Outcome {
+    match e {
+        ProxyError::Connect(_) | ProxyError::Handshake { .. } | ProxyError::NoEndpoints => Outcome::ConnectFailure,
+        ProxyError::ResponseTimeout(_) => Outcome::Timeout,
+        _ => Outcome::Reset,
+    }
+}
+
+/// A copy of a request head for another attempt (extensions are not
+/// carried: nothing downstream of the proxy reads them).
+fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    req.into_parts().0
+}
+
+/// A response the proxy writes itself.
+fn local(status: StatusCode, body: &'static str) -> Response<ResponseBody> {
+    let mut rsp = Response::new(Either::Right(Full::new(Bytes::from_static(body.as_bytes()))));
+    *rsp.status_mut() = status;
+    if !body.is_empty() {
+        rsp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    }
+    rsp
+}
