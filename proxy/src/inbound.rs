@@ -72,6 +72,12 @@ impl ConnAuthz {
         Some(Self { policies, port, peer, namespace, metrics, cached: Mutex::new(None) })
     }
 
+    /// Takes a token from the port's rate limit; `Err` says how long until
+    /// the next one (answer 429 with `Retry-After`).
+    pub fn rate_limit(&self) -> Result<(), crate::policy::rate_limit::RetryAfter> {
+        self.policies.rate_limit(self.port, self.peer.identity().map(|i| i.as_str()))
+    }
+
     /// The decision under the policy in force now.
     pub fn decide(&self) -> Option<Arc<Decided>> {
         let policy = self.policies.current(self.port)?;

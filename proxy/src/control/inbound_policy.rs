@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use weft_api::policy::policy_client::PolicyClient;
-use weft_api::policy::{InboundPolicy, InboundRequest};
+use weft_api::policy::{InboundPolicy, InboundRequest, RateLimit};
+
+use crate::policy::rate_limit::{PortRateLimit, RetryAfter};
 
 use super::ControlPlane;
 use super::backoff::Backoff;
@@ -25,11 +27,38 @@ pub struct InboundPolicies {
     workload: String,
     timeout: Duration,
     ports: Mutex<HashMap<u16, watch::Receiver<Option<Arc<InboundPolicy>>>>>,
+    /// Each port's rate limiter with the settings it was made from: kept
+    /// across policy versions that leave the limit as it was, so that an
+    /// unrelated policy change does not refill the bucket.
+    limiters: Mutex<HashMap<u16, (RateLimit, Arc<PortRateLimit<String>>)>>,
 }
 
 impl InboundPolicies {
     pub fn new(control: ControlPlane, workload: String, timeout: Duration) -> Self {
-        Self { control, workload, timeout, ports: Mutex::default() }
+        Self { control, workload, timeout, ports: Mutex::default(), limiters: Mutex::default() }
+    }
+
+    /// Takes a token from `port`'s rate limit (`client`'s own bucket when
+    /// the limit is per identity). `Ok` when the port has no limit.
+    pub fn rate_limit(&self, port: u16, client: Option<&str>) -> Result<(), RetryAfter> {
+        let Some(policy) = self.current(port) else { return Ok(()) };
+        let Some(limit) = policy.rate_limit.as_ref().filter(|l| l.requests_per_second > 0) else { return Ok(()) };
+        let limiter = {
+            let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+            match limiters.get(&port) {
+                Some((settings, limiter)) if settings == limit => limiter.clone(),
+                _ => {
+                    let Some(limiter) = PortRateLimit::from_api(limit, std::time::Instant::now()) else {
+                        return Ok(());
+                    };
+                    let limiter = Arc::new(limiter);
+                    limiters.insert(port, (*limit, limiter.clone()));
+                    limiter
+                }
+            }
+        };
+        let key = if limit.per_identity { client.unwrap_or("unauthenticated").to_owned() } else { String::new() };
+        limiter.try_acquire(&key, std::time::Instant::now())
     }
 
     /// The policy for `port`; `None` when none arrived in time.
