@@ -343,6 +343,20 @@ impl Proxy {
             .and_then(|t| t["policy_version"].as_u64())
     }
 
+    /// The resources (`Kind/namespace/name`) of the outbound policy this
+    /// proxy runs for `target`.
+    pub fn policy_sources(&self, target: &str) -> Vec<String> {
+        let config = self.config_json();
+        config["discovery"]["targets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["target"] == target)
+            .flat_map(|t| t["policy_sources"].as_array().cloned().unwrap_or_default())
+            .filter_map(|s| s.as_str().map(str::to_owned))
+            .collect()
+    }
+
     /// The admin `/config` document.
     pub fn config_json(&self) -> serde_json::Value {
         let run = self.admin("GET", "/config");

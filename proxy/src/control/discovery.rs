@@ -203,6 +203,8 @@ impl Resolver {
                     "discovery_version": snapshot.as_ref().map(|s| s.version),
                     "policy_version": policy.as_ref().map(|p| p.version),
                     "service": policy.as_ref().map(|p| p.service.clone()),
+                    "policy_sources": policy.as_ref().map(|p| p.sources.clone()),
+                    "policy_errors": policy.as_ref().map(|p| p.errors.clone()),
                     "endpoints": endpoints,
                 })
             })

@@ -99,6 +99,8 @@ pub struct CompiledPolicy {
     pub version: u64,
     /// The service it is for (`name.namespace`); empty when none.
     pub service: String,
+    /// The resources it was made from (`Kind/namespace/name`), for `/config`.
+    pub sources: Vec<String>,
     /// Empty: the service has no routes and every request takes `default`.
     pub routes: RouteTable,
     /// Index-aligned with `routes.routes()`.
@@ -152,6 +154,7 @@ impl CompiledPolicy {
         Self {
             version: policy.version,
             service: policy.service.clone(),
+            sources: policy.sources.clone(),
             routes,
             route_runtime,
             default,
@@ -171,6 +174,7 @@ impl CompiledPolicy {
         Self {
             version: 0,
             service: String::new(),
+            sources: Vec::new(),
             routes,
             route_runtime: Vec::new(),
             default: RouteRuntime {

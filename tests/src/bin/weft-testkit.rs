@@ -45,6 +45,14 @@ enum Command {
         /// Delay every response by this many milliseconds (a slow replica).
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+        /// Sent as `x-weft-server` on every response (default: the first
+        /// listen address), so a test can tell replicas apart.
+        #[arg(long)]
+        name: Option<String>,
+        /// Answer every Nth request 503 (0: never); changed at runtime with
+        /// `GET /control/fail-every?n=N`.
+        #[arg(long, default_value_t = 0)]
+        fail_every: u64,
     },
     /// WebSocket echo server.
     WsServer {
@@ -113,7 +121,10 @@ enum Command {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::HttpServer { listen, delay_ms } => http::serve(listen, Duration::from_millis(delay_ms)).await,
+        Command::HttpServer { listen, delay_ms, name, fail_every } => {
+            let name = name.unwrap_or_else(|| listen.first().map(ToString::to_string).unwrap_or_default());
+            http::serve(listen, Duration::from_millis(delay_ms), http::Server::new(name, fail_every)).await
+        }
         Command::WsServer { listen } => ws_server(listen).await,
         Command::WsClient { url, messages } => ws_client(&url, messages).await,
         Command::TcpServer { listen, banner } => tcp_server(listen, banner).await,
@@ -316,7 +327,11 @@ async fn raw(connect: SocketAddr, bytes: &[u8], read_bytes: Option<usize>, timeo
 /// - `x-weft-peer`: the connection's peer address as the app sees it;
 /// - `x-weft-version`: the request's HTTP version.
 ///
-/// Routes: `/echo` returns the request body; `/sha256` returns
+/// - `x-weft-server`: the server's `--name`.
+///
+/// With `--fail-every N`, every Nth request is answered 503 (whatever its
+/// path, `/control/…` excepted). Routes: `/status?code=N` answers N;
+/// `/control/fail-every?n=N` changes N; `/echo` returns the request body; `/sha256` returns
 /// `sha256=HEX bytes=N`; `/delay?ms=N` answers after N ms; `/bytes?n=N`
 /// streams N bytes of [`weft_tests::workload::pattern_byte`]; `/trailers`
 /// answers with a body and the trailers `grpc-status: 0`,
@@ -324,6 +339,8 @@ async fn raw(connect: SocketAddr, bytes: &[u8], read_bytes: Option<usize>, timeo
 mod http {
     use std::convert::Infallible;
     use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     use std::time::Duration;
 
     use bytes::Bytes;
@@ -338,11 +355,33 @@ mod http {
     type BoxError = Box<dyn std::error::Error + Send + Sync>;
     type Body = BoxBody<Bytes, BoxError>;
 
-    pub(super) async fn serve(listen: Vec<SocketAddr>, delay: Duration) -> anyhow::Result<()> {
+    /// What every connection of the server shares.
+    #[derive(Debug)]
+    pub(super) struct Server {
+        name: HeaderValue,
+        fail_every: AtomicU64,
+        requests: AtomicU64,
+    }
+
+    impl Server {
+        pub(super) fn new(name: String, fail_every: u64) -> Arc<Self> {
+            let name = HeaderValue::from_str(&name).unwrap_or_else(|_| HeaderValue::from_static("invalid-name"));
+            Arc::new(Self { name, fail_every: AtomicU64::new(fail_every), requests: AtomicU64::new(0) })
+        }
+
+        /// Whether this request is one of the injected failures.
+        fn fails_now(&self) -> bool {
+            let every = self.fail_every.load(Relaxed);
+            let n = self.requests.fetch_add(1, Relaxed) + 1;
+            every > 0 && n % every == 0
+        }
+    }
+
+    pub(super) async fn serve(listen: Vec<SocketAddr>, delay: Duration, server: Arc<Server>) -> anyhow::Result<()> {
         let mut tasks = Vec::new();
         for addr in listen {
             let listener = super::bind(addr).await?;
-            tasks.push(tokio::spawn(accept_loop(listener, delay)));
+            tasks.push(tokio::spawn(accept_loop(listener, delay, server.clone())));
         }
         for task in tasks {
             task.await??;
@@ -350,19 +389,36 @@ mod http {
         Ok(())
     }
 
-    async fn accept_loop(listener: tokio::net::TcpListener, delay: Duration) -> anyhow::Result<()> {
+    async fn accept_loop(
+        listener: tokio::net::TcpListener,
+        delay: Duration,
+        server: Arc<Server>,
+    ) -> anyhow::Result<()> {
         let mut next_id = 0u64;
         loop {
             let (stream, peer) = listener.accept().await?;
             next_id += 1;
             let id = next_id;
             println!("connection {id} from {peer}");
+            let server = server.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| async move {
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
+                let service = hyper::service::service_fn(move |req| {
+                    let server = server.clone();
+                    async move {
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        let mut rsp = if req.uri().path() == "/control/fail-every" {
+                            server.fail_every.store(query(&req, "n").unwrap_or(0), Relaxed);
+                            status(200, "ok\n")
+                        } else if server.fails_now() {
+                            status(503, "injected failure\n")
+                        } else {
+                            handle(req, id, peer).await?
+                        };
+                        rsp.headers_mut().insert("x-weft-server", server.name.clone());
+                        Ok::<_, Infallible>(rsp)
                     }
-                    handle(req, id, peer).await
                 });
                 let builder = auto::Builder::new(TokioExecutor::new());
                 if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
@@ -414,6 +470,12 @@ mod http {
                 full(format!("delayed {ms} ms\n"))
             }
             "/bytes" => bytes_body(query(&req, "n").unwrap_or(0)),
+            "/status" => {
+                let code = query(&req, "code").and_then(|c| u16::try_from(c).ok()).unwrap_or(200);
+                let mut rsp = Response::new(full(format!("status {code}\n")));
+                *rsp.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::OK);
+                return Ok(rsp);
+            }
             "/trailers" => {
                 let mut trailers = HeaderMap::new();
                 trailers.insert("grpc-status", HeaderValue::from_static("0"));

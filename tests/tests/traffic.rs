@@ -1,0 +1,470 @@
+//! Traffic policy end to end: HTTPRoutes and TrafficPolicies written to the
+//! control plane's policy directory steer real HTTP between pods.
+//!
+//! ```text
+//! cp: weft-control (services web, web-v1, web-v2; policy dir)
+//! client: curl ─► proxy ══► replicas: testkit http-server --name NAME ◄─ proxy (registered, labels)
+//! ```
+//!
+//! Each replica names itself in `x-weft-server`, so a test counts where
+//! requests went from the client's side.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use weft_tests::{ControlPlane, Mesh, Pod, Proc, Proxy, eventually};
+
+const WEB: &str = "198.18.0.200:80";
+const WEB_V1: &str = "198.18.0.201:80";
+const SERVICES: &str = "services:
+  - name: web
+    namespace: default
+    virtualIP: 198.18.0.200
+    selector: {app: web}
+    ports: [{port: 80, targetPort: 8080}]
+  - name: web-v1
+    namespace: default
+    virtualIP: 198.18.0.201
+    selector: {app: web, version: v1}
+    ports: [{port: 80, targetPort: 8080}]
+  - name: web-v2
+    namespace: default
+    virtualIP: 198.18.0.202
+    selector: {app: web, version: v2}
+    ports: [{port: 80, targetPort: 8080}]
+";
+
+struct Replica {
+    pod: Pod,
+    app: Proc,
+    _proxy: Proxy,
+}
+
+impl Replica {
+    /// Tells the replica's app to answer every `n`th request 503 (0: never).
+    fn fail_every(&self, n: u32) {
+        let url = format!("http://127.0.0.1:8080/control/fail-every?n={n}");
+        let run = self.pod.exec("curl", &["-sS", "--max-time", "5", &url]);
+        assert_eq!(run.stdout.trim(), "ok", "{run}");
+    }
+}
+
+struct Fixture {
+    _mesh: Mesh,
+    cp: ControlPlane,
+    client: Pod,
+    proxy: Proxy,
+    replicas: BTreeMap<String, Replica>,
+}
+
+/// A control plane, replicas `(name, labels, extra testkit args)` and a
+/// client whose proxy already balances over every `app=web` replica.
+fn fixture(replicas: &[(&str, &str, &[&str])]) -> Fixture {
+    let mesh = Mesh::new();
+    let cp = mesh.pod("cp").run_control(SERVICES, &[]);
+    let mut started = BTreeMap::new();
+    for (name, labels, extra) in replicas {
+        let pod = mesh.pod(name);
+        let mut args = vec!["http-server", "--listen", "0.0.0.0:8080", "--name", name];
+        args.extend_from_slice(extra);
+        let app = pod.spawn_testkit("app", &args);
+        pod.wait_listening(8080);
+        let proxy = pod.run_registered_proxy(&cp, name, labels, 8080, &[]);
+        started.insert((*name).to_owned(), Replica { pod, app, _proxy: proxy });
+    }
+    let client = mesh.pod("client");
+    let proxy = client.run_proxy(&["--control-plane", &cp.url]);
+    let fixture = Fixture { _mesh: mesh, cp, client, proxy, replicas: started };
+    let want = fixture.replicas.values().map(|r| r.pod.addr(8080).to_string()).collect::<Vec<_>>();
+    eventually(Duration::from_secs(10), "the client balances over every replica", || {
+        let _ = fixture.client.exec("curl", &["-s", "-o", "/dev/null", "--max-time", "2", "http://198.18.0.200/"]);
+        let mut got = fixture.proxy.endpoints(WEB);
+        let mut want = want.clone();
+        got.sort();
+        want.sort();
+        if got == want { Ok(()) } else { Err(format!("endpoints {got:?}, want {want:?}")) }
+    });
+    fixture
+}
+
+impl Fixture {
+    /// Writes `yaml` as `file` in the policy directory and waits until the
+    /// client's proxy runs a policy for `target` made from `source`
+    /// (`Kind/namespace/name`).
+    fn apply(&self, file: &str, yaml: &str, target: &str, source: &str) {
+        let path = self.cp.policy_dir.join(file);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, yaml).expect("writing a policy file");
+        std::fs::rename(&tmp, &path).expect("placing a policy file");
+        self.wait_policy(target, &format!("{source} in force"), |sources| sources.iter().any(|s| s == source));
+    }
+
+    /// Removes `file` from the policy directory and waits until `source`
+    /// no longer shapes `target`'s policy.
+    fn remove(&self, file: &str, target: &str, source: &str) {
+        std::fs::remove_file(self.cp.policy_dir.join(file)).expect("removing a policy file");
+        self.wait_policy(target, &format!("{source} gone"), |sources| !sources.iter().any(|s| s == source));
+    }
+
+    fn wait_policy(&self, target: &str, what: &str, check: impl Fn(&[String]) -> bool) {
+        eventually(Duration::from_secs(10), what, || {
+            // The proxy watches a target once it has been asked for it.
+            let _ =
+                self.client.exec("curl", &["-s", "-o", "/dev/null", "--max-time", "2", &format!("http://{target}/")]);
+            let sources = self.proxy.policy_sources(target);
+            if check(&sources) { Ok(()) } else { Err(format!("policy sources {sources:?}")) }
+        });
+    }
+
+    /// `n` requests to `url_base` + `[1-n]` on one connection: (status,
+    /// answering replica) of each.
+    fn send(&self, url_base: &str, n: usize, extra: &[&str]) -> Vec<(u16, String)> {
+        let url = format!("{url_base}[1-{n}]");
+        let mut args =
+            vec!["-s", "-o", "/dev/null", "-w", "%{http_code} %header{x-weft-server}\\n", "--max-time", "120"];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        let run = self.client.exec("curl", &args);
+        let out: Vec<(u16, String)> = run
+            .stdout
+            .lines()
+            .map(|l| {
+                let (code, server) = l.split_once(' ').unwrap_or((l, ""));
+                (code.parse().unwrap_or(0), server.to_owned())
+            })
+            .collect();
+        assert_eq!(out.len(), n, "curl answered {} of {n} requests: {run}", out.len());
+        out
+    }
+
+    fn metric(&self, name: &str) -> f64 {
+        self.proxy.metrics().sum(name, &[])
+    }
+}
+
+fn count(results: &[(u16, String)], server: &str) -> usize {
+    results.iter().filter(|(_, s)| s == server).count()
+}
+
+fn statuses(results: &[(u16, String)]) -> BTreeMap<u16, usize> {
+    let mut m = BTreeMap::new();
+    for (code, _) in results {
+        *m.entry(*code).or_default() += 1;
+    }
+    m
+}
+
+fn route(rules: &str) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web, namespace: default}}
+spec:
+  parentRefs: [{{group: \"\", kind: Service, name: web, port: 80}}]
+  rules:
+{rules}"
+    )
+}
+
+fn traffic(name: &str, target: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: policy.weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {{name: {name}, namespace: default}}
+spec:
+  targetRef: {target}
+{spec}"
+    )
+}
+
+const ROUTE: &str = "HTTPRoute/default/web";
+
+#[test]
+fn weighted_splits_and_header_and_cookie_matches_route_exactly() {
+    let f = fixture(&[("v1", "app=web,version=v1", &[]), ("v2", "app=web,version=v2", &[])]);
+
+    // 90/10 over 2,000 requests.
+    let split = |v1: u32, v2: u32| {
+        route(&format!(
+            "    - backendRefs: [{{name: web-v1, port: 80, weight: {v1}}}, {{name: web-v2, port: 80, weight: {v2}}}]\n"
+        ))
+    };
+    f.apply("route.yaml", &split(90, 10), WEB, ROUTE);
+    let results = f.send("http://198.18.0.200/split-", 2000, &[]);
+    assert_eq!(statuses(&results), BTreeMap::from([(200, 2000)]));
+    let share = count(&results, "v2") as f64 / 20.0;
+    eprintln!("measured: v2 received {share:.1} % of 2000 requests under a 90/10 split");
+    assert!((7.0..=13.0).contains(&share), "v2 got {share:.1} % under a 10 % weight");
+
+    // An in-flight request finishes under the policy it started with.
+    // (Under 90/10 it could land on v2; send it under a v1-only split.)
+    std::fs::write(f.cp.policy_dir.join("route.yaml"), split(100, 0)).expect("writing the route");
+    eventually(Duration::from_secs(5), "the 100/0 split is in force", || {
+        let r = f.send("http://198.18.0.200/v1-probe-", 20, &[]);
+        if count(&r, "v1") == 20 { Ok(()) } else { Err(format!("{r:?}")) }
+    });
+    let client = f.client.clone();
+    let slow = std::thread::spawn(move || {
+        let args = ["-s", "-o", "/dev/null", "-w", "%{http_code} %header{x-weft-server}", "--max-time", "10"];
+        client.exec("curl", &[&args[..], &["http://198.18.0.200/delay?ms=1500"]].concat())
+    });
+    // Let the slow request start before the policy changes under it.
+    eventually(Duration::from_secs(5), "the slow request reached v1", || {
+        let app_log = f.replicas["v1"].app.stdout();
+        if app_log.contains("/delay?ms=1500") { Ok(()) } else { Err("not yet".into()) }
+    });
+
+    // 0/100: nothing to the old backend.
+    std::fs::write(f.cp.policy_dir.join("route.yaml"), split(0, 100)).expect("writing the route");
+    eventually(Duration::from_secs(5), "the 0/100 split is in force", || {
+        let r = f.send("http://198.18.0.200/probe-", 1, &[]);
+        if r[0].1 == "v2" { Ok(()) } else { Err(format!("answered by {:?}", r[0])) }
+    });
+    let results = f.send("http://198.18.0.200/all-v2-", 200, &[]);
+    assert_eq!(count(&results, "v2"), 200, "under 0/100: {:?}", statuses(&results));
+    let in_flight = slow.join().expect("the slow request's thread");
+    assert_eq!(in_flight.stdout, "200 v1", "the in-flight request did not finish under its own policy: {in_flight}");
+
+    // A/B: a header, a cookie, everything else.
+    let ab = route(
+        "    - matches: [{headers: [{name: x-version, value: v2}]}]
+      backendRefs: [{name: web-v2, port: 80}]
+    - matches: [{headers: [{name: cookie, type: RegularExpression, value: '(.*; )?group=b(; .*)?'}]}]
+      backendRefs: [{name: web-v2, port: 80}]
+    - matches: [{path: {type: PathPrefix, value: /}}]
+      backendRefs: [{name: web-v1, port: 80}]
+",
+    );
+    std::fs::write(f.cp.policy_dir.join("route.yaml"), &ab).expect("writing the A/B route");
+    eventually(Duration::from_secs(5), "the A/B route is in force", || {
+        let r = f.send("http://198.18.0.200/ab-probe-", 1, &[]);
+        if r[0].1 == "v1" { Ok(()) } else { Err(format!("answered by {:?}", r[0])) }
+    });
+    let by_header = f.send("http://198.18.0.200/h-", 100, &["-H", "x-version: v2"]);
+    let by_cookie = f.send("http://198.18.0.200/c-", 100, &["-H", "cookie: session=42; group=b; theme=dark"]);
+    let other_cookie = f.send("http://198.18.0.200/o-", 100, &["-H", "cookie: group=bb"]);
+    let plain = f.send("http://198.18.0.200/p-", 100, &[]);
+    assert_eq!(count(&by_header, "v2"), 100, "x-version: v2 → {:?}", by_header.first());
+    assert_eq!(count(&by_cookie, "v2"), 100, "cookie group=b → {:?}", by_cookie.first());
+    assert_eq!(count(&other_cookie, "v1"), 100, "cookie group=bb → {:?}", other_cookie.first());
+    assert_eq!(count(&plain, "v1"), 100, "no header → {:?}", plain.first());
+
+    // Routes that match nothing: 404 from the proxy.
+    let api_only = route(
+        "    - matches: [{path: {type: PathPrefix, value: /api}}]\n      backendRefs: [{name: web-v1, port: 80}]\n",
+    );
+    std::fs::write(f.cp.policy_dir.join("route.yaml"), &api_only).expect("writing the /api route");
+    eventually(Duration::from_secs(5), "the /api-only route is in force", || {
+        let r = f.send("http://198.18.0.200/other-", 1, &[]);
+        if r[0].0 == 404 { Ok(()) } else { Err(format!("{:?}", r[0])) }
+    });
+    assert_eq!(statuses(&f.send("http://198.18.0.200/api/x-", 20, &[])), BTreeMap::from([(200, 20)]));
+    assert_eq!(statuses(&f.send("http://198.18.0.200/apix-", 20, &[])), BTreeMap::from([(404, 20)]));
+    assert!(f.metric("weft_no_route_total") >= 21.0);
+}
+
+#[test]
+fn consistent_hash_keeps_a_client_on_one_replica() {
+    let f = fixture(&[("r1", "app=web", &[]), ("r2", "app=web", &[]), ("r3", "app=web", &[])]);
+    let lb = traffic(
+        "sticky",
+        "{kind: Service, name: web}",
+        "  loadBalancer: {type: consistentHash, hashOn: {header: x-user}}\n",
+    );
+    f.apply("sticky.yaml", &lb, WEB, "TrafficPolicy/default/sticky");
+    let mut homes = BTreeMap::new();
+    for user in 0..12 {
+        let header = format!("x-user: user-{user}");
+        let results = f.send("http://198.18.0.200/u-", 20, &["-H", &header]);
+        let first = results[0].1.clone();
+        assert!(results.iter().all(|(code, s)| *code == 200 && *s == first), "user-{user} moved: {results:?}");
+        *homes.entry(first).or_insert(0) += 1;
+    }
+    eprintln!("measured: 12 users' homes {homes:?}");
+    assert!(homes.len() >= 2, "every user hashed to one replica: {homes:?}");
+}
+
+#[test]
+fn retries_mask_a_flaky_endpoint_within_their_budget_and_only_when_safe() {
+    let f = fixture(&[("flaky", "app=web", &["--fail-every", "2"]), ("good", "app=web", &[])]);
+    let retries = |extra: &str| {
+        traffic(
+            "retries",
+            "{kind: Service, name: web}",
+            &format!("  retries: {{attempts: 2, retryOn: [5xx], backoff: {{base: 1ms, max: 5ms}}{extra}}}\n"),
+        )
+    };
+    f.apply("retries.yaml", &retries(""), WEB, "TrafficPolicy/default/retries");
+
+    let results = f.send("http://198.18.0.200/r-", 400, &[]);
+    let ok = statuses(&results).get(&200).copied().unwrap_or(0);
+    eprintln!("measured: {ok}/400 succeeded with one endpoint failing every other request");
+    assert!(ok >= 396, "only {ok} of 400 succeeded with retries on: {:?}", statuses(&results));
+    assert!(count(&results, "flaky") > 0, "the flaky endpoint served nothing");
+    assert!(f.metric("weft_retries_total") >= 1.0, "nothing was retried, so nothing failed");
+
+    // A POST is not retried after a 503 unless allowed.
+    let before = f.metric("weft_retries_total");
+    let posts = f.send("http://198.18.0.200/post-", 100, &["-X", "POST", "-d", "x=1"]);
+    assert_eq!(f.metric("weft_retries_total"), before, "a POST was retried");
+    assert!(statuses(&posts).contains_key(&503), "no POST failed, so the check above proves nothing");
+    // Nor a body over the buffer limit (64 KiB), whatever the method.
+    let big = f.client.dir().join("big.bin");
+    std::fs::write(&big, vec![b'x'; 100 * 1024]).expect("writing a body");
+    let big_arg = format!("@{}", big.display());
+    let puts = f.send("http://198.18.0.200/put-", 40, &["-X", "PUT", "--data-binary", &big_arg]);
+    assert_eq!(f.metric("weft_retries_total"), before, "a 100 KiB body was retried");
+    assert!(statuses(&puts).contains_key(&503), "no PUT failed, so the check above proves nothing");
+    f.apply("retries.yaml", &retries(", allowNonIdempotent: true"), WEB, "TrafficPolicy/default/retries");
+    eventually(Duration::from_secs(5), "POSTs are retried once allowed", || {
+        let posts = f.send("http://198.18.0.200/post-ok-", 50, &["-X", "POST", "-d", "x=1"]);
+        let ok = statuses(&posts).get(&200).copied().unwrap_or(0);
+        if ok == 50 { Ok(()) } else { Err(format!("{:?}", statuses(&posts))) }
+    });
+
+    // Every endpoint failing: the budget bounds retries and failures come back fast.
+    for r in f.replicas.values() {
+        r.fail_every(1);
+    }
+    let budget = traffic(
+        "budget",
+        "{kind: Service, name: web}",
+        "  retries: {attempts: 3, retryOn: [5xx], backoff: {base: 1ms, max: 5ms}, budget: {ratio: 0.1, window: 10s, minRetriesPerSecond: 1}}\n",
+    );
+    f.remove("retries.yaml", WEB, "TrafficPolicy/default/retries");
+    f.apply("budget.yaml", &budget, WEB, "TrafficPolicy/default/budget");
+    // A policy version starts a fresh budget; measure from here (the few
+    // requests that waited for the policy count in its window too).
+    let (retries_before, exhausted_before) =
+        (f.metric("weft_retries_total"), f.metric("weft_retry_budget_exhausted_total"));
+    let start = Instant::now();
+    let results = f.send("http://198.18.0.200/down-", 200, &[]);
+    let took = start.elapsed();
+    let retried = f.metric("weft_retries_total") - retries_before;
+    eprintln!("measured: 200 requests to a dead service took {took:?} with {retried} retries");
+    assert_eq!(statuses(&results), BTreeMap::from([(503, 200)]), "the failure is passed through");
+    // ratio × requests + floor × window (allowing for up to 10 requests
+    // that waited for the policy in the same window).
+    let bound = 0.1 * 210.0 + 1.0 * 10.0;
+    assert!(retried <= bound, "{retried} retries for 200 requests exceed the budget ({bound})");
+    assert!(f.metric("weft_retry_budget_exhausted_total") > exhausted_before, "the budget never refused a retry");
+    assert!(took < Duration::from_secs(10), "failing 200 requests took {took:?}");
+}
+
+#[test]
+fn timeouts_cut_slow_backends_and_per_try_timeouts_retry_elsewhere() {
+    let f = fixture(&[("fast", "app=web", &[]), ("slow", "app=web", &["--delay-ms", "2000"])]);
+    let timeout =
+        traffic("timeouts", "{kind: Service, name: web}", "  timeouts: {request: 200ms}\n  retries: {attempts: 0}\n");
+    f.apply("timeouts.yaml", &timeout, WEB, "TrafficPolicy/default/timeouts");
+    let run = f.client.exec(
+        "curl",
+        &["-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}\n", "http://198.18.0.200/delay?ms=2000&i=[1-5]"],
+    );
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{run}");
+    for line in lines {
+        let (code, secs) = line.split_once(' ').expect("code and time");
+        let took: f64 = secs.parse().expect("curl's time_total");
+        eprintln!("measured: {code} after {took:.3} s");
+        assert_eq!(code, "504", "a 2 s backend under a 200 ms timeout: {run}");
+        assert!((0.2..0.3).contains(&took), "504 after {took:.3} s for a 200 ms timeout");
+    }
+
+    let per_try = traffic(
+        "timeouts",
+        "{kind: Service, name: web}",
+        "  timeouts: {request: 5s}\n  retries: {attempts: 2, retryOn: [gateway-error], perTryTimeout: 100ms, backoff: {base: 1ms, max: 2ms}}\n",
+    );
+    std::fs::write(f.cp.policy_dir.join("timeouts.yaml"), per_try).expect("writing the per-try policy");
+    eventually(Duration::from_secs(5), "the per-try policy is in force", || {
+        let r = f.send("http://198.18.0.200/pt-probe-", 4, &[]);
+        if r.iter().all(|(c, _)| *c == 200) { Ok(()) } else { Err(format!("{r:?}")) }
+    });
+    let start = Instant::now();
+    let results = f.send("http://198.18.0.200/pt-", 40, &[]);
+    let took = start.elapsed();
+    assert_eq!(count(&results, "fast"), 40, "every request ends on the fast replica: {results:?}");
+    assert!(f.metric("weft_timeouts_total") > 0.0);
+    eprintln!("measured: 40 requests with per-try timeouts took {took:?}");
+    assert!(took < Duration::from_secs(10), "40 requests took {took:?}: per-try timeouts did not cut the slow replica");
+}
+
+#[test]
+fn the_circuit_breaker_ejects_a_failing_endpoint_readmits_it_and_never_ejects_the_last() {
+    let f = fixture(&[("good", "app=web,version=v2", &[]), ("bad", "app=web,version=v1", &["--fail-every", "1"])]);
+    let breaker = |name: &str, target: &str| {
+        traffic(
+            name,
+            target,
+            "  retries: {attempts: 0}\n  circuitBreaker: {consecutiveFailures: 3, baseEjection: 3s, maxEjection: 10s}\n",
+        )
+    };
+    f.apply("breaker.yaml", &breaker("breaker", "{kind: Service, name: web}"), WEB, "TrafficPolicy/default/breaker");
+
+    // Three failures in a row eject it (some may have come from the
+    // requests that waited for the policy): at most 3 of these reach it.
+    let results = f.send("http://198.18.0.200/cb-", 100, &[]);
+    let bad = count(&results, "bad");
+    assert!(bad <= 3, "the failing endpoint got {bad} of 100 requests: it was not ejected after 3 failures");
+    assert_eq!(f.metric("weft_circuit_ejections_total"), 1.0);
+    // While ejected (3 s), nothing reaches it.
+    let during = f.send("http://198.18.0.200/ejected-", 200, &[]);
+    assert_eq!(count(&during, "good"), 200, "traffic reached the ejected endpoint: {:?}", statuses(&during));
+
+    // Healed, it is re-admitted after its ejection (by a probe).
+    f.replicas["bad"].fail_every(0);
+    let back = eventually(Duration::from_secs(10), "the healed endpoint gets traffic again", || {
+        let r = f.send("http://198.18.0.200/healed-", 50, &[]);
+        if count(&r, "bad") > 0 { Ok(r) } else { Err(format!("{:?}", statuses(&r))) }
+    });
+    assert!(back.iter().all(|(c, _)| *c == 200), "{back:?}");
+
+    // The last endpoint of a service is never ejected: web-v1 is `bad` alone.
+    f.replicas["bad"].fail_every(1);
+    f.apply(
+        "breaker-v1.yaml",
+        &breaker("breaker-v1", "{kind: Service, name: web-v1}"),
+        WEB_V1,
+        "TrafficPolicy/default/breaker-v1",
+    );
+    let alone = f.send("http://198.18.0.201/alone-", 30, &[]);
+    assert!(
+        alone.iter().all(|(c, s)| *c == 503 && s == "bad"),
+        "the only endpoint stopped getting requests: {alone:?}"
+    );
+    f.remove("breaker-v1.yaml", WEB_V1, "TrafficPolicy/default/breaker-v1");
+}
+
+#[test]
+fn a_rate_limit_admits_its_rate_and_answers_the_rest_429() {
+    let f = fixture(&[("r1", "app=web", &[])]);
+    let limit = traffic("limit", "{kind: Service, name: web}", "  rateLimit: {requestsPerSecond: 50, burst: 10}\n");
+    std::fs::write(f.cp.policy_dir.join("limit.yaml"), limit).expect("writing the rate limit");
+    eventually(Duration::from_secs(10), "the server's proxy enforces the limit", || {
+        let r = f.send("http://198.18.0.200/rl-probe-", 30, &[]);
+        if r.iter().any(|(c, _)| *c == 429) { Ok(()) } else { Err(format!("{:?}", statuses(&r))) }
+    });
+    // Let the bucket refill (burst 10 at 50/s takes 0.2 s).
+    std::thread::sleep(Duration::from_millis(500));
+
+    let start = Instant::now();
+    let results = f.send("http://198.18.0.200/rl-", 600, &["--rate", "200/s"]);
+    let secs = start.elapsed().as_secs_f64();
+    let admitted = statuses(&results).get(&200).copied().unwrap_or(0) as f64;
+    let limited = statuses(&results).get(&429).copied().unwrap_or(0);
+    let per_second = (admitted - 10.0) / secs;
+    eprintln!(
+        "measured: {admitted} admitted, {limited} answered 429 in {secs:.2} s: {per_second:.1}/s beyond the burst"
+    );
+    assert_eq!(admitted as usize + limited, 600, "{:?}", statuses(&results));
+    assert!((45.0..=55.0).contains(&per_second), "admitted {per_second:.1}/s under a 50/s limit");
+
+    let heads =
+        f.client.exec("curl", &["-s", "-o", "/dev/null", "-D", "-", "--rate", "1000/s", "http://198.18.0.200/h[1-40]"]);
+    assert!(
+        heads.stdout.lines().any(|l| l.to_ascii_lowercase().starts_with("retry-after: 1")),
+        "no 429 with Retry-After among 40 fast requests:\n{}",
+        heads.stdout
+    );
+}
