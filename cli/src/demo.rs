@@ -30,9 +30,21 @@ pub const MIN_SUCCESS: f64 = 0.99;
 /// How long to wait for the first request to reach `web`.
 const TRAFFIC_DEADLINE: Duration = Duration::from_secs(60);
 
+/// Writes the demo's policy files (the canary route) into `dir/policy`,
+/// where the demo's mesh file (`policies: [./policy]`) looks for them.
+pub fn write_demo_policies(dir: &Path) -> anyhow::Result<()> {
+    let policy = dir.join("policy");
+    std::fs::create_dir_all(&policy).with_context(|| format!("creating {}", policy.display()))?;
+    for (name, text) in weft_examples::DEMO_POLICIES {
+        std::fs::write(policy.join(name), text).with_context(|| format!("writing {}", policy.join(name).display()))?;
+    }
+    Ok(())
+}
+
 /// The demo's mesh file, adapted to this machine: the store is Debian's
 /// `redis-server` when installed, else `weft example store`; the load
-/// generator runs at `rate` requests per second.
+/// generator runs at `rate` requests per second. Its policies are read from
+/// `dir/policy` ([`write_demo_policies`]).
 pub fn demo_mesh(redis_installed: bool, rate: f64, dir: &Path) -> anyhow::Result<LoadedMesh> {
     let mut mesh = LoadedMesh::parse(weft_examples::DEMO_MESH, Path::new("examples/demo/mesh.yaml"), dir.to_owned())
         .context("the built-in demo mesh is invalid")?;
@@ -220,8 +232,12 @@ async fn baseline(mesh: &LocalMesh, stop: &Stop) -> Result<Scrape, Interrupted> 
 /// Runs the demo: returns whether it succeeded.
 pub async fn run(settings: Settings, rate: f64, duration: Option<Duration>, keep_logs: bool) -> anyhow::Result<bool> {
     let redis = crate::system::find("redis-server").is_some();
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    let mesh = demo_mesh(redis, rate, &cwd)?;
+    // The canary route lives in a private directory for the run (the
+    // binary carries it, so the demo needs no checkout).
+    let files =
+        tempfile::Builder::new().prefix("weft-demo-").tempdir().context("creating the demo's policy directory")?;
+    write_demo_policies(files.path())?;
+    let mesh = demo_mesh(redis, rate, files.path())?;
     if !redis {
         println!(
             "weft: redis-server is not installed; the store is `weft example store` (apt-get install redis-server for the real one)"
@@ -241,6 +257,10 @@ pub async fn run(settings: Settings, rate: f64, duration: Option<Duration>, keep
     println!("{}", local.summary());
     let load_log = local.log_path("load-0.app");
     println!("  load generator  tail -f {}", load_log.display());
+    println!(
+        "  canary          web-v2 takes 10 % of web's requests (HTTPRoute {}); the table shows the split",
+        files.path().join("policy").join("web-canary.yaml").display()
+    );
     println!();
 
     let Ok(start) = baseline(&local, &stop).await else {
@@ -307,14 +327,23 @@ pub fn report_leftovers(problems: Vec<String>) {
 mod tests {
     use super::*;
 
+    /// A directory holding the demo's policies, as `weft demo` makes one.
+    fn demo_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_demo_policies(dir.path()).expect("policies");
+        dir
+    }
+
     fn plan(mode: Mode) -> Plan {
-        let mesh = demo_mesh(true, 50.0, Path::new("/srv")).unwrap();
+        let dir = demo_dir();
+        let mesh = demo_mesh(true, 50.0, dir.path()).unwrap();
         Plan::new(&mesh.file, mode, 1, Path::new("/weft"), &[])
     }
 
     #[test]
     fn the_demo_mesh_adapts_to_the_machine() {
-        let with_redis = demo_mesh(true, 20.0, Path::new("/")).unwrap();
+        let dir = demo_dir();
+        let with_redis = demo_mesh(true, 20.0, dir.path()).unwrap();
         let workloads = &with_redis.file.spec.workloads;
         let names: Vec<(&str, u32)> = workloads.iter().map(|w| (w.name.as_str(), w.replicas)).collect();
         assert_eq!(names, [("store", 1), ("web-v1", 2), ("web-v2", 1), ("load", 1)]);
@@ -322,7 +351,7 @@ mod tests {
         assert_eq!(workloads[3].command, ["weft", "example", "load", "--target", "http://web/", "--rate", "20"]);
         assert!(with_redis.warnings.is_empty(), "{:?}", with_redis.warnings);
 
-        let without = demo_mesh(false, 50.0, Path::new("/")).unwrap();
+        let without = demo_mesh(false, 50.0, dir.path()).unwrap();
         assert_eq!(without.file.spec.workloads[0].command[..3], ["weft", "example", "store"]);
         let p = Plan::new(&without.file, Mode::Netns, 1, Path::new("/weft"), &[]);
         assert_eq!(p.pods[0].command, ["/weft", "example", "store", "--listen", "0.0.0.0:6379"]);

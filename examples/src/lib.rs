@@ -13,7 +13,8 @@
 //!   web app uses against either;
 //! - [`load`]: a steady-rate HTTP load generator that honours `HTTP_PROXY`;
 //! - [`DEMO_MESH`]: the demo as a LocalMesh file, which `weft demo` runs and
-//!   which `weft up -f examples/demo/mesh.yaml` runs too.
+//!   which `weft up -f examples/demo/mesh.yaml` runs too, with its canary
+//!   route ([`DEMO_POLICIES`]).
 //!
 //! None of them knows about the mesh: they listen on plain ports and dial
 //! services by name, which is the point of a transparent proxy.
@@ -30,6 +31,9 @@ use clap::{Parser, Subcommand};
 
 /// The demo's mesh file (`examples/demo/mesh.yaml`).
 pub const DEMO_MESH: &str = include_str!("../demo/mesh.yaml");
+/// The demo's policy files (`examples/demo/policy/`), by file name: the
+/// canary route, 90 % to web-v1 and 10 % to web-v2.
+pub const DEMO_POLICIES: [(&str, &str); 1] = [("web-canary.yaml", include_str!("../demo/policy/web-canary.yaml"))];
 
 #[derive(Parser, Debug)]
 #[command(name = "weft example", about = "The demo workloads of `weft demo`")]
