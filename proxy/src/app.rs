@@ -104,6 +104,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             outbound_listener: outbound.local_addr().context("reading the outbound listener's address")?,
             resolver: resolver.clone(),
             fallback_policy: Arc::new(CompiledPolicy::fallback(config.http.request_timeout)),
+            mirrors: Arc::new(Semaphore::new(crate::http::mirror::MAX_MIRRORS_IN_FLIGHT)),
         }),
         metrics,
         limit: Arc::new(Semaphore::new(config.max_connections)),

@@ -261,6 +261,26 @@ fn weighted_splits_and_header_and_cookie_matches_route_exactly() {
     assert_eq!(statuses(&f.send("http://198.18.0.200/api/x-", 20, &[])), BTreeMap::from([(200, 20)]));
     assert_eq!(statuses(&f.send("http://198.18.0.200/apix-", 20, &[])), BTreeMap::from([(404, 20)]));
     assert!(f.metric("weft_no_route_total") >= 21.0);
+
+    // A mirror: v1 answers, v2 gets a copy of each request.
+    let mirrored = route(
+        "    - backendRefs: [{name: web-v1, port: 80}]
+      filters:
+        - type: RequestMirror
+          requestMirror: {backendRef: {name: web-v2, port: 80}}
+",
+    );
+    std::fs::write(f.cp.policy_dir.join("route.yaml"), &mirrored).expect("writing the mirror route");
+    eventually(Duration::from_secs(5), "the mirror route is in force", || {
+        let r = f.send("http://198.18.0.200/mirror-probe-", 1, &[]);
+        if r[0].0 == 200 { Ok(()) } else { Err(format!("{:?}", r[0])) }
+    });
+    let results = f.send("http://198.18.0.200/mirror-", 50, &["-X", "POST", "-d", "copy me"]);
+    assert_eq!(count(&results, "v1"), 50, "the mirror answered instead of the backend: {results:?}");
+    eventually(Duration::from_secs(5), "v2 received a copy of each request", || {
+        let copies = f.replicas["v2"].app.stdout().lines().filter(|l| l.contains(" POST /mirror-")).count();
+        if copies == 50 { Ok(()) } else { Err(format!("{copies} copies")) }
+    });
 }
 
 #[test]

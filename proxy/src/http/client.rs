@@ -62,10 +62,24 @@ impl Pool {
         req: Request<RequestBody>,
         tls: Option<TlsTarget>,
     ) -> Result<Response<Incoming>, ProxyError> {
+        self.send_with(addr, version, req, tls, None).await
+    }
+
+    /// [`Pool::send`], a new connection (if one is needed) given
+    /// `connect_timeout` instead of the pool's (a policy's `timeouts.connect`).
+    pub async fn send_with(
+        &self,
+        addr: SocketAddr,
+        version: Version,
+        req: Request<RequestBody>,
+        tls: Option<TlsTarget>,
+        connect_timeout: Option<Duration>,
+    ) -> Result<Response<Incoming>, ProxyError> {
         let tls = tls.as_ref();
+        let timeout = connect_timeout.unwrap_or(self.inner.connect_timeout);
         match version {
-            Version::Http1 => self.send_h1(addr, req, tls).await,
-            Version::Http2 => self.send_h2(addr, req, tls).await,
+            Version::Http1 => self.send_h1(addr, req, tls, timeout).await,
+            Version::Http2 => self.send_h2(addr, req, tls, timeout).await,
         }
     }
 
@@ -74,6 +88,7 @@ impl Pool {
         addr: SocketAddr,
         req: Request<RequestBody>,
         tls: Option<&TlsTarget>,
+        timeout: Duration,
     ) -> Result<Response<Incoming>, ProxyError> {
         let (mut tx, rsp) = match self.checkout_h1(addr) {
             Some(mut tx) => match tx.try_send_request(req).await {
@@ -85,7 +100,7 @@ impl Pool {
                 Err(mut e) => match e.take_message() {
                     Some(req) => {
                         tracing::debug!(%addr, error = %e.error(), "pooled connection was closed; reconnecting");
-                        let mut tx = self.connect_h1(addr, false, tls).await?;
+                        let mut tx = self.connect_h1(addr, false, tls, timeout).await?;
                         let rsp = tx.send_request(req).await.map_err(ProxyError::from_send)?;
                         (tx, rsp)
                     }
@@ -93,7 +108,7 @@ impl Pool {
                 },
             },
             None => {
-                let mut tx = self.connect_h1(addr, false, tls).await?;
+                let mut tx = self.connect_h1(addr, false, tls, timeout).await?;
                 let rsp = tx.send_request(req).await.map_err(ProxyError::from_send)?;
                 (tx, rsp)
             }
@@ -118,7 +133,7 @@ impl Pool {
         addr: SocketAddr,
         tls: Option<&TlsTarget>,
     ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
-        self.connect_h1(addr, true, tls).await
+        self.connect_h1(addr, true, tls, self.inner.connect_timeout).await
     }
 
     fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<RequestBody>> {
@@ -139,8 +154,9 @@ impl Pool {
         addr: SocketAddr,
         upgrades: bool,
         tls: Option<&TlsTarget>,
+        timeout: Duration,
     ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
-        let io = connect_upstream(addr, self.inner.connect_timeout, tls).await?;
+        let io = connect_upstream(addr, timeout, tls).await?;
         let (tx, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
@@ -159,6 +175,7 @@ impl Pool {
         addr: SocketAddr,
         req: Request<RequestBody>,
         tls: Option<&TlsTarget>,
+        timeout: Duration,
     ) -> Result<Response<Incoming>, ProxyError> {
         let cached = {
             let pool = self.inner.h2.lock().unwrap_or_else(|p| p.into_inner());
@@ -167,7 +184,7 @@ impl Pool {
         let mut tx = match cached {
             Some(tx) => tx,
             None => {
-                let tx = self.connect_h2(addr, tls).await?;
+                let tx = self.connect_h2(addr, tls, timeout).await?;
                 self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(addr, tx.clone());
                 tx
             }
@@ -179,7 +196,7 @@ impl Pool {
             Err(mut e) => match e.take_message() {
                 Some(req) => {
                     tracing::debug!(%addr, error = %e.error(), "HTTP/2 connection was closed; reconnecting");
-                    let mut tx = self.connect_h2(addr, tls).await?;
+                    let mut tx = self.connect_h2(addr, tls, timeout).await?;
                     self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(addr, tx.clone());
                     tx.send_request(req).await.map_err(ProxyError::from_send)
                 }
@@ -192,8 +209,9 @@ impl Pool {
         &self,
         addr: SocketAddr,
         tls: Option<&TlsTarget>,
+        timeout: Duration,
     ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
-        let io = connect_upstream(addr, self.inner.connect_timeout, tls).await?;
+        let io = connect_upstream(addr, timeout, tls).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(TokioIo::new(io))

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod headers;
+pub mod mirror;
 pub mod outbound;
 pub mod respond;
 pub mod server;

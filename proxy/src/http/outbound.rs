@@ -109,8 +109,34 @@ pub(super) async fn forward(svc: &ProxyService, req: Request<Incoming>) -> Resul
         }
     }
 
+    // Buffer the body when a retry may need to send it again, or a mirror
+    // needs a copy; otherwise it streams once.
+    let body_len = body.size_hint().exact();
+    let replayable = rt.retry.attempts > 0 && rt.retry.may_retry(&parts.method, body_len);
+    let mirror = rt
+        .filters
+        .mirror
+        .as_ref()
+        .or_else(|| backend.and_then(|b| b.filters.mirror.as_ref()))
+        .filter(|m| crate::policy::fault::hit(m.percent, fastrand::u32(..)));
+    let fits = body_len.is_some_and(|n| n <= rt.retry.max_body_bytes);
+    let body = if replayable || (mirror.is_some() && fits) {
+        let limit = usize::try_from(rt.retry.max_body_bytes).unwrap_or(usize::MAX);
+        let collected =
+            Limited::new(body, limit).collect().await.map_err(|e| ProxyError::RequestBody(e.to_string()))?;
+        Body::Buffered(collected.to_bytes())
+    } else {
+        Body::Streaming(body)
+    };
+    if let Some(m) = mirror {
+        match &body {
+            Body::Buffered(bytes) => super::mirror::spawn(svc, m, &parts, bytes.clone()),
+            Body::Streaming(_) => count(&shared.metrics.policy.mirror_skipped),
+        }
+    }
+
     let deadline = rt.timeouts.request.or(shared.request_timeout);
-    let attempts = send_with_retries(svc, &policy, rt, &upstream, parts, body);
+    let attempts = send_with_retries(svc, &policy, rt, &upstream, parts, body, replayable);
     let result = match deadline {
         Some(t) => match tokio::time::timeout(t, attempts).await {
             Ok(r) => r,
@@ -150,29 +176,31 @@ async fn send_with_retries(
     rt: &RouteRuntime,
     upstream: &Resolution,
     parts: http::request::Parts,
-    body: Incoming,
+    body: Body,
+    replayable: bool,
 ) -> Result<Response<Incoming>, ProxyError> {
     let shared = &svc.shared;
     let retry = &rt.retry;
-    let body_len = body.size_hint().exact();
-    let replayable = retry.attempts > 0 && retry.may_retry(&parts.method, body_len);
     if retry.attempts > 0 {
         rt.budget.deposit(std::time::Instant::now());
     }
-    let buffered: Option<Bytes> = if replayable {
-        let limit = usize::try_from(retry.max_body_bytes).unwrap_or(usize::MAX);
-        let collected =
-            Limited::new(body, limit).collect().await.map_err(|e| ProxyError::RequestBody(e.to_string()))?;
-        Some(collected.to_bytes())
-    } else {
-        // Streams once, straight through.
-        return attempt(svc, policy, rt, upstream, None, Request::from_parts(parts, Either::Left(body))).await.0;
+    let buffered = match body {
+        Body::Buffered(bytes) if replayable => bytes,
+        // Sent once, as it came (a mirror may have taken a copy).
+        Body::Buffered(bytes) => {
+            let req = Request::from_parts(parts, Either::Right(Full::new(bytes)));
+            return attempt(svc, policy, rt, upstream, None, req).await.0;
+        }
+        Body::Streaming(body) => {
+            let req = Request::from_parts(parts, Either::Left(body));
+            return attempt(svc, policy, rt, upstream, None, req).await.0;
+        }
     };
+    let body_len = u64::try_from(buffered.len()).ok();
     let mut avoid = None;
     let mut retries = 0u32;
     loop {
-        let req =
-            Request::from_parts(clone_head(&parts), Either::Right(Full::new(buffered.clone().unwrap_or_default())));
+        let req = Request::from_parts(clone_head(&parts), Either::Right(Full::new(buffered.clone())));
         let (result, addr) = attempt(svc, policy, rt, upstream, avoid, req).await;
         let outcome = match &result {
             Ok(rsp) => Outcome::Response { status: rsp.status(), grpc_status: grpc_status(rsp.headers()) },
@@ -222,7 +250,7 @@ async fn attempt(
         Err(e) => return (Err(e), None),
     };
     let tls = pick.as_ref().and_then(|p| shared.tls_target(&p.endpoint, false));
-    let send = shared.pool.send(addr, svc.version, req, tls);
+    let send = shared.pool.send_with(addr, svc.version, req, tls, rt.timeouts.connect);
     let result = match rt.timeouts.per_try {
         Some(t) => match tokio::time::timeout(t, send).await {
             Ok(r) => r,
@@ -249,6 +277,18 @@ async fn attempt(
     (result, Some(addr))
 }
 
+/// A request body, as it will be sent.
+enum Body {
+    /// Read whole (small, of known length): can be sent again or copied.
+    Buffered(Bytes),
+    /// Streams from the client, once.
+    Streaming(Incoming),
+}
+
+fn count(counter: &std::sync::atomic::AtomicU64) {
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// What kind of failure an error is, for the retry conditions.
 fn classify(e: &ProxyError) -> Outcome {
     match e {
@@ -260,7 +300,7 @@ fn classify(e: &ProxyError) -> Outcome {
 
 /// A copy of a request head for another attempt (extensions are not
 /// carried: nothing downstream of the proxy reads them).
-fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
+pub(super) fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
     let mut req = Request::new(());
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = parts.uri.clone();

@@ -44,6 +44,8 @@ pub struct Shared {
     /// The policy of destinations without one (no control plane, unknown
     /// to the mesh): the proxy's safe defaults.
     pub fallback_policy: Arc<CompiledPolicy>,
+    /// Bounds the RequestMirror copies in flight.
+    pub mirrors: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {

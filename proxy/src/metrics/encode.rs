@@ -159,6 +159,10 @@ fn render_policy(m: &Metrics, out: &mut String) {
         header(out, name, "counter", help);
         let _ = writeln!(out, "{name} {}", v.load(Relaxed));
     }
+    header(out, "weft_mirror_requests_total", "counter", "RequestMirror copies, by outcome.");
+    for (outcome, v) in [("answered", &p.mirrored), ("failed", &p.mirror_failed), ("skipped", &p.mirror_skipped)] {
+        let _ = writeln!(out, "weft_mirror_requests_total{{outcome=\"{outcome}\"}} {}", v.load(Relaxed));
+    }
     header(out, "weft_faults_aborted_total", "counter", "Requests a fault policy aborted.");
     let _ = writeln!(out, "weft_faults_aborted_total {}", p.faults_aborted.load(Relaxed));
     header(out, "weft_timeouts_total", "counter", "Requests (504) and attempts cut by a policy timeout, by kind.");

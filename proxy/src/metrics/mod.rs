@@ -117,6 +117,11 @@ pub struct PolicyCounters {
     pub faults_delayed: AtomicU64,
     /// Endpoints ejected by the circuit breaker.
     pub ejections: AtomicU64,
+    /// RequestMirror copies answered, failed or timed out, and skipped
+    /// (too many in flight, or a streamed body).
+    pub mirrored: AtomicU64,
+    pub mirror_failed: AtomicU64,
+    pub mirror_skipped: AtomicU64,
     routes: Mutex<std::collections::BTreeMap<(Arc<str>, Arc<str>), Arc<RouteStats>>>,
 }
 

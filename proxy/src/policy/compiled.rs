@@ -75,6 +75,8 @@ pub struct Timeouts {
     pub request: Option<Duration>,
     /// Each attempt: the shorter of `backendRequest` and `perTryTimeout`.
     pub per_try: Option<Duration>,
+    /// A new connection's TCP (and TLS) setup; `None`: the proxy's own.
+    pub connect: Option<Duration>,
 }
 
 /// What one route (or the service without routes) does with a request.
@@ -182,7 +184,7 @@ impl CompiledPolicy {
                 backends: Vec::new(),
                 split: Split::new([1]),
                 filters: Filters::default(),
-                timeouts: Timeouts { request: request_timeout, per_try: None },
+                timeouts: Timeouts { request: request_timeout, per_try: None, connect: None },
                 budget: Arc::new(RetryBudget::new(&retry.budget, Instant::now())),
                 retry,
                 fault: None,
@@ -237,7 +239,11 @@ fn runtime(
         split: Split::of_backends(api_backends),
         backends,
         filters,
-        timeouts: Timeouts { request: timeouts.and_then(|t| ms(t.request_ms)), per_try },
+        timeouts: Timeouts {
+            request: timeouts.and_then(|t| ms(t.request_ms)),
+            per_try,
+            connect: timeouts.and_then(|t| ms(t.connect_ms)),
+        },
         budget: Arc::new(RetryBudget::new(&retry.budget, Instant::now())),
         retry,
         fault: fault.and_then(FaultPolicy::new),
@@ -284,7 +290,11 @@ mod tests {
         assert_eq!(targets, [("web.default:80", true), ("web-v2.default:8080", false)]);
         assert_eq!(
             r.timeouts,
-            Timeouts { request: Some(Duration::from_millis(200)), per_try: Some(Duration::from_millis(50)) }
+            Timeouts {
+                request: Some(Duration::from_millis(200)),
+                per_try: Some(Duration::from_millis(50)),
+                connect: None
+            }
         );
         assert_eq!(r.retry.attempts, 3, "the service's retry applies to a route without its own");
         assert_eq!(r.split.total(), 100);
