@@ -10,9 +10,12 @@
 //!                    allow-same-namespace, deny)
 //! ```
 //!
-//! Route-scoped authorizations need route matching on the inbound side,
-//! which comes with HTTP routes; until then they are not applied (neither
-//! allowing nor denying), so a port-wide rule decides.
+//! Route-scoped authorizations (an AccessPolicy targeting an HTTPRoute)
+//! decide the requests that take that route, in place of the port-wide
+//! ones (as Linkerd does); a request on a route without authorizations of
+//! its own, an opaque connection, and any request when the port has no
+//! route-scoped rule, are decided by the port-wide authorizations. With any
+//! authorization on the port, a client must match one (default deny).
 
 use weft_api::policy::InboundPolicy;
 use weft_api::policy::inbound_policy::{DefaultAccess, MtlsMode};
@@ -43,10 +46,31 @@ impl Decision {
 /// Decides whether `peer` may reach the port governed by `policy`, for a
 /// workload in namespace `local_ns`.
 pub fn authorize(policy: &InboundPolicy, peer: &Peer, local_ns: &str) -> Decision {
+    authorize_route(policy, peer, local_ns, None)
+}
+
+/// Whether some authorization of `policy` names `route` (`namespace/name`):
+/// then a request on that route needs a per-request decision.
+pub fn has_route_rules(policy: &InboundPolicy, route: &str) -> bool {
+    policy.authorizations.iter().any(|a| a.routes.iter().any(|r| r == route))
+}
+
+/// [`authorize`] for a request that took `route` (`namespace/name` of its
+/// HTTPRoute): the authorizations naming that route decide, when there are
+/// any; otherwise the port-wide ones.
+pub fn authorize_route(policy: &InboundPolicy, peer: &Peer, local_ns: &str, route: Option<&str>) -> Decision {
     if policy.mtls_mode() == MtlsMode::Strict && peer.identity().is_none() {
         return Decision::deny("default", "plaintext");
     }
-    let port_wide: Vec<_> = policy.authorizations.iter().filter(|a| a.routes.is_empty()).collect();
+    let on_route: Vec<_> = match route {
+        Some(r) => policy.authorizations.iter().filter(|a| a.routes.iter().any(|x| x == r)).collect(),
+        None => Vec::new(),
+    };
+    let port_wide: Vec<_> = if on_route.is_empty() {
+        policy.authorizations.iter().filter(|a| a.routes.is_empty()).collect()
+    } else {
+        on_route
+    };
     if !policy.authorizations.is_empty() {
         if let Some(a) = port_wide.iter().find(|a| matches(a, peer)) {
             return Decision::allow(a.name.clone(), "authorized");
@@ -119,6 +143,7 @@ mod tests {
 
     const A: &str = "spiffe://cluster.local/ns/default/sa/a";
     const C: &str = "spiffe://cluster.local/ns/default/sa/c";
+    const B: &str = "spiffe://cluster.local/ns/default/sa/b";
     const BATCH: &str = "spiffe://cluster.local/ns/batch/sa/job";
 
     #[test]
@@ -208,7 +233,7 @@ mod tests {
                 "authorized",
             ),
             (
-                "route-scoped rules do not apply yet",
+                "off the route, route-scoped rules do not apply",
                 policy(
                     AllowAll,
                     Permissive,
@@ -229,6 +254,37 @@ mod tests {
             let d = authorize(&policy, &peer, "default");
             assert_eq!((d.allowed, d.reason), (allowed, reason), "{what}: {d:?}");
         }
+    }
+
+    #[test]
+    fn route_scoped_rules_decide_their_route_in_place_of_port_wide_ones() {
+        use DefaultAccess::AllowAll;
+        use MtlsMode::Permissive;
+        // Port-wide: a and c; /admin: only a.
+        let p = policy(
+            AllowAll,
+            Permissive,
+            vec![
+                only("default/port", |a| a.identities = vec![A.into(), C.into()]),
+                only("default/admin-only-a", |a| {
+                    a.identities = vec![A.into()];
+                    a.routes = vec!["default/admin".into()];
+                }),
+            ],
+        );
+        let cases: [(&str, Option<&str>, &str, bool, &str); 6] = [
+            ("a on /admin", Some("default/admin"), A, true, "default/admin-only-a"),
+            ("c on /admin", Some("default/admin"), C, false, "default/admin-only-a"),
+            ("c on another route", Some("default/other"), C, true, "default/port"),
+            ("c on no route", None, C, true, "default/port"),
+            ("b on no route", None, B, false, "default/port"),
+            ("b on /admin", Some("default/admin"), B, false, "default/admin-only-a"),
+        ];
+        for (what, route, who, allowed, by) in cases {
+            let d = authorize_route(&p, &peer(who), "default", route);
+            assert_eq!((d.allowed, d.policy.as_str()), (allowed, by), "{what}: {d:?}");
+        }
+        assert!(has_route_rules(&p, "default/admin") && !has_route_rules(&p, "default/other"));
     }
 
     #[test]

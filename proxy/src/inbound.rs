@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use crate::authz::{Decision, authorize};
+use crate::authz::{Decision, authorize, authorize_route, has_route_rules};
 use crate::control::discovery::Resolution;
 use crate::control::inbound_policy::InboundPolicies;
 use crate::identity::Peer;
@@ -78,6 +78,43 @@ impl ConnAuthz {
         self.policies.rate_limit(self.port, self.peer.identity().map(|i| i.as_str()))
     }
 
+    /// The decision for one HTTP request: when an authorization names the
+    /// route the request takes, decided for it (and counted); otherwise the
+    /// connection's cached port-wide decision.
+    pub fn decide_request(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> Option<Arc<Decided>> {
+        let policy = self.policies.current(self.port)?;
+        if policy.routes.is_empty() {
+            return self.decide();
+        }
+        let table = self.policies.route_table(self.port, &policy);
+        let route = table.find(method, uri, headers).map(|m| m.route.name.as_str());
+        // "namespace/name#rule" → "namespace/name", as authorizations name routes.
+        let route = route.map(|r| r.split_once('#').map_or(r, |(name, _)| name));
+        match route {
+            Some(r) if has_route_rules(&policy, r) => {
+                let decision = authorize_route(&policy, &self.peer, &self.namespace, Some(r));
+                self.log(&decision);
+                let counter = self.metrics.authz_counter(decision.allowed, &decision.policy, decision.reason);
+                Some(Arc::new(Decided { decision, counter }))
+            }
+            _ => self.decide(),
+        }
+    }
+
+    fn log(&self, decision: &Decision) {
+        let client = self.peer.identity().map_or("unauthenticated", |i| i.as_str());
+        if !decision.allowed {
+            tracing::info!(port = self.port, client, policy = %decision.policy, reason = decision.reason, "inbound denied");
+        } else if decision.audit {
+            tracing::warn!(port = self.port, client, policy = %decision.policy, "audit: would deny");
+        }
+    }
+
     /// The decision under the policy in force now.
     pub fn decide(&self) -> Option<Arc<Decided>> {
         let policy = self.policies.current(self.port)?;
@@ -88,12 +125,7 @@ impl ConnAuthz {
             return Some(decided.clone());
         }
         let decision = authorize(&policy, &self.peer, &self.namespace);
-        let client = self.peer.identity().map_or("unauthenticated", |i| i.as_str());
-        if !decision.allowed {
-            tracing::info!(port = self.port, client, policy = %decision.policy, reason = decision.reason, "inbound denied");
-        } else if decision.audit {
-            tracing::warn!(port = self.port, client, policy = %decision.policy, "audit: would deny");
-        }
+        self.log(&decision);
         let counter = self.metrics.authz_counter(decision.allowed, &decision.policy, decision.reason);
         let decided = Arc::new(Decided { decision, counter });
         *cached = Some((policy.version, decided.clone()));

@@ -98,3 +98,67 @@ fn strict_refuses_plaintext_from_outside_and_permissive_counts_it() {
         assert_eq!(status(&a, "http://198.18.0.200/"), 200, "{mode}");
     }
 }
+
+/// Port-wide: sa/a and sa/c; the `admin` route (`/admin`): sa/a only; the
+/// `rest` route (everything else) has no rule of its own.
+const ROUTE_SCOPED: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: admin, namespace: default}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: web, port: 80}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /admin}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: rest, namespace: default}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: web, port: 80}]
+  rules:
+    - matches: [{path: {type: PathPrefix, value: /}}]
+---
+apiVersion: policy.weft.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: web-from-a-and-c, namespace: default}
+spec:
+  targetRef: {kind: Service, name: web}
+  from:
+    serviceAccounts: [{name: a}, {name: c}]
+---
+apiVersion: policy.weft.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: admin-from-a, namespace: default}
+spec:
+  targetRef: {group: gateway.networking.k8s.io, kind: HTTPRoute, name: admin}
+  from:
+    serviceAccounts: [{name: a}]
+";
+
+#[test]
+fn a_route_scoped_access_policy_guards_only_its_route() {
+    let mesh = Mesh::new();
+    let cp = mesh.pod("cp").run_control_with_ca(WEB_AND_STORE, &[]);
+    std::fs::write(cp.policy_dir.join("access.yaml"), ROUTE_SCOPED).expect("policy");
+    let (_b, _apps, proxy_b) = mesh.web_and_store_pod(&cp);
+    let a = mesh.pod("a");
+    let _pa = a.run_meshed_proxy(&cp, "a", None, &[]);
+    let c = mesh.pod("c");
+    let _pc = c.run_meshed_proxy(&cp, "c", None, &[]);
+
+    eventually(Duration::from_secs(10), "c is refused on /admin", || match status(&c, "http://198.18.0.200/admin/x") {
+        403 => Ok(()),
+        s => Err(format!("status {s}")),
+    });
+    let curl = c.curl(&["http://198.18.0.200/admin/users"]);
+    assert_eq!(curl.status(), 403);
+    assert!(curl.body().contains("default/admin-from-a"), "{}", curl.body());
+    assert_eq!(status(&c, "http://198.18.0.200/"), 200, "c is allowed off the admin route");
+    assert_eq!(status(&c, "http://198.18.0.200/administrator"), 200, "/administrator is not under /admin");
+    assert_eq!(status(&a, "http://198.18.0.200/admin/users"), 200, "a is allowed on the admin route");
+    assert_eq!(status(&a, "http://198.18.0.200/"), 200);
+
+    let m = proxy_b.metrics();
+    assert!(m.sum("weft_inbound_denied_total", &[("policy", "default/admin-from-a")]) >= 2.0);
+    assert!(m.sum("weft_inbound_allowed_total", &[("policy", "default/admin-from-a")]) >= 1.0);
+    assert!(m.sum("weft_inbound_allowed_total", &[("policy", "default/web-from-a-and-c")]) >= 2.0);
+}

@@ -22,7 +22,7 @@ use weft_api::policy::inbound_policy::DefaultAccess;
 
 use super::model::{Protocol, Service, ServicePort};
 use super::outbound::route_attaches;
-use super::{State, WorkloadName};
+use super::{State, Target, WorkloadName};
 use crate::policy::access::{AccessPolicy, AccessTargetKind, Mode};
 use crate::policy::traffic::{RateLimit, TargetKind};
 use crate::policy::{Kind, Resource, ResourceId};
@@ -52,6 +52,19 @@ impl State {
             }
         }
         let rate_limit = self.rate_limit(workload, &serving, &mut sources);
+        // Route-scoped authorizations need the routes, ranked as clients
+        // rank them (the producer routes: the Service's own namespace).
+        let mut routes: Vec<api::HttpRoute> = Vec::new();
+        if authorizations.iter().any(|a| !a.routes.is_empty()) {
+            for (svc, sp) in &serving {
+                let target = Target::Name { host: format!("{}.{}", svc.name.name, svc.name.namespace), port: sp.port };
+                for r in self.outbound(&target, &svc.name.namespace).routes {
+                    if !routes.iter().any(|have| have.name == r.name && have.matches == r.matches) {
+                        routes.push(r);
+                    }
+                }
+            }
+        }
         let default_access = if authorizations.is_empty() { self.mesh.default_access } else { DefaultAccess::Deny };
         api::InboundPolicy {
             version: self.version,
@@ -62,6 +75,7 @@ impl State {
             rate_limit,
             opaque: serving.iter().any(|(_, p)| p.protocol == Protocol::Opaque),
             sources: sources.into_iter().collect(),
+            routes,
         }
     }
 

@@ -480,6 +480,7 @@ fn inbound_policy() {
     assert_eq!(open.default_access, DefaultAccess::AllowAll as i32);
     assert_eq!(open.mtls_mode, weft_api::policy::inbound_policy::MtlsMode::Permissive as i32);
     assert!(open.authorizations.is_empty() && open.rate_limit.is_none() && !open.opaque);
+    assert!(open.routes.is_empty(), "no route-scoped authorization, no routes");
 
     s.apply(policies(ACCESS));
     let p = s.inbound(&web, 8080);
@@ -497,6 +498,10 @@ fn inbound_policy() {
     let route = &p.authorizations[0];
     assert_eq!(route.routes, ["default/admin"]);
     assert!(route.audit);
+    // The routes ride along, so the proxy can tell which one a request takes.
+    let names: Vec<&str> = p.routes.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["default/admin#0"]);
+    assert_eq!(p.routes[0].matches[0].path.as_ref().map(|m| m.value.as_str()), Some("/admin"));
     let rl = p.rate_limit.expect("rate limit");
     assert_eq!((rl.requests_per_second, rl.burst, rl.per_identity), (50, 50, true), "service beats mesh");
 

@@ -16,6 +16,7 @@ use weft_api::policy::policy_client::PolicyClient;
 use weft_api::policy::{InboundPolicy, InboundRequest, RateLimit};
 
 use crate::policy::rate_limit::{PortRateLimit, RetryAfter};
+use crate::policy::route::RouteTable;
 
 use super::ControlPlane;
 use super::backoff::Backoff;
@@ -31,11 +32,38 @@ pub struct InboundPolicies {
     /// across policy versions that leave the limit as it was, so that an
     /// unrelated policy change does not refill the bucket.
     limiters: Mutex<HashMap<u16, (RateLimit, Arc<PortRateLimit<String>>)>>,
+    /// Each port's route table (for route-scoped authorizations), compiled
+    /// once per policy version.
+    routes: Mutex<HashMap<u16, (u64, Arc<RouteTable>)>>,
 }
 
 impl InboundPolicies {
     pub fn new(control: ControlPlane, workload: String, timeout: Duration) -> Self {
-        Self { control, workload, timeout, ports: Mutex::default(), limiters: Mutex::default() }
+        Self {
+            control,
+            workload,
+            timeout,
+            ports: Mutex::default(),
+            limiters: Mutex::default(),
+            routes: Mutex::default(),
+        }
+    }
+
+    /// The compiled routes of `policy` (the one in force for `port`).
+    pub fn route_table(&self, port: u16, policy: &InboundPolicy) -> Arc<RouteTable> {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((version, table)) = routes.get(&port)
+            && *version == policy.version
+        {
+            return table.clone();
+        }
+        let (table, errors) = RouteTable::compile(policy.routes.clone());
+        for e in errors {
+            tracing::warn!(port, error = %e, "inbound route skipped");
+        }
+        let table = Arc::new(table);
+        routes.insert(port, (policy.version, table.clone()));
+        table
     }
 
     /// Takes a token from `port`'s rate limit (`client`'s own bucket when

@@ -114,7 +114,8 @@ pub const CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("weft-client-id
 
 impl ProxyService {
     pub async fn call(self, mut req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
-        if let Some(authz) = self.authz.as_ref().and_then(|a| a.decide()) {
+        if let Some(authz) = self.authz.as_ref().and_then(|a| a.decide_request(req.method(), req.uri(), req.headers()))
+        {
             authz.count();
             if !authz.decision.allowed {
                 let stats = self.shared.metrics.authority(self.direction, authority(&req));
