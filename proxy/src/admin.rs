@@ -79,7 +79,9 @@ fn handle(admin: &Admin, peer: SocketAddr, req: &Request<Incoming>) -> Response<
             }
         }
         (&Method::GET, "/metrics") => {
-            let mut rsp = Response::new(Full::new(Bytes::from(crate::metrics::render(&admin.metrics))));
+            let mut text = crate::metrics::render(&admin.metrics);
+            crate::metrics::render_circuits(&mut text, &admin.resolver.circuits());
+            let mut rsp = Response::new(Full::new(Bytes::from(text)));
             rsp.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -428,6 +428,9 @@ fn the_circuit_breaker_ejects_a_failing_endpoint_readmits_it_and_never_ejects_th
     let bad = count(&results, "bad");
     assert!(bad <= 3, "the failing endpoint got {bad} of 100 requests: it was not ejected after 3 failures");
     assert_eq!(f.metric("weft_circuit_ejections_total"), 1.0);
+    let bad_addr = f.replicas["bad"].pod.addr(8080).to_string();
+    let open = f.proxy.metrics().sum("weft_circuit_open", &[("target", WEB), ("endpoint", &bad_addr)]);
+    assert_eq!(open, 1.0, "weft_circuit_open does not show the ejection:\n{}", f.proxy.metrics_text());
     // While ejected (3 s), nothing reaches it.
     let during = f.send("http://198.18.0.200/ejected-", 200, &[]);
     assert_eq!(count(&during, "good"), 200, "traffic reached the ejected endpoint: {:?}", statuses(&during));

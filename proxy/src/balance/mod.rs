@@ -65,9 +65,10 @@ impl Endpoint {
         self.circuit().as_ref().is_none_or(Circuit::is_healthy)
     }
 
-    /// Ejected (or half-open): the `weft_circuit_open` gauge.
-    pub fn circuit_open(&self) -> bool {
-        !self.is_healthy()
+    /// Under a circuit breaker: whether it is open (ejected or half-open),
+    /// for the `weft_circuit_open` gauge; `None` without a breaker.
+    pub fn circuit_open(&self) -> Option<bool> {
+        self.circuit().as_ref().map(Circuit::is_open)
     }
 
     /// An ejected endpoint whose ejection is over takes one probe request.

@@ -173,6 +173,21 @@ impl Resolver {
         Some(entry)
     }
 
+    /// Every endpoint under a circuit breaker: (target, endpoint, open).
+    pub fn circuits(&self) -> Vec<(String, SocketAddr, bool)> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rows = Vec::new();
+        for (target, e) in cache.iter() {
+            for ep in e.service.balancer.endpoints().iter() {
+                if let Some(open) = ep.circuit_open() {
+                    rows.push((target.to_string(), ep.addr, open));
+                }
+            }
+        }
+        rows.sort();
+        rows
+    }
+
     /// What the proxy currently runs, for the admin `/config`.
     pub fn describe(&self) -> serde_json::Value {
         let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());

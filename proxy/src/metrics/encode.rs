@@ -186,6 +186,26 @@ fn render_policy(m: &Metrics, out: &mut String) {
     }
 }
 
+/// `weft_circuit_open`: per (target, endpoint) under a circuit breaker,
+/// from the resolver's live endpoint sets (so it needs no bookkeeping on
+/// the data path).
+pub fn render_circuits(out: &mut String, rows: &[(String, std::net::SocketAddr, bool)]) {
+    header(
+        out,
+        "weft_circuit_open",
+        "gauge",
+        "1 while the circuit breaker keeps the endpoint out of rotation (ejected or half-open), by target and endpoint.",
+    );
+    for (target, endpoint, open) in rows {
+        let _ = writeln!(
+            out,
+            "weft_circuit_open{{target=\"{}\",endpoint=\"{endpoint}\"}} {}",
+            escape(target),
+            u8::from(*open)
+        );
+    }
+}
+
 fn render_tcp(m: &Metrics, out: &mut String) {
     type Field = fn(&super::TcpCounters) -> i64;
     let families: [(&str, &str, &str, Field); 5] = [

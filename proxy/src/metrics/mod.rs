@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::transport::detect::Outcome;
 
-pub use encode::render;
+pub use encode::{render, render_circuits};
 pub use histogram::LatencyHistogram;
 
 /// Distinct `authority` label values kept per direction.
