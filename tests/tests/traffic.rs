@@ -284,7 +284,7 @@ fn weighted_splits_and_header_and_cookie_matches_route_exactly() {
 }
 
 #[test]
-fn consistent_hash_keeps_a_client_on_one_replica() {
+fn consistent_hash_keeps_a_client_on_one_replica_and_faults_abort_their_share() {
     let f = fixture(&[("r1", "app=web", &[]), ("r2", "app=web", &[]), ("r3", "app=web", &[])]);
     let lb = traffic(
         "sticky",
@@ -302,6 +302,17 @@ fn consistent_hash_keeps_a_client_on_one_replica() {
     }
     eprintln!("measured: 12 users' homes {homes:?}");
     assert!(homes.len() >= 2, "every user hashed to one replica: {homes:?}");
+
+    // Fault injection: half the requests aborted with 418 by the client's proxy.
+    let faults = traffic("faults", "{kind: Service, name: web}", "  faults: {abort: {percent: 50, httpStatus: 418}}\n");
+    f.apply("faults.yaml", &faults, WEB, "TrafficPolicy/default/faults");
+    let results = f.send("http://198.18.0.200/fault-", 400, &[]);
+    let by_status = statuses(&results);
+    let aborted = by_status.get(&418).copied().unwrap_or(0);
+    eprintln!("measured: {aborted}/400 aborted under a 50 % abort fault");
+    assert_eq!(aborted + by_status.get(&200).copied().unwrap_or(0), 400, "{by_status:?}");
+    assert!((160..=240).contains(&aborted), "{aborted} of 400 aborted under a 50 % fault");
+    assert!(results.iter().all(|(c, s)| (*c == 418) == s.is_empty()), "an aborted request reached a replica");
 }
 
 #[test]
