@@ -14,7 +14,8 @@
 //! CA, [`netns`] and [`system`] touch the machine, [`supervise`]
 //! keeps processes running, [`runtime`] ties these into a running mesh
 //! ([`summary`] says what is up),
-//! [`probe`] and [`metrics`] read the proxies, and [`demo`] is `weft demo`.
+//! [`runrecord`] lets other commands find a running mesh,
+//! [`probe`] and [`metrics`] read the proxies and [`demo`] is `weft demo`.
 //! See `docs/local-mesh.md`.
 
 pub mod check;
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod netns;
 pub mod plan;
 pub mod probe;
+pub mod runrecord;
 pub mod runtime;
 pub mod summary;
 pub mod supervise;
