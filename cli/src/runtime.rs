@@ -291,7 +291,8 @@ impl LocalMesh {
                 Mode::Loopback { .. } => RunMode::Loopback,
             },
             mesh_file: self.mesh_file.clone(),
-            policies: self.policies.clone(),
+            // `absolute` also drops `.` components (`/srv/./policy`).
+            policies: self.policies.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())).collect(),
             services: plan
                 .services
                 .iter()
