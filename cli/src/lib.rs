@@ -82,7 +82,7 @@ enum Command {
     /// (canary, ramped, blue-green or A/B) by rewriting one HTTPRoute, and
     /// roll back by itself when the new version's requests fail. Exits 1
     /// after a rollback.
-    Rollout(rollout::RolloutArgs),
+    Rollout(Box<rollout::RolloutArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -176,7 +176,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         match cli.command {
             Command::Up(args) => up(args, &cli.log).await,
             Command::Check(args) => check::run(&args.file),
-            Command::Rollout(args) => rollout::run(args).await,
+            Command::Rollout(args) => rollout::run(*args).await,
             Command::Demo(args) => {
                 let settings = settings(&args.mesh, &cli.log)?;
                 demo::run(settings, args.rate, args.duration.map(Into::into), args.mesh.keep_logs).await

@@ -50,6 +50,13 @@ pub enum Strategy {
     Ab,
 }
 
+impl Strategy {
+    /// As on the command line: `blue-green`.
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self).map_or_else(String::new, |v| v.get_name().to_owned())
+    }
+}
+
 /// `weft rollout` flags.
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = "Writes one HTTPRoute, rollout-<service>.yaml, in the run's first policy directory; the \
@@ -301,10 +308,7 @@ impl RolloutArgs {
                 vec![Split::Matching(ab.ok_or("--strategy ab needs --header NAME=VALUE or --cookie NAME=VALUE")?)]
             }
             Some(s) if ab.is_some() => {
-                return Err(format!(
-                    "--header and --cookie are for --strategy ab, not {}",
-                    clap::ValueEnum::to_possible_value(&s).map_or_else(String::new, |v| v.get_name().to_owned())
-                ));
+                return Err(format!("--header and --cookie are for --strategy ab, not {}", s.name()));
             }
             Some(Strategy::BlueGreen) if self.steps.is_some() => {
                 return Err("--steps is for --strategy canary or ramped; blue-green switches at once".into());
@@ -497,10 +501,11 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<bool> {
     let started = Instant::now();
     let n = options.steps.len();
     println!(
-        "weft: rolling out {} to {} ({strategy:?}, run {}): {n} step(s) of {}, rolling back if more than {} of {}'s \
+        "weft: rolling out {} to {} ({}, run {}): {n} step(s) of {}, rolling back if more than {} of {}'s \
          requests fail",
         t.canary,
         t.service,
+        strategy.name(),
         record.pid,
         humantime::format_duration(options.interval),
         options.max_error_rate,
