@@ -5,6 +5,7 @@
 //!                        ─► runtime (namespaces, processes; supervise) ─► Ctrl-C ─► teardown
 //!   weft demo            ─► the same, on examples/demo/mesh.yaml ─► metrics ─► report table
 //!   weft check -f mesh.yaml ─► meshfile + policies, validated ─► the policy each service runs with
+//!   weft rollout …       ─► run.json of the running mesh ─► one HTTPRoute, step by step ─► proxies' metrics
 //!   weft proxy|control|example … ─► the built-in programs (embedded)
 //! ```
 //!
@@ -14,7 +15,9 @@
 //! CA, [`netns`] and [`system`] touch the machine, [`supervise`]
 //! keeps processes running, [`runtime`] ties these into a running mesh
 //! ([`summary`] says what is up),
-//! [`probe`] and [`metrics`] read the proxies, and [`demo`] is `weft demo`.
+//! [`runrecord`] lets other commands find a running mesh,
+//! [`probe`] and [`metrics`] read the proxies, [`demo`] is `weft demo`, and
+//! [`rollout`] is `weft rollout`.
 //! See `docs/local-mesh.md`.
 
 pub mod check;
@@ -27,6 +30,8 @@ pub mod metrics;
 pub mod netns;
 pub mod plan;
 pub mod probe;
+pub mod rollout;
+pub mod runrecord;
 pub mod runtime;
 pub mod summary;
 pub mod supervise;
@@ -73,6 +78,11 @@ enum Command {
     /// would, and print the policy every service port runs with (built-in
     /// defaults included). Exits 1 if anything is refused.
     Check(CheckArgs),
+    /// Roll a new version of a service out on the running local mesh
+    /// (canary, ramped, blue-green or A/B) by rewriting one HTTPRoute, and
+    /// roll back by itself when the new version's requests fail. Exits 1
+    /// after a rollback.
+    Rollout(Box<rollout::RolloutArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -166,6 +176,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         match cli.command {
             Command::Up(args) => up(args, &cli.log).await,
             Command::Check(args) => check::run(&args.file),
+            Command::Rollout(args) => rollout::run(*args).await,
             Command::Demo(args) => {
                 let settings = settings(&args.mesh, &cli.log)?;
                 demo::run(settings, args.rate, args.duration.map(Into::into), args.mesh.keep_logs).await

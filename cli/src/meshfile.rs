@@ -258,6 +258,9 @@ fn list(problems: &[Problem]) -> String {
 #[derive(Debug, Clone)]
 pub struct LoadedMesh {
     pub file: MeshFile,
+    /// The file it was read from, as given (the built-in demo's is
+    /// `examples/demo/mesh.yaml`).
+    pub path: PathBuf,
     pub dir: PathBuf,
     /// Things that are legal but probably not meant (a service that selects nothing).
     pub warnings: Vec<String>,
@@ -281,7 +284,7 @@ impl LoadedMesh {
             *policy = dir.join(&*policy);
         }
         let warnings = file.validate().map_err(invalid)?;
-        Ok(LoadedMesh { file, dir, warnings })
+        Ok(LoadedMesh { file, path: path.to_owned(), dir, warnings })
     }
 }
 

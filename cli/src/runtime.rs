@@ -6,7 +6,7 @@
 //!             → control plane, with the mesh CA (/ready) → copy its ca.crt for the proxies
 //!             → per pod: netns + veth + hosts file → `weft proxy init`
 //!             → fresh bootstrap token → proxy (/ready: it holds its certificate)
-//!             → serving apps (until registered) → client apps (no ports)
+//!             → serving apps (until registered) → client apps (no ports) → run.json (the run record)
 //!   shutdown: client apps → serving apps → proxies → control plane (SIGTERM, SIGKILL after a grace period)
 //!             → namespaces (and anything still inside) → /etc/netns/<pod> → state dir
 //! ```
@@ -32,6 +32,7 @@ use crate::plan::{
     CONTROL_ADMIN_PORT, CONTROL_GRPC_PORT, Mode, MtlsChoice, PROXY_ADMIN_PORT, PROXY_INBOUND_PORT, PROXY_OUTBOUND_PORT,
     PROXY_UID, Plan, PodPlan, TRUST_DOMAIN,
 };
+use crate::runrecord::{PodRecord, RunMode, RunRecord, ServiceRecord};
 use crate::supervise::{Phase, Prepare, Spec, Supervisor};
 use crate::system::{self, Tools};
 use crate::{hosts, probe};
@@ -173,7 +174,12 @@ pub struct LocalMesh {
     /// directory in network-namespace mode, which the proxy's UID can read).
     exe: PathBuf,
     base_dir: PathBuf,
+    mesh_file: PathBuf,
     policies: Vec<PathBuf>,
+    /// Set when the mesh file names no policy directory: an empty one in
+    /// the state directory, so that generated policy (`weft rollout`) has
+    /// somewhere to go.
+    own_policy_dir: Option<PathBuf>,
     tools: Option<Tools>,
     log: String,
     /// With mTLS: the bootstrap tokens of this run.
@@ -227,6 +233,9 @@ impl LocalMesh {
                 pod.command[0] = found.to_string_lossy().into_owned();
             }
         }
+        let mut policies = mesh.file.spec.policies.clone();
+        let own_policy_dir = (!policies.iter().any(|p| p.is_dir())).then(|| state_dir.join("policies"));
+        policies.extend(own_policy_dir.clone());
         Ok(LocalMesh {
             plan,
             logs_dir: state_dir.join("logs"),
@@ -235,7 +244,9 @@ impl LocalMesh {
             state_root: settings.state_root,
             exe,
             base_dir: mesh.dir.clone(),
-            policies: mesh.file.spec.policies.clone(),
+            mesh_file: std::path::absolute(&mesh.path).unwrap_or_else(|_| mesh.path.clone()),
+            policies,
+            own_policy_dir,
             tools: settings.tools,
             log: settings.log,
             tokens,
@@ -266,6 +277,45 @@ impl LocalMesh {
         match self.plan.mode {
             Mode::Netns => (Some(pod.netns.as_str()), SocketAddr::from((Ipv4Addr::LOCALHOST, PROXY_ADMIN_PORT))),
             Mode::Loopback { .. } => (None, SocketAddr::from((pod.ip, PROXY_ADMIN_PORT))),
+        }
+    }
+
+    /// What `weft rollout` and other commands need to find this run
+    /// (`run.json` in the state directory).
+    pub fn record(&self) -> RunRecord {
+        let plan = &self.plan;
+        RunRecord {
+            pid: self.run_id,
+            mode: match plan.mode {
+                Mode::Netns => RunMode::Netns,
+                Mode::Loopback { .. } => RunMode::Loopback,
+            },
+            mesh_file: self.mesh_file.clone(),
+            // `absolute` also drops `.` components (`/srv/./policy`).
+            policies: self.policies.iter().map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())).collect(),
+            services: plan
+                .services
+                .iter()
+                .map(|s| ServiceRecord {
+                    name: s.name.clone(),
+                    namespace: s.namespace.clone(),
+                    ports: s.ports.iter().map(|p| p.port).collect(),
+                })
+                .collect(),
+            pods: plan
+                .pods
+                .iter()
+                .map(|pod| {
+                    let (netns, admin) = self.proxy_admin(pod);
+                    PodRecord {
+                        name: pod.name.clone(),
+                        namespace: pod.namespace.clone(),
+                        labels: pod.labels.clone(),
+                        netns: netns.map(str::to_owned),
+                        admin,
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -358,6 +408,8 @@ impl LocalMesh {
         for pod in &clients {
             self.supervisor.spawn(Phase::Client, self.app_spec(pod));
         }
+        // Last: a run is discoverable (`weft rollout`) once it is up.
+        self.record().write(&self.state_dir).context("writing the run record")?;
         Ok(())
     }
 
@@ -385,6 +437,12 @@ impl LocalMesh {
         }
         std::fs::write(self.state_dir.join("services.yaml"), self.plan.services_yaml())
             .context("writing the control plane's services file")?;
+        if let Some(dir) = &self.own_policy_dir {
+            std::fs::DirBuilder::new()
+                .mode(0o755)
+                .create(dir)
+                .with_context(|| format!("creating the policy directory {}", dir.display()))?;
+        }
         if let Some(tokens) = &self.tokens {
             tokens.create()?;
         }
