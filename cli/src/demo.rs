@@ -261,6 +261,9 @@ pub async fn run(settings: Settings, rate: f64, duration: Option<Duration>, keep
         "  canary          web-v2 takes 10 % of web's requests (HTTPRoute {}); the table shows the split",
         files.path().join("policy").join("web-canary.yaml").display()
     );
+    println!(
+        "  roll it out     weft rollout --service web --stable web-v1 --canary web-v2 --steps 50,100 --interval 10s"
+    );
     println!();
 
     let Ok(start) = baseline(&local, &stop).await else {
