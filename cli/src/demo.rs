@@ -69,19 +69,9 @@ pub type Scrape = Vec<Option<Vec<Sample>>>;
 
 /// Reads every pod's proxy metrics.
 pub async fn scrape(mesh: &LocalMesh) -> Scrape {
-    let scrapes = mesh.plan.pods.iter().map(|pod| async move {
+    let scrapes = mesh.plan.pods.iter().map(|pod| {
         let (netns, addr) = mesh.proxy_admin(pod);
-        match crate::probe::get(netns, addr, "/metrics", Duration::from_secs(5)).await {
-            Ok((status, body)) if status.is_success() => Some(metrics::parse(&body)),
-            Ok((status, _)) => {
-                tracing::warn!("{}'s proxy answered {status} to /metrics", pod.name);
-                None
-            }
-            Err(e) => {
-                tracing::warn!("cannot read {}'s proxy metrics: {e}", pod.name);
-                None
-            }
-        }
+        crate::probe::proxy_metrics(&pod.name, netns, addr, Duration::from_secs(5))
     });
     futures_util::future::join_all(scrapes).await
 }

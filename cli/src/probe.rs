@@ -60,6 +60,28 @@ pub async fn get(
         .unwrap_or_else(|_| Err(ProbeError::Timeout { addr, path: path.to_owned(), timeout }))
 }
 
+/// The parsed `/metrics` of `pod`'s proxy (at `addr`, inside `netns` when
+/// there is one); `None`, with a warning, when the scrape fails: a report
+/// goes on without one pod rather than fail.
+pub async fn proxy_metrics(
+    pod: &str,
+    netns: Option<&str>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Option<Vec<crate::metrics::Sample>> {
+    match get(netns, addr, "/metrics", timeout).await {
+        Ok((status, body)) if status.is_success() => Some(crate::metrics::parse(&body)),
+        Ok((status, _)) => {
+            tracing::warn!("{pod}'s proxy answered {status} to /metrics");
+            None
+        }
+        Err(e) => {
+            tracing::warn!("cannot read {pod}'s proxy metrics: {e}");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

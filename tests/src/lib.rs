@@ -26,6 +26,7 @@ mod metrics;
 mod pair;
 mod process;
 mod proxy;
+pub mod weft;
 pub mod workload;
 
 pub use control::{CONTROL_ADMIN, ControlPlane, GRPC_PORT, MeshCa, WEB_AND_STORE};

@@ -10,11 +10,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use weft_tests::weft::{ProcId, WeftProcess, alive, descendants, running};
 use weft_tests::{eventually, preflight, tool, weft_bin};
 
 /// The unprivileged user the meshes run as.
@@ -79,167 +78,54 @@ impl Drop for Home {
     }
 }
 
-/// `weft ARGS` as nobody, with a clean environment.
+/// `weft ARGS` as nobody, with a clean environment; its run's state
+/// directory.
 struct Weft {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
+    proc: WeftProcess,
     state: PathBuf,
 }
 
 impl Weft {
     fn start(home: &Home, args: &[&str]) -> Weft {
-        let stdout = home.dir.join(format!("{}.stdout", args[0]));
-        let stderr = home.dir.join(format!("{}.stderr", args[0]));
-        let child = Command::new(tool("setpriv"))
-            .args([format!("--reuid={NOBODY}"), format!("--regid={NOBODY}"), "--clear-groups".into(), "--".into()])
+        let mut cmd = Command::new(tool("setpriv"));
+        cmd.args([format!("--reuid={NOBODY}"), format!("--regid={NOBODY}"), "--clear-groups".into(), "--".into()])
             .arg(&home.weft)
             .args(args)
             .current_dir(&home.dir)
             .env_clear()
             .env("HOME", &home.dir)
             .env("XDG_RUNTIME_DIR", &home.dir)
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout).unwrap())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .expect("starting weft as nobody");
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        let proc = WeftProcess::spawn(cmd, &home.dir, args[0]);
         // setpriv execs weft: the child's PID is weft's, the run's id.
-        let state = home.dir.join("weft").join(child.id().to_string());
-        Weft { child, stdout, stderr, state }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    /// stdout, stderr and the end of every log of the run, for failures.
-    fn output(&self) -> String {
-        let mut out = format!(
-            "--- weft stdout\n{}\n--- weft stderr\n{}",
-            self.stdout(),
-            std::fs::read_to_string(&self.stderr).unwrap_or_default()
-        );
-        for entry in std::fs::read_dir(self.state.join("logs")).into_iter().flatten().flatten() {
-            let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            out += &format!("\n--- {}\n", entry.path().display());
-            for line in tail.into_iter().rev() {
-                out += line;
-                out.push('\n');
-            }
-        }
-        out
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().unwrap()
+        let state = home.dir.join("weft").join(proc.pid().to_string());
+        Weft { proc: proc.with_logs(state.join("logs")), state }
     }
 
     /// Waits for the exit while recording the processes of the run.
-    fn wait(&mut self, within: Duration, seen: &mut BTreeSet<Proc>) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            seen.extend(descendants(self.pid()));
-            if let Some(status) = self.exited() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "weft did not exit within {within:?}\n{}", self.output());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    fn wait(&mut self, within: Duration, seen: &mut BTreeSet<ProcId>) -> ExitStatus {
+        self.proc.wait_exit(within, |p| seen.extend(descendants(p.pid())))
     }
 }
 
-impl Drop for Weft {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("{}", self.output());
-        }
+impl std::ops::Deref for Weft {
+    type Target = WeftProcess;
+    fn deref(&self) -> &WeftProcess {
+        &self.proc
     }
 }
 
-/// A process by PID and start time (a reused PID is not mistaken for it).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Proc {
-    pid: i32,
-    start: String,
-    cmdline: String,
-}
-
-/// The fields of /proc/PID/stat after the command name.
-fn stat_fields(pid: i32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = stat.get(stat.rfind(')')? + 2..)?;
-    Some(after.split_whitespace().map(str::to_owned).collect())
-}
-
-/// Every process below `root` now (children, grandchildren...).
-fn descendants(root: u32) -> BTreeSet<Proc> {
-    let mut parent_of = BTreeMap::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        // fields[1] is the parent PID, fields[19] the start time.
-        if let Some(fields) = stat_fields(pid) {
-            if let Some(ppid) = fields.get(1).and_then(|p| p.parse::<i32>().ok()) {
-                parent_of.insert(pid, (ppid, fields.get(19).cloned().unwrap_or_default()));
-            }
-        }
+impl std::ops::DerefMut for Weft {
+    fn deref_mut(&mut self) -> &mut WeftProcess {
+        &mut self.proc
     }
-    let mut found = BTreeSet::new();
-    let mut frontier = vec![root as i32];
-    while let Some(parent) = frontier.pop() {
-        for (&pid, (ppid, start)) in &parent_of {
-            if *ppid == parent {
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                found.insert(Proc {
-                    pid,
-                    start: start.clone(),
-                    cmdline: String::from_utf8_lossy(&cmdline).replace('\0', " "),
-                });
-                frontier.push(pid);
-            }
-        }
-    }
-    found
-}
-
-fn alive(p: &Proc) -> bool {
-    // A zombie has exited; it only waits to be reaped.
-    stat_fields(p.pid).is_some_and(|f| f.get(19) == Some(&p.start) && f.first().map(String::as_str) != Some("Z"))
-}
-
-/// Processes running the copy of weft in `home` (whoever started them).
-fn running_from(home: &Home) -> Vec<String> {
-    let needle = home.weft.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<i32>().is_ok())
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&needle))
-        .collect()
 }
 
 /// Nothing of the run remains: no process it started, no state directory.
-fn assert_nothing_left(home: &Home, weft: &Weft, seen: &BTreeSet<Proc>) {
-    let survivors: Vec<&Proc> = seen.iter().filter(|p| alive(p)).collect();
+fn assert_nothing_left(home: &Home, weft: &Weft, seen: &BTreeSet<ProcId>) {
+    let survivors: Vec<&ProcId> = seen.iter().filter(|p| alive(p)).collect();
     assert!(survivors.is_empty(), "processes of the run are still running: {survivors:?}\n{}", weft.output());
-    let stray = running_from(home);
+    let stray = running(&home.weft.to_string_lossy());
     assert!(stray.is_empty(), "processes running {} are left: {stray:?}", home.weft.display());
     assert!(!weft.state.exists(), "the state directory {} was left", weft.state.display());
 }
@@ -337,7 +223,7 @@ fn up_as_nobody_serves_requests_through_the_explicit_proxy_and_leaves_nothing() 
     assert!(out.contains("STATUS=502") && out.contains("cannot resolve"), "an unknown name: {out}");
 
     seen.extend(descendants(weft.pid()));
-    kill(Pid::from_raw(weft.pid() as i32), Signal::SIGINT).unwrap();
+    weft.sigint();
     let status = weft.wait(Duration::from_secs(60), &mut seen);
     assert!(status.success(), "weft up after Ctrl-C: {status}\n{}", weft.output());
     assert_nothing_left(&home, &weft, &seen);

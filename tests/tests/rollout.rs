@@ -14,12 +14,11 @@
 //! iproute2, iptables, util-linux's setpriv and curl; never skips.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use weft_tests::{Metrics, preflight, testkit_bin, tool, weft_bin};
+use weft_tests::weft::WeftProcess;
+use weft_tests::{Metrics, eventually, preflight, testkit_bin, tool, weft_bin};
 
 /// The mesh; `FAIL_EVERY` is v2's `--fail-every` (0: never, 1: always).
 const MESH: &str = r#"
@@ -78,80 +77,14 @@ impl Drop for Dir {
     }
 }
 
-/// `weft up`, stopped with SIGINT (then SIGKILL) if the test panics.
-struct Up {
-    child: Child,
-    out: PathBuf,
-}
-
-impl Up {
-    fn start(dir: &Path) -> Up {
-        let out = dir.join("up.out");
-        let child = Command::new(weft_bin())
-            .args(["up", "-f", "mesh.yaml"])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(dir.join("up.err")).unwrap())
-            .spawn()
-            .expect("starting weft up");
-        Up { child, out }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn output(&self) -> String {
-        let err = self.out.with_file_name("up.err");
-        format!(
-            "--- weft up stdout\n{}\n--- weft up stderr\n{}",
-            std::fs::read_to_string(&self.out).unwrap_or_default(),
-            std::fs::read_to_string(err).unwrap_or_default()
-        )
-    }
-
-    /// SIGINT, then the exit within `within`.
-    fn stop(&mut self, within: Duration) -> ExitStatus {
-        kill(Pid::from_raw(self.pid() as i32), Signal::SIGINT).unwrap();
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "weft up did not stop within {within:?}\n{}", self.output());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = kill(Pid::from_raw(self.pid() as i32), Signal::SIGINT);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("{}", self.output());
-        }
-    }
-}
-
-/// Polls `check` every 250 ms until it holds or `within` passes.
-fn poll<T>(within: Duration, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        match check() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() >= deadline => panic!("{what}: not within {within:?}; last: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
+/// `weft up -f mesh.yaml` in `dir`; stopped (SIGINT, then SIGKILL) if the
+/// test panics.
+fn up(dir: &Path) -> WeftProcess {
+    let mut cmd = Command::new(weft_bin());
+    cmd.args(["up", "-f", "mesh.yaml"]).current_dir(dir);
+    let proc = WeftProcess::spawn(cmd, dir, "up");
+    let logs = PathBuf::from(format!("/run/weft/{}/logs", proc.pid()));
+    proc.with_logs(logs)
 }
 
 /// Requests `pod`'s inbound proxy answered so far (its admin `/metrics`,
@@ -179,7 +112,7 @@ fn counts(run: u32) -> Result<(f64, f64), String> {
 /// Waits until at least `n` more requests reached the pods since `from`
 /// and checks who got them: (v1's share, v2's share).
 fn traffic_since(run: u32, from: (f64, f64), n: f64) -> (f64, f64) {
-    poll(Duration::from_secs(15), &format!("{n} more requests to web"), || {
+    eventually(Duration::from_secs(15), &format!("{n} more requests to web"), || {
         let now = counts(run)?;
         let delta = (now.0 - from.0, now.1 - from.1);
         if delta.0 + delta.1 >= n { Ok(delta) } else { Err(format!("{delta:?}")) }
@@ -232,13 +165,13 @@ fn rollout(run: u32, args: &[&str]) -> (ExitStatus, String, Duration) {
 }
 
 /// Starts the mesh and waits until the load reaches web.
-fn start(dir: &Dir) -> Up {
+fn start(dir: &Dir) -> WeftProcess {
     preflight();
     let began = Instant::now();
-    let up = Up::start(&dir.0);
+    let up = up(&dir.0);
     let run = up.pid();
     let record = PathBuf::from(format!("/run/weft/{run}/run.json"));
-    poll(Duration::from_secs(45), "the run record", || {
+    eventually(Duration::from_secs(45), "the run record", || {
         if !up_alive(&up) {
             return Err(format!("weft up exited\n{}", up.output()));
         }
@@ -255,20 +188,20 @@ fn start(dir: &Dir) -> Up {
         assert_eq!(json["policies"][0], dir.0.join("policy").to_string_lossy().as_ref(), "{text}");
         assert_eq!(json["pods"].as_array().map(Vec::len), Some(4), "{text}");
     }
-    let from = poll(Duration::from_secs(15), "the proxies' metrics", || counts(run));
+    let from = eventually(Duration::from_secs(15), "the proxies' metrics", || counts(run));
     traffic_since(run, from, 50.0);
     eprintln!("the mesh is up and web is getting requests after {:.1?}", began.elapsed());
     up
 }
 
-fn up_alive(up: &Up) -> bool {
+fn up_alive(up: &WeftProcess) -> bool {
     Path::new(&format!("/proc/{}", up.pid())).exists()
 }
 
 /// Stops the mesh and checks that nothing of it remains.
-fn stop(mut up: Up) {
+fn stop(mut up: WeftProcess) {
     let run = up.pid();
-    let status = up.stop(Duration::from_secs(30));
+    let status = up.interrupt(Duration::from_secs(30));
     assert!(status.success(), "weft up after SIGINT: {status}\n{}", up.output());
     let out = Command::new(tool("ip")).args(["netns", "list"]).output().unwrap();
     let left: Vec<String> = String::from_utf8_lossy(&out.stdout)

@@ -426,17 +426,8 @@ pub fn judge(counts: Counts, min_requests: u64, max: ErrorRate) -> Verdict {
 /// The canary's counts at every pod's proxy (`None` where the scrape failed).
 async fn scrape(record: &RunRecord, backend: &str) -> Vec<Option<Counts>> {
     let reads = record.pods.iter().map(|pod| async move {
-        match crate::probe::get(pod.netns.as_deref(), pod.admin, "/metrics", SCRAPE_TIMEOUT).await {
-            Ok((status, body)) if status.is_success() => Some(canary_counts(&crate::metrics::parse(&body), backend)),
-            Ok((status, _)) => {
-                tracing::warn!("{}'s proxy answered {status} to /metrics", pod.name);
-                None
-            }
-            Err(e) => {
-                tracing::warn!("cannot read {}'s proxy metrics: {e}", pod.name);
-                None
-            }
-        }
+        let samples = crate::probe::proxy_metrics(&pod.name, pod.netns.as_deref(), pod.admin, SCRAPE_TIMEOUT).await?;
+        Some(canary_counts(&samples, backend))
     });
     futures_util::future::join_all(reads).await
 }
