@@ -114,10 +114,7 @@ impl Pod {
     /// directory, starts the control plane in this pod and waits until it is
     /// ready.
     pub fn run_control(&self, services_yaml: &str, extra: &[&str]) -> ControlPlane {
-        let services = self.dir().join(format!("services-{}.yaml", self.name()));
-        std::fs::write(&services, services_yaml).expect("writing the services file");
-        let policy_dir = self.dir().join(format!("policy-{}", self.name()));
-        std::fs::create_dir_all(&policy_dir).expect("creating the policy directory");
+        let (services, policy_dir) = self.control_files(services_yaml);
         self.start_control(services, policy_dir, None, extra)
     }
 
@@ -125,14 +122,8 @@ impl Pod {
     /// directory (the CA is generated there) and a tokens file. gRPC is then
     /// served over TLS.
     pub fn run_control_with_ca(&self, services_yaml: &str, extra: &[&str]) -> ControlPlane {
-        let services = self.dir().join(format!("services-{}.yaml", self.name()));
-        std::fs::write(&services, services_yaml).expect("writing the services file");
-        let policy_dir = self.dir().join(format!("policy-{}", self.name()));
-        std::fs::create_dir_all(&policy_dir).expect("creating the policy directory");
-        let state_dir = self.dir().join(format!("ca-{}", self.name()));
-        let tokens = self.dir().join(format!("tokens-{}.yaml", self.name()));
-        std::fs::write(&tokens, "tokens: []\n").expect("writing the tokens file");
-        let ca = MeshCa { state_dir, tokens, anchors_file: None, issued: Default::default() };
+        let (services, policy_dir) = self.control_files(services_yaml);
+        let ca = self.mesh_ca(None);
         self.start_control(services, policy_dir, Some(ca), extra)
     }
 
@@ -147,14 +138,8 @@ impl Pod {
         anchors: &std::path::Path,
         extra: &[&str],
     ) -> ControlPlane {
-        let services = self.dir().join(format!("services-{}.yaml", self.name()));
-        std::fs::write(&services, services_yaml).expect("writing the services file");
-        let policy_dir = self.dir().join(format!("policy-{}", self.name()));
-        std::fs::create_dir_all(&policy_dir).expect("creating the policy directory");
-        let state_dir = self.dir().join(format!("ca-{}", self.name()));
-        let tokens = self.dir().join(format!("tokens-{}.yaml", self.name()));
-        std::fs::write(&tokens, "tokens: []\n").expect("writing the tokens file");
-        let ca = MeshCa { state_dir, tokens, anchors_file: Some(anchors.to_owned()), issued: Default::default() };
+        let (services, policy_dir) = self.control_files(services_yaml);
+        let ca = self.mesh_ca(Some(anchors.to_owned()));
         let mut args: Vec<&str> = vec![
             "--issuer-cert",
             issuer.0.to_str().expect("UTF-8 path"),
@@ -165,6 +150,23 @@ impl Pod {
         ];
         args.extend_from_slice(extra);
         self.start_control(services, policy_dir, Some(ca), &args)
+    }
+
+    /// The services file (written) and an empty policy directory.
+    fn control_files(&self, services_yaml: &str) -> (PathBuf, PathBuf) {
+        let services = self.dir().join(format!("services-{}.yaml", self.name()));
+        std::fs::write(&services, services_yaml).expect("writing the services file");
+        let policy_dir = self.dir().join(format!("policy-{}", self.name()));
+        std::fs::create_dir_all(&policy_dir).expect("creating the policy directory");
+        (services, policy_dir)
+    }
+
+    /// A CA state directory to be, and an empty tokens file.
+    fn mesh_ca(&self, anchors_file: Option<PathBuf>) -> MeshCa {
+        let state_dir = self.dir().join(format!("ca-{}", self.name()));
+        let tokens = self.dir().join(format!("tokens-{}.yaml", self.name()));
+        std::fs::write(&tokens, "tokens: []\n").expect("writing the tokens file");
+        MeshCa { state_dir, tokens, anchors_file, issued: Default::default() }
     }
 
     /// Starts (or restarts) the control plane with existing files.
