@@ -8,6 +8,9 @@
 //! `GET /whoami` answers with the request's `weft-client-id` header instead
 //! (the client identity an inbound weft proxy verified over mTLS): how the
 //! start-up of `weft-mtls` checks that the pair really speaks mTLS.
+//! `GET /header/NAME` answers with the request's header `NAME` (empty if
+//! absent): how the start-up of `weft-policy` checks that the route's
+//! header filter applied.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -28,6 +31,8 @@ static BODY: [u8; RESPONSE_BYTES] = [b'w'; RESPONSE_BYTES];
 pub const WHOAMI_PATH: &str = "/whoami";
 /// The header an inbound weft proxy sets to the client's verified identity.
 pub const CLIENT_ID_HEADER: &str = "weft-client-id";
+/// `HEADER_PATH` + a header name: answers with that request header's value.
+pub const HEADER_PATH: &str = "/header/";
 
 /// Flags of `weft-bench app`.
 #[derive(clap::Args, Debug, Clone)]
@@ -69,6 +74,10 @@ async fn serve_http(stream: TcpStream) {
         if req.uri().path() == WHOAMI_PATH {
             let id = req.headers().get(CLIENT_ID_HEADER).map(|v| Bytes::copy_from_slice(v.as_bytes()));
             return Ok::<_, Infallible>(Response::new(Full::new(id.unwrap_or_default())));
+        }
+        if let Some(name) = req.uri().path().strip_prefix(HEADER_PATH) {
+            let value = req.headers().get(name).map(|v| Bytes::copy_from_slice(v.as_bytes()));
+            return Ok(Response::new(Full::new(value.unwrap_or_default())));
         }
         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(&BODY))))
     });

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::plan::{Mode, Scenario};
+use crate::setup::SetupKind;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,6 +41,11 @@ pub struct BenchArgs {
     /// (latency workloads), knee, max, idle, control.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Scenario>,
+    /// Measure these setups (repeat or comma-separate): direct, weft,
+    /// weft-mtls, weft-policy, haproxy-mtls [default: all but weft-policy;
+    /// all in --smoke].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub setups: Vec<SetupKind>,
     /// Directory for latest.md, latest.json and latest.svg
     /// [default: bench/results in this checkout].
     #[arg(long)]
@@ -115,6 +121,10 @@ mod tests {
         assert_eq!(cli.bench.out(), PathBuf::from("/tmp/x"));
         assert!(Cli::try_parse_from(["weft-bench", "--smoke", "--full"]).is_err());
         assert!(Cli::try_parse_from(["weft-bench", "--only", "nope"]).is_err());
+        let cli =
+            Cli::try_parse_from(["weft-bench", "--setups", "weft-mtls,weft-policy", "--setups", "direct"]).unwrap();
+        assert_eq!(cli.bench.setups, [SetupKind::WeftMtls, SetupKind::WeftPolicy, SetupKind::Direct]);
+        assert!(Cli::try_parse_from(["weft-bench", "--setups", "nope"]).is_err());
     }
 
     #[test]

@@ -18,6 +18,8 @@ fn main() -> ExitCode {
         None => harness::run(&Options {
             mode: cli.bench.mode(),
             only: cli.bench.only.clone(),
+            setups: cli.bench.setups.clone(),
+            command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
             out: cli.bench.out(),
             proxy_bin: cli.bench.proxy_bin.clone(),
             control_bin: cli.bench.control_bin.clone(),

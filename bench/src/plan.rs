@@ -1,11 +1,12 @@
 //! What a run measures and for how long: the mode (`--smoke`, `--quick`,
-//! `--full`) and `--only` become a [`Plan`]. Pure, so that the time budgets
+//! `--full`), `--only` and `--setups` become a [`Plan`]. Pure, so that the time budgets
 //! of the issue (quick < 3 min, full < 20 min) are checked by unit tests.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::setup::SetupKind;
 use crate::workload::Workload;
 
 /// How thorough a run is.
@@ -97,12 +98,22 @@ impl Plan {
             c.endpoints = n;
         }
     }
+
+    /// `--setups`: measures these instead of the mode's, in report order
+    /// (duplicates ignored); empty keeps the mode's.
+    pub fn set_setups(&mut self, setups: &[SetupKind]) {
+        if !setups.is_empty() {
+            self.setups = SetupKind::ALL.into_iter().filter(|k| setups.contains(k)).collect();
+        }
+    }
 }
 
 /// Everything a run does.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Plan {
     pub mode: Mode,
+    /// The setups measured, interleaved, in report order.
+    pub setups: Vec<SetupKind>,
     /// Repetitions of every latency cell (each setup, workload and rate).
     pub reps: usize,
     pub rates: Vec<u32>,
@@ -142,6 +153,8 @@ impl Plan {
         let mut plan = match mode {
             Mode::Smoke => Plan {
                 mode,
+                // Every setup starts and serves, the policy stack included.
+                setups: SetupKind::ALL.to_vec(),
                 reps: 1,
                 rates: vec![50],
                 workloads: Workload::ALL.to_vec(),
@@ -159,6 +172,7 @@ impl Plan {
             },
             Mode::Quick => Plan {
                 mode,
+                setups: SetupKind::DEFAULT.to_vec(),
                 reps: 3,
                 rates: vec![1000],
                 workloads: Workload::ALL.to_vec(),
@@ -179,6 +193,7 @@ impl Plan {
             },
             Mode::Full => Plan {
                 mode,
+                setups: SetupKind::DEFAULT.to_vec(),
                 reps: 3,
                 rates: vec![500, 1000, 2000],
                 workloads: Workload::ALL.to_vec(),
@@ -240,9 +255,10 @@ impl Plan {
         ))
     }
 
-    /// A pessimistic estimate of the run's length for `setups` measured
-    /// setups: every knee step taken, generous start-up and idle phases.
-    pub fn estimate(&self, setups: usize) -> Duration {
+    /// A pessimistic estimate of the run's length: every knee step taken,
+    /// generous start-up and idle phases.
+    pub fn estimate(&self) -> Duration {
+        let setups = self.setups.len();
         // Per generator run: process start in the pod, connections, report.
         let overhead = ms(250);
         let run = |p: Phase| p.warmup + p.measure + overhead;
@@ -276,15 +292,29 @@ impl Plan {
 mod tests {
     use super::*;
 
-    /// direct, weft, weft-mtls and haproxy-mtls.
-    const SETUPS: usize = 4;
-
     #[test]
     fn modes_fit_their_time_budgets() {
         for (mode, budget) in [(Mode::Smoke, 30), (Mode::Quick, 180), (Mode::Full, 20 * 60)] {
-            let estimate = Plan::new(mode, &[]).estimate(SETUPS);
+            let estimate = Plan::new(mode, &[]).estimate();
             assert!(estimate < Duration::from_secs(budget), "{mode:?}: {estimate:?} > {budget}s");
         }
+    }
+
+    #[test]
+    fn setups_by_mode_and_by_name() {
+        assert_eq!(Plan::new(Mode::Smoke, &[]).setups, SetupKind::ALL.to_vec());
+        for mode in [Mode::Quick, Mode::Full] {
+            assert_eq!(Plan::new(mode, &[]).setups, SetupKind::DEFAULT.to_vec(), "{mode:?}");
+        }
+        // The policy stack's figure: HTTP/1.1 at 1,000/s, weft-mtls beside it.
+        let mut p = Plan::new(Mode::Quick, &[Scenario::Http1]);
+        p.set_setups(&[SetupKind::WeftPolicy, SetupKind::Direct, SetupKind::WeftMtls, SetupKind::WeftPolicy]);
+        assert_eq!(p.setups, [SetupKind::Direct, SetupKind::WeftMtls, SetupKind::WeftPolicy]);
+        assert!(p.rates.contains(&1000) && p.workloads == [Workload::Http1]);
+        assert!(p.estimate() < Duration::from_secs(60), "{:?}", p.estimate());
+        let before = p.setups.clone();
+        p.set_setups(&[]);
+        assert_eq!(p.setups, before);
     }
 
     #[test]

@@ -11,6 +11,9 @@ pub const APP_ECHO_PORT: u16 = 7000;
 pub const RESPONSE_BYTES: usize = 1024;
 /// Size of one opaque request and of its echo.
 pub const ECHO_BYTES: usize = 64;
+/// The `user-agent` of every HTTP request the generator sends (in every
+/// setup alike), as real clients send one; `weft-policy`'s route matches it.
+pub const USER_AGENT: &str = "weft-bench";
 
 /// One request/response pattern.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]

@@ -1,8 +1,9 @@
 //! CI's check that the benchmark harness works: `weft-bench --smoke` starts
 //! every setup in its network namespaces, serves a handful of requests
 //! through each, and writes the three result files. Nothing about speed is
-//! asserted. It also checks that the mTLS pair proved it speaks mTLS and
-//! that the control-plane section ran.
+//! asserted. It also checks that the mTLS pair proved it speaks mTLS, that
+//! the policy stack of `weft-policy` was in force, and that the
+//! control-plane section ran.
 //!
 //! Like the other end-to-end tests it needs root, iptables, HAProxy,
 //! openssl and tcpdump; without them it fails with the fix, it never skips.
@@ -61,24 +62,31 @@ fn smoke_run_serves_through_every_setup_and_writes_the_results() {
     assert_eq!(json["failures"].as_array().map(Vec::len), Some(0), "{}", json["failures"]);
     let setups = json["setups"].as_array().expect("setups");
     let names: Vec<&str> = setups.iter().filter_map(|s| s["name"].as_str()).collect();
-    assert_eq!(names, ["direct", "weft", "weft-mtls", "haproxy-mtls"]);
-    // Four setups × four workloads, every cell served.
+    assert_eq!(names, ["direct", "weft", "weft-mtls", "weft-policy", "haproxy-mtls"]);
+    // Five setups × four workloads, every cell served.
     let cells = json["latency"].as_array().expect("latency cells");
-    assert_eq!(cells.len(), 16, "{}", json["latency"]);
+    assert_eq!(cells.len(), 20, "{}", json["latency"]);
     for cell in cells {
         let ok: u64 = cell["runs"].as_array().unwrap().iter().map(|r| r["ok"].as_u64().unwrap()).sum();
         assert!(ok > 0, "nothing served in {} {}", cell["setup"], cell["workload"]);
     }
     // The weft proxies were really on the path, and the mTLS pair proved
     // that it speaks mTLS.
-    for name in ["weft", "weft-mtls"] {
+    for name in ["weft", "weft-mtls", "weft-policy"] {
         let setup = setups.iter().find(|s| s["name"] == name).unwrap();
         assert!(setup["accounting"].to_string().contains("HTTP requests"), "{setup}");
     }
     let mtls = setups.iter().find(|s| s["name"] == "weft-mtls").unwrap();
     assert!(mtls["checks"].to_string().contains("verified client identity"), "{mtls}");
+    let policy = setups.iter().find(|s| s["name"] == "weft-policy").unwrap();
+    let checks = policy["checks"].to_string();
+    assert!(checks.contains("HTTPRoute/default/app") && checks.contains("TrafficPolicy/default/app"), "{policy}");
+    assert!(checks.contains("answered 404"), "{policy}");
+    // What the policy stack adds, for every workload.
+    assert_eq!(json["policy_stack"].as_array().map(Vec::len), Some(4), "{}", json["policy_stack"]);
     let md = read(&out.path().join("latest.md"));
     assert!(!md.contains("not available") && md.contains("## Latency"), "{md}");
+    assert!(md.contains("## Added by the policy stack"), "{md}");
     // The control plane pushed a change to every stream and held the endpoints.
     let cp = &json["control_plane"];
     let push = cp["push"].as_array().expect("control plane push results");

@@ -3,7 +3,7 @@
 //! report.
 //!
 //! ```text
-//!  preflight ─► Mesh + Setup::start (direct, weft, weft-mtls, haproxy-mtls) ─► idle RSS
+//!  preflight ─► Mesh + Setup::start (direct, weft, weft-mtls, [weft-policy,] haproxy-mtls) ─► idle RSS
 //!    ─► latency: for rep { for workload { for rate { for setup ─► run } } }
 //!    ─► idle connections ─► knee step-up ─► closed-loop max ─► control plane
 //!    ─► Results ─► latest.{json,md,svg}; drop: processes killed, pods deleted
@@ -36,6 +36,10 @@ use crate::stop;
 pub struct Options {
     pub mode: Mode,
     pub only: Vec<Scenario>,
+    /// `--setups`; empty: the mode's.
+    pub setups: Vec<SetupKind>,
+    /// The bench's arguments, for the report.
+    pub command: String,
     /// Where `latest.*` go.
     pub out: PathBuf,
     /// A weft-proxy binary to measure; `None`: build the checkout's.
@@ -110,6 +114,7 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     if let Some(n) = opts.endpoints {
         plan.set_endpoints(n);
     }
+    plan.set_setups(&opts.setups);
     let notes: Vec<String> = plan.cap_idle_steps(nofile).into_iter().collect();
     let exe = std::env::current_exe().context("finding this executable")?;
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -132,12 +137,11 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     for note in &notes {
         eprintln!("weft-bench: note: {note}");
     }
-    let measured = SetupKind::ALL.len();
     eprintln!(
-        "weft-bench: --{} run of about {} s (at most), {} setups; RLIMIT_NOFILE {nofile}; results to {}",
+        "weft-bench: --{} run of about {} s (at most), setups {}; RLIMIT_NOFILE {nofile}; results to {}",
         plan.mode.name(),
-        plan.estimate(measured).as_secs(),
-        measured,
+        plan.estimate().as_secs(),
+        plan.setups.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
         opts.out.display()
     );
 
@@ -145,7 +149,7 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     let dir = mesh.dir().to_owned();
     let mut setups = Vec::new();
     let mut setup_results = Vec::new();
-    for kind in SetupKind::ALL {
+    for &kind in &plan.setups {
         stop::check()?;
         let setup =
             Setup::start(kind, &mesh, &bins, &dir).with_context(|| format!("starting setup {}", kind.name()))?;
@@ -211,7 +215,9 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     if machine.proxy_profile == "debug" || !machine.bench_optimized {
         preliminary.push("unoptimized builds (use `cargo run --release`)".to_owned());
     }
+    let policy_stack = report::model::policy_stack(&latency);
     let mut results = Results {
+        command: opts.command.clone(),
         plan: plan.clone(),
         machine,
         preliminary,
@@ -222,6 +228,7 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
         max_throughput,
         idle_connections,
         control_plane,
+        policy_stack,
         targets: Vec::new(),
         notes,
         failures,

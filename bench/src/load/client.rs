@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use crate::workload::{ECHO_BYTES, RESPONSE_BYTES, Workload, echo_payload};
+use crate::workload::{ECHO_BYTES, RESPONSE_BYTES, USER_AGENT, Workload, echo_payload};
 
 /// Why one request failed. These happen in normal operation under
 /// overload, so they are cheap values; the generator keeps the first one's
@@ -122,7 +122,7 @@ impl Client {
         // HTTP/2 needs :scheme and :authority, so an absolute URI;
         // HTTP/1.1 sends origin-form and a Host header.
         let uri = if absolute { format!("http://{}/", self.target) } else { "/".to_owned() };
-        let mut req = Request::get(uri);
+        let mut req = Request::get(uri).header(http::header::USER_AGENT, USER_AGENT);
         if !absolute {
             req = req.header(http::header::HOST, self.target.to_string());
         }

@@ -39,7 +39,7 @@ pub fn render(r: &Results) -> String {
         md,
         "- when: {} ({:.0} s)\n- commit: `{}`{}\n- machine: {}, {} cores, {:.1} GiB, Linux {}\n- load average \
          (1/5/15 min): {:.2} {:.2} {:.2} at the start, {:.2} {:.2} {:.2} at the end\n- builds: weft-proxy `{}`, \
-         weft-control `{}`, generator and app {}; {}; {}\n- command: `cargo run --release -p weft-bench -- --{}`\n",
+         weft-control `{}`, generator and app {}; {}; {}\n- command: `cargo run --release -p weft-bench -- {}`\n",
         h.date,
         r.duration_s,
         h.git_commit,
@@ -59,7 +59,7 @@ pub fn render(r: &Results) -> String {
         if m.bench_optimized { "optimized" } else { "unoptimized (debug)" },
         m.haproxy,
         m.openssl,
-        r.plan.mode.name(),
+        if r.command.is_empty() { format!("--{}", r.plan.mode.name()) } else { r.command.clone() },
     );
 
     let _ = writeln!(md, "## Setups\n\n| setup | path |\n| --- | --- |");
@@ -79,6 +79,7 @@ pub fn render(r: &Results) -> String {
     }
 
     latency(&mut md, r);
+    policy_stack(&mut md, r);
     knee(&mut md, r);
     footprint(&mut md, r);
     idle(&mut md, r);
@@ -137,6 +138,48 @@ fn latency(md: &mut String, r: &Results) {
             }
             let achieved = Spread::of(c.runs.iter().map(|r| r.achieved_rps)).map(|s| format!("{:.0}", s.median));
             let _ = writeln!(md, "{row} {} | {} |", achieved.unwrap_or_else(|| "–".into()), c.errors());
+        }
+    }
+}
+
+/// `weft-policy` against `weft-mtls`: what the traffic-policy stack adds.
+fn policy_stack(md: &mut String, r: &Results) {
+    if r.policy_stack.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n## Added by the policy stack\n\nweft-policy is weft-mtls plus a full traffic policy on the service \
+         (route match, header filter, 100/0 split, retries with a budget and the body buffered for replay, \
+         request and per-try timeouts, circuit breaker); both ran interleaved in the same run, repetition by \
+         repetition. weft-mtls already runs the mesh's default policy (15 s request timeout, budgeted retries \
+         on connect failure), so the difference is what the full policy adds on top. µs; medians over {} runs; \
+         *added* is weft-policy's median minus weft-mtls'; *per repetition* is the spread of weft-policy's run \
+         minus the weft-mtls run just before it [min–max]. Differences smaller than the runs' spread are noise \
+         on a shared machine.\n",
+        r.plan.reps
+    );
+    let _ = writeln!(
+        md,
+        "| workload | rate/s | figure | weft-mtls | weft-policy | added by the policy stack | per repetition |\n\
+         | --- | ---: | --- | ---: | ---: | ---: | ---: |"
+    );
+    for c in &r.policy_stack {
+        for f in &c.figures {
+            let paired = f
+                .paired
+                .map(|s| format!("{} [{}–{}]", signed(s.median), signed(s.min), signed(s.max)))
+                .unwrap_or_else(|| "–".into());
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | **{}** | {paired} |",
+                c.workload.name(),
+                c.rate,
+                f.figure,
+                us(f.weft_mtls),
+                us(f.weft_policy),
+                signed(f.added)
+            );
         }
     }
 }

@@ -37,6 +37,8 @@ impl Spread {
 /// Everything `latest.json` holds.
 #[derive(Debug, Serialize)]
 pub struct Results {
+    /// The bench's arguments (`--quick --only http1 …`).
+    pub command: String,
     pub plan: Plan,
     pub machine: Machine,
     /// Why the figures are only preliminary, if they are (a busy machine,
@@ -50,6 +52,9 @@ pub struct Results {
     pub idle_connections: Vec<IdleResult>,
     /// `None`: not measured in this run (`--only` without `control`).
     pub control_plane: Option<crate::cplane::ControlPlaneResult>,
+    /// What the traffic-policy stack adds (`weft-policy` over `weft-mtls`),
+    /// where both were measured.
+    pub policy_stack: Vec<PolicyStackCost>,
     pub targets: Vec<TargetCheck>,
     /// How this run departs from the plan, and why.
     pub notes: Vec<String>,
@@ -199,6 +204,60 @@ pub fn add_over_direct(cells: &mut [Cell]) {
     }
 }
 
+/// The figures of [`PolicyStackCost`].
+pub const POLICY_STACK_FIGURES: [&str; 3] = ["p50", "p90", "p99"];
+
+/// What the policy stack adds at one workload and rate: `weft-policy`
+/// (weft-mtls plus a full policy on the service) against `weft-mtls`,
+/// measured interleaved in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyStackCost {
+    pub workload: Workload,
+    pub rate: u32,
+    pub figures: Vec<StackFigure>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StackFigure {
+    /// `p50`, `p90` or `p99`.
+    pub figure: &'static str,
+    /// Median over the repetitions, µs.
+    pub weft_mtls: f64,
+    pub weft_policy: f64,
+    /// `weft_policy − weft_mtls`, µs.
+    pub added: f64,
+    /// Per repetition, weft-policy's run minus the weft-mtls run of the
+    /// same repetition (they ran one after the other): their spread.
+    pub paired: Option<Spread>,
+}
+
+/// [`PolicyStackCost`] for every workload and rate with both cells.
+pub fn policy_stack(cells: &[Cell]) -> Vec<PolicyStackCost> {
+    let find = |setup: SetupKind, w: Workload, rate: u32| {
+        cells.iter().find(|c| c.setup == setup && c.workload == w && c.rate == rate)
+    };
+    cells
+        .iter()
+        .filter(|c| c.setup == SetupKind::WeftPolicy)
+        .filter_map(|policy| {
+            let mtls = find(SetupKind::WeftMtls, policy.workload, policy.rate)?;
+            let figures: Vec<StackFigure> = POLICY_STACK_FIGURES
+                .iter()
+                .filter_map(|&name| {
+                    let get = FIGURES.iter().find(|(n, _)| *n == name).map(|(_, get)| *get)?;
+                    let (m, p) = (mtls.median(name)?, policy.median(name)?);
+                    let paired = Spread::of(policy.runs.iter().filter(|r| r.ok > 0).filter_map(|pr| {
+                        let mr = mtls.runs.iter().find(|mr| mr.rep == pr.rep && mr.ok > 0)?;
+                        Some(get(&pr.latency) - get(&mr.latency))
+                    }));
+                    Some(StackFigure { figure: name, weft_mtls: m, weft_policy: p, added: p - m, paired })
+                })
+                .collect();
+            (!figures.is_empty()).then_some(PolicyStackCost { workload: policy.workload, rate: policy.rate, figures })
+        })
+        .collect()
+}
+
 /// One step of the rate step-up.
 #[derive(Debug, Clone, Serialize)]
 pub struct KneeStep {
@@ -312,5 +371,36 @@ mod tests {
         let cost = &cells[1].proxies[0];
         assert_eq!(cost.peak_rss_kib, 100);
         assert!((cost.cpu_s_per_10k.unwrap() - 0.1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_policy_stack_is_weft_policy_over_weft_mtls_pairing_repetitions() {
+        let cell = |setup, rate, runs: &[(usize, f64, f64)]| {
+            let mut c = Cell::new(Workload::Http1, rate, setup);
+            c.runs = runs.iter().map(|&(rep, p50, p99)| RunRecord { rep, ..run(p50, p99) }).collect();
+            c.summarize(&[], 100);
+            c
+        };
+        let cells = vec![
+            cell(SetupKind::WeftMtls, 1000, &[(0, 300.0, 900.0), (1, 320.0, 1000.0), (2, 310.0, 5000.0)]),
+            cell(SetupKind::WeftPolicy, 1000, &[(0, 330.0, 1000.0), (1, 340.0, 1100.0), (2, 325.0, 1200.0)]),
+            // No weft-mtls at 2000/s: nothing to compare with.
+            cell(SetupKind::WeftPolicy, 2000, &[(0, 1.0, 1.0)]),
+            cell(SetupKind::Weft, 1000, &[(0, 1.0, 1.0)]),
+        ];
+        let stack = policy_stack(&cells);
+        assert_eq!(stack.len(), 1);
+        assert_eq!((stack[0].workload, stack[0].rate), (Workload::Http1, 1000));
+        let names: Vec<&str> = stack[0].figures.iter().map(|f| f.figure).collect();
+        assert_eq!(names, POLICY_STACK_FIGURES);
+        let p50 = &stack[0].figures[0];
+        assert_eq!((p50.weft_mtls, p50.weft_policy, p50.added), (310.0, 330.0, 20.0));
+        let paired = p50.paired.unwrap();
+        assert_eq!((paired.median, paired.min, paired.max, paired.n), (20.0, 15.0, 30.0, 3));
+        let p99 = &stack[0].figures[2];
+        // Medians 1000 and 1100; repetition 2's weft-mtls outlier shows in the pairs.
+        assert_eq!(p99.added, 100.0);
+        assert_eq!(p99.paired.map(|s| (s.min, s.max)), Some((-3800.0, 100.0)));
+        assert!(policy_stack(&cells[2..]).is_empty());
     }
 }

@@ -23,6 +23,7 @@ fn color(kind: SetupKind) -> &'static str {
         SetupKind::Direct => "#555555",
         SetupKind::Weft => "#1f77b4",
         SetupKind::WeftMtls => "#2ca02c",
+        SetupKind::WeftPolicy => "#9467bd",
         SetupKind::HaproxyMtls => "#d62728",
     }
 }

@@ -9,6 +9,9 @@
 //!                    (init rules, uid 2102)    plain    (init rules)
 //!  weft-mtls     ma: load ─► VIP ─► weft-proxy ══ mTLS ══► weft-proxy ─► mb: app
 //!                                  (identities and discovery from weft-control in pod mc)
+//!  weft-policy   pa: load ─► VIP ─► weft-proxy ══ mTLS ══► weft-proxy ─► pb: app
+//!                                  (as weft-mtls, plus an HTTPRoute and a TrafficPolicy
+//!                                   on the service, from weft-control in pod pc)
 //!  haproxy-mtls  ha: load ─► haproxy 127.0.0.1 ─TLS 1.3, client certs─► haproxy ─► hb: app
 //! ```
 //!
@@ -18,6 +21,7 @@
 pub mod control;
 pub mod haproxy;
 pub mod mtls;
+pub mod policy;
 pub mod weft;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -31,24 +35,33 @@ use weft_tests::{Mesh, Pod, Proc};
 use crate::workload::{APP_ECHO_PORT, APP_HTTP_PORT, Workload};
 
 /// Which path the traffic takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum SetupKind {
     Direct,
     Weft,
     WeftMtls,
+    WeftPolicy,
     HaproxyMtls,
 }
 
 impl SetupKind {
     /// In report order; `direct` first, as the floor the others add to.
-    pub const ALL: [SetupKind; 4] = [SetupKind::Direct, SetupKind::Weft, SetupKind::WeftMtls, SetupKind::HaproxyMtls];
+    pub const ALL: [SetupKind; 5] =
+        [SetupKind::Direct, SetupKind::Weft, SetupKind::WeftMtls, SetupKind::WeftPolicy, SetupKind::HaproxyMtls];
+
+    /// What `--quick` and `--full` measure unless `--setups` says otherwise:
+    /// the comparison of issue 4, whose time budgets they are held to.
+    /// `weft-policy` is asked for by name (and always in `--smoke`).
+    pub const DEFAULT: [SetupKind; 4] =
+        [SetupKind::Direct, SetupKind::Weft, SetupKind::WeftMtls, SetupKind::HaproxyMtls];
 
     pub fn name(self) -> &'static str {
         match self {
             SetupKind::Direct => "direct",
             SetupKind::Weft => "weft",
             SetupKind::WeftMtls => "weft-mtls",
+            SetupKind::WeftPolicy => "weft-policy",
             SetupKind::HaproxyMtls => "haproxy-mtls",
         }
     }
@@ -65,6 +78,14 @@ impl SetupKind {
                  its own), the generator sends to the service's virtual IP, which the outbound proxy resolves \
                  through discovery"
             }
+            SetupKind::WeftPolicy => {
+                "weft-mtls (same control plane, mTLS and discovery path) plus a full traffic policy on the service, \
+                 in force before measuring: an HTTPRoute (PathPrefix / and a user-agent header match, a \
+                 RequestHeaderModifier, backendRefs app weight 100 and app-canary weight 0) and a TrafficPolicy \
+                 (retries: 2 attempts on 5xx and connect-failure, per-try timeout, backoff, budget; request and \
+                 backendRequest timeouts; circuit breaker after 5 consecutive failures). Every request is \
+                 route-matched, filtered, split, buffered for replay, timed and recorded by the breaker"
+            }
             SetupKind::HaproxyMtls => {
                 "generator → HAProxy on 127.0.0.1 (pod A) → TLS 1.3 with client certificates, kept-alive upstream \
                  connections → HAProxy (pod B) → app on 127.0.0.1"
@@ -74,7 +95,7 @@ impl SetupKind {
 
     /// Whether the setup runs weft-proxy (and so has its `/metrics`).
     pub fn is_weft(self) -> bool {
-        matches!(self, SetupKind::Weft | SetupKind::WeftMtls)
+        matches!(self, SetupKind::Weft | SetupKind::WeftMtls | SetupKind::WeftPolicy)
     }
 
     /// Pod names: `<prefix>a` (client) and `<prefix>b` (server).
@@ -83,6 +104,7 @@ impl SetupKind {
             SetupKind::Direct => "d",
             SetupKind::Weft => "w",
             SetupKind::WeftMtls => "m",
+            SetupKind::WeftPolicy => "p",
             SetupKind::HaproxyMtls => "h",
         }
     }
@@ -116,8 +138,8 @@ pub struct Setup {
     /// What the start-up verified (e.g. that HAProxy refuses a client
     /// without a certificate), for the report.
     pub checks: Vec<String>,
-    /// The control plane of `weft-mtls` (its pod is not measured: it is
-    /// off the data path).
+    /// The control plane of `weft-mtls` and `weft-policy` (its pod is not
+    /// measured: it is off the data path).
     pub control: Option<control::ControlPlane>,
     /// The app and the proxies; killed when the setup is dropped.
     procs: Vec<Proc>,
@@ -150,14 +172,21 @@ impl Setup {
                     setup.procs.push(proc);
                 }
             }
-            SetupKind::WeftMtls => {
+            SetupKind::WeftMtls | SetupKind::WeftPolicy => {
                 let cp_pod = mesh.pod(&format!("{}c", kind.pod_prefix()));
-                let started = mtls::start(&setup.client, &setup.server, &cp_pod, bins, &dir.join("weft-mtls"))?;
+                let services =
+                    if kind == SetupKind::WeftPolicy { policy::services_yaml() } else { mtls::services_yaml() };
+                let started =
+                    mtls::start(&setup.client, &setup.server, &cp_pod, bins, &dir.join(kind.name()), &services)?;
                 for (proc, role) in [(started.client, "pod A, outbound"), (started.server, "pod B, inbound")] {
                     setup.proxies.push(ProxyProcess { name: format!("weft-proxy ({role})"), pid: proc.pid() });
                     setup.procs.push(proc);
                 }
                 setup.checks = started.checks;
+                if kind == SetupKind::WeftPolicy {
+                    let checks = policy::apply(&started.control.policy_dir, &setup.client)?;
+                    setup.checks.extend(checks);
+                }
                 setup.control = Some(started.control);
             }
             SetupKind::HaproxyMtls => {
@@ -181,13 +210,13 @@ impl Setup {
             // The app's own address: interception (weft) is transparent.
             SetupKind::Direct | SetupKind::Weft => self.server.addr(workload.app_port()),
             // The service's virtual IP, resolved by the outbound proxy.
-            SetupKind::WeftMtls => SocketAddr::from((mtls::VIP, workload.app_port())),
+            SetupKind::WeftMtls | SetupKind::WeftPolicy => SocketAddr::from((mtls::VIP, workload.app_port())),
             SetupKind::HaproxyMtls => SocketAddr::from((Ipv4Addr::LOCALHOST, haproxy::frontend_port(workload))),
         }
     }
 
     /// What the proxies counted over the run (weft only: from `/metrics`),
-    /// and the control plane's RSS (weft-mtls).
+    /// and the control plane's RSS (weft-mtls, weft-policy).
     pub fn accounting(&self) -> Vec<String> {
         if !self.kind.is_weft() {
             return Vec::new();

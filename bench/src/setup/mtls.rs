@@ -66,12 +66,19 @@ pub struct Started {
     pub checks: Vec<String>,
 }
 
-/// Starts the control plane in `cp_pod`, the proxies in `client` and
-/// `server` (whose app already listens), and runs the checks; `exe` is this
-/// binary (the generator), `dir` a private directory.
-pub fn start(client: &Pod, server: &Pod, cp_pod: &Pod, bins: &super::Binaries, dir: &Path) -> anyhow::Result<Started> {
-    let services = services_yaml();
-    let spec = ControlSpec { services: &services, with_ca: true, extra: &[] };
+/// Starts the control plane in `cp_pod` with the `services` file (e.g.
+/// [`services_yaml`]), the proxies in `client` and `server` (whose app
+/// already listens), and runs the checks; `exe` is this binary (the
+/// generator), `dir` a private directory.
+pub fn start(
+    client: &Pod,
+    server: &Pod,
+    cp_pod: &Pod,
+    bins: &super::Binaries,
+    dir: &Path,
+    services: &str,
+) -> anyhow::Result<Started> {
+    let spec = ControlSpec { services, with_ca: true, extra: &[] };
     let mut control = control::start(cp_pod, &bins.control, &dir.join("control"), &spec)?;
     let anchors = control.anchors().context("the control plane has a CA")?.to_string_lossy().into_owned();
     let url = control.url.clone();
