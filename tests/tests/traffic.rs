@@ -195,6 +195,9 @@ fn weighted_splits_and_header_and_cookie_matches_route_exactly() {
     let share = count(&results, "v2") as f64 / 20.0;
     eprintln!("measured: v2 received {share:.1} % of 2000 requests under a 90/10 split");
     assert!((7.0..=13.0).contains(&share), "v2 got {share:.1} % under a 10 % weight");
+    let m = f.proxy.metrics();
+    let v2 = m.sum("weft_route_requests_total", &[("route", "default/web#0"), ("backend", "web-v2.default:80")]);
+    assert_eq!(v2 as usize, count(&results, "v2"), "weft_route_requests_total disagrees with what the client saw");
 
     // An in-flight request finishes under the policy it started with.
     // (Under 90/10 it could land on v2; send it under a v1-only split.)

@@ -147,17 +147,23 @@ pub(super) async fn forward(svc: &ProxyService, req: Request<Incoming>) -> Resul
         },
         None => attempts.await,
     };
+    // Counted per route and backend whatever the outcome: a backend that
+    // refuses connections or times out fails a canary as surely as a 5xx.
+    if let Some(b) = backend {
+        let status = match &result {
+            Ok(rsp) => rsp.status(),
+            Err(e) => e.status(),
+        };
+        let stats = b.stats.get_or_init(|| shared.metrics.policy.route(&rt.name, &b.label));
+        stats.response(status.as_u16());
+    }
     let mut rsp = result?;
     strip_hop_by_hop(rsp.headers_mut(), false);
     if let Some(m) = &rt.filters.response_headers {
         m.apply(rsp.headers_mut());
     }
-    if let Some(b) = backend {
-        if let Some(m) = &b.filters.response_headers {
-            m.apply(rsp.headers_mut());
-        }
-        let stats = b.stats.get_or_init(|| shared.metrics.policy.route(&rt.name, &b.label));
-        stats.response(rsp.status().as_u16());
+    if let Some(m) = backend.and_then(|b| b.filters.response_headers.as_ref()) {
+        m.apply(rsp.headers_mut());
     }
     Ok(rsp.map(Either::Left))
 }
