@@ -39,22 +39,10 @@ pub fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(
         md,
-        "- when: {}\n- commit: `{}`{}\n- machine: {}, {} cores, {:.1} GiB, Linux {}\n- load average (1/5/15 min): \
-         {:.2} {:.2} {:.2} at the start, {:.2} {:.2} {:.2} at the end\n- build: {}; one thread pinned to CPU {}\n- \
-         command: `cargo run --release -p weft-bench -- handshakes`\n",
+        "- when: {}\n{}- build: {}; one thread pinned to CPU {}\n- command: `cargo run --release -p weft-bench -- \
+         handshakes`\n",
         h.date,
-        h.git_commit,
-        if h.git_dirty { " (with uncommitted changes)" } else { "" },
-        h.cpu_model,
-        h.cores,
-        h.memory_total_kib as f64 / 1024.0 / 1024.0,
-        h.kernel,
-        h.loadavg_start[0],
-        h.loadavg_start[1],
-        h.loadavg_start[2],
-        h.loadavg_end[0],
-        h.loadavg_end[1],
-        h.loadavg_end[2],
+        h.markdown_lines(),
         if r.optimized { "optimized" } else { "unoptimized (debug)" },
         r.cpu,
     );

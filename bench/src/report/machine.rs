@@ -26,6 +26,29 @@ pub struct Host {
     pub loadavg_end: [f64; 3],
 }
 
+impl Host {
+    /// The `- commit`, `- machine` and `- load average` lines every report
+    /// starts with (each ending in a newline).
+    pub fn markdown_lines(&self) -> String {
+        format!(
+            "- commit: `{}`{}\n- machine: {}, {} cores, {:.1} GiB, Linux {}\n- load average (1/5/15 min): \
+             {:.2} {:.2} {:.2} at the start, {:.2} {:.2} {:.2} at the end\n",
+            self.git_commit,
+            if self.git_dirty { " (with uncommitted changes)" } else { "" },
+            self.cpu_model,
+            self.cores,
+            self.memory_total_kib as f64 / 1024.0 / 1024.0,
+            self.kernel,
+            self.loadavg_start[0],
+            self.loadavg_start[1],
+            self.loadavg_start[2],
+            self.loadavg_end[0],
+            self.loadavg_end[1],
+            self.loadavg_end[2],
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
     /// Flattened: `latest.json` keeps its field names.

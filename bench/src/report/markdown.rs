@@ -37,23 +37,11 @@ pub fn render(r: &Results) -> String {
     }
     let _ = writeln!(
         md,
-        "- when: {} ({:.0} s)\n- commit: `{}`{}\n- machine: {}, {} cores, {:.1} GiB, Linux {}\n- load average \
-         (1/5/15 min): {:.2} {:.2} {:.2} at the start, {:.2} {:.2} {:.2} at the end\n- builds: weft-proxy `{}`, \
-         weft-control `{}`, generator and app {}; {}; {}\n- command: `cargo run --release -p weft-bench -- {}`\n",
+        "- when: {} ({:.0} s)\n{}- builds: weft-proxy `{}`, weft-control `{}`, generator and app {}; {}; {}\n- \
+         command: `cargo run --release -p weft-bench -- {}`\n",
         h.date,
         r.duration_s,
-        h.git_commit,
-        if h.git_dirty { " (with uncommitted changes)" } else { "" },
-        h.cpu_model,
-        h.cores,
-        h.memory_total_kib as f64 / 1024.0 / 1024.0,
-        h.kernel,
-        h.loadavg_start[0],
-        h.loadavg_start[1],
-        h.loadavg_start[2],
-        h.loadavg_end[0],
-        h.loadavg_end[1],
-        h.loadavg_end[2],
+        h.markdown_lines(),
         m.proxy_profile,
         m.control_profile,
         if m.bench_optimized { "optimized" } else { "unoptimized (debug)" },
