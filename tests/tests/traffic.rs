@@ -436,7 +436,7 @@ fn the_circuit_breaker_ejects_a_failing_endpoint_readmits_it_and_never_ejects_th
         traffic(
             name,
             target,
-            "  retries: {attempts: 0}\n  circuitBreaker: {consecutiveFailures: 3, baseEjection: 3s, maxEjection: 10s}\n",
+            "  retries: {attempts: 0}\n  circuitBreaker: {consecutiveFailures: 3, baseEjection: 6s, maxEjection: 20s}\n",
         )
     };
     f.apply("breaker.yaml", &breaker("breaker", "{kind: Service, name: web}"), WEB, "TrafficPolicy/default/breaker");
@@ -450,13 +450,13 @@ fn the_circuit_breaker_ejects_a_failing_endpoint_readmits_it_and_never_ejects_th
     let bad_addr = f.replicas["bad"].pod.addr(8080).to_string();
     let open = f.proxy.metrics().sum("weft_circuit_open", &[("target", WEB), ("endpoint", &bad_addr)]);
     assert_eq!(open, 1.0, "weft_circuit_open does not show the ejection:\n{}", f.proxy.metrics_text());
-    // While ejected (3 s), nothing reaches it.
+    // While ejected (6 s, ample for 200 requests even on a loaded machine), nothing reaches it.
     let during = f.send("http://198.18.0.200/ejected-", 200, &[]);
     assert_eq!(count(&during, "good"), 200, "traffic reached the ejected endpoint: {:?}", statuses(&during));
 
     // Healed, it is re-admitted after its ejection (by a probe).
     f.replicas["bad"].fail_every(0);
-    let back = eventually(Duration::from_secs(10), "the healed endpoint gets traffic again", || {
+    let back = eventually(Duration::from_secs(20), "the healed endpoint gets traffic again", || {
         let r = f.send("http://198.18.0.200/healed-", 50, &[]);
         if count(&r, "bad") > 0 { Ok(r) } else { Err(format!("{:?}", statuses(&r))) }
     });
