@@ -18,7 +18,7 @@ use super::issuer::{Issuer, IssuerFiles};
 use super::tokens::{BootstrapToken, parse_tokens};
 use super::{Ca, IssuerSource};
 use crate::shutdown::Shutdown;
-use crate::source::files::MAX_FILE_BYTES;
+use crate::source::files::{read, utf8};
 use crate::source::{Sink, SourceError};
 
 /// Reads and parses a tokens file.
@@ -28,25 +28,8 @@ pub fn read_tokens(path: &Path, trust_domain: &str) -> Result<Vec<BootstrapToken
 }
 
 fn parse_tokens_bytes(path: &Path, bytes: &[u8], trust_domain: &str) -> Result<Vec<BootstrapToken>, SourceError> {
-    let invalid = |error| SourceError::Invalid { path: path.to_owned(), error };
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        invalid(crate::policy::ParseError {
-            line: None,
-            column: None,
-            document: 0,
-            object: None,
-            message: format!("not UTF-8 text ({e})"),
-        })
-    })?;
-    parse_tokens(text, trust_domain).map_err(invalid)
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, SourceError> {
-    let meta = std::fs::metadata(path).map_err(|source| SourceError::Read { path: path.to_owned(), source })?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(SourceError::TooLarge { path: path.to_owned(), max: MAX_FILE_BYTES });
-    }
-    std::fs::read(path).map_err(|source| SourceError::Read { path: path.to_owned(), source })
+    let text = utf8(path, bytes)?;
+    parse_tokens(text, trust_domain).map_err(|error| SourceError::Invalid { path: path.to_owned(), error })
 }
 
 /// One watched input: the content last applied, and the last refusal (so

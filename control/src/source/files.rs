@@ -294,7 +294,8 @@ fn is_policy_file(p: &Path) -> bool {
     yaml && !hidden
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, SourceError> {
+/// Reads a watched file, refusing one over [`MAX_FILE_BYTES`].
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, SourceError> {
     let meta = std::fs::metadata(path).map_err(|source| SourceError::Read { path: path.into(), source })?;
     if meta.len() > MAX_FILE_BYTES {
         return Err(SourceError::TooLarge { path: path.into(), max: MAX_FILE_BYTES });
@@ -302,8 +303,9 @@ fn read(path: &Path) -> Result<Vec<u8>, SourceError> {
     std::fs::read(path).map_err(|source| SourceError::Read { path: path.into(), source })
 }
 
-fn parse(path: &Path, kind: FileKind, bytes: &[u8]) -> Result<Vec<Object>, SourceError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| SourceError::Invalid {
+/// A watched file's bytes as text, or an error naming the file.
+pub(crate) fn utf8<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a str, SourceError> {
+    std::str::from_utf8(bytes).map_err(|e| SourceError::Invalid {
         path: path.into(),
         error: crate::policy::ParseError {
             line: None,
@@ -312,7 +314,11 @@ fn parse(path: &Path, kind: FileKind, bytes: &[u8]) -> Result<Vec<Object>, Sourc
             object: None,
             message: format!("not UTF-8 text ({e})"),
         },
-    })?;
+    })
+}
+
+fn parse(path: &Path, kind: FileKind, bytes: &[u8]) -> Result<Vec<Object>, SourceError> {
+    let text = utf8(path, bytes)?;
     let invalid = |error| SourceError::Invalid { path: path.into(), error };
     match kind {
         FileKind::Services => {
