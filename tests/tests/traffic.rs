@@ -92,11 +92,28 @@ impl Fixture {
     /// client's proxy runs a policy for `target` made from `source`
     /// (`Kind/namespace/name`).
     fn apply(&self, file: &str, yaml: &str, target: &str, source: &str) {
+        self.place(file, yaml);
+        self.wait_policy(target, &format!("{source} in force"), |sources| sources.iter().any(|s| s == source));
+    }
+
+    /// Replaces `file`, which already shapes `target`'s policy, with `yaml`
+    /// and waits until the client's proxy runs a newer policy version for
+    /// `target`. (The sources stay the same, so only the version tells the
+    /// old policy from the new one.)
+    fn rewrite(&self, file: &str, yaml: &str, target: &str) {
+        let before = self.proxy.policy_version(target).expect("a policy to rewrite");
+        self.place(file, yaml);
+        self.wait_policy(target, &format!("{file} rewritten"), |_| {
+            self.proxy.policy_version(target).is_some_and(|v| v > before)
+        });
+    }
+
+    /// Writes a policy file whole (the control plane never reads half of it).
+    fn place(&self, file: &str, yaml: &str) {
         let path = self.cp.policy_dir.join(file);
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, yaml).expect("writing a policy file");
         std::fs::rename(&tmp, &path).expect("placing a policy file");
-        self.wait_policy(target, &format!("{source} in force"), |sources| sources.iter().any(|s| s == source));
     }
 
     /// Removes `file` from the policy directory and waits until `source`
@@ -206,11 +223,7 @@ fn weighted_splits_and_header_and_cookie_matches_route_exactly() {
 
     // An in-flight request finishes under the policy it started with.
     // (Under 90/10 it could land on v2; send it under a v1-only split.)
-    std::fs::write(f.cp.policy_dir.join("route.yaml"), split(100, 0)).expect("writing the route");
-    eventually(Duration::from_secs(5), "the 100/0 split is in force", || {
-        let r = f.send("http://198.18.0.200/v1-probe-", 20, &[]);
-        if count(&r, "v1") == 20 { Ok(()) } else { Err(format!("{r:?}")) }
-    });
+    f.rewrite("route.yaml", &split(100, 0), WEB);
     let client = f.client.clone();
     let slow = std::thread::spawn(move || {
         let args = ["-s", "-o", "/dev/null", "-w", "%{http_code} %header{x-weft-server}", "--max-time", "10"];
@@ -223,11 +236,7 @@ fn weighted_splits_and_header_and_cookie_matches_route_exactly() {
     });
 
     // 0/100: nothing to the old backend.
-    std::fs::write(f.cp.policy_dir.join("route.yaml"), split(0, 100)).expect("writing the route");
-    eventually(Duration::from_secs(5), "the 0/100 split is in force", || {
-        let r = f.send("http://198.18.0.200/probe-", 1, &[]);
-        if r[0].1 == "v2" { Ok(()) } else { Err(format!("answered by {:?}", r[0])) }
-    });
+    f.rewrite("route.yaml", &split(0, 100), WEB);
     let results = f.send("http://198.18.0.200/all-v2-", 200, &[]);
     assert_eq!(count(&results, "v2"), 200, "under 0/100: {:?}", statuses(&results));
     let in_flight = slow.join().expect("the slow request's thread");
@@ -243,11 +252,7 @@ fn weighted_splits_and_header_and_cookie_matches_route_exactly() {
       backendRefs: [{name: web-v1, port: 80}]
 ",
     );
-    std::fs::write(f.cp.policy_dir.join("route.yaml"), &ab).expect("writing the A/B route");
-    eventually(Duration::from_secs(5), "the A/B route is in force", || {
-        let r = f.send("http://198.18.0.200/ab-probe-", 1, &[]);
-        if r[0].1 == "v1" { Ok(()) } else { Err(format!("answered by {:?}", r[0])) }
-    });
+    f.rewrite("route.yaml", &ab, WEB);
     let by_header = f.send("http://198.18.0.200/h-", 100, &["-H", "x-version: v2"]);
     let by_cookie = f.send("http://198.18.0.200/c-", 100, &["-H", "cookie: session=42; group=b; theme=dark"]);
     let other_cookie = f.send("http://198.18.0.200/o-", 100, &["-H", "cookie: group=bb"]);
@@ -261,14 +266,11 @@ fn weighted_splits_and_header_and_cookie_matches_route_exactly() {
     let api_only = route(
         "    - matches: [{path: {type: PathPrefix, value: /api}}]\n      backendRefs: [{name: web-v1, port: 80}]\n",
     );
-    std::fs::write(f.cp.policy_dir.join("route.yaml"), &api_only).expect("writing the /api route");
-    eventually(Duration::from_secs(5), "the /api-only route is in force", || {
-        let r = f.send("http://198.18.0.200/other-", 1, &[]);
-        if r[0].0 == 404 { Ok(()) } else { Err(format!("{:?}", r[0])) }
-    });
+    f.rewrite("route.yaml", &api_only, WEB);
+    let no_route_before = f.metric("weft_no_route_total");
     assert_eq!(statuses(&f.send("http://198.18.0.200/api/x-", 20, &[])), BTreeMap::from([(200, 20)]));
     assert_eq!(statuses(&f.send("http://198.18.0.200/apix-", 20, &[])), BTreeMap::from([(404, 20)]));
-    assert!(f.metric("weft_no_route_total") >= 21.0);
+    assert_eq!(f.metric("weft_no_route_total") - no_route_before, 20.0, "each unrouted request counted once");
 
     // A mirror: v1 answers, v2 gets a copy of each request.
     let mirrored = route(
@@ -278,11 +280,7 @@ fn weighted_splits_and_header_and_cookie_matches_route_exactly() {
           requestMirror: {backendRef: {name: web-v2, port: 80}}
 ",
     );
-    std::fs::write(f.cp.policy_dir.join("route.yaml"), &mirrored).expect("writing the mirror route");
-    eventually(Duration::from_secs(5), "the mirror route is in force", || {
-        let r = f.send("http://198.18.0.200/mirror-probe-", 1, &[]);
-        if r[0].0 == 200 { Ok(()) } else { Err(format!("{:?}", r[0])) }
-    });
+    f.rewrite("route.yaml", &mirrored, WEB);
     let results = f.send("http://198.18.0.200/mirror-", 50, &["-X", "POST", "-d", "copy me"]);
     assert_eq!(count(&results, "v1"), 50, "the mirror answered instead of the backend: {results:?}");
     eventually(Duration::from_secs(5), "v2 received a copy of each request", || {
@@ -410,16 +408,16 @@ fn timeouts_cut_slow_backends_and_per_try_timeouts_retry_elsewhere() {
         assert!((0.2..0.3).contains(&took), "504 after {took:.3} s for a 200 ms timeout");
     }
 
+    // A policy under a new name, so that waiting for its source proves the
+    // proxy holds it (a rewrite under the old name would look the same as
+    // the 200 ms policy it replaces).
     let per_try = traffic(
-        "timeouts",
+        "per-try",
         "{kind: Service, name: web}",
         "  timeouts: {request: 5s}\n  retries: {attempts: 2, retryOn: [gateway-error], perTryTimeout: 100ms, backoff: {base: 1ms, max: 2ms}}\n",
     );
-    std::fs::write(f.cp.policy_dir.join("timeouts.yaml"), per_try).expect("writing the per-try policy");
-    eventually(Duration::from_secs(5), "the per-try policy is in force", || {
-        let r = f.send("http://198.18.0.200/pt-probe-", 4, &[]);
-        if r.iter().all(|(c, _)| *c == 200) { Ok(()) } else { Err(format!("{r:?}")) }
-    });
+    f.remove("timeouts.yaml", WEB, "TrafficPolicy/default/timeouts");
+    f.apply("per-try.yaml", &per_try, WEB, "TrafficPolicy/default/per-try");
     let start = Instant::now();
     let results = f.send("http://198.18.0.200/pt-", 40, &[]);
     let took = start.elapsed();
