@@ -293,7 +293,7 @@ async fn forward_opaque<I>(io: I, upstream: &Resolution, dir: Direction, ctx: &C
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let (up, _pick) = match connect_opaque(upstream, ctx).await {
+    let (up, _pick, idle) = match connect_opaque(upstream, ctx).await {
         Ok(connected) => connected,
         Err(e) => {
             // Opaque TCP has no way to say why: the client sees the close.
@@ -301,21 +301,31 @@ where
             return;
         }
     };
-    match tcp::splice(io, up, ctx.config.tcp_idle_timeout).await {
+    match tcp::splice(io, up, idle).await {
         Ok(t) => tracing::debug!(direction = dir.as_str(), ?t, "opaque connection closed"),
-        Err(e) => tracing::debug!(direction = dir.as_str(), error = %e, "opaque connection ended"),
+        Err(e) => {
+            ctx.metrics.spliced(&e);
+            tracing::debug!(direction = dir.as_str(), error = %e, "opaque connection ended");
+        }
     }
 }
 
 /// Chooses an endpoint for an opaque stream (a connection, or an explicit
 /// proxy's CONNECT tunnel) and connects to it, with mesh TLS when it is
-/// meshed. Keep the returned pick while the stream is open.
-pub(crate) async fn connect_opaque(upstream: &Resolution, ctx: &Ctx) -> Result<(UpstreamIo, Option<Pick>), ProxyError> {
+/// meshed, under the service policy's connect timeout. Keep the returned
+/// pick while the stream is open; close the stream after the returned idle
+/// time without a byte (the policy's, or `--tcp-idle-timeout`).
+pub(crate) async fn connect_opaque(
+    upstream: &Resolution,
+    ctx: &Ctx,
+) -> Result<(UpstreamIo, Option<Pick>, Duration), ProxyError> {
+    let timeouts = upstream.connection_timeouts();
     let (addr, pick) = ctx.http.pick(upstream)?;
     let tls = pick.as_ref().and_then(|p| ctx.http.tls_target(&p.endpoint, true));
-    let up = tls::connect_upstream(addr, ctx.config.connect_timeout, tls.as_ref()).await?;
+    let connect_timeout = timeouts.connect.unwrap_or(ctx.config.connect_timeout);
+    let up = tls::connect_upstream(addr, connect_timeout, tls.as_ref()).await?;
     if let Some(pick) = &pick {
         pick.observe();
     }
-    Ok((up, pick))
+    Ok((up, pick, timeouts.idle.unwrap_or(ctx.config.tcp_idle_timeout)))
 }

@@ -16,6 +16,7 @@ use weft_tests::{ControlPlane, Mesh, Pod, Proc, Proxy, eventually};
 
 const WEB: &str = "198.18.0.200:80";
 const WEB_V1: &str = "198.18.0.201:80";
+const STORE: &str = "198.18.0.210:6379";
 const SERVICES: &str = "services:
   - name: web
     namespace: default
@@ -32,6 +33,11 @@ const SERVICES: &str = "services:
     virtualIP: 198.18.0.202
     selector: {app: web, version: v2}
     ports: [{port: 80, targetPort: 8080}]
+  - name: store
+    namespace: default
+    virtualIP: 198.18.0.210
+    selector: {app: store}
+    ports: [{port: 6379, targetPort: 6379}]
 ";
 
 struct Replica {
@@ -50,7 +56,7 @@ impl Replica {
 }
 
 struct Fixture {
-    _mesh: Mesh,
+    mesh: Mesh,
     cp: ControlPlane,
     client: Pod,
     proxy: Proxy,
@@ -74,7 +80,7 @@ fn fixture(replicas: &[(&str, &str, &[&str])]) -> Fixture {
     }
     let client = mesh.pod("client");
     let proxy = client.run_proxy(&["--control-plane", &cp.url]);
-    let fixture = Fixture { _mesh: mesh, cp, client, proxy, replicas: started };
+    let fixture = Fixture { mesh, cp, client, proxy, replicas: started };
     let want = fixture.replicas.values().map(|r| r.pod.addr(8080).to_string()).collect::<Vec<_>>();
     eventually(Duration::from_secs(10), "the client balances over every replica", || {
         let _ = fixture.client.exec("curl", &["-s", "-o", "/dev/null", "--max-time", "2", "http://198.18.0.200/"]);
@@ -425,6 +431,68 @@ fn timeouts_cut_slow_backends_and_per_try_timeouts_retry_elsewhere() {
     assert!(f.metric("weft_timeouts_total") > 0.0);
     eprintln!("measured: 40 requests with per-try timeouts took {took:?}");
     assert!(took < Duration::from_secs(10), "40 requests took {took:?}: per-try timeouts did not cut the slow replica");
+}
+
+#[test]
+fn idle_timeouts_cut_stalled_response_bodies_and_silent_connections() {
+    let f = fixture(&[("r1", "app=web", &[])]);
+    let idle = traffic("idle", "{kind: Service, name: web}", "  timeouts: {idle: 500ms}\n");
+    f.apply("idle.yaml", &idle, WEB, "TrafficPolicy/default/idle");
+    let idle_cuts = || f.proxy.metrics().sum("weft_timeouts_total", &[("kind", "idle")]);
+
+    // A body that sends a line every 200 ms outlives a 500 ms idle timeout.
+    let curl = |url: &str| {
+        let args = ["-sS", "--max-time", "20", "-w", "%{http_code} %{time_total}\n", url];
+        let start = Instant::now();
+        (f.client.exec("curl", &args), start.elapsed())
+    };
+    let (run, took) = curl("http://198.18.0.200/drip?n=8&every=200");
+    let lines: String = (0..8).map(|i| format!("drip {i}\n")).collect();
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert!(run.stdout.starts_with(&format!("{lines}200 ")), "{run}");
+    assert!(took >= Duration::from_millis(1600), "8 lines 200 ms apart came in {took:?}");
+    assert_eq!(idle_cuts(), 0.0, "a dripping body was counted as idle");
+
+    // One that stalls after two lines is cut 500 ms after the second.
+    let (run, took) = curl("http://198.18.0.200/drip?n=2&every=100&stall=10000");
+    eprintln!("measured: a stalled body was cut after {took:?} (200 ms of lines, then 500 ms idle)");
+    assert_eq!(run.code(), Some(18), "curl: transfer closed with outstanding read data remaining: {run}");
+    assert!(run.stdout.starts_with("drip 0\ndrip 1\n200 "), "the lines before the stall arrive: {run}");
+    assert!(!run.stdout.contains("after stall"), "{run}");
+    assert!(
+        (Duration::from_millis(650)..Duration::from_millis(2000)).contains(&took),
+        "cut after {took:?}, not about 700 ms"
+    );
+    assert_eq!(idle_cuts(), 1.0, "the cut is counted once");
+
+    // Opaque TCP: a connection that goes quiet is closed after the store's
+    // idle timeout, and not before one is set.
+    let store = f.mesh.pod("store");
+    let _echo = store.spawn_testkit("echo", &["tcp-server", "--listen", "0.0.0.0:6379"]);
+    store.wait_listening(6379);
+    let _store_proxy = store.run_registered_proxy(&f.cp, "store-0", "app=store", 6379, &[]);
+    let quiet =
+        |max_ms: &str| f.client.testkit(&["slow-client", "--connect", STORE, "--send", "hello\\n", "--max-ms", max_ms]);
+    eventually(Duration::from_secs(10), "the client reaches the store", || {
+        let run = quiet("300");
+        if run.stdout.contains("received=hello\\n") { Ok(()) } else { Err(format!("{run}")) }
+    });
+    let run = quiet("2000");
+    assert_eq!(run.code(), Some(3), "without a policy, the proxy's 1 h idle timeout applies: {run}");
+    let store_idle = traffic("store-idle", "{kind: Service, name: store}", "  timeouts: {idle: 500ms}\n");
+    f.apply("store-idle.yaml", &store_idle, STORE, "TrafficPolicy/default/store-idle");
+    let run = quiet("5000");
+    assert_eq!(run.code(), Some(0), "the quiet connection was not closed: {run}");
+    assert!(run.stdout.contains("received=hello\\n"), "{run}");
+    let closed_ms: u64 = run
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("closed_after_ms="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no closed_after_ms: {run}"));
+    eprintln!("measured: a quiet TCP connection was closed after {closed_ms} ms under a 500 ms idle timeout");
+    assert!((450..1500).contains(&closed_ms), "closed after {closed_ms} ms");
+    assert_eq!(idle_cuts(), 2.0, "the idle connection is counted");
 }
 
 #[test]

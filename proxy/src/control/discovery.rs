@@ -33,7 +33,7 @@ use super::ControlPlane;
 use super::backoff::Backoff;
 use super::target::Target;
 use crate::balance::{Balancer, Endpoint, Endpoints, Pick};
-use crate::policy::compiled::CompiledPolicy;
+use crate::policy::compiled::{CompiledPolicy, Timeouts};
 
 /// Destinations remembered at most; past it, new ones are resolved without
 /// caching (forwarded as is) rather than growing memory without bound.
@@ -80,6 +80,18 @@ impl ServiceTarget {
     /// The policy a new request runs under (it keeps it to the end).
     pub fn policy(&self) -> Option<Arc<CompiledPolicy>> {
         self.policy.borrow().clone()
+    }
+}
+
+impl Resolution {
+    /// The timeouts of a connection (opaque TCP, a tunnel) to this
+    /// destination: the service policy's, which routes cannot refine.
+    pub fn connection_timeouts(&self) -> Timeouts {
+        match self {
+            Resolution::Service(target) => target.policy.borrow().as_ref().map(|p| p.default.timeouts),
+            Resolution::Forward(_) => None,
+        }
+        .unwrap_or_default()
     }
 }
 

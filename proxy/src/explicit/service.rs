@@ -103,7 +103,7 @@ impl ExplicitService {
     ) -> Response<ResponseBody> {
         let stats = self.ctx.metrics.authority(Direction::Outbound, &parsed.authority);
         stats.request();
-        let (up, pick) = match connect_opaque(&upstream, &self.ctx).await {
+        let (up, pick, idle) = match connect_opaque(&upstream, &self.ctx).await {
             Ok(connected) => connected,
             Err(e) => {
                 tracing::info!(target = %parsed.target, error = %e, "CONNECT failed");
@@ -113,15 +113,18 @@ impl ExplicitService {
             }
         };
         let downstream = hyper::upgrade::on(&mut req);
-        let idle = self.ctx.config.tcp_idle_timeout;
         // The tunnel outlives this request; it holds a drain watch so that
         // shutdown waits for it (up to the drain deadline), and the pick so
         // that the endpoint counts as busy while it is open.
         let drain = self.drain.clone();
+        let metrics = self.ctx.metrics.clone();
         tokio::spawn(async move {
             match downstream.await {
                 Ok(down) => {
                     let result = crate::tcp::splice(TokioIo::new(down), up, idle).await;
+                    if let Err(e) = &result {
+                        metrics.spliced(e);
+                    }
                     tracing::debug!(?result, "CONNECT tunnel closed");
                 }
                 Err(e) => tracing::debug!(error = %e, "CONNECT upgrade did not complete"),

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod headers;
+pub mod idle;
 pub mod mirror;
 pub mod outbound;
 pub mod respond;
@@ -17,13 +18,26 @@ pub mod server;
 pub mod service;
 pub mod upgrade;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use idle::IdleBody;
 
-/// Body of responses sent downstream: the upstream's streamed body, or a
-/// small body the proxy wrote itself (errors).
-pub type ResponseBody = Either<Incoming, Full<Bytes>>;
+use crate::metrics::Metrics;
+
+/// Body of responses sent downstream: the upstream's streamed body (cut
+/// off by the traffic policy's idle timeout, if any), or a small body the
+/// proxy wrote itself (errors).
+pub type ResponseBody = Either<IdleBody<Incoming>, Full<Bytes>>;
+
+/// The upstream's body as sent downstream; `idle`: the policy's
+/// `timeouts.idle`, and where to count a cut.
+pub fn streamed(body: Incoming, idle: Option<(Duration, &Arc<Metrics>)>) -> ResponseBody {
+    Either::Left(IdleBody::new(body, idle))
+}
 
 /// Body of requests sent upstream: the downstream's streamed body, or a
 /// buffered copy that a retry can send again.

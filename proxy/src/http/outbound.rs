@@ -165,7 +165,7 @@ pub(super) async fn forward(svc: &ProxyService, req: Request<Incoming>) -> Resul
     if let Some(m) = backend.and_then(|b| b.filters.response_headers.as_ref()) {
         m.apply(rsp.headers_mut());
     }
-    Ok(rsp.map(Either::Left))
+    Ok(rsp.map(|b| super::streamed(b, rt.timeouts.idle.map(|t| (t, &shared.metrics)))))
 }
 
 /// A backend other than the parent service, through discovery.

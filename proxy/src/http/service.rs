@@ -145,11 +145,11 @@ impl ProxyService {
         let upgrade =
             self.version == Version::Http1 && (req.method() == Method::CONNECT || wants_upgrade(req.headers()));
         let result = if upgrade {
-            upgrade::proxy(&self, req).await.map(|r| r.map(Either::Left))
+            upgrade::proxy(&self, req).await.map(|r| r.map(|b| super::streamed(b, None)))
         } else if self.direction == Direction::Outbound {
             super::outbound::forward(&self, req).await
         } else {
-            self.forward(req).await.map(|r| r.map(Either::Left))
+            self.forward(req).await.map(|r| r.map(|b| super::streamed(b, None)))
         };
         let rsp = match result {
             Ok(rsp) => rsp,

@@ -165,9 +165,15 @@ fn render_policy(m: &Metrics, out: &mut String) {
     }
     header(out, "weft_faults_aborted_total", "counter", "Requests a fault policy aborted.");
     let _ = writeln!(out, "weft_faults_aborted_total {}", p.faults_aborted.load(Relaxed));
-    header(out, "weft_timeouts_total", "counter", "Requests (504) and attempts cut by a policy timeout, by kind.");
+    header(
+        out,
+        "weft_timeouts_total",
+        "counter",
+        "Requests (504), attempts, and streams (response bodies, connections) cut by a timeout, by kind.",
+    );
     let _ = writeln!(out, "weft_timeouts_total{{kind=\"request\"}} {}", p.request_timeouts.load(Relaxed));
     let _ = writeln!(out, "weft_timeouts_total{{kind=\"per_try\"}} {}", p.per_try_timeouts.load(Relaxed));
+    let _ = writeln!(out, "weft_timeouts_total{{kind=\"idle\"}} {}", p.idle_timeouts.load(Relaxed));
     header(
         out,
         "weft_route_requests_total",

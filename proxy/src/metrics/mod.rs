@@ -108,6 +108,8 @@ pub struct PolicyCounters {
     pub request_timeouts: AtomicU64,
     /// Attempts cut by the per-try timeout (`backendRequest`, `perTryTimeout`).
     pub per_try_timeouts: AtomicU64,
+    /// Response bodies and opaque connections cut by the idle timeout.
+    pub idle_timeouts: AtomicU64,
     /// Inbound requests answered 429.
     pub rate_limited: AtomicU64,
     /// Requests to a service with routes that matched none (404).
@@ -205,6 +207,13 @@ impl Metrics {
 
     pub fn tcp(&self, dir: Direction, proto: ProtocolLabel) -> &TcpCounters {
         &self.tcp[dir as usize][proto as usize]
+    }
+
+    /// Counts how a spliced stream (opaque connection, tunnel) failed.
+    pub fn spliced(&self, err: &crate::tcp::SpliceError) {
+        if matches!(err, crate::tcp::SpliceError::Idle(_)) {
+            self.policy.idle_timeouts.fetch_add(1, Relaxed);
+        }
     }
 
     pub fn detected(&self, dir: Direction, outcome: Outcome) {

@@ -77,6 +77,10 @@ pub struct Timeouts {
     pub per_try: Option<Duration>,
     /// A new connection's TCP (and TLS) setup; `None`: the proxy's own.
     pub connect: Option<Duration>,
+    /// The longest a response body (HTTP) or a connection (opaque TCP,
+    /// tunnels) may go without a byte; `None`: no limit on a response
+    /// body, the proxy's `--tcp-idle-timeout` on a connection.
+    pub idle: Option<Duration>,
 }
 
 /// What one route (or the service without routes) does with a request.
@@ -184,7 +188,7 @@ impl CompiledPolicy {
                 backends: Vec::new(),
                 split: Split::new([1]),
                 filters: Filters::default(),
-                timeouts: Timeouts { request: request_timeout, per_try: None, connect: None },
+                timeouts: Timeouts { request: request_timeout, per_try: None, connect: None, idle: None },
                 budget: Arc::new(RetryBudget::new(&retry.budget, Instant::now())),
                 retry,
                 fault: None,
@@ -243,6 +247,7 @@ fn runtime(
             request: timeouts.and_then(|t| ms(t.request_ms)),
             per_try,
             connect: timeouts.and_then(|t| ms(t.connect_ms)),
+            idle: timeouts.and_then(|t| ms(t.idle_ms)),
         },
         budget: Arc::new(RetryBudget::new(&retry.budget, Instant::now())),
         retry,
@@ -272,7 +277,7 @@ mod tests {
                 timeouts: Some(api::Timeouts { request_ms: 200, backend_request_ms: 50, ..Default::default() }),
                 ..Default::default()
             }],
-            timeouts: Some(api::Timeouts { request_ms: 15_000, ..Default::default() }),
+            timeouts: Some(api::Timeouts { request_ms: 15_000, idle_ms: 30_000, ..Default::default() }),
             retry: Some(api::Retry {
                 attempts: 3,
                 retry_on: vec!["5xx".into()],
@@ -293,13 +298,15 @@ mod tests {
             Timeouts {
                 request: Some(Duration::from_millis(200)),
                 per_try: Some(Duration::from_millis(50)),
-                connect: None
+                connect: None,
+                idle: None,
             }
         );
         assert_eq!(r.retry.attempts, 3, "the service's retry applies to a route without its own");
         assert_eq!(r.split.total(), 100);
         assert_eq!(c.default.timeouts.request, Some(Duration::from_secs(15)));
         assert_eq!(c.default.timeouts.per_try, Some(Duration::from_millis(80)));
+        assert_eq!(c.default.timeouts.idle, Some(Duration::from_secs(30)));
         assert_eq!(c.default.backends[0].target(), "web.default:80");
         assert!(c.default.backends[0].is_parent);
         assert_eq!(c.default.balance, Balance::Ewma);

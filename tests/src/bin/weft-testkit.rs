@@ -333,7 +333,10 @@ async fn raw(connect: SocketAddr, bytes: &[u8], read_bytes: Option<usize>, timeo
 /// path, `/control/…` excepted). Routes: `/status?code=N` answers N;
 /// `/control/fail-every?n=N` changes N; `/echo` returns the request body; `/sha256` returns
 /// `sha256=HEX bytes=N`; `/delay?ms=N` answers after N ms; `/bytes?n=N`
-/// streams N bytes of [`weft_tests::workload::pattern_byte`]; `/trailers`
+/// streams N bytes of [`weft_tests::workload::pattern_byte`];
+/// `/drip?n=N&every=MS&stall=MS` sends the lines `drip 0` … `drip N-1`, one
+/// every MS, then (with `stall`) waits that long before a last line
+/// `after stall`; `/trailers`
 /// answers with a body and the trailers `grpc-status: 0`,
 /// `grpc-message: weft-ok`; anything else returns the request head as text.
 mod http {
@@ -470,6 +473,11 @@ mod http {
                 full(format!("delayed {ms} ms\n"))
             }
             "/bytes" => bytes_body(query(&req, "n").unwrap_or(0)),
+            "/drip" => {
+                let every = Duration::from_millis(query(&req, "every").unwrap_or(100));
+                let stall = Duration::from_millis(query(&req, "stall").unwrap_or(0));
+                drip_body(query(&req, "n").unwrap_or(0), every, stall)
+            }
             "/status" => {
                 let code = query(&req, "code").and_then(|c| u16::try_from(c).ok()).unwrap_or(200);
                 let mut rsp = Response::new(full(format!("status {code}\n")));
@@ -503,6 +511,24 @@ mod http {
         let mut response = Response::new(full(body));
         *response.status_mut() = http::StatusCode::from_u16(code).expect("a valid status code");
         response
+    }
+
+    /// `n` lines, one every `every`; then, after `stall` (if not zero), one
+    /// more. No content-length: HTTP/1 sends it chunked, as it comes.
+    fn drip_body(n: u64, every: Duration, stall: Duration) -> Body {
+        let lines = futures_util::stream::unfold(0u64, move |i| async move {
+            let line = match i {
+                i if i < n => format!("drip {i}\n"),
+                i if i == n && !stall.is_zero() => {
+                    tokio::time::sleep(stall).await;
+                    return Some((Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"after stall\n"))), i + 1));
+                }
+                _ => return None,
+            };
+            tokio::time::sleep(every).await;
+            Some((Ok(Frame::data(Bytes::from(line))), i + 1))
+        });
+        StreamBody::new(lines).boxed()
     }
 
     /// N bytes of the shared pattern, in 64 KiB chunks and with no
