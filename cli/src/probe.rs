@@ -82,6 +82,34 @@ pub async fn proxy_metrics(
     }
 }
 
+/// The outbound policy versions `pod`'s proxy runs for Service `service`
+/// (`name.namespace`) on `port`, one per target that resolves to it (its
+/// virtual IP, its names); `None` when `/config` cannot be read.
+pub async fn policy_versions(
+    netns: Option<&str>,
+    addr: SocketAddr,
+    service: &str,
+    port: u16,
+    timeout: Duration,
+) -> Option<Vec<u64>> {
+    match get(netns, addr, "/config", timeout).await {
+        Ok((status, body)) if status.is_success() => Some(versions_in_config(&body, service, port)),
+        _ => None,
+    }
+}
+
+/// [`policy_versions`] from a `/config` document.
+pub fn versions_in_config(config: &str, service: &str, port: u16) -> Vec<u64> {
+    let Ok(config) = serde_json::from_str::<serde_json::Value>(config) else { return Vec::new() };
+    let suffix = format!(":{port}");
+    let targets = config["discovery"]["targets"].as_array().cloned().unwrap_or_default();
+    targets
+        .iter()
+        .filter(|t| t["service"] == service && t["target"].as_str().is_some_and(|s| s.ends_with(&suffix)))
+        .filter_map(|t| t["policy_version"].as_u64())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

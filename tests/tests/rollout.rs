@@ -225,6 +225,7 @@ fn canary_of_a_healthy_version_reaches_all_traffic() {
     assert!(out.contains("step 1/2: web-v2 at 50 % …"), "{out}");
     assert!(out.contains("step 2/2: web-v2 at 100 % …"), "{out}");
     assert!(out.contains("done in") && out.contains("web-v2 takes all of web"), "{out}");
+    assert!(!out.contains("did not run the step's route"), "a step was judged before the proxies ran it:\n{out}");
     assert!(took < Duration::from_secs(15), "2 steps of 3s took {took:?}");
     let route = dir.route();
     assert_eq!((weight(&route, "web-v1"), weight(&route, "web-v2")), (Some(0), Some(100)), "{route}");

@@ -36,6 +36,9 @@ use crate::runtime::{self, Stop};
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Time allowed for one proxy's `/metrics`.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a step waits for the proxies to run its route before its
+/// interval starts anyway (with a warning).
+const APPLY_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How the canary takes over.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -432,6 +435,46 @@ async fn scrape(record: &RunRecord, backend: &str) -> Vec<Option<Counts>> {
     futures_util::future::join_all(reads).await
 }
 
+/// Every pod's policy versions for the rolled-out Service (`None` where
+/// `/config` could not be read).
+async fn policy_versions(record: &RunRecord, t: &Target) -> Vec<Option<Vec<u64>>> {
+    let service = format!("{}.{}", t.service, t.namespace);
+    let reads = record
+        .pods
+        .iter()
+        .map(|pod| crate::probe::policy_versions(pod.netns.as_deref(), pod.admin, &service, t.port, SCRAPE_TIMEOUT));
+    futures_util::future::join_all(reads).await
+}
+
+/// How many proxies ran a policy for the Service in `before` and run no
+/// newer one `now`. (A proxy that never called the Service fetches the
+/// route when it first does; an unreadable one cannot be waited for.)
+pub fn lagging(before: &[Option<Vec<u64>>], now: &[Option<Vec<u64>>]) -> usize {
+    let newest = |v: &Option<Vec<u64>>| v.as_ref().and_then(|v| v.iter().copied().max());
+    before
+        .iter()
+        .zip(now)
+        .filter(|(b, n)| match (newest(b), newest(n)) {
+            (Some(old), Some(new)) => new <= old,
+            _ => false,
+        })
+        .count()
+}
+
+/// Waits until every proxy that runs a policy for the Service runs one
+/// newer than `before` (the step's route), or [`APPLY_DEADLINE`]: how
+/// many still lag.
+async fn wait_applied(record: &RunRecord, t: &Target, before: &[Option<Vec<u64>>]) -> usize {
+    let deadline = Instant::now() + APPLY_DEADLINE;
+    loop {
+        let lag = lagging(before, &policy_versions(record, t).await);
+        if lag == 0 || Instant::now() >= deadline {
+            return lag;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Checks that the Services exist in the run, with the port.
 fn check_target(record: &RunRecord, t: &Target) -> anyhow::Result<()> {
     for (flag, name) in [("--service", &t.service), ("--stable", &t.stable), ("--canary", &t.canary)] {
@@ -508,12 +551,22 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<bool> {
         Ok(false)
     };
     for (i, split) in options.steps.iter().enumerate() {
+        // The step is judged from when the proxies run its route, not from
+        // the write (the control plane needs a moment to deliver it).
+        let versions = policy_versions(&record, t).await;
         let path = write(split)?;
         if i == 0 {
             println!("weft: route {}/{} in {}", t.namespace, route::route_name(&t.service), path.display());
         }
         print!("step {}/{n}: {} …", i + 1, split.describe(t));
         let _ = std::io::stdout().flush();
+        let lag = wait_applied(&record, t, &versions).await;
+        if lag > 0 {
+            eprintln!(
+                "weft: warning: {lag} proxies did not run the step's route within {} (is the control plane up?)",
+                humantime::format_duration(APPLY_DEADLINE)
+            );
+        }
         let before = scrape(&record, &backend).await;
         tokio::select! {
             () = tokio::time::sleep(options.interval) => {},

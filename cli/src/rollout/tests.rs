@@ -243,3 +243,27 @@ fn every_strategys_route_parses() {
         }
     }
 }
+
+#[test]
+fn a_proxy_lags_until_it_runs_a_newer_policy_for_the_service() {
+    let before = [Some(vec![4, 7]), Some(vec![3]), Some(vec![]), None, Some(vec![5])];
+    // Pod 0 saw version 8 on one of its targets, pod 1 nothing new, pod 2
+    // never called the Service, pod 3 could not be read, pod 4 went away.
+    let now = [Some(vec![4, 8]), Some(vec![3]), Some(vec![9]), Some(vec![9]), None];
+    assert_eq!(lagging(&before, &now), 1);
+    let now = [Some(vec![8, 8]), Some(vec![4]), Some(vec![]), None, Some(vec![6])];
+    assert_eq!(lagging(&before, &now), 0);
+}
+
+#[test]
+fn policy_versions_are_read_for_the_service_and_port_only() {
+    let config = r#"{"discovery": {"targets": [
+        {"target": "198.18.0.200:80", "service": "web.default", "policy_version": 12},
+        {"target": "web.default.svc.cluster.local:80", "service": "web.default", "policy_version": 11},
+        {"target": "198.18.0.200:8080", "service": "web.default", "policy_version": 40},
+        {"target": "198.18.0.201:80", "service": "web-v1.default", "policy_version": 50},
+        {"target": "198.18.0.9:80", "service": null, "policy_version": null}
+    ]}}"#;
+    assert_eq!(crate::probe::versions_in_config(config, "web.default", 80), [12, 11]);
+    assert!(crate::probe::versions_in_config("not json", "web.default", 80).is_empty());
+}
