@@ -395,6 +395,52 @@ fn retries_mask_a_flaky_endpoint_within_their_budget_and_only_when_safe() {
 }
 
 #[test]
+fn the_default_policy_retries_connect_failures_of_any_method_once_each() {
+    let f = fixture(&[("r1", "app=web", &[])]);
+    // A replica that is registered but refuses every connection to its
+    // proxy: each attempt there is a connect failure, the request never
+    // written.
+    let dead = f.mesh.pod("dead");
+    let reject = ["-A", "INPUT", "-p", "tcp", "--dport", "4143", "-j", "REJECT", "--reject-with", "tcp-reset"];
+    let run = dead.exec("iptables", &reject);
+    assert!(run.status.success(), "{run}");
+    let _app = dead.spawn_testkit("app", &["http-server", "--listen", "0.0.0.0:8080", "--name", "dead"]);
+    dead.wait_listening(8080);
+    let _proxy = dead.run_registered_proxy(&f.cp, "dead", "app=web", 8080, &[]);
+    eventually(Duration::from_secs(10), "the client balances over both replicas", || {
+        let _ = f.client.exec("curl", &["-s", "-o", "/dev/null", "--max-time", "2", "http://198.18.0.200/"]);
+        let eps = f.proxy.endpoints(WEB);
+        if eps.len() == 2 { Ok(()) } else { Err(format!("endpoints {eps:?}")) }
+    });
+    // Round robin, so that first attempts keep reaching the dead replica.
+    let rr = traffic("rr", "{kind: Service, name: web}", "  loadBalancer: {type: roundRobin}\n");
+    f.apply("rr.yaml", &rr, WEB, "TrafficPolicy/default/rr");
+
+    let before = f.metric("weft_retries_total");
+    let posts = f.send("http://198.18.0.200/post-", 30, &["-X", "POST", "-d", "x=1"]);
+    let gets = f.send("http://198.18.0.200/get-", 20, &[]);
+    // A streamed body (no length) is never buffered, and still retried.
+    let chunked = ["-X", "POST", "-H", "transfer-encoding: chunked", "-d", "x=1"];
+    let streamed = f.send("http://198.18.0.200/chunked-", 10, &chunked);
+    let retried = f.metric("weft_retries_total") - before;
+    eprintln!("measured: 60 requests with one replica refusing connections: {retried} retries");
+    assert_eq!(statuses(&posts), BTreeMap::from([(200, 30)]), "POSTs: {posts:?}");
+    assert_eq!(statuses(&gets), BTreeMap::from([(200, 20)]), "GETs: {gets:?}");
+    assert_eq!(statuses(&streamed), BTreeMap::from([(200, 10)]), "chunked POSTs: {streamed:?}");
+    assert_eq!(count(&posts, "r1") + count(&gets, "r1") + count(&streamed, "r1"), 60);
+    // Round robin counts the retry's pick too: once a first attempt lands
+    // on the dead replica, its retry takes r1's turn and the next request's
+    // first attempt lands on the dead one again. So every request but
+    // perhaps the first is retried, exactly once.
+    assert!((59.0..=60.0).contains(&retried), "{retried} retries for 60 requests");
+    // Each request reached the app once: nothing written was sent again.
+    let log = f.replicas["r1"].app.stdout();
+    assert_eq!(log.lines().filter(|l| l.contains(" POST /post-")).count(), 30, "POSTs at r1");
+    assert_eq!(log.lines().filter(|l| l.contains(" GET /get-")).count(), 20, "GETs at r1");
+    assert_eq!(log.lines().filter(|l| l.contains(" POST /chunked-")).count(), 10, "chunked POSTs at r1");
+}
+
+#[test]
 fn timeouts_cut_slow_backends_and_per_try_timeouts_retry_elsewhere() {
     let f = fixture(&[("fast", "app=web", &[]), ("slow", "app=web", &["--delay-ms", "2000"])]);
     let timeout =

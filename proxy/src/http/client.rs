@@ -31,6 +31,22 @@ pub struct Pool {
     inner: Arc<Inner>,
 }
 
+/// A request that failed, and the request itself when it was never
+/// written (no connection, or one that closed before taking it): that one
+/// can go again, on any method, with its body untouched.
+#[derive(Debug)]
+pub struct SendError {
+    pub error: ProxyError,
+    pub unsent: Option<Request<RequestBody>>,
+}
+
+impl SendError {
+    /// A failure after the request was (or may have been) written.
+    fn sent(error: ProxyError) -> Self {
+        Self { error, unsent: None }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     connect_timeout: Duration,
@@ -62,19 +78,21 @@ impl Pool {
         req: Request<RequestBody>,
         tls: Option<TlsTarget>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        self.send_with(addr, version, req, tls, None).await
+        self.try_send(addr, version, req, tls, None).await.map_err(|e| e.error)
     }
 
     /// [`Pool::send`], a new connection (if one is needed) given
-    /// `connect_timeout` instead of the pool's (a policy's `timeouts.connect`).
-    pub async fn send_with(
+    /// `connect_timeout` instead of the pool's (a policy's
+    /// `timeouts.connect`); a request that was never written comes back
+    /// with the error, whole, for another try.
+    pub async fn try_send(
         &self,
         addr: SocketAddr,
         version: Version,
         req: Request<RequestBody>,
         tls: Option<TlsTarget>,
         connect_timeout: Option<Duration>,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<Incoming>, SendError> {
         let tls = tls.as_ref();
         let timeout = connect_timeout.unwrap_or(self.inner.connect_timeout);
         match version {
@@ -89,10 +107,10 @@ impl Pool {
         req: Request<RequestBody>,
         tls: Option<&TlsTarget>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        let (mut tx, rsp) = match self.checkout_h1(addr) {
+    ) -> Result<Response<Incoming>, SendError> {
+        let req = match self.checkout_h1(addr) {
             Some(mut tx) => match tx.try_send_request(req).await {
-                Ok(rsp) => (tx, rsp),
+                Ok(rsp) => return Ok(self.release_after(addr, tx, rsp)),
                 // The upstream closed this idle connection just as we took it
                 // (its keep-alive timeout, or it is draining). The request
                 // was never written, so sending it on a new connection is
@@ -100,21 +118,31 @@ impl Pool {
                 Err(mut e) => match e.take_message() {
                     Some(req) => {
                         tracing::debug!(%addr, error = %e.error(), "pooled connection was closed; reconnecting");
-                        let mut tx = self.connect_h1(addr, false, tls, timeout).await?;
-                        let rsp = tx.send_request(req).await.map_err(ProxyError::from_send)?;
-                        (tx, rsp)
+                        req
                     }
-                    None => return Err(ProxyError::from_send(e.into_error())),
+                    None => return Err(SendError::sent(ProxyError::from_send(e.into_error()))),
                 },
             },
-            None => {
-                let mut tx = self.connect_h1(addr, false, tls, timeout).await?;
-                let rsp = tx.send_request(req).await.map_err(ProxyError::from_send)?;
-                (tx, rsp)
-            }
+            None => req,
         };
-        // Return the connection once the response body has been consumed;
-        // until then HTTP/1 cannot carry another request on it.
+        let mut tx = match self.connect_h1(addr, false, tls, timeout).await {
+            Ok(tx) => tx,
+            Err(error) => return Err(SendError { error, unsent: Some(req) }),
+        };
+        match tx.try_send_request(req).await {
+            Ok(rsp) => Ok(self.release_after(addr, tx, rsp)),
+            Err(mut e) => Err(SendError { unsent: e.take_message(), error: ProxyError::from_send(e.into_error()) }),
+        }
+    }
+
+    /// Returns the connection to the pool once `rsp`'s body has been
+    /// consumed; until then HTTP/1 cannot carry another request on it.
+    fn release_after(
+        &self,
+        addr: SocketAddr,
+        mut tx: http1::SendRequest<RequestBody>,
+        rsp: Response<Incoming>,
+    ) -> Response<Incoming> {
         let pool = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             if tx.ready().await.is_ok()
@@ -123,7 +151,7 @@ impl Pool {
                 pool.release_h1(addr, tx);
             }
         });
-        Ok(rsp)
+        rsp
     }
 
     /// A fresh, unpooled HTTP/1 connection that supports protocol upgrades
@@ -176,33 +204,34 @@ impl Pool {
         req: Request<RequestBody>,
         tls: Option<&TlsTarget>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<Incoming>, SendError> {
         let cached = {
             let pool = self.inner.h2.lock().unwrap_or_else(|p| p.into_inner());
             pool.get(&addr).filter(|tx| !tx.is_closed()).cloned()
         };
-        let mut tx = match cached {
-            Some(tx) => tx,
-            None => {
-                let tx = self.connect_h2(addr, tls, timeout).await?;
-                self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(addr, tx.clone());
-                tx
-            }
-        };
-        match tx.try_send_request(req).await {
-            Ok(rsp) => Ok(rsp),
-            // The shared connection went away (GOAWAY, reset) before this
-            // request was sent: one more try on a fresh connection.
-            Err(mut e) => match e.take_message() {
-                Some(req) => {
-                    tracing::debug!(%addr, error = %e.error(), "HTTP/2 connection was closed; reconnecting");
-                    let mut tx = self.connect_h2(addr, tls, timeout).await?;
-                    self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(addr, tx.clone());
-                    tx.send_request(req).await.map_err(ProxyError::from_send)
-                }
-                None => Err(ProxyError::from_send(e.into_error())),
+        let req = match cached {
+            Some(mut tx) => match tx.try_send_request(req).await {
+                Ok(rsp) => return Ok(rsp),
+                // The shared connection went away (GOAWAY, reset) before this
+                // request was sent: one more try on a fresh connection.
+                Err(mut e) => match e.take_message() {
+                    Some(req) => {
+                        tracing::debug!(%addr, error = %e.error(), "HTTP/2 connection was closed; reconnecting");
+                        req
+                    }
+                    None => return Err(SendError::sent(ProxyError::from_send(e.into_error()))),
+                },
             },
-        }
+            None => req,
+        };
+        let mut tx = match self.connect_h2(addr, tls, timeout).await {
+            Ok(tx) => tx,
+            Err(error) => return Err(SendError { error, unsent: Some(req) }),
+        };
+        self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(addr, tx.clone());
+        tx.try_send_request(req)
+            .await
+            .map_err(|mut e| SendError { unsent: e.take_message(), error: ProxyError::from_send(e.into_error()) })
     }
 
     async fn connect_h2(

@@ -28,6 +28,7 @@ use http_body_util::{BodyExt as _, Either, Full, Limited};
 use hyper::body::Incoming;
 
 use super::ResponseBody;
+use super::client::SendError;
 use super::headers::strip_hop_by_hop;
 use super::respond::ProxyError;
 use super::service::ProxyService;
@@ -109,10 +110,12 @@ pub(super) async fn forward(svc: &ProxyService, req: Request<Incoming>) -> Resul
         }
     }
 
-    // Buffer the body when a retry may need to send it again, or a mirror
-    // needs a copy; otherwise it streams once.
+    // Buffer the body when a retry may need to send it again after it was
+    // written, or a mirror needs a copy; otherwise it streams once. (A
+    // request that was never written comes back whole for a retry.)
     let body_len = body.size_hint().exact();
-    let replayable = rt.retry.attempts > 0 && rt.retry.may_retry(&parts.method, body_len);
+    let replayable =
+        rt.retry.attempts > 0 && !rt.retry.retries_only_unsent() && rt.retry.may_retry(&parts.method, body_len);
     let mirror = rt
         .filters
         .mirror
@@ -175,7 +178,9 @@ async fn resolve_backend(svc: &ProxyService, b: &BackendRef) -> Result<Resolutio
 }
 
 /// The attempts of one request: the first, then retries while the policy,
-/// the budget and the body allow.
+/// the budget and the body allow. A retry sends the request itself when it
+/// never left (a connect failure), else a copy of the buffered original
+/// (only `replayable` requests keep one: the head is copied per attempt).
 async fn send_with_retries(
     svc: &ProxyService,
     policy: &CompiledPolicy,
@@ -187,43 +192,50 @@ async fn send_with_retries(
 ) -> Result<Response<Incoming>, ProxyError> {
     let shared = &svc.shared;
     let retry = &rt.retry;
-    if retry.attempts > 0 {
-        rt.budget.deposit(std::time::Instant::now());
+    if retry.attempts == 0 {
+        return attempt(svc, policy, rt, upstream, None, Request::from_parts(parts, body.into())).await.result;
     }
-    let buffered = match body {
-        Body::Buffered(bytes) if replayable => bytes,
-        // Sent once, as it came (a mirror may have taken a copy).
-        Body::Buffered(bytes) => {
-            let req = Request::from_parts(parts, Either::Right(Full::new(bytes)));
-            return attempt(svc, policy, rt, upstream, None, req).await.0;
+    rt.budget.deposit(std::time::Instant::now());
+    let method = parts.method.clone();
+    let (mut req, replay) = match body {
+        Body::Buffered(bytes) if replayable => {
+            let req = Request::from_parts(clone_head(&parts), Either::Right(Full::new(bytes.clone())));
+            (req, Some((parts, bytes)))
         }
-        Body::Streaming(body) => {
-            let req = Request::from_parts(parts, Either::Left(body));
-            return attempt(svc, policy, rt, upstream, None, req).await.0;
-        }
+        body => (Request::from_parts(parts, body.into()), None),
     };
-    let body_len = u64::try_from(buffered.len()).ok();
+    let body_len = replay.as_ref().map(|(_, bytes)| bytes.len() as u64);
     let mut avoid = None;
     let mut retries = 0u32;
     loop {
-        let req = Request::from_parts(clone_head(&parts), Either::Right(Full::new(buffered.clone())));
-        let (result, addr) = attempt(svc, policy, rt, upstream, avoid, req).await;
+        let Attempt { result, addr, unsent } = attempt(svc, policy, rt, upstream, avoid, req).await;
         let outcome = match &result {
             Ok(rsp) => Outcome::Response { status: rsp.status(), grpc_status: grpc_status(rsp.headers()) },
             Err(e) => classify(e),
         };
-        match retry.decide(retries, &parts.method, body_len, &outcome) {
-            Decision::Retry if rt.budget.try_withdraw(std::time::Instant::now()) => {
+        // What the retry would send: the request itself, or a copy.
+        let (next, decision) = match (unsent, &replay) {
+            (Some(unsent), _) => (Some(unsent), retry.decide(retries, &method, Some(0), &outcome)),
+            (None, Some((parts, bytes))) => {
+                let decision = retry.decide(retries, &method, body_len, &outcome);
+                let copy = || Request::from_parts(clone_head(parts), Either::Right(Full::new(bytes.clone())));
+                (matches!(decision, Decision::Retry).then(copy), decision)
+            }
+            (None, None) => return result,
+        };
+        match (decision, next) {
+            (Decision::Retry, Some(next)) if rt.budget.try_withdraw(std::time::Instant::now()) => {
                 retries += 1;
                 shared.metrics.policy.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::debug!(route = %rt.name, ?outcome, retry = retries, "retrying");
                 avoid = addr;
+                req = next;
                 let delay = retry.backoff.delay(retries, fastrand::u32(..));
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
             }
-            Decision::Retry => {
+            (Decision::Retry, Some(_)) => {
                 shared.metrics.policy.retry_budget_exhausted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return result;
             }
@@ -232,8 +244,17 @@ async fn send_with_retries(
     }
 }
 
+/// How one attempt went.
+struct Attempt {
+    result: Result<Response<Incoming>, ProxyError>,
+    /// The endpoint it went to.
+    addr: Option<std::net::SocketAddr>,
+    /// The request, when it was never written.
+    unsent: Option<Request<super::RequestBody>>,
+}
+
 /// One attempt: pick an endpoint, send, apply the per-try timeout, feed
-/// the circuit breaker. Returns the endpoint it went to.
+/// the circuit breaker.
 async fn attempt(
     svc: &ProxyService,
     policy: &CompiledPolicy,
@@ -241,7 +262,7 @@ async fn attempt(
     upstream: &Resolution,
     avoid: Option<std::net::SocketAddr>,
     req: Request<super::RequestBody>,
-) -> (Result<Response<Incoming>, ProxyError>, Option<std::net::SocketAddr>) {
+) -> Attempt {
     let shared = &svc.shared;
     let picked = match upstream {
         Resolution::Forward(_) => shared.pick(upstream),
@@ -253,19 +274,23 @@ async fn attempt(
     };
     let (addr, pick) = match picked {
         Ok(p) => p,
-        Err(e) => return (Err(e), None),
+        Err(e) => return Attempt { result: Err(e), addr: None, unsent: Some(req) },
     };
     let tls = pick.as_ref().and_then(|p| shared.tls_target(&p.endpoint, false));
-    let send = shared.pool.send_with(addr, svc.version, req, tls, rt.timeouts.connect);
-    let result = match rt.timeouts.per_try {
+    let send = shared.pool.try_send(addr, svc.version, req, tls, rt.timeouts.connect);
+    let sent = match rt.timeouts.per_try {
         Some(t) => match tokio::time::timeout(t, send).await {
             Ok(r) => r,
             Err(_) => {
                 shared.metrics.policy.per_try_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Err(ProxyError::ResponseTimeout(t))
+                Err(SendError { error: ProxyError::ResponseTimeout(t), unsent: None })
             }
         },
         None => send.await,
+    };
+    let (result, unsent) = match sent {
+        Ok(rsp) => (Ok(rsp), None),
+        Err(SendError { error, unsent }) => (Err(error), unsent),
     };
     if let Some(pick) = pick {
         if let (Some(cfg), Resolution::Service(target)) = (&policy.circuit, upstream) {
@@ -280,7 +305,7 @@ async fn attempt(
             pick.complete();
         }
     }
-    (result, Some(addr))
+    Attempt { result, addr: Some(addr), unsent }
 }
 
 /// A request body, as it will be sent.
@@ -289,6 +314,15 @@ enum Body {
     Buffered(Bytes),
     /// Streams from the client, once.
     Streaming(Incoming),
+}
+
+impl From<Body> for super::RequestBody {
+    fn from(body: Body) -> Self {
+        match body {
+            Body::Buffered(bytes) => Either::Right(Full::new(bytes)),
+            Body::Streaming(body) => Either::Left(body),
+        }
+    }
 }
 
 fn count(counter: &std::sync::atomic::AtomicU64) {

@@ -127,6 +127,10 @@ impl StatusSet {
     fn contains(&self, code: u16) -> bool {
         self.0.get(usize::from(code / 64)).is_some_and(|w| w & (1 << (code % 64)) != 0)
     }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(|w| *w == 0)
+    }
 }
 
 /// A compiled `Retry`.
@@ -233,6 +237,14 @@ impl RetryPolicy {
                     || grpc_status.is_some_and(|g| g < 32 && self.grpc & (1 << g) != 0)
             }
         }
+    }
+
+    /// Whether every condition is a connect failure: a retry then only
+    /// ever sends a request that was never written, which comes back whole
+    /// from the pool, so nothing needs buffering or copying up front (the
+    /// default policy's case).
+    pub fn retries_only_unsent(&self) -> bool {
+        self.connect_failure && !self.reset && self.grpc == 0 && self.statuses.is_empty()
     }
 
     /// Whether this request could be retried at all (so whether to buffer
