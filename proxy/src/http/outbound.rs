@@ -14,9 +14,12 @@
 //! apply: budgeted retries on connect failure and the proxy's request
 //! timeout.
 //!
-//! Retries replay only bodies of known length up to the policy's limit
-//! (64 KiB by default), buffered before the first attempt; anything else
-//! streams once and is never retried.
+//! A request that was never written (a connect failure) comes back from
+//! the pool whole and is retried as it is. Retries after it was written
+//! replay only bodies of known length up to the policy's limit (64 KiB by
+//! default), buffered before the first attempt with a copy of the head;
+//! anything else streams once. A policy that retries only on connect
+//! failures (the default) buffers and copies nothing.
 
 use std::sync::Arc;
 
