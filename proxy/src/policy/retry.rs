@@ -300,6 +300,16 @@ mod tests {
     }
 
     #[test]
+    fn only_connect_failures_need_no_copy_of_the_request() {
+        assert!(RetryPolicy::default().retries_only_unsent(), "the default policy");
+        assert!(policy(&["connect-failure"], |_| {}).retries_only_unsent());
+        for other in ["5xx", "503", "gateway-error", "reset", "unavailable"] {
+            assert!(!policy(&["connect-failure", other], |_| {}).retries_only_unsent(), "{other}");
+        }
+        assert!(!policy(&[], |_| {}).retries_only_unsent(), "no condition retries nothing");
+    }
+
+    #[test]
     fn conditions() {
         use Outcome::*;
         // (retry_on, outcome, retryable)
