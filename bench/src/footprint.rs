@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 pub struct Memory {
     pub rss_kib: u64,
     pub hwm_kib: u64,
+    /// `RssAnon`: the process's own memory (heap, stacks), as opposed to
+    /// file pages (the binary's text, shared libraries), which every
+    /// process of the same binary on a node shares. `None` before Linux 4.5.
+    pub anon_kib: Option<u64>,
 }
 
 /// Reads `VmRSS` and `VmHWM` of `pid`.
@@ -25,7 +29,7 @@ fn parse_status(text: &str) -> Option<Memory> {
             .find_map(|l| l.strip_prefix(name))
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
     };
-    Some(Memory { rss_kib: field("VmRSS:")?, hwm_kib: field("VmHWM:")? })
+    Some(Memory { rss_kib: field("VmRSS:")?, hwm_kib: field("VmHWM:")?, anon_kib: field("RssAnon:") })
 }
 
 /// `utime + stime` of `pid` (all its threads), in clock ticks.
@@ -68,7 +72,9 @@ mod tests {
     #[test]
     fn parses_status_and_stat() {
         let status = "Name:\tweft-proxy\nVmPeak:\t  20000 kB\nVmHWM:\t    8120 kB\nVmRSS:\t    7004 kB\n";
-        assert_eq!(parse_status(status), Some(Memory { rss_kib: 7004, hwm_kib: 8120 }));
+        assert_eq!(parse_status(status), Some(Memory { rss_kib: 7004, hwm_kib: 8120, anon_kib: None }));
+        let status = format!("{status}RssAnon:\t     664 kB\nRssFile:\t    6340 kB\n");
+        assert_eq!(parse_status(&status), Some(Memory { rss_kib: 7004, hwm_kib: 8120, anon_kib: Some(664) }));
         assert_eq!(parse_status("Name:\tkthreadd\n"), None);
 
         let stat = "4242 (weft (proxy)) S 1 4242 4242 0 -1 4194560 900 0 0 0 17 5 0 0 20 0 2 0 123 456";

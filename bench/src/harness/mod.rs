@@ -158,7 +158,12 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
         let mut proxies = Vec::new();
         for p in &setup.proxies {
             let m = footprint::memory(p.pid).with_context(|| format!("reading the memory of {}", p.name))?;
-            proxies.push(ProxyIdle { name: p.name.clone(), idle_rss_kib: m.rss_kib, end_rss_kib: None });
+            proxies.push(ProxyIdle {
+                name: p.name.clone(),
+                idle_rss_kib: m.rss_kib,
+                idle_anon_kib: m.anon_kib,
+                end_rss_kib: None,
+            });
         }
         setup_results.push(SetupResult {
             name: kind.name(),

@@ -239,7 +239,10 @@ fn footprint(md: &mut String, r: &Results) {
         md,
         "\n## Proxy footprint\n\nFrom `/proc/PID/status` and `/proc/PID/stat` of each proxy process. Peak RSS \
          is VmHWM, reset before each run, the largest over every workload and repetition at that rate; RSS at \
-         the end is read after every section, the knee's overload included. MiB.\n"
+         the end is read after every section, the knee's overload included. MiB. Idle RSS gives in \
+         parentheses its anonymous part (`RssAnon`: heap, stacks); the rest is file pages, mostly the \
+         binary's text, which every proxy of the same binary on a node shares and which varies from run to \
+         run with what the page cache holds.\n"
     );
     let mut head = "| setup | process | idle RSS |".to_owned();
     let mut rule = "| --- | --- | ---: |".to_owned();
@@ -252,7 +255,8 @@ fn footprint(md: &mut String, r: &Results) {
     let _ = writeln!(md, "{head}\n{rule}");
     for s in &proxied {
         for (i, p) in s.proxies.iter().enumerate() {
-            let mut row = format!("| {} | {} | {} |", s.name, p.name, mib(p.idle_rss_kib));
+            let anon = p.idle_anon_kib.map(|a| format!(" ({} anon)", mib(a))).unwrap_or_default();
+            let mut row = format!("| {} | {} | {}{anon} |", s.name, p.name, mib(p.idle_rss_kib));
             for rate in &rates {
                 let peak = r
                     .latency

@@ -79,6 +79,8 @@ pub struct SetupResult {
 pub struct ProxyIdle {
     pub name: String,
     pub idle_rss_kib: u64,
+    /// Of which anonymous (`RssAnon`); the rest is file pages.
+    pub idle_anon_kib: Option<u64>,
     /// RSS after every section, overload included (`None`: not read).
     pub end_rss_kib: Option<u64>,
 }

@@ -145,6 +145,12 @@ pub fn check(r: &Results) -> Vec<TargetCheck> {
             .collect()
     };
     let (idle, plain_idle) = (idle_of(SetupKind::WeftMtls), idle_of(SetupKind::Weft));
+    let idle_anon: Vec<(String, f64)> = r
+        .setups
+        .iter()
+        .filter(|s| s.kind == SetupKind::WeftMtls)
+        .flat_map(|s| s.proxies.iter().filter_map(|p| Some((p.name.clone(), mb(p.idle_anon_kib?)))))
+        .collect();
     let target = "each weft proxy < 10 MB RSS idle (mTLS pair)";
     out.push(if idle.is_empty() {
         TargetCheck { target: target.into(), status: "not measured", detail: String::new() }
@@ -154,9 +160,14 @@ pub fn check(r: &Results) -> Vec<TargetCheck> {
             target: target.into(),
             status: status(worst < 10.0),
             detail: format!(
-                "RSS after start-up (certificate held): {}; margin {:.1} MB{}",
+                "RSS after start-up (certificate held): {}; margin {:.1} MB{}{}",
                 list(&idle, "MB"),
                 10.0 - worst,
+                if idle_anon.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (anonymous part: {}; the rest is shared file pages)", list(&idle_anon, "MB"))
+                },
                 if plain_idle.is_empty() {
                     String::new()
                 } else {
