@@ -293,6 +293,27 @@ fn weighted_splits_and_header_and_cookie_matches_route_exactly() {
         let copies = f.replicas["v2"].app.stdout().lines().filter(|l| l.contains(" POST /mirror-")).count();
         if copies == 50 { Ok(()) } else { Err(format!("{copies} copies")) }
     });
+    // Streamed bodies (chunked, larger than the retry buffer) are teed to
+    // the mirror as they go: v2 receives each byte for byte. (200 KiB stays
+    // under the tee's 256 KiB bound even if the mirror's connection has not
+    // started reading yet; giving a copy up is unit-tested in body.rs.)
+    let upload = f.client.dir().join("upload.bin");
+    std::fs::write(&upload, weft_tests::workload::pattern(200 * 1024)).expect("writing the upload");
+    let skipped_before = f.proxy.metrics().sum("weft_mirror_requests_total", &[("outcome", "skipped")]);
+    let data = format!("@{}", upload.display());
+    let args = ["-sS", "--max-time", "20", "-H", "transfer-encoding: chunked", "--data-binary", &data];
+    let url = "http://198.18.0.200/sha256?i=[1-10]";
+    let run = f.client.exec("curl", &[&args[..], &[url]].concat());
+    let answers: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(answers.len(), 10, "{run}");
+    let digest = answers[0];
+    assert!(digest.ends_with(&format!("bytes={}", 200 * 1024)) && answers.iter().all(|a| *a == digest), "{run}");
+    eventually(Duration::from_secs(10), "v2 received each streamed body whole", || {
+        let copies = f.replicas["v2"].app.stdout().lines().filter(|l| *l == digest).count();
+        if copies == 10 { Ok(()) } else { Err(format!("{copies} whole copies")) }
+    });
+    let skipped = f.proxy.metrics().sum("weft_mirror_requests_total", &[("outcome", "skipped")]) - skipped_before;
+    assert_eq!(skipped, 0.0, "a streamed body was not mirrored");
 }
 
 #[test]

@@ -5,17 +5,18 @@
 //! after [`MIRROR_TIMEOUT`]. Copies are bounded: at most
 //! [`MAX_MIRRORS_IN_FLIGHT`] at once per proxy, the rest skipped and
 //! counted, so a slow shadow service cannot make the proxy hold memory
-//! without bound. Only bodies the proxy buffered (known length, at most the
-//! route's `maxBodyBytes`) are mirrored; a streamed body is sent once, to
-//! the real backend only.
+//! without bound. A body the proxy buffered (for retries) is copied whole;
+//! a streamed one is teed frame by frame (`body::tee`), and its copy is
+//! given up when it falls more than `body::MAX_MIRROR_QUEUED` behind.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt as _, Either, Full};
+use http_body_util::BodyExt as _;
+use tokio::sync::OwnedSemaphorePermit;
 
+use super::body::RequestBody;
 use super::outbound::clone_head;
 use super::service::ProxyService;
 use crate::control::target::{NameTarget, Target};
@@ -30,42 +31,59 @@ fn count(c: &AtomicU64) {
     c.fetch_add(1, Relaxed);
 }
 
-/// Sends a copy of the request (`parts` and its buffered `body`) to the
-/// mirror's service, unless too many copies are in flight already.
-pub fn spawn(svc: &ProxyService, mirror: &Mirror, parts: &http::request::Parts, body: Bytes) {
-    let shared = svc.shared.clone();
+/// Room for one copy: a slot among the [`MAX_MIRRORS_IN_FLIGHT`] and the
+/// mirror's service.
+pub struct Slot {
+    permit: OwnedSemaphorePermit,
+    target: Target,
+}
+
+/// A slot for a copy of a request to `mirror`'s service; `None` (counted
+/// as skipped) when too many copies are in flight already.
+pub fn reserve(svc: &ProxyService, mirror: &Mirror) -> Option<Slot> {
+    let shared = &svc.shared;
     let Ok(permit) = shared.mirrors.clone().try_acquire_owned() else {
         count(&shared.metrics.policy.mirror_skipped);
-        return;
+        return None;
     };
     let Some(target) = NameTarget::new(&mirror.service, mirror.port).map(Target::Name) else {
         count(&shared.metrics.policy.mirror_skipped);
-        return;
+        return None;
     };
-    let head = clone_head(parts);
-    let version = svc.version;
-    tokio::spawn(async move {
-        let _permit = permit;
-        let exchange = async {
-            let upstream = shared.resolver.lookup(&target).await?;
-            let (addr, pick) = shared.pick(&upstream).ok()?;
-            let tls = pick.as_ref().and_then(|p| shared.tls_target(&p.endpoint, false));
-            let req = Request::from_parts(head, Either::Right(Full::new(body)));
-            let rsp = shared.pool.send(addr, version, req, tls).await.ok()?;
-            // Read it whole so that the connection can carry the next request.
-            let status = rsp.status();
-            rsp.into_body().collect().await.ok()?;
-            Some(status)
-        };
-        match tokio::time::timeout(MIRROR_TIMEOUT, exchange).await {
-            Ok(Some(status)) => {
-                count(&shared.metrics.policy.mirrored);
-                tracing::trace!(%target, %status, "mirrored");
+    Some(Slot { permit, target })
+}
+
+impl Slot {
+    /// Sends a copy of the request (`parts`, and `body`: a buffered copy
+    /// or a teed stream's) in a task of its own.
+    pub fn send(self, svc: &ProxyService, parts: &http::request::Parts, body: RequestBody) {
+        let Slot { permit, target } = self;
+        let shared = svc.shared.clone();
+        let head = clone_head(parts);
+        let version = svc.version;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let exchange = async {
+                let upstream = shared.resolver.lookup(&target).await?;
+                let (addr, pick) = shared.pick(&upstream).ok()?;
+                let tls = pick.as_ref().and_then(|p| shared.tls_target(&p.endpoint, false));
+                let req = Request::from_parts(head, body);
+                let rsp = shared.pool.send(addr, version, req, tls).await.ok()?;
+                // Read it whole so that the connection can carry the next request.
+                let status = rsp.status();
+                rsp.into_body().collect().await.ok()?;
+                Some(status)
+            };
+            match tokio::time::timeout(MIRROR_TIMEOUT, exchange).await {
+                Ok(Some(status)) => {
+                    count(&shared.metrics.policy.mirrored);
+                    tracing::trace!(%target, %status, "mirrored");
+                }
+                _ => {
+                    count(&shared.metrics.policy.mirror_failed);
+                    tracing::debug!(%target, "mirror copy failed or timed out");
+                }
             }
-            _ => {
-                count(&shared.metrics.policy.mirror_failed);
-                tracing::debug!(%target, "mirror copy failed or timed out");
-            }
-        }
-    });
+        });
+    }
 }

@@ -8,6 +8,7 @@
 //!                                        └ errors ─► respond (one mapping)
 //! ```
 
+pub mod body;
 pub mod client;
 pub mod headers;
 pub mod idle;
@@ -39,9 +40,7 @@ pub fn streamed(body: Incoming, idle: Option<(Duration, &Arc<Metrics>)>) -> Resp
     Either::Left(IdleBody::new(body, idle))
 }
 
-/// Body of requests sent upstream: the downstream's streamed body, or a
-/// buffered copy that a retry can send again.
-pub type RequestBody = Either<Incoming, Full<Bytes>>;
+pub use body::RequestBody;
 
 /// Which HTTP version a connection speaks on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -31,6 +31,7 @@ use http_body_util::{BodyExt as _, Either, Full, Limited};
 use hyper::body::Incoming;
 
 use super::ResponseBody;
+use super::body::RequestBody;
 use super::client::SendError;
 use super::headers::strip_hop_by_hop;
 use super::respond::ProxyError;
@@ -125,21 +126,27 @@ pub(super) async fn forward(svc: &ProxyService, req: Request<Incoming>) -> Resul
         .as_ref()
         .or_else(|| backend.and_then(|b| b.filters.mirror.as_ref()))
         .filter(|m| crate::policy::fault::hit(m.percent, fastrand::u32(..)));
-    let fits = body_len.is_some_and(|n| n <= rt.retry.max_body_bytes);
-    let body = if replayable || (mirror.is_some() && fits) {
+    let body = if replayable {
         let limit = usize::try_from(rt.retry.max_body_bytes).unwrap_or(usize::MAX);
         let collected =
             Limited::new(body, limit).collect().await.map_err(|e| ProxyError::RequestBody(e.to_string()))?;
         Body::Buffered(collected.to_bytes())
     } else {
-        Body::Streaming(body)
+        Body::Streaming(RequestBody::Streamed(body))
     };
-    if let Some(m) = mirror {
-        match &body {
-            Body::Buffered(bytes) => super::mirror::spawn(svc, m, &parts, bytes.clone()),
-            Body::Streaming(_) => count(&shared.metrics.policy.mirror_skipped),
+    // The mirror gets the buffered body, or a tee of the streamed one.
+    let body = match (body, mirror.and_then(|m| super::mirror::reserve(svc, m))) {
+        (Body::Buffered(bytes), Some(slot)) => {
+            slot.send(svc, &parts, RequestBody::buffered(bytes.clone()));
+            Body::Buffered(bytes)
         }
-    }
+        (Body::Streaming(RequestBody::Streamed(incoming)), Some(slot)) => {
+            let (teed, copy) = super::body::tee(incoming);
+            slot.send(svc, &parts, RequestBody::Mirrored(copy));
+            Body::Streaming(RequestBody::Teed(teed))
+        }
+        (body, _) => body,
+    };
 
     let deadline = rt.timeouts.request.or(shared.request_timeout);
     let attempts = send_with_retries(svc, &policy, rt, &upstream, parts, body, replayable);
@@ -202,7 +209,7 @@ async fn send_with_retries(
     let method = parts.method.clone();
     let (mut req, replay) = match body {
         Body::Buffered(bytes) if replayable => {
-            let req = Request::from_parts(clone_head(&parts), Either::Right(Full::new(bytes.clone())));
+            let req = Request::from_parts(clone_head(&parts), RequestBody::buffered(bytes.clone()));
             (req, Some((parts, bytes)))
         }
         body => (Request::from_parts(parts, body.into()), None),
@@ -221,7 +228,7 @@ async fn send_with_retries(
             (Some(unsent), _) => (Some(unsent), retry.decide(retries, &method, Some(0), &outcome)),
             (None, Some((parts, bytes))) => {
                 let decision = retry.decide(retries, &method, body_len, &outcome);
-                let copy = || Request::from_parts(clone_head(parts), Either::Right(Full::new(bytes.clone())));
+                let copy = || Request::from_parts(clone_head(parts), RequestBody::buffered(bytes.clone()));
                 (matches!(decision, Decision::Retry).then(copy), decision)
             }
             (None, None) => return result,
@@ -253,7 +260,7 @@ struct Attempt {
     /// The endpoint it went to.
     addr: Option<std::net::SocketAddr>,
     /// The request, when it was never written.
-    unsent: Option<Request<super::RequestBody>>,
+    unsent: Option<Request<RequestBody>>,
 }
 
 /// One attempt: pick an endpoint, send, apply the per-try timeout, feed
@@ -264,7 +271,7 @@ async fn attempt(
     rt: &RouteRuntime,
     upstream: &Resolution,
     avoid: Option<std::net::SocketAddr>,
-    req: Request<super::RequestBody>,
+    req: Request<RequestBody>,
 ) -> Attempt {
     let shared = &svc.shared;
     let picked = match upstream {
@@ -315,21 +322,17 @@ async fn attempt(
 enum Body {
     /// Read whole (small, of known length): can be sent again or copied.
     Buffered(Bytes),
-    /// Streams from the client, once.
-    Streaming(Incoming),
+    /// Streams from the client, once (teed when mirrored).
+    Streaming(RequestBody),
 }
 
-impl From<Body> for super::RequestBody {
+impl From<Body> for RequestBody {
     fn from(body: Body) -> Self {
         match body {
-            Body::Buffered(bytes) => Either::Right(Full::new(bytes)),
-            Body::Streaming(body) => Either::Left(body),
+            Body::Buffered(bytes) => RequestBody::buffered(bytes),
+            Body::Streaming(body) => body,
         }
     }
-}
-
-fn count(counter: &std::sync::atomic::AtomicU64) {
-    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// What kind of failure an error is, for the retry conditions.

@@ -169,7 +169,7 @@ impl ProxyService {
         strip_hop_by_hop(req.headers_mut(), false);
         let (addr, pick) = self.pick()?;
         let tls = pick.as_ref().and_then(|p| self.shared.tls_target(&p.endpoint, false));
-        let send = self.shared.pool.send(addr, self.version, req.map(Either::Left), tls);
+        let send = self.shared.pool.send(addr, self.version, req.map(super::RequestBody::from), tls);
         let mut rsp = match self.shared.request_timeout {
             Some(t) => tokio::time::timeout(t, send).await.map_err(|_| ProxyError::ResponseTimeout(t))??,
             None => send.await?,

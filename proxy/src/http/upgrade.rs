@@ -4,7 +4,6 @@
 //! plain byte stream that is spliced like opaque TCP.
 
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
@@ -20,7 +19,7 @@ pub async fn proxy(svc: &ProxyService, mut req: Request<Incoming>) -> Result<Res
     let (addr, pick) = svc.pick()?;
     let tls = pick.as_ref().and_then(|p| svc.shared.tls_target(&p.endpoint, false));
     let mut tx = svc.shared.pool.connect_for_upgrade(addr, tls.as_ref()).await?;
-    let mut rsp = tx.send_request(req.map(Either::Left)).await.map_err(ProxyError::from_send)?;
+    let mut rsp = tx.send_request(req.map(super::RequestBody::from)).await.map_err(ProxyError::from_send)?;
     if let Some(pick) = pick {
         pick.complete();
     }

@@ -332,7 +332,7 @@ async fn raw(connect: SocketAddr, bytes: &[u8], read_bytes: Option<usize>, timeo
 /// With `--fail-every N`, every Nth request is answered 503 (whatever its
 /// path, `/control/…` excepted). Routes: `/status?code=N` answers N;
 /// `/control/fail-every?n=N` changes N; `/echo` returns the request body; `/sha256` returns
-/// `sha256=HEX bytes=N`; `/delay?ms=N` answers after N ms; `/bytes?n=N`
+/// (and prints) `sha256=HEX bytes=N`; `/delay?ms=N` answers after N ms; `/bytes?n=N`
 /// streams N bytes of [`weft_tests::workload::pattern_byte`];
 /// `/drip?n=N&every=MS&stall=MS` sends the lines `drip 0` … `drip N-1`, one
 /// every MS, then (with `stall`) waits that long before a last line
@@ -465,7 +465,11 @@ mod http {
                         }
                     }
                 }
-                full(format!("sha256={:x} bytes={n}\n", hasher.finalize()))
+                let digest = format!("sha256={:x} bytes={n}\n", hasher.finalize());
+                // Also logged: a mirror's answer is thrown away, so a test
+                // reads what a shadow received here.
+                print!("{digest}");
+                full(digest)
             }
             "/delay" => {
                 let ms = query(&req, "ms").unwrap_or(0);
