@@ -287,11 +287,18 @@ fn weighted_splits_and_header_and_cookie_matches_route_exactly() {
 ",
     );
     f.rewrite("route.yaml", &mirrored, WEB);
+    let mirrored = |outcome: &str| f.proxy.metrics().sum("weft_mirror_requests_total", &[("outcome", outcome)]);
+    let answered_before = mirrored("answered");
     let results = f.send("http://198.18.0.200/mirror-", 50, &["-X", "POST", "-d", "copy me"]);
     assert_eq!(count(&results, "v1"), 50, "the mirror answered instead of the backend: {results:?}");
     eventually(Duration::from_secs(5), "v2 received a copy of each request", || {
         let copies = f.replicas["v2"].app.stdout().lines().filter(|l| l.contains(" POST /mirror-")).count();
         if copies == 50 { Ok(()) } else { Err(format!("{copies} copies")) }
+    });
+    // Whole copies: each was answered by v2 (an incomplete body fails).
+    eventually(Duration::from_secs(5), "every copy was answered", || {
+        let answered = mirrored("answered") - answered_before;
+        if answered == 50.0 { Ok(()) } else { Err(format!("{answered} answered, {} failed", mirrored("failed"))) }
     });
     // Streamed bodies (chunked, larger than the retry buffer) are teed to
     // the mirror as they go: v2 receives each byte for byte. (200 KiB stays
@@ -299,7 +306,7 @@ fn weighted_splits_and_header_and_cookie_matches_route_exactly() {
     // started reading yet; giving a copy up is unit-tested in body.rs.)
     let upload = f.client.dir().join("upload.bin");
     std::fs::write(&upload, weft_tests::workload::pattern(200 * 1024)).expect("writing the upload");
-    let skipped_before = f.proxy.metrics().sum("weft_mirror_requests_total", &[("outcome", "skipped")]);
+    let (skipped_before, failed_before) = (mirrored("skipped"), mirrored("failed"));
     let data = format!("@{}", upload.display());
     let args = ["-sS", "--max-time", "20", "-H", "transfer-encoding: chunked", "--data-binary", &data];
     let url = "http://198.18.0.200/sha256?i=[1-10]";
@@ -312,8 +319,8 @@ fn weighted_splits_and_header_and_cookie_matches_route_exactly() {
         let copies = f.replicas["v2"].app.stdout().lines().filter(|l| *l == digest).count();
         if copies == 10 { Ok(()) } else { Err(format!("{copies} whole copies")) }
     });
-    let skipped = f.proxy.metrics().sum("weft_mirror_requests_total", &[("outcome", "skipped")]) - skipped_before;
-    assert_eq!(skipped, 0.0, "a streamed body was not mirrored");
+    assert_eq!(mirrored("skipped") - skipped_before, 0.0, "a streamed body was not mirrored");
+    assert_eq!(mirrored("failed") - failed_before, 0.0, "a streamed copy failed");
 }
 
 #[test]

@@ -107,10 +107,24 @@ pub fn tee<B: Body>(body: B) -> (Tee<B>, MirrorCopy) {
     let (tx, rx) = mpsc::unbounded_channel();
     let shared =
         Arc::new(Shared { queued: AtomicUsize::new(0), complete: AtomicBool::new(false), size: body.size_hint() });
-    (Tee { inner: body, tx: Some(tx), shared: shared.clone() }, MirrorCopy { rx, shared, size_read: 0 })
+    let mut tee = Tee { inner: body, tx: Some(tx), shared: shared.clone() };
+    // An empty body may never be polled at all.
+    if tee.inner.is_end_stream() {
+        tee.finish();
+    }
+    (tee, MirrorCopy { rx, shared, size_read: 0 })
 }
 
 impl<B> Tee<B> {
+    /// The original ended: the copy is whole, unless it was given up on
+    /// the way. (`complete` is set before the sender goes: the copy reads
+    /// it once its channel has closed.)
+    fn finish(&mut self) {
+        if self.tx.take().is_some() {
+            self.shared.complete.store(true, Ordering::Release);
+        }
+    }
+
     /// Hands a copy of `frame` to the mirror, or gives the mirror up when
     /// it has fallen too far behind (or went away).
     fn copy(&mut self, frame: &Frame<Bytes>) {
@@ -140,16 +154,16 @@ where
         let this = self.get_mut();
         let polled = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
         match &polled {
-            Some(Ok(frame)) => this.copy(frame),
-            Some(Err(_)) => this.tx = None,
-            // The copy is whole only if it was not given up on the way.
-            // (Set before the sender goes: the copy reads `complete` once
-            // its channel has closed.)
-            None => {
-                if this.tx.take().is_some() {
-                    this.shared.complete.store(true, Ordering::Release);
+            Some(Ok(frame)) => {
+                this.copy(frame);
+                // A body of known length ends with its last frame: hyper
+                // does not poll it again for the end.
+                if this.inner.is_end_stream() {
+                    this.finish();
                 }
             }
+            Some(Err(_)) => this.tx = None,
+            None => this.finish(),
         }
         Poll::Ready(polled.map(|r| r.map_err(Into::into)))
     }
@@ -228,6 +242,23 @@ mod tests {
         assert_eq!(original, Bytes::from_static(b"hello mirrored world"));
         let copied = copy.collect().await.expect("the copy is complete").to_bytes();
         assert_eq!(copied, original);
+    }
+
+    #[tokio::test]
+    async fn a_body_of_known_length_is_whole_after_its_last_frame() {
+        // hyper stops polling a body once `is_end_stream` says so.
+        let (mut original, copy) = tee(Full::new(Bytes::from_static(b"known length")));
+        let frame = original.frame().await.expect("a frame").expect("data");
+        assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"known length"));
+        assert!(original.is_end_stream());
+        drop(original);
+        let copied = copy.collect().await.expect("the copy is complete").to_bytes();
+        assert_eq!(copied, Bytes::from_static(b"known length"));
+
+        // An empty body (a GET) may never be polled at all.
+        let (original, copy) = tee(Full::new(Bytes::new()));
+        drop(original);
+        assert!(copy.collect().await.expect("an empty copy is complete").to_bytes().is_empty());
     }
 
     #[tokio::test]
