@@ -300,6 +300,14 @@ fn weighted_splits_and_header_and_cookie_matches_route_exactly() {
         let answered = mirrored("answered") - answered_before;
         if answered == 50.0 { Ok(()) } else { Err(format!("{answered} answered, {} failed", mirrored("failed"))) }
     });
+    // Bodiless requests too.
+    let answered_before = mirrored("answered");
+    let gets = f.send("http://198.18.0.200/mirror-get-", 5, &[]);
+    assert_eq!(count(&gets, "v1"), 5, "{gets:?}");
+    eventually(Duration::from_secs(5), "every GET's copy was answered", || {
+        let answered = mirrored("answered") - answered_before;
+        if answered == 5.0 { Ok(()) } else { Err(format!("{answered} answered, {} failed", mirrored("failed"))) }
+    });
     // Streamed bodies (chunked, larger than the retry buffer) are teed to
     // the mirror as they go: v2 receives each byte for byte. (200 KiB stays
     // under the tee's 256 KiB bound even if the mirror's connection has not
