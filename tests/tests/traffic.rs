@@ -99,7 +99,10 @@ impl Fixture {
     /// (`Kind/namespace/name`).
     fn apply(&self, file: &str, yaml: &str, target: &str, source: &str) {
         self.place(file, yaml);
-        self.wait_policy(target, &format!("{source} in force"), |sources| sources.iter().any(|s| s == source));
+        self.wait_policy(target, &format!("{source} in force"), || {
+            let sources = self.proxy.policy_sources(target);
+            if sources.iter().any(|s| s == source) { Ok(()) } else { Err(format!("policy sources {sources:?}")) }
+        });
     }
 
     /// Replaces `file`, which already shapes `target`'s policy, with `yaml`
@@ -109,8 +112,9 @@ impl Fixture {
     fn rewrite(&self, file: &str, yaml: &str, target: &str) {
         let before = self.proxy.policy_version(target).expect("a policy to rewrite");
         self.place(file, yaml);
-        self.wait_policy(target, &format!("{file} rewritten"), |_| {
-            self.proxy.policy_version(target).is_some_and(|v| v > before)
+        self.wait_policy(target, &format!("{file} rewritten"), || match self.proxy.policy_version(target) {
+            Some(v) if v > before => Ok(()),
+            v => Err(format!("policy version {v:?}, {before} before the rewrite")),
         });
     }
 
@@ -126,16 +130,20 @@ impl Fixture {
     /// no longer shapes `target`'s policy.
     fn remove(&self, file: &str, target: &str, source: &str) {
         std::fs::remove_file(self.cp.policy_dir.join(file)).expect("removing a policy file");
-        self.wait_policy(target, &format!("{source} gone"), |sources| !sources.iter().any(|s| s == source));
+        self.wait_policy(target, &format!("{source} gone"), || {
+            let sources = self.proxy.policy_sources(target);
+            if sources.iter().any(|s| s == source) { Err(format!("policy sources {sources:?}")) } else { Ok(()) }
+        });
     }
 
-    fn wait_policy(&self, target: &str, what: &str, check: impl Fn(&[String]) -> bool) {
+    /// Waits until `check` (reading the client proxy's `/config` once)
+    /// holds for `target`.
+    fn wait_policy(&self, target: &str, what: &str, check: impl Fn() -> Result<(), String>) {
         eventually(Duration::from_secs(10), what, || {
             // The proxy watches a target once it has been asked for it.
             let _ =
                 self.client.exec("curl", &["-s", "-o", "/dev/null", "--max-time", "2", &format!("http://{target}/")]);
-            let sources = self.proxy.policy_sources(target);
-            if check(&sources) { Ok(()) } else { Err(format!("policy sources {sources:?}")) }
+            check()
         });
     }
 
