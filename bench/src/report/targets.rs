@@ -1,7 +1,7 @@
 //! The targets, checked against a run's results. Each says met,
 //! missed or not measured, with the figures and the margin.
 
-use super::model::{Cell, Results, TargetCheck};
+use super::model::{Cell, ProxyIdle, Results, TargetCheck};
 use crate::setup::SetupKind;
 use crate::workload::Workload;
 
@@ -137,20 +137,17 @@ pub fn check(r: &Results) -> Vec<TargetCheck> {
         }
     });
 
-    let idle_of = |kind: SetupKind| -> Vec<(String, f64)> {
+    // One figure (`kib`) of each proxy of the setups of `kind`.
+    let idle_of = |kind: SetupKind, kib: fn(&ProxyIdle) -> Option<u64>| -> Vec<(String, f64)> {
         r.setups
             .iter()
             .filter(|s| s.kind == kind)
-            .flat_map(|s| s.proxies.iter().map(|p| (p.name.clone(), mb(p.idle_rss_kib))))
+            .flat_map(|s| s.proxies.iter().filter_map(move |p| Some((p.name.clone(), mb(kib(p)?)))))
             .collect()
     };
-    let (idle, plain_idle) = (idle_of(SetupKind::WeftMtls), idle_of(SetupKind::Weft));
-    let idle_anon: Vec<(String, f64)> = r
-        .setups
-        .iter()
-        .filter(|s| s.kind == SetupKind::WeftMtls)
-        .flat_map(|s| s.proxies.iter().filter_map(|p| Some((p.name.clone(), mb(p.idle_anon_kib?)))))
-        .collect();
+    let rss = |p: &ProxyIdle| Some(p.idle_rss_kib);
+    let (idle, plain_idle) = (idle_of(SetupKind::WeftMtls, rss), idle_of(SetupKind::Weft, rss));
+    let idle_anon = idle_of(SetupKind::WeftMtls, |p| p.idle_anon_kib);
     let target = "each weft proxy < 10 MB RSS idle (mTLS pair)";
     out.push(if idle.is_empty() {
         TargetCheck { target: target.into(), status: "not measured", detail: String::new() }
