@@ -235,3 +235,40 @@ fn openssl_with_a_mesh_certificate_talks_to_the_inbound_proxy_and_without_one_is
     let refused = s_client(false);
     assert!(!refused.stdout.contains("HTTP/1.1 200"), "openssl without a certificate got through: {refused}");
 }
+
+#[test]
+fn a_plaintext_connection_from_before_discovery_answered_is_never_reused_for_mtls() {
+    let mesh = Mesh::new();
+    let cp = mesh.pod("cp").run_control_with_ca(WEB_AND_STORE, &[]);
+    let (b, _apps, _proxy_b) = mesh.web_and_store_pod(&cp);
+    let a = mesh.pod("a");
+    let proxy_a = a.run_meshed_proxy(&cp, "a", None, &[]);
+    let direct = format!("http://{}/head", b.addr(8080));
+    let target = b.addr(8080).to_string();
+
+    // Discovery does not answer: a's proxy sends the request where the app
+    // sent it, in plaintext, and pools that connection.
+    cp.proc.signal(Signal::SIGSTOP);
+    let first = a.curl(&[&direct]);
+    cp.proc.signal(Signal::SIGCONT);
+    assert!(matches!(first.status(), 200 | 403), "b's proxy did not answer: {}", first.run);
+    assert!(!first.body().contains("weft-client-id"), "{}", first.body());
+
+    // Discovery now says b is meshed as sa/b: every later request must be
+    // mTLS, on a new connection.
+    eventually(Duration::from_secs(10), "a's proxy knows b as a meshed endpoint", || {
+        match proxy_a.endpoints(&target) {
+            eps if eps == vec![target.clone()] => Ok(()),
+            eps => Err(format!("endpoints of {target}: {eps:?}")),
+        }
+    });
+    for i in 0..3 {
+        let curl = a.curl(&[&direct]);
+        assert_eq!(curl.status(), 200, "request {i}: {}", curl.run);
+        assert!(
+            curl.body().to_ascii_lowercase().contains(&format!("weft-client-id: {ID_A}")),
+            "request {i} went in plaintext over the connection pooled before discovery answered:\n{}",
+            curl.body()
+        );
+    }
+}

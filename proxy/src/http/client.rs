@@ -5,8 +5,12 @@
 //! next one (the response body has been fully read). HTTP/2: one shared,
 //! multiplexed connection per address, replaced when it closes.
 //!
-//! The pool is keyed by the endpoint's socket address, not by the request's
-//! authority: the transparent proxy already knows where the request goes.
+//! The pool is keyed by what a connection *is*, not by the request's
+//! authority: the endpoint's socket address, and the server identity it was
+//! verified as (`None`: plaintext), with one map per HTTP version. A
+//! plaintext connection opened while discovery had not answered is thus
+//! never reused for a request that must be mTLS to the same address, nor a
+//! connection verified as one identity after discovery names another.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +25,7 @@ use tokio::time::Instant;
 
 use super::respond::ProxyError;
 use super::{RequestBody, Version};
+use crate::identity::SpiffeId;
 use crate::transport::tls::{TlsTarget, connect_upstream};
 
 /// Idle HTTP/1 connections kept per address; more are closed when released.
@@ -47,12 +52,26 @@ impl SendError {
     }
 }
 
+/// What a pooled connection is: where it goes and whom it verified there.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    addr: SocketAddr,
+    /// The server identity checked in the TLS handshake; `None`: plaintext.
+    identity: Option<SpiffeId>,
+}
+
+impl Key {
+    fn new(addr: SocketAddr, tls: Option<&TlsTarget>) -> Self {
+        Self { addr, identity: tls.map(|t| t.expected.clone()) }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     connect_timeout: Duration,
     idle_timeout: Duration,
-    h1: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
-    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<RequestBody>>>,
+    h1: Mutex<HashMap<Key, Vec<Idle>>>,
+    h2: Mutex<HashMap<Key, http2::SendRequest<RequestBody>>>,
 }
 
 #[derive(Debug)]
@@ -108,9 +127,10 @@ impl Pool {
         tls: Option<&TlsTarget>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, SendError> {
-        let req = match self.checkout_h1(addr) {
+        let key = Key::new(addr, tls);
+        let req = match self.checkout_h1(&key) {
             Some(mut tx) => match tx.try_send_request(req).await {
-                Ok(rsp) => return Ok(self.release_after(addr, tx, rsp)),
+                Ok(rsp) => return Ok(self.release_after(key, tx, rsp)),
                 // The upstream closed this idle connection just as we took it
                 // (its keep-alive timeout, or it is draining). The request
                 // was never written, so sending it on a new connection is
@@ -130,7 +150,7 @@ impl Pool {
             Err(error) => return Err(SendError { error, unsent: Some(req) }),
         };
         match tx.try_send_request(req).await {
-            Ok(rsp) => Ok(self.release_after(addr, tx, rsp)),
+            Ok(rsp) => Ok(self.release_after(key, tx, rsp)),
             Err(mut e) => Err(SendError { unsent: e.take_message(), error: ProxyError::from_send(e.into_error()) }),
         }
     }
@@ -139,7 +159,7 @@ impl Pool {
     /// consumed; until then HTTP/1 cannot carry another request on it.
     fn release_after(
         &self,
-        addr: SocketAddr,
+        key: Key,
         mut tx: http1::SendRequest<RequestBody>,
         rsp: Response<Incoming>,
     ) -> Response<Incoming> {
@@ -148,7 +168,7 @@ impl Pool {
             if tx.ready().await.is_ok()
                 && let Some(pool) = pool.upgrade()
             {
-                pool.release_h1(addr, tx);
+                pool.release_h1(key, tx);
             }
         });
         rsp
@@ -164,9 +184,9 @@ impl Pool {
         self.connect_h1(addr, true, tls, self.inner.connect_timeout).await
     }
 
-    fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<RequestBody>> {
+    fn checkout_h1(&self, key: &Key) -> Option<http1::SendRequest<RequestBody>> {
         let mut pool = self.inner.h1.lock().unwrap_or_else(|p| p.into_inner());
-        let idle = pool.get_mut(&addr)?;
+        let idle = pool.get_mut(key)?;
         // Most recently used first: it is the least likely to have been
         // closed by the upstream's own idle timeout.
         while let Some(entry) = idle.pop() {
@@ -205,9 +225,10 @@ impl Pool {
         tls: Option<&TlsTarget>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, SendError> {
+        let key = Key::new(addr, tls);
         let cached = {
             let pool = self.inner.h2.lock().unwrap_or_else(|p| p.into_inner());
-            pool.get(&addr).filter(|tx| !tx.is_closed()).cloned()
+            pool.get(&key).filter(|tx| !tx.is_closed()).cloned()
         };
         let req = match cached {
             Some(mut tx) => match tx.try_send_request(req).await {
@@ -228,7 +249,7 @@ impl Pool {
             Ok(tx) => tx,
             Err(error) => return Err(SendError { error, unsent: Some(req) }),
         };
-        self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(addr, tx.clone());
+        self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(key, tx.clone());
         tx.try_send_request(req)
             .await
             .map_err(|mut e| SendError { unsent: e.take_message(), error: ProxyError::from_send(e.into_error()) })
@@ -254,17 +275,18 @@ impl Pool {
         Ok(tx)
     }
 
-    /// Idle HTTP/1 connections currently pooled for `addr` (for tests).
+    /// Idle HTTP/1 connections currently pooled for `addr`, whatever their
+    /// identity (for tests).
     pub fn idle_h1(&self, addr: SocketAddr) -> usize {
         let pool = self.inner.h1.lock().unwrap_or_else(|p| p.into_inner());
-        pool.get(&addr).map_or(0, Vec::len)
+        pool.iter().filter(|(k, _)| k.addr == addr).map(|(_, idle)| idle.len()).sum()
     }
 }
 
 impl Inner {
-    fn release_h1(&self, addr: SocketAddr, tx: http1::SendRequest<RequestBody>) {
+    fn release_h1(&self, key: Key, tx: http1::SendRequest<RequestBody>) {
         let mut pool = self.h1.lock().unwrap_or_else(|p| p.into_inner());
-        let idle = pool.entry(addr).or_default();
+        let idle = pool.entry(key).or_default();
         if idle.len() < MAX_IDLE_PER_ENDPOINT {
             idle.push(Idle { tx, since: Instant::now() });
         }

@@ -235,3 +235,90 @@ fn inbound_resumption_survives_a_certificate_renewal() {
     assert_eq!(handshake_kind(client.clone(), s1), rustls::HandshakeKind::Resumed);
     assert_eq!(handshake_kind(client, s2), rustls::HandshakeKind::Full);
 }
+
+/// An HTTP/1 server on loopback answering 200 to everything, over mesh TLS
+/// as `server` when given, else in plaintext.
+async fn http_server(server: Option<Arc<rustls::ServerConfig>>) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(
+                        hyper::Response::new(http_body_util::Empty::<bytes::Bytes>::new()),
+                    )
+                });
+                let http = hyper::server::conn::http1::Builder::new();
+                let _ = match server {
+                    Some(config) => match tls::accept(tcp, config).await {
+                        Ok((stream, _)) => http.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await,
+                        Err(_) => return,
+                    },
+                    None => http.serve_connection(hyper_util::rt::TokioIo::new(tcp), svc).await,
+                };
+            });
+        }
+    });
+    addr
+}
+
+/// Sends one GET through `pool` and reads the response whole (so that the
+/// connection goes back to the pool); the status, or the error.
+async fn get(
+    pool: &crate::http::client::Pool,
+    addr: std::net::SocketAddr,
+    tls: Option<TlsTarget>,
+) -> Result<u16, crate::http::respond::ProxyError> {
+    use http_body_util::BodyExt as _;
+    let req = hyper::Request::get("/").body(crate::http::RequestBody::buffered(bytes::Bytes::new())).expect("req");
+    let rsp = pool.send(addr, crate::http::Version::Http1, req, tls).await?;
+    let status = rsp.status().as_u16();
+    rsp.into_body().collect().await.expect("body");
+    Ok(status)
+}
+
+/// Waits (bounded) until `pool` holds an idle connection to `addr`.
+async fn pooled(pool: &crate::http::client::Pool, addr: std::net::SocketAddr) {
+    for _ in 0..200 {
+        if pool.idle_h1(addr) > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the connection to {addr} never went back to the pool");
+}
+
+#[tokio::test]
+async fn a_pooled_plaintext_connection_is_not_reused_for_a_request_that_must_be_mtls() {
+    let ca = ca();
+    let a = configs(&ca, A);
+    let pool = crate::http::client::Pool::new(Duration::from_secs(1), Duration::from_secs(30));
+    // A plaintext server: what a meshed address looked like before discovery answered.
+    let addr = http_server(None).await;
+    assert_eq!(get(&pool, addr, None).await.expect("plaintext request"), 200);
+    pooled(&pool, addr).await;
+    // Now the request must be mTLS to sa/b there: never the plaintext connection.
+    let target = TlsTarget { config: a.client_http.clone(), expected: SpiffeId::parse(B).expect("id") };
+    let err = get(&pool, addr, Some(target)).await.expect_err("a plaintext server cannot complete mTLS");
+    assert!(matches!(err, crate::http::respond::ProxyError::Connect(_)), "{err}");
+}
+
+#[tokio::test]
+async fn a_connection_verified_as_one_identity_is_not_reused_for_another() {
+    let ca = ca();
+    let (a, b) = (configs(&ca, A), configs(&ca, B));
+    let pool = crate::http::client::Pool::new(Duration::from_secs(1), Duration::from_secs(30));
+    let addr = http_server(Some(b.server.clone())).await;
+    let as_b = TlsTarget { config: a.client_http.clone(), expected: SpiffeId::parse(B).expect("id") };
+    assert_eq!(get(&pool, addr, Some(as_b.clone())).await.expect("request to sa/b"), 200);
+    pooled(&pool, addr).await;
+    // Discovery now says sa/c serves this address: the sa/b connection must not carry it.
+    let c = "spiffe://cluster.local/ns/default/sa/c";
+    let as_c = TlsTarget { config: a.client_http.clone(), expected: SpiffeId::parse(c).expect("id") };
+    let err = get(&pool, addr, Some(as_c)).await.expect_err("the server is sa/b, not sa/c");
+    assert!(matches!(err, crate::http::respond::ProxyError::Connect(ConnectError::IdentityMismatch { .. })), "{err}");
+    // The sa/b connection is still there for sa/b.
+    assert_eq!(get(&pool, addr, Some(as_b)).await.expect("sa/b again"), 200);
+}
