@@ -63,7 +63,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Inbound authorization needs to know which workload this is.
     let inbound_policies = match (&control, config.control.as_ref()) {
         (Some(control), Some(c)) => c.workload.as_ref().map(|w| {
-            Arc::new(InboundPolicies::new(control.clone(), format!("{}.{}", w.name, c.namespace), discovery_timeout))
+            Arc::new(InboundPolicies::new(
+                control.clone(),
+                format!("{}.{}", w.name, c.namespace),
+                discovery_timeout,
+                c.default_inbound_policy,
+            ))
         }),
         _ => None,
     };
@@ -105,6 +110,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             resolver: resolver.clone(),
             fallback_policy: Arc::new(CompiledPolicy::fallback(config.http.request_timeout)),
             mirrors: Arc::new(Semaphore::new(crate::http::mirror::MAX_MIRRORS_IN_FLIGHT)),
+            policy_timeout: config.control.as_ref().map_or(Duration::from_secs(3), |c| c.policy_timeout),
         }),
         metrics,
         limit: Arc::new(Semaphore::new(config.max_connections)),

@@ -10,6 +10,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use weft_api::policy::inbound_policy::DefaultAccess;
+
 pub const ENV_INBOUND_ADDR: &str = "WEFT_PROXY_INBOUND_ADDR";
 pub const ENV_OUTBOUND_ADDR: &str = "WEFT_PROXY_OUTBOUND_ADDR";
 pub const ENV_ADMIN_ADDR: &str = "WEFT_PROXY_ADMIN_ADDR";
@@ -29,6 +31,8 @@ pub const ENV_WORKER_THREADS: &str = "WEFT_PROXY_WORKER_THREADS";
 pub const ENV_LOG: &str = "WEFT_PROXY_LOG";
 pub const ENV_CONTROL_PLANE: &str = "WEFT_PROXY_CONTROL_PLANE";
 pub const ENV_DISCOVERY_TIMEOUT: &str = "WEFT_PROXY_DISCOVERY_TIMEOUT";
+pub const ENV_POLICY_TIMEOUT: &str = "WEFT_PROXY_POLICY_TIMEOUT";
+pub const ENV_DEFAULT_INBOUND_POLICY: &str = "WEFT_PROXY_DEFAULT_INBOUND_POLICY";
 pub const ENV_PROXY_ID: &str = "WEFT_PROXY_ID";
 pub const ENV_NAMESPACE: &str = "WEFT_PROXY_NAMESPACE";
 pub const ENV_WORKLOAD_NAME: &str = "WEFT_PROXY_WORKLOAD_NAME";
@@ -138,6 +142,20 @@ pub struct RunArgs {
     /// plane's answer before being forwarded to the original destination.
     #[arg(long, env = ENV_DISCOVERY_TIMEOUT, default_value = "1s")]
     pub discovery_timeout: String,
+    /// How long the first request (or connection) to a mesh service waits
+    /// for the service's traffic policy once discovery has answered. Past
+    /// it the request fails with 503 (`weft-proxy-error: policy-unavailable`)
+    /// rather than run without its routes, splits and timeouts.
+    #[arg(long, env = ENV_POLICY_TIMEOUT, default_value = "3s")]
+    pub policy_timeout: String,
+    /// Who may reach this workload's ports while a port's own policy has not
+    /// arrived from the control plane (it is asked for on the port's first
+    /// connection and waited for up to the discovery timeout):
+    /// `allow-all`, `allow-authenticated`, `allow-same-namespace` or `deny`.
+    /// Set it to the mesh's default access (`weft up` and the injector do);
+    /// every request is decided again once the port's policy arrives.
+    #[arg(long, env = ENV_DEFAULT_INBOUND_POLICY, default_value = "allow-all")]
+    pub default_inbound_policy: String,
     /// This proxy's name in the control plane's logs (default: the workload
     /// name, else `weft-proxy-<pid>`).
     #[arg(long, env = ENV_PROXY_ID, default_value = "")]
@@ -211,6 +229,10 @@ pub struct Config {
 pub struct ControlConfig {
     pub url: String,
     pub discovery_timeout: Duration,
+    /// How long a first request waits for its service's policy.
+    pub policy_timeout: Duration,
+    /// The inbound decision while a port's policy is unknown.
+    pub default_inbound_policy: DefaultAccess,
     pub deregister_grace: Duration,
     /// PEM of the trust anchors pinned for the control plane's TLS.
     pub trust_anchors_pem: Option<String>,
@@ -318,6 +340,17 @@ fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (expected e.g. 500ms, 1s, 2m)"))
 }
 
+/// The mesh's default-access words, as the control plane's `--default-access` spells them.
+fn default_access(s: &str) -> Result<DefaultAccess, String> {
+    match s.trim() {
+        "allow-all" => Ok(DefaultAccess::AllowAll),
+        "allow-authenticated" => Ok(DefaultAccess::AllowAuthenticated),
+        "allow-same-namespace" => Ok(DefaultAccess::AllowSameNamespace),
+        "deny" => Ok(DefaultAccess::Deny),
+        other => Err(format!("{other:?}: expected allow-all, allow-authenticated, allow-same-namespace or deny")),
+    }
+}
+
 fn positive_duration(s: &str) -> Result<Duration, String> {
     let d = duration(s)?;
     if d.is_zero() {
@@ -411,6 +444,9 @@ impl RunArgs {
     /// The control-plane settings; `None` without `--control-plane`.
     fn control_config(&self, p: &mut Parser) -> Option<ControlConfig> {
         let timeout = p.field("discovery-timeout", ENV_DISCOVERY_TIMEOUT, &self.discovery_timeout, positive_duration);
+        let policy_timeout = p.field("policy-timeout", ENV_POLICY_TIMEOUT, &self.policy_timeout, positive_duration);
+        let default_inbound_policy =
+            p.field("default-inbound-policy", ENV_DEFAULT_INBOUND_POLICY, &self.default_inbound_policy, default_access);
         let grace = p.field("deregister-grace", ENV_DEREGISTER_GRACE, &self.deregister_grace, duration);
         let url = self.control_plane.trim();
         let has_workload = !self.workload_name.trim().is_empty();
@@ -506,6 +542,8 @@ impl RunArgs {
         Some(ControlConfig {
             url: url.to_string(),
             discovery_timeout: timeout?,
+            policy_timeout: policy_timeout?,
+            default_inbound_policy: default_inbound_policy?,
             deregister_grace: grace?,
             trust_anchors_pem,
             control_plane_name: self.control_plane_name.trim().to_string(),

@@ -3,8 +3,10 @@
 //! the app sees them coming from the proxy (127.0.0.1), never redirected
 //! again (OUTPUT rules skip loopback).
 //!
-//! mTLS termination and authorization slot in here (a later stage) before
-//! any byte reaches the app.
+//! Authorization is decided per connection (opaque) or per request (HTTP)
+//! against the port's policy in force at that moment, before any byte
+//! reaches the app; until the port's first policy arrives, the proxy's own
+//! default decides (never "no decision").
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -17,6 +19,9 @@ use crate::control::inbound_policy::InboundPolicies;
 use crate::identity::Peer;
 use crate::metrics::Metrics;
 use crate::transport::orig_dst::OrigDstAddr;
+
+/// The `policy` label of decisions made before a port's policy arrived.
+pub const PROXY_DEFAULT: &str = "proxy-default";
 
 /// Where an inbound connection is forwarded.
 pub fn upstream(orig: OrigDstAddr) -> Resolution {
@@ -32,7 +37,8 @@ pub fn app_addr(orig: OrigDstAddr) -> SocketAddr {
 /// Authorization for one inbound connection: its peer is fixed, the policy
 /// may change while it is open (an HTTP keep-alive connection outlives many
 /// policy versions), so the decision is re-made whenever the port's policy
-/// version changes and reused otherwise.
+/// version changes and reused otherwise. Before the port's first policy,
+/// the proxy's default decides, counted as policy `proxy-default`.
 #[derive(Debug)]
 pub struct ConnAuthz {
     policies: Arc<InboundPolicies>,
@@ -40,7 +46,9 @@ pub struct ConnAuthz {
     peer: Peer,
     namespace: String,
     metrics: Arc<Metrics>,
-    cached: Mutex<Option<(u64, Arc<Decided>)>>,
+    /// The last decision and the policy version it was made under (`None`:
+    /// the proxy's default).
+    cached: Mutex<Option<(Option<u64>, Arc<Decided>)>>,
 }
 
 /// A decision and the counter it is counted in.
@@ -58,18 +66,21 @@ impl Decided {
 }
 
 impl ConnAuthz {
-    /// Waits (bounded) for the port's first policy; `None` when the
-    /// workload has no inbound policies or none arrived in time (the mesh
-    /// default, allow-all, applies).
+    /// Waits (bounded) for the port's first policy, so that a new
+    /// workload's first connections are decided by its real policy when
+    /// the control plane is there; decides under the proxy's default until
+    /// the policy arrives otherwise.
     pub async fn new(
         policies: Arc<InboundPolicies>,
         port: u16,
         peer: Peer,
         namespace: String,
         metrics: Arc<Metrics>,
-    ) -> Option<Self> {
-        policies.get(port).await?;
-        Some(Self { policies, port, peer, namespace, metrics, cached: Mutex::new(None) })
+    ) -> Self {
+        if policies.get(port).await.is_none() {
+            tracing::info!(port, "no policy for this port yet; the proxy's default decides until it arrives");
+        }
+        Self { policies, port, peer, namespace, metrics, cached: Mutex::new(None) }
     }
 
     /// Takes a token from the port's rate limit; `Err` says how long until
@@ -81,13 +92,8 @@ impl ConnAuthz {
     /// The decision for one HTTP request: when an authorization names the
     /// route the request takes, decided for it (and counted); otherwise the
     /// connection's cached port-wide decision.
-    pub fn decide_request(
-        &self,
-        method: &http::Method,
-        uri: &http::Uri,
-        headers: &http::HeaderMap,
-    ) -> Option<Arc<Decided>> {
-        let policy = self.policies.current(self.port)?;
+    pub fn decide_request(&self, method: &http::Method, uri: &http::Uri, headers: &http::HeaderMap) -> Arc<Decided> {
+        let Some(policy) = self.policies.current(self.port) else { return self.decide() };
         if policy.routes.is_empty() {
             return self.decide();
         }
@@ -100,7 +106,7 @@ impl ConnAuthz {
                 let decision = authorize_route(&policy, &self.peer, &self.namespace, Some(r));
                 self.log(&decision);
                 let counter = self.metrics.authz_counter(decision.allowed, &decision.policy, decision.reason);
-                Some(Arc::new(Decided { decision, counter }))
+                Arc::new(Decided { decision, counter })
             }
             _ => self.decide(),
         }
@@ -115,21 +121,29 @@ impl ConnAuthz {
         }
     }
 
-    /// The decision under the policy in force now.
-    pub fn decide(&self) -> Option<Arc<Decided>> {
-        let policy = self.policies.current(self.port)?;
+    /// The decision under the policy in force now, or the proxy's default
+    /// while the port has none.
+    pub fn decide(&self) -> Arc<Decided> {
+        let current = self.policies.current(self.port);
+        let version = current.as_ref().map(|p| p.version);
         let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((version, decided)) = cached.as_ref()
-            && *version == policy.version
+        if let Some((v, decided)) = cached.as_ref()
+            && *v == version
         {
-            return Some(decided.clone());
+            return decided.clone();
         }
-        let decision = authorize(&policy, &self.peer, &self.namespace);
+        let decision = match &current {
+            Some(policy) => authorize(policy, &self.peer, &self.namespace),
+            None => Decision {
+                policy: PROXY_DEFAULT.to_owned(),
+                ..authorize(self.policies.fallback(), &self.peer, &self.namespace)
+            },
+        };
         self.log(&decision);
         let counter = self.metrics.authz_counter(decision.allowed, &decision.policy, decision.reason);
         let decided = Arc::new(Decided { decision, counter });
-        *cached = Some((policy.version, decided.clone()));
-        Some(decided)
+        *cached = Some((version, decided.clone()));
+        decided
     }
 }
 

@@ -172,7 +172,7 @@ async fn serve_connection(
 async fn authorize(ctx: &Ctx, port: u16, peer: &Peer) -> Option<Arc<ConnAuthz>> {
     let policies = ctx.inbound_policies.clone()?;
     let ns = ctx.config.control.as_ref().map_or("default", |c| c.namespace.as_str()).to_string();
-    ConnAuthz::new(policies, port, peer.clone(), ns, ctx.metrics.clone()).await.map(Arc::new)
+    Some(Arc::new(ConnAuthz::new(policies, port, peer.clone(), ns, ctx.metrics.clone()).await))
 }
 
 /// Reads on until `prefix` holds a whole ClientHello (when it starts one),
@@ -274,7 +274,7 @@ async fn serve_detected<I>(
         Protocol::Opaque => {
             // Decided before any byte reaches the app: a denied opaque
             // connection is closed unanswered.
-            if let Some(authz) = authz.as_ref().and_then(|a| a.decide()) {
+            if let Some(authz) = authz.as_ref().map(|a| a.decide()) {
                 authz.count();
                 if !authz.decision.allowed {
                     ctx.metrics.tcp(dir, label).close_connection();
@@ -311,16 +311,20 @@ where
 }
 
 /// Chooses an endpoint for an opaque stream (a connection, or an explicit
-/// proxy's CONNECT tunnel) and connects to it, with mesh TLS when it is
-/// meshed, under the service policy's connect timeout. Keep the returned
-/// pick while the stream is open; close the stream after the returned idle
-/// time without a byte (the policy's, or `--tcp-idle-timeout`).
+/// proxy's CONNECT tunnel) under the service's policy (its balancer kind
+/// and circuit breaker: routes, being HTTP, do not apply) and connects to
+/// it, with mesh TLS when it is meshed, under the policy's connect timeout.
+/// Keep the returned pick while the stream is open; close the stream after
+/// the returned idle time without a byte (the policy's, or
+/// `--tcp-idle-timeout`).
 pub(crate) async fn connect_opaque(
     upstream: &Resolution,
     ctx: &Ctx,
 ) -> Result<(UpstreamIo, Option<Pick>, Duration), ProxyError> {
-    let timeouts = upstream.connection_timeouts();
-    let (addr, pick) = ctx.http.pick(upstream)?;
+    let policy = ctx.http.policy_for(upstream).await?;
+    let timeouts = policy.default.timeouts;
+    let no_headers = ::http::HeaderMap::new();
+    let (addr, pick) = ctx.http.choose(upstream, &policy, &policy.default.balance, &no_headers, None)?;
     let tls = pick.as_ref().and_then(|p| ctx.http.tls_target(&p.endpoint, true));
     let connect_timeout = timeouts.connect.unwrap_or(ctx.config.connect_timeout);
     let up = tls::connect_upstream(addr, connect_timeout, tls.as_ref()).await?;

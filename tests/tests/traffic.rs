@@ -666,3 +666,28 @@ fn a_rate_limit_admits_its_rate_and_answers_the_rest_429() {
         heads.stdout
     );
 }
+
+#[test]
+fn upgrades_take_the_routes_backend_and_never_an_ejected_endpoint() {
+    let f = fixture(&[("v1", "app=web,version=v1", &[]), ("v2", "app=web,version=v2", &[])]);
+    let upgrade = ["-H", "Connection: Upgrade", "-H", "Upgrade: websocket"];
+
+    // Everything to v2: WebSocket upgrades too.
+    f.apply("route.yaml", &route("    - backendRefs: [{name: web-v2, port: 80, weight: 1}]\n"), WEB, ROUTE);
+    let split = f.send("http://198.18.0.200/ws-", 40, &upgrade);
+    assert_eq!(count(&split, "v2"), 40, "upgrades escaped the route's backend: {split:?}");
+    f.remove("route.yaml", WEB, ROUTE);
+
+    // v1 fails and is ejected by plain requests; upgrades avoid it too.
+    f.replicas["v1"].fail_every(1);
+    let breaker = traffic(
+        "breaker",
+        "{kind: Service, name: web}",
+        "  retries: {attempts: 0}\n  circuitBreaker: {consecutiveFailures: 3, baseEjection: 20s, maxEjection: 30s}\n",
+    );
+    f.apply("breaker.yaml", &breaker, WEB, "TrafficPolicy/default/breaker");
+    let _ = f.send("http://198.18.0.200/eject-", 40, &[]);
+    assert_eq!(f.metric("weft_circuit_ejections_total"), 1.0, "{}", f.proxy.metrics_text());
+    let during = f.send("http://198.18.0.200/ws-ejected-", 40, &upgrade);
+    assert_eq!(count(&during, "v2"), 40, "upgrades reached the ejected endpoint: {during:?}");
+}

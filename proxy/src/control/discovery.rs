@@ -32,8 +32,8 @@ use weft_api::policy::policy_client::PolicyClient;
 use super::ControlPlane;
 use super::backoff::Backoff;
 use super::target::Target;
-use crate::balance::{Balancer, Endpoint, Endpoints, Pick};
-use crate::policy::compiled::{CompiledPolicy, Timeouts};
+use crate::balance::{Balancer, Endpoint, Endpoints};
+use crate::policy::compiled::CompiledPolicy;
 
 /// Destinations remembered at most; past it, new ones are resolved without
 /// caching (forwarded as is) rather than growing memory without bound.
@@ -54,20 +54,6 @@ pub enum Resolution {
     Service(Arc<ServiceTarget>),
 }
 
-impl Resolution {
-    /// The endpoint for one request or connection: fixed, or chosen by the
-    /// balancer; `None` when the service has no ready endpoint.
-    pub fn pick(&self) -> Option<(SocketAddr, Option<Pick>)> {
-        match self {
-            Resolution::Forward(addr) => Some((*addr, None)),
-            Resolution::Service(target) => {
-                let pick = target.balancer.pick()?;
-                Some((pick.addr(), Some(pick)))
-            }
-        }
-    }
-}
-
 /// A resolved service destination.
 #[derive(Debug)]
 pub struct ServiceTarget {
@@ -81,17 +67,20 @@ impl ServiceTarget {
     pub fn policy(&self) -> Option<Arc<CompiledPolicy>> {
         self.policy.borrow().clone()
     }
-}
 
-impl Resolution {
-    /// The timeouts of a connection (opaque TCP, a tunnel) to this
-    /// destination: the service policy's, which routes cannot refine.
-    pub fn connection_timeouts(&self) -> Timeouts {
-        match self {
-            Resolution::Service(target) => target.policy.borrow().as_ref().map(|p| p.default.timeouts),
-            Resolution::Forward(_) => None,
+    /// [`ServiceTarget::policy`], waiting up to `timeout` for the first one:
+    /// discovery and policy are separate streams, and a destination's
+    /// first request must not be routed before its routes are known.
+    /// Immediate once a policy has arrived; `None` when none came in time.
+    pub async fn policy_within(&self, timeout: Duration) -> Option<Arc<CompiledPolicy>> {
+        if let Some(policy) = self.policy() {
+            return Some(policy);
         }
-        .unwrap_or_default()
+        let mut rx = self.policy.clone();
+        match tokio::time::timeout(timeout, rx.wait_for(Option::is_some)).await {
+            Ok(Ok(policy)) => policy.clone(),
+            _ => None,
+        }
     }
 }
 

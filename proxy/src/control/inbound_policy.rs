@@ -1,17 +1,18 @@
 //! The inbound policy of each of this workload's ports, streamed from
 //! `Policy.WatchInbound` (one stream per port, opened on first use).
 //!
-//! A port whose policy has not arrived within the discovery timeout (the
-//! control plane is down, say) is served under the mesh default, allow-all
-//! and permissive, which is also what the control plane answers for a port
-//! with no AccessPolicy; the last policy received stays in force while the
-//! control plane is away.
+//! A port whose policy has not arrived (the control plane is down, say) is
+//! decided under the proxy's configured default (`--default-inbound-policy`,
+//! which `weft up` and the injector set to the mesh's default access) until
+//! it does; the last policy received stays in force while the control plane
+//! is away.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
+use weft_api::policy::inbound_policy::{DefaultAccess, MtlsMode};
 use weft_api::policy::policy_client::PolicyClient;
 use weft_api::policy::{InboundPolicy, InboundRequest, RateLimit};
 
@@ -27,6 +28,8 @@ pub struct InboundPolicies {
     /// "name.namespace" of this workload.
     workload: String,
     timeout: Duration,
+    /// Decides while a port's policy is unknown (version 0, no rules).
+    fallback: Arc<InboundPolicy>,
     ports: Mutex<HashMap<u16, watch::Receiver<Option<Arc<InboundPolicy>>>>>,
     /// Each port's rate limiter with the settings it was made from: kept
     /// across policy versions that leave the limit as it was, so that an
@@ -38,11 +41,17 @@ pub struct InboundPolicies {
 }
 
 impl InboundPolicies {
-    pub fn new(control: ControlPlane, workload: String, timeout: Duration) -> Self {
+    pub fn new(control: ControlPlane, workload: String, timeout: Duration, default: DefaultAccess) -> Self {
+        let fallback = InboundPolicy {
+            default_access: default as i32,
+            mtls_mode: MtlsMode::Permissive as i32,
+            ..Default::default()
+        };
         Self {
             control,
             workload,
             timeout,
+            fallback: Arc::new(fallback),
             ports: Mutex::default(),
             limiters: Mutex::default(),
             routes: Mutex::default(),
@@ -89,7 +98,13 @@ impl InboundPolicies {
         limiter.try_acquire(&key, std::time::Instant::now())
     }
 
-    /// The policy for `port`; `None` when none arrived in time.
+    /// The policy that decides while a port's own is unknown.
+    pub fn fallback(&self) -> &Arc<InboundPolicy> {
+        &self.fallback
+    }
+
+    /// The policy for `port`, waiting (up to the discovery timeout) for the
+    /// first one; `None` when none arrived in time.
     pub async fn get(&self, port: u16) -> Option<Arc<InboundPolicy>> {
         let mut rx = {
             let mut ports = self.ports.lock().unwrap_or_else(|p| p.into_inner());

@@ -65,7 +65,9 @@ impl Slot {
             let _permit = permit;
             let exchange = async {
                 let upstream = shared.resolver.lookup(&target).await?;
-                let (addr, pick) = shared.pick(&upstream).ok()?;
+                let policy = shared.policy_for(&upstream).await.ok()?;
+                let balance = &policy.default.balance;
+                let (addr, pick) = shared.choose(&upstream, &policy, balance, &head.headers, None).ok()?;
                 let tls = pick.as_ref().and_then(|p| shared.tls_target(&p.endpoint, false));
                 let req = Request::from_parts(head, body);
                 let rsp = shared.pool.send(addr, version, req, tls).await.ok()?;

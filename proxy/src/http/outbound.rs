@@ -1,8 +1,10 @@
 //! The outbound traffic policy, applied to one request:
 //!
 //! ```text
-//! route (404 when none matches) ─► filters (redirect answers here; headers, rewrite)
-//!   ─► fault (delay / abort) ─► backend by weight ─► request timeout
+//! policy (the service's, waited for on a first request; 503 if it never comes)
+//! ─► route (404 when none matches) ─► filters (redirect answers here; headers, rewrite)
+//!   ─► fault (delay / abort) ─► backend by weight ─► upgrade? dedicated connection to the chosen endpoint
+//!   ─► request timeout
 //!     ─► attempt: balancer (kind, circuit breaker, avoid the last failure) ─► endpoint, per-try timeout
 //!        └─ retryable outcome, budget allows, body replayable ─► backoff ─► next attempt
 //! ```
@@ -36,21 +38,21 @@ use super::client::SendError;
 use super::headers::strip_hop_by_hop;
 use super::respond::ProxyError;
 use super::service::ProxyService;
-use crate::balance::PickOptions;
+use super::upgrade::Upgrade;
 use crate::control::discovery::Resolution;
 use crate::policy::compiled::{BackendRef, CompiledPolicy, RouteRuntime};
 use crate::policy::retry::{Decision, Outcome, grpc_status};
 
 /// Sends `req` under the outbound policy of the service it resolved to.
-pub(super) async fn forward(svc: &ProxyService, req: Request<Incoming>) -> Result<Response<ResponseBody>, ProxyError> {
+pub(super) async fn forward(
+    svc: &ProxyService,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ProxyError> {
     let shared = &svc.shared;
-    let policy: Arc<CompiledPolicy> = match &svc.upstream {
-        Resolution::Service(target) => target.policy(),
-        Resolution::Forward(_) => None,
-    }
-    .unwrap_or_else(|| shared.fallback_policy.clone());
+    let policy: Arc<CompiledPolicy> = shared.policy_for(&svc.upstream).await?;
+    let upgrade = Upgrade::take(&mut req, svc.version);
     let (mut parts, body) = req.into_parts();
-    strip_hop_by_hop(&mut parts.headers, false);
+    strip_hop_by_hop(&mut parts.headers, upgrade.as_ref().is_some_and(Upgrade::keeps_headers));
 
     let (rt, prefix): (&RouteRuntime, Option<&str>) = if policy.routes.is_empty() {
         (&policy.default, None)
@@ -112,6 +114,16 @@ pub(super) async fn forward(svc: &ProxyService, req: Request<Incoming>) -> Resul
         if let Some(rewrite) = &b.filters.rewrite {
             rewrite.apply(&mut parts.uri, &mut parts.headers, prefix);
         }
+    }
+
+    // An upgrade is routed like any request; only its transport differs (a
+    // connection of its own, no retries: its body is the stream itself).
+    if let Some(upgrade) = upgrade {
+        let (addr, pick) = shared.choose(&upstream, &policy, &rt.balance, &parts.headers, None)?;
+        let tls = pick.as_ref().and_then(|p| shared.tls_target(&p.endpoint, false));
+        let req = Request::from_parts(parts, RequestBody::from(body));
+        let rsp = upgrade.proxy(shared, svc.drain.clone(), req, addr, pick, tls).await?;
+        return Ok(rsp.map(|b| super::streamed(b, None)));
     }
 
     // Buffer the body when a retry may need to send it again after it was
@@ -274,15 +286,7 @@ async fn attempt(
     req: Request<RequestBody>,
 ) -> Attempt {
     let shared = &svc.shared;
-    let picked = match upstream {
-        Resolution::Forward(_) => shared.pick(upstream),
-        Resolution::Service(target) => {
-            let options =
-                PickOptions { balance: &rt.balance, headers: req.headers(), circuit: policy.circuit.as_ref(), avoid };
-            shared.check_destination(target.balancer.pick_with(&options).map(|p| (p.addr(), Some(p))))
-        }
-    };
-    let (addr, pick) = match picked {
+    let (addr, pick) = match shared.choose(upstream, policy, &rt.balance, req.headers(), avoid) {
         Ok(p) => p,
         Err(e) => return Attempt { result: Err(e), addr: None, unsent: Some(req) },
     };

@@ -41,6 +41,10 @@ pub enum ProxyError {
     Downstream(#[source] hyper::Error),
     #[error("service has no ready endpoints")]
     NoEndpoints,
+    /// Discovery answered, the service's traffic policy did not: the request
+    /// is refused rather than routed without its routes.
+    #[error("the service's traffic policy did not arrive from the control plane within {0:?}")]
+    PolicyUnavailable(Duration),
     /// A route's backend that discovery does not know (or did not answer for in time).
     #[error("backend {0} of the matched route is not known to the mesh")]
     UnknownBackend(String),
@@ -96,7 +100,9 @@ impl ProxyError {
             ProxyError::Downstream(_) | ProxyError::BadTarget(_) | ProxyError::RequestBody(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ProxyError::NoEndpoints | ProxyError::UnknownBackend(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoEndpoints | ProxyError::UnknownBackend(_) | ProxyError::PolicyUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Unresolved { .. } => StatusCode::BAD_GATEWAY,
             // RFC 5842 §7.2: 508 Loop Detected.
             ProxyError::Loop(_) => StatusCode::LOOP_DETECTED,

@@ -7,22 +7,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
-use http::{Method, Request, Response, header};
+use http::{HeaderMap, Request, Response, header};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::client::Pool;
-use super::headers::{strip_hop_by_hop, wants_upgrade};
+use super::headers::strip_hop_by_hop;
 use super::respond::{ProxyError, error_response};
-use super::{ResponseBody, Version, upgrade};
+use super::upgrade::Upgrade;
+use super::{ResponseBody, Version};
 use crate::authz::Decision;
-use crate::balance::{Endpoint, Pick};
+use crate::balance::{Endpoint, Pick, PickOptions};
 use crate::control::discovery::{Resolution, Resolver};
 use crate::drain;
 use crate::identity::IdentityHandle;
 use crate::inbound::ConnAuthz;
 use crate::metrics::{Direction, Metrics};
+use crate::policy::compiled::Balance;
 use crate::policy::compiled::CompiledPolicy;
 use crate::transport::tls::TlsTarget;
 
@@ -46,9 +48,25 @@ pub struct Shared {
     pub fallback_policy: Arc<CompiledPolicy>,
     /// Bounds the RequestMirror copies in flight.
     pub mirrors: Arc<tokio::sync::Semaphore>,
+    /// How long a mesh service's first request waits for its policy.
+    pub policy_timeout: Duration,
 }
 
 impl Shared {
+    /// The policy a request (or connection) to `upstream` runs under: the
+    /// service's, waited for up to the policy timeout (a mesh service is
+    /// never routed without it), or the proxy's defaults for destinations
+    /// outside the mesh.
+    pub async fn policy_for(&self, upstream: &Resolution) -> Result<Arc<CompiledPolicy>, ProxyError> {
+        match upstream {
+            Resolution::Service(target) => target
+                .policy_within(self.policy_timeout)
+                .await
+                .ok_or(ProxyError::PolicyUnavailable(self.policy_timeout)),
+            Resolution::Forward(_) => Ok(self.fallback_policy.clone()),
+        }
+    }
+
     /// Mesh TLS parameters for a meshed endpoint, when this proxy has an
     /// identity; `None` means plaintext (documented: unmeshed destinations).
     pub fn tls_target(&self, endpoint: &Endpoint, opaque: bool) -> Option<TlsTarget> {
@@ -58,20 +76,28 @@ impl Shared {
         Some(TlsTarget { config, expected })
     }
 
-    /// The endpoint for one request or connection: fixed, or chosen by the
-    /// balancer. Refuses this proxy's own outbound listener: an explicit
-    /// proxy request for it (or a service endpoint registered there) would
-    /// otherwise have the proxy connect to itself, recursively.
-    pub fn pick(&self, upstream: &Resolution) -> Result<(SocketAddr, Option<Pick>), ProxyError> {
-        self.check_destination(upstream.pick())
-    }
-
-    /// The loop guard of [`Shared::pick`], for endpoints picked elsewhere
-    /// (the outbound policy's balancer options).
-    pub fn check_destination(
+    /// The one way every protocol (HTTP requests, upgrades, opaque
+    /// connections, tunnels, mirror copies) picks an endpoint: the fixed
+    /// destination, or the service's balancer under `policy` (its kind,
+    /// the circuit breaker's ejections, `avoid`: the endpoint the last
+    /// attempt failed on). Refuses this proxy's own outbound listener: an
+    /// explicit proxy request for it (or a service endpoint registered
+    /// there) would otherwise have the proxy connect to itself, recursively.
+    pub fn choose(
         &self,
-        picked: Option<(SocketAddr, Option<Pick>)>,
+        upstream: &Resolution,
+        policy: &CompiledPolicy,
+        balance: &Balance,
+        headers: &HeaderMap,
+        avoid: Option<SocketAddr>,
     ) -> Result<(SocketAddr, Option<Pick>), ProxyError> {
+        let picked = match upstream {
+            Resolution::Forward(addr) => Some((*addr, None)),
+            Resolution::Service(target) => {
+                let options = PickOptions { balance, headers, circuit: policy.circuit.as_ref(), avoid };
+                target.balancer.pick_with(&options).map(|p| (p.addr(), Some(p)))
+            }
+        };
         let (addr, pick) = picked.ok_or(ProxyError::NoEndpoints)?;
         if is_listener(self.outbound_listener, addr) {
             return Err(ProxyError::Loop(addr));
@@ -114,8 +140,7 @@ pub const CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("weft-client-id
 
 impl ProxyService {
     pub async fn call(self, mut req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
-        if let Some(authz) = self.authz.as_ref().and_then(|a| a.decide_request(req.method(), req.uri(), req.headers()))
-        {
+        if let Some(authz) = self.authz.as_ref().map(|a| a.decide_request(req.method(), req.uri(), req.headers())) {
             authz.count();
             if !authz.decision.allowed {
                 let stats = self.shared.metrics.authority(self.direction, authority(&req));
@@ -142,11 +167,7 @@ impl ProxyService {
         let stats = self.shared.metrics.authority(self.direction, authority(&req));
         stats.request();
 
-        let upgrade =
-            self.version == Version::Http1 && (req.method() == Method::CONNECT || wants_upgrade(req.headers()));
-        let result = if upgrade {
-            upgrade::proxy(&self, req).await.map(|r| r.map(|b| super::streamed(b, None)))
-        } else if self.direction == Direction::Outbound {
+        let result = if self.direction == Direction::Outbound {
             super::outbound::forward(&self, req).await
         } else {
             self.forward(req).await.map(|r| r.map(|b| super::streamed(b, None)))
@@ -164,11 +185,18 @@ impl ProxyService {
         Ok(rsp)
     }
 
-    /// Inbound: straight to the app, under the proxy's request timeout.
+    /// Inbound: straight to the app, under the proxy's request timeout (an
+    /// upgrade on a connection of its own).
     async fn forward(&self, mut req: Request<Incoming>) -> Result<Response<Incoming>, ProxyError> {
-        strip_hop_by_hop(req.headers_mut(), false);
-        let (addr, pick) = self.pick()?;
+        let upgrade = Upgrade::take(&mut req, self.version);
+        strip_hop_by_hop(req.headers_mut(), upgrade.as_ref().is_some_and(Upgrade::keeps_headers));
+        let policy = &self.shared.fallback_policy;
+        let (addr, pick) = self.shared.choose(&self.upstream, policy, &policy.default.balance, req.headers(), None)?;
         let tls = pick.as_ref().and_then(|p| self.shared.tls_target(&p.endpoint, false));
+        if let Some(upgrade) = upgrade {
+            let req = req.map(super::RequestBody::from);
+            return upgrade.proxy(&self.shared, self.drain.clone(), req, addr, pick, tls).await;
+        }
         let send = self.shared.pool.send(addr, self.version, req.map(super::RequestBody::from), tls);
         let mut rsp = match self.shared.request_timeout {
             Some(t) => tokio::time::timeout(t, send).await.map_err(|_| ProxyError::ResponseTimeout(t))??,
@@ -179,11 +207,6 @@ impl ProxyService {
         }
         strip_hop_by_hop(rsp.headers_mut(), false);
         Ok(rsp)
-    }
-
-    /// The endpoint for one request: fixed, or chosen by the balancer.
-    pub fn pick(&self) -> Result<(SocketAddr, Option<Pick>), ProxyError> {
-        self.shared.pick(&self.upstream)
     }
 }
 
