@@ -13,8 +13,8 @@
 //! Every interface is created from inside the hub (`ip -n HUB link add p0
 //! type veth peer name eth0 netns POD`), so nothing is ever created in the
 //! root namespace and runs cannot collide on a name. Names carry the PID of
-//! `weft up`; [`sweep_stale`] removes what a run that died (SIGKILL, power
-//! loss of the shell) left behind.
+//! `weft up` (see `runs`); [`sweep_stale`] removes what a run that died
+//! (SIGKILL, power loss of the shell) left behind.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +22,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::plan::{HUB_IP, POD_PREFIX_LEN, PodPlan};
+use crate::runs::{remove_state_keeping_logs, run_alive, run_id};
 
 /// Where `ip netns` keeps its namespaces.
 const NETNS_DIR: &str = "/run/netns";
@@ -129,17 +130,6 @@ impl Ip {
     }
 }
 
-/// The run id of a namespace or directory named `weft-<pid>-…`.
-pub fn run_id(name: &str) -> Option<u32> {
-    name.strip_prefix("weft-")?.split('-').next()?.parse().ok()
-}
-
-/// Whether run `pid` is still alive: a live process of that PID whose
-/// command line mentions weft (a PID reused by something else does not count).
-pub fn run_alive(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| cmdline.windows(4).any(|w| w == b"weft"))
-}
-
 /// Removes the namespaces, `/etc/netns` directories and state of runs
 /// whose `weft up` is gone. Returns one line per thing removed.
 pub fn sweep_stale(ip: &Ip, state_root: &Path, own: u32) -> Vec<String> {
@@ -171,7 +161,7 @@ pub fn sweep_stale(ip: &Ip, state_root: &Path, own: u32) -> Vec<String> {
     for entry in std::fs::read_dir(state_root).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Ok(pid) = name.parse::<u32>() else { continue };
-        if pid != own && !run_alive(pid) && crate::runtime::remove_state_keeping_logs(&entry.path()) {
+        if pid != own && !run_alive(pid) && remove_state_keeping_logs(&entry.path()) {
             removed.push(format!("{} (logs kept)", entry.path().display()));
         }
     }
@@ -207,20 +197,4 @@ pub async fn connect_in(
     })?;
     let stream = rx.await.map_err(|_| std::io::Error::other("the namespace thread died"))??;
     tokio::net::TcpStream::from_std(stream)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn run_ids_from_names() {
-        assert_eq!(run_id("weft-123-hub"), Some(123));
-        assert_eq!(run_id("weft-123-web-v1-0"), Some(123));
-        assert_eq!(run_id("wt-123-hub"), None);
-        assert_eq!(run_id("weft-abc-hub"), None);
-        // This test binary is weft_cli-<hash>.
-        assert!(run_alive(std::process::id()));
-        assert!(!run_alive(u32::MAX));
-    }
 }

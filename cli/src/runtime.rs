@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
-use tokio::sync::watch;
 
 use crate::identity::{self, TOKEN_TTL, TOKENS_RELOAD, Tokens};
 use crate::meshfile::LoadedMesh;
@@ -33,6 +32,8 @@ use crate::plan::{
     PROXY_UID, Plan, PodPlan, TRUST_DOMAIN,
 };
 use crate::runrecord::{PodRecord, RunMode, RunRecord, ServiceRecord};
+use crate::runs::remove_state_keeping_logs;
+use crate::stop::{Interrupted, Stop};
 use crate::supervise::{Phase, Prepare, Spec, Supervisor};
 use crate::system::{self, Tools};
 use crate::{hosts, probe};
@@ -44,101 +45,6 @@ const PROXY_DRAIN: &str = "2s";
 /// How long the control plane and each proxy get to answer `/ready`.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
-
-/// Ctrl-C, SIGTERM or SIGHUP asked the mesh to stop.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted")]
-pub struct Interrupted;
-
-/// Counts stop signals; the first one stops the mesh in order.
-#[derive(Clone)]
-pub struct Stop {
-    rx: watch::Receiver<u32>,
-}
-
-impl Stop {
-    /// Takes over SIGINT, SIGTERM and SIGHUP for the rest of the process.
-    pub fn install() -> std::io::Result<Stop> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut hup = signal(SignalKind::hangup())?;
-        let (tx, rx) = watch::channel(0u32);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = int.recv() => {},
-                    _ = term.recv() => {},
-                    _ = hup.recv() => {},
-                }
-                tx.send_modify(|n| *n += 1);
-            }
-        });
-        Ok(Stop { rx })
-    }
-
-    pub fn requested(&self) -> bool {
-        *self.rx.borrow() > 0
-    }
-
-    pub fn check(&self) -> Result<(), Interrupted> {
-        if self.requested() { Err(Interrupted) } else { Ok(()) }
-    }
-
-    /// Completes once a stop was requested.
-    pub async fn wait(&self) {
-        self.wait_beyond(0).await;
-    }
-
-    /// Completes once more than `n` stop signals have arrived.
-    async fn wait_beyond(&self, n: u32) {
-        let mut rx = self.rx.clone();
-        let _ = rx.wait_for(|count| *count > n).await;
-    }
-}
-
-/// Where this run keeps its files by default: `/run/weft` as root, else
-/// `$XDG_RUNTIME_DIR/weft` or `/tmp/weft-<uid>`.
-pub fn default_state_root() -> PathBuf {
-    if system::is_root() {
-        return PathBuf::from("/run/weft");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("weft"),
-        _ => PathBuf::from(format!("/tmp/weft-{}", nix::unistd::getuid())),
-    }
-}
-
-/// Removes a state directory except its `logs/` (and the directory itself
-/// if no logs are left). Whether anything was removed.
-pub fn remove_state_keeping_logs(dir: &Path) -> bool {
-    let mut removed = false;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_name() == "logs" {
-            continue;
-        }
-        let path = entry.path();
-        let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-        removed |= gone.is_ok();
-    }
-    // Only succeeds when empty, i.e. there were no logs.
-    let _ = std::fs::remove_dir(dir.join("logs"));
-    removed | std::fs::remove_dir(dir).is_ok()
-}
-
-/// Picks a free 127.N.0.0/16 block for a loopback-mode run: the first N,
-/// from a PID-derived start, whose control-plane address can be bound.
-pub fn choose_loopback_block(run_id: u32) -> anyhow::Result<u8> {
-    let start = run_id % 200;
-    for i in 0..200 {
-        let block = u8::try_from(20 + (start + i) % 200).expect("below 256");
-        let addr = SocketAddr::from((Ipv4Addr::new(127, block, 0, 1), CONTROL_GRPC_PORT));
-        if std::net::TcpListener::bind(addr).is_ok() {
-            return Ok(block);
-        }
-    }
-    bail!("no free 127.N.0.1:{CONTROL_GRPC_PORT} for the control plane (N from 20 to 219)")
-}
 
 /// What a run needs to know besides the mesh file.
 #[derive(Debug, Clone)]
@@ -731,7 +637,7 @@ impl LocalMesh {
     /// what is left at once. Returns what could not be removed (normally
     /// nothing).
     pub async fn shutdown(&mut self, keep_logs: bool, stop: &Stop) -> Vec<String> {
-        let signals = *stop.rx.borrow();
+        let signals = stop.signals();
         tokio::select! {
             () = self.supervisor.shutdown(STOP_GRACE) => {},
             () = stop.wait_beyond(signals) => {
@@ -846,32 +752,6 @@ pub fn tail(path: &Path, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn state_removal_keeps_only_logs() {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("123");
-        std::fs::create_dir_all(dir.join("logs")).unwrap();
-        std::fs::write(dir.join("weft"), "binary").unwrap();
-        std::fs::write(dir.join("logs/web-0.app.log"), "hello").unwrap();
-        assert!(remove_state_keeping_logs(&dir));
-        assert!(!dir.join("weft").exists());
-        assert!(dir.join("logs/web-0.app.log").exists());
-
-        std::fs::remove_file(dir.join("logs/web-0.app.log")).unwrap();
-        std::fs::write(dir.join("services.yaml"), "").unwrap();
-        assert!(remove_state_keeping_logs(&dir));
-        assert!(!dir.exists(), "without logs nothing is left");
-    }
-
-    #[test]
-    fn loopback_blocks_are_free_addresses() {
-        let block = choose_loopback_block(std::process::id()).unwrap();
-        assert!((20..220).contains(&block));
-        // Occupy it: the next choice moves on.
-        let _held = std::net::TcpListener::bind((Ipv4Addr::new(127, block, 0, 1), CONTROL_GRPC_PORT)).unwrap();
-        assert_ne!(choose_loopback_block(std::process::id()).unwrap(), block);
-    }
 
     #[test]
     fn tails() {
