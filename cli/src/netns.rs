@@ -13,8 +13,11 @@
 //! Every interface is created from inside the hub (`ip -n HUB link add p0
 //! type veth peer name eth0 netns POD`), so nothing is ever created in the
 //! root namespace and runs cannot collide on a name. Names carry the PID of
-//! `weft up` (see `runs`); [`sweep_stale`] removes what a run that died
-//! (SIGKILL, power loss of the shell) left behind.
+//! `weft up` (see `runs`); `runtime::sweep` removes what a run that
+//! died (SIGKILL, power loss of the shell) left behind.
+//!
+//! Below the mesh lifecycle: this module knows the plan's addresses and
+//! nothing of runs, processes or probes.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,7 +25,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::plan::{HUB_IP, POD_PREFIX_LEN, PodPlan};
-use crate::runs::{remove_state_keeping_logs, run_alive, run_id};
 
 /// Where `ip netns` keeps its namespaces.
 const NETNS_DIR: &str = "/run/netns";
@@ -128,44 +130,6 @@ impl Ip {
         self.run(&["netns", "del", ns])?;
         Ok(pids)
     }
-}
-
-/// Removes the namespaces, `/etc/netns` directories and state of runs
-/// whose `weft up` is gone. Returns one line per thing removed.
-pub fn sweep_stale(ip: &Ip, state_root: &Path, own: u32) -> Vec<String> {
-    let stale = |name: &str| run_id(name).is_some_and(|pid| pid != own && !run_alive(pid));
-    let mut removed = Vec::new();
-    // Pods first, the hub last (its bridge holds the veth ends).
-    let mut names: Vec<String> = ip.list().into_iter().filter(|n| stale(n)).collect();
-    names.sort_by_key(|n| n.ends_with("-hub"));
-    for ns in names {
-        match ip.destroy(&ns) {
-            Ok(pids) if pids.is_empty() => removed.push(format!("network namespace {ns}")),
-            Ok(pids) => removed.push(format!("network namespace {ns} (killed leftover processes {pids:?})")),
-            Err(e) => tracing::warn!("cannot remove stale {ns}: {e}"),
-        }
-    }
-    let mut etc_removed = false;
-    for entry in std::fs::read_dir(ETC_NETNS).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if stale(&name) && std::fs::remove_dir_all(entry.path()).is_ok() {
-            removed.push(entry.path().display().to_string());
-            etc_removed = true;
-        }
-    }
-    if etc_removed {
-        // That run probably created /etc/netns too; gone if now empty.
-        let _ = std::fs::remove_dir(ETC_NETNS);
-    }
-    // State directories are named by the bare PID; logs stay for a post-mortem.
-    for entry in std::fs::read_dir(state_root).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Ok(pid) = name.parse::<u32>() else { continue };
-        if pid != own && !run_alive(pid) && remove_state_keeping_logs(&entry.path()) {
-            removed.push(format!("{} (logs kept)", entry.path().display()));
-        }
-    }
-    removed
 }
 
 /// A TCP connection to `addr` from inside network namespace `netns` (or

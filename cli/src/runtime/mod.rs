@@ -15,6 +15,15 @@
 //! half-finished start too. [`LocalMesh::shutdown`] is the orderly path;
 //! dropping a mesh that was not shut down (an error, a panic) kills its
 //! processes at once and removes the rest all the same.
+//!
+//! This module is the lifecycle (the order above, readiness waits,
+//! teardown, each process's command line); the parts it orders live
+//! beside it: `sweep` (runs that died), `pods` (network-namespace
+//! plumbing). Run identity is in [`crate::runs`], stop signals in
+//! [`crate::stop`].
+
+mod pods;
+mod sweep;
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -24,19 +33,20 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 
+use self::pods::{Created, PodSetup};
 use crate::identity::{self, TOKEN_TTL, TOKENS_RELOAD, Tokens};
 use crate::meshfile::LoadedMesh;
-use crate::netns::{self, ETC_NETNS, Ip};
+use crate::netns::Ip;
 use crate::plan::{
     CONTROL_ADMIN_PORT, CONTROL_GRPC_PORT, Mode, MtlsChoice, PROXY_ADMIN_PORT, PROXY_INBOUND_PORT, PROXY_OUTBOUND_PORT,
     PROXY_UID, Plan, PodPlan, TRUST_DOMAIN,
 };
+use crate::probe;
 use crate::runrecord::{PodRecord, RunMode, RunRecord, ServiceRecord};
 use crate::runs::remove_state_keeping_logs;
 use crate::stop::{Interrupted, Stop};
 use crate::supervise::{Phase, Prepare, Spec, Supervisor};
 use crate::system::{self, Tools};
-use crate::{hosts, probe};
 
 /// How long a stopping process gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -58,15 +68,6 @@ pub struct Settings {
     pub log: String,
     /// `--mtls`.
     pub mtls: MtlsChoice,
-}
-
-#[derive(Default)]
-struct Created {
-    netns: Vec<String>,
-    hosts_dirs: Vec<PathBuf>,
-    etc_netns: bool,
-    state_root: bool,
-    state_dir: bool,
 }
 
 /// One run of a local mesh.
@@ -167,7 +168,7 @@ impl LocalMesh {
     }
 
     fn created(&self) -> std::sync::MutexGuard<'_, Created> {
-        self.created.lock().unwrap_or_else(|e| e.into_inner())
+        pods::lock(&self.created)
     }
 
     pub fn hub(&self) -> String {
@@ -243,7 +244,7 @@ impl LocalMesh {
     /// caller shuts the mesh down (or drops it), which removes what exists.
     pub async fn start(&self, stop: &Stop) -> anyhow::Result<()> {
         if let Some(ip) = self.ip() {
-            for removed in netns::sweep_stale(&ip, &self.state_root, self.run_id) {
+            for removed in sweep::sweep_stale(&ip, &self.state_root, self.run_id) {
                 tracing::info!("removed {removed}, left by a weft run that is gone");
             }
         }
@@ -266,7 +267,8 @@ impl LocalMesh {
         for pod in &self.plan.pods {
             stop.check()?;
             if let Some(ip) = self.ip() {
-                self.create_pod(&ip, pod).await?;
+                let setup = PodSetup { ip: &ip, hub: &hub, plan: &self.plan, exe: &self.exe, created: &self.created };
+                pods::create_pod(&setup, pod, &self.log_path(&format!("{}.init", pod.name))).await?;
             }
             self.supervisor.spawn(Phase::Proxy, self.proxy_spec(pod));
         }
@@ -351,48 +353,6 @@ impl LocalMesh {
         }
         if let Some(tokens) = &self.tokens {
             tokens.create()?;
-        }
-        Ok(())
-    }
-
-    async fn create_pod(&self, ip: &Ip, pod: &PodPlan) -> anyhow::Result<()> {
-        self.created().netns.push(pod.netns.clone());
-        ip.create_pod(&self.hub(), pod).with_context(|| format!("creating pod {}", pod.name))?;
-
-        let etc = Path::new(ETC_NETNS);
-        if !etc.exists() {
-            self.created().etc_netns = true;
-        }
-        let dir = etc.join(&pod.netns);
-        self.created().hosts_dirs.push(dir.clone());
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(dir.join("hosts"), hosts::render(&self.plan, pod))
-            .with_context(|| format!("writing {}/hosts", dir.display()))?;
-        // No DNS server in a pod: names come from the hosts file, and an
-        // unknown name fails at once instead of querying the host's resolver.
-        std::fs::write(dir.join("resolv.conf"), "# weft local mesh: names come from /etc/hosts\noptions attempts:1\n")
-            .with_context(|| format!("writing {}/resolv.conf", dir.display()))?;
-
-        let log_path = self.log_path(&format!("{}.init", pod.name));
-        let log = std::fs::File::create(&log_path)?;
-        let status = tokio::process::Command::new(ip.bin())
-            .args(["netns", "exec", &pod.netns])
-            .arg(&self.exe)
-            .args(["proxy", "init"])
-            .env_clear()
-            .env("PATH", system::search_path())
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .status()
-            .await
-            .context("running weft proxy init")?;
-        if !status.success() {
-            bail!(
-                "`weft proxy init` failed in pod {} ({status}):\n{}",
-                pod.name,
-                std::fs::read_to_string(&log_path).unwrap_or_default().trim_end()
-            );
         }
         Ok(())
     }
@@ -652,28 +612,7 @@ impl LocalMesh {
     fn remove_everything(&self, keep_logs: bool) -> Vec<String> {
         let mut problems = Vec::new();
         let created = std::mem::take(&mut *self.created());
-        if let Some(ip) = self.ip() {
-            // Pods first, the hub (created first) last.
-            for ns in created.netns.iter().rev() {
-                match ip.destroy(ns) {
-                    Ok(pids) if !pids.is_empty() => {
-                        tracing::warn!("killed processes {pids:?} that were still in {ns} after the mesh stopped")
-                    }
-                    Ok(_) => {}
-                    Err(e) => problems.push(format!("network namespace {ns}: {e}")),
-                }
-            }
-        }
-        for dir in &created.hosts_dirs {
-            match std::fs::remove_dir_all(dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => problems.push(format!("{}: {e}", dir.display())),
-                _ => {}
-            }
-        }
-        if created.etc_netns {
-            // Only if empty: another run may have put its pods there since.
-            let _ = std::fs::remove_dir(ETC_NETNS);
-        }
+        pods::remove_pods(self.ip().as_ref(), &created, &mut problems);
         if created.state_dir {
             if keep_logs {
                 remove_state_keeping_logs(&self.state_dir);
