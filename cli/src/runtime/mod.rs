@@ -17,15 +17,15 @@
 //! processes at once and removes the rest all the same.
 //!
 //! This module is the lifecycle (the order above, readiness waits,
-//! teardown, each process's command line); the parts it orders live
-//! beside it: `sweep` (runs that died), `pods` (network-namespace
-//! plumbing). Run identity is in [`crate::runs`], stop signals in
-//! [`crate::stop`].
+//! teardown); the parts it orders live beside it: `sweep` (runs that died),
+//! `pods` (network-namespace plumbing), `specs` (each process's command
+//! line, a pure mapping from the plan). Run identity is in [`crate::runs`],
+//! stop signals in [`crate::stop`].
 
 mod pods;
+mod specs;
 mod sweep;
 
-use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -34,13 +34,11 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context as _, bail};
 
 use self::pods::{Created, PodSetup};
+use self::specs::Specs;
 use crate::identity::{self, TOKEN_TTL, TOKENS_RELOAD, Tokens};
 use crate::meshfile::LoadedMesh;
 use crate::netns::Ip;
-use crate::plan::{
-    CONTROL_ADMIN_PORT, CONTROL_GRPC_PORT, Mode, MtlsChoice, PROXY_ADMIN_PORT, PROXY_INBOUND_PORT, PROXY_OUTBOUND_PORT,
-    PROXY_UID, Plan, PodPlan, TRUST_DOMAIN,
-};
+use crate::plan::{CONTROL_ADMIN_PORT, Mode, MtlsChoice, PROXY_ADMIN_PORT, PROXY_UID, Plan, PodPlan};
 use crate::probe;
 use crate::runrecord::{PodRecord, RunMode, RunRecord, ServiceRecord};
 use crate::runs::remove_state_keeping_logs;
@@ -50,8 +48,6 @@ use crate::system::{self, Tools};
 
 /// How long a stopping process gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// The proxies' own drain deadline, well inside [`STOP_GRACE`].
-const PROXY_DRAIN: &str = "2s";
 /// How long the control plane and each proxy get to answer `/ready`.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
@@ -227,7 +223,7 @@ impl LocalMesh {
     }
 
     pub fn log_path(&self, label: &str) -> PathBuf {
-        self.logs_dir.join(format!("{label}.log"))
+        specs::log_path(&self.logs_dir, label)
     }
 
     /// The mesh CA's directory (with mTLS): `ca.crt`, `ca.key`, used tokens.
@@ -237,7 +233,7 @@ impl LocalMesh {
 
     /// The copy of the CA's certificate that the proxies pin.
     pub fn anchors_path(&self) -> PathBuf {
-        self.state_dir.join("anchors.pem")
+        specs::anchors_path(&self.state_dir)
     }
 
     /// Creates and starts everything. On an error or a stop request the
@@ -357,160 +353,28 @@ impl LocalMesh {
         Ok(())
     }
 
-    /// A command run in the hub (network-namespace mode) or here.
-    fn in_netns(
-        &self,
-        netns: Option<&str>,
-        uid: Option<u32>,
-        program: &Path,
-        args: Vec<OsString>,
-    ) -> (PathBuf, Vec<OsString>) {
-        let Some((tools, netns)) = self.tools.as_ref().zip(netns) else {
-            return (program.to_owned(), args);
-        };
-        let mut full: Vec<OsString> = vec!["netns".into(), "exec".into(), netns.into()];
-        if let Some(uid) = uid {
-            full.push(tools.setpriv.clone().into());
-            full.extend(
-                [format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into(), "--".into()]
-                    .map(OsString::from),
-            );
-        }
-        full.push(program.into());
-        full.extend(args);
-        (tools.ip.clone(), full)
-    }
-
-    fn spec(&self, label: String, netns: Option<&str>, uid: Option<u32>, program: &Path, args: Vec<OsString>) -> Spec {
-        let (program, args) = self.in_netns(netns, uid, program, args);
-        Spec {
-            log: self.log_path(&label),
-            label,
-            program,
-            args,
-            // The logs are files: no colour codes in them.
-            env: [("PATH".to_owned(), system::search_path()), ("NO_COLOR".to_owned(), "1".to_owned())].into(),
-            cwd: self.state_dir.clone(),
-            prepare: None,
+    /// The command lines of this run's processes.
+    fn specs(&self) -> Specs<'_> {
+        Specs {
+            plan: &self.plan,
+            hub: self.hub(),
+            state_dir: &self.state_dir,
+            logs_dir: &self.logs_dir,
+            exe: &self.exe,
+            base_dir: &self.base_dir,
+            policies: &self.policies,
+            log: &self.log,
+            tools: self.tools.as_ref(),
+            tokens: self.tokens.as_deref(),
         }
     }
 
     fn control_spec(&self) -> Spec {
-        let ip = self.plan.control_ip;
-        let mut args: Vec<String> = vec![
-            "control".into(),
-            "--grpc-addr".into(),
-            format!("{ip}:{CONTROL_GRPC_PORT}"),
-            "--admin-addr".into(),
-            format!("{ip}:{CONTROL_ADMIN_PORT}"),
-            "--services".into(),
-            self.state_dir.join("services.yaml").to_string_lossy().into_owned(),
-            "--log".into(),
-            self.log.clone(),
-        ];
-        for policy in &self.policies {
-            args.extend(["--policy".into(), policy.to_string_lossy().into_owned()]);
-        }
-        if let (Some(mtls), Some(tokens)) = (&self.plan.mtls, &self.tokens) {
-            // The CA: a root generated in (and reused from) its own 0700
-            // directory; gRPC is then served over TLS.
-            args.extend([
-                "--state-dir".into(),
-                self.ca_dir().to_string_lossy().into_owned(),
-                "--tokens".into(),
-                tokens.file().to_string_lossy().into_owned(),
-                "--trust-domain".into(),
-                TRUST_DOMAIN.into(),
-            ]);
-            if let Some(mode) = mtls.mode {
-                args.extend(["--mtls-mode".into(), mode.as_flag().into()]);
-            }
-            if let Some(lifetime) = &mtls.cert_lifetime {
-                args.extend(["--cert-lifetime".into(), lifetime.clone()]);
-            }
-        }
-        if let Some(access) = self.plan.default_access {
-            args.extend(["--default-access".into(), access.as_flag().into()]);
-        }
-        let hub = self.hub();
-        self.spec(
-            "control".into(),
-            self.plan.mode.netns_of_hub(&hub),
-            None,
-            &self.exe,
-            args.into_iter().map(OsString::from).collect(),
-        )
+        self.specs().control()
     }
 
     fn proxy_spec(&self, pod: &PodPlan) -> Spec {
-        let plan = &self.plan;
-        let scheme = if self.tokens.is_some() { "https" } else { "http" };
-        let mut args: Vec<String> = [
-            "proxy",
-            "run",
-            "--control-plane",
-            &format!("{scheme}://{}:{CONTROL_GRPC_PORT}", plan.control_ip),
-            "--proxy-id",
-            &pod.name,
-            "--namespace",
-            &pod.namespace,
-            "--service-account",
-            &pod.service_account,
-            "--drain-timeout",
-            PROXY_DRAIN,
-            "--log",
-            &self.log,
-        ]
-        .map(String::from)
-        .into();
-        // A workload that serves nothing (a client, the load generator) is
-        // not registered: it would never be anyone's endpoint.
-        if !pod.ports.is_empty() {
-            let ports: Vec<String> = pod.ports.iter().map(u16::to_string).collect();
-            let labels: Vec<String> = pod.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            args.extend([
-                "--workload-name".into(),
-                pod.name.clone(),
-                "--workload-address".into(),
-                pod.ip.to_string(),
-                "--workload-ports".into(),
-                ports.join(","),
-                "--workload-labels".into(),
-                labels.join(","),
-            ]);
-        }
-        if let Mode::Loopback { .. } = plan.mode {
-            // Nothing intercepts in loopback mode: apps send their requests
-            // to the proxy as their HTTP_PROXY.
-            args.push("--explicit-proxy".into());
-            for (flag, port) in [
-                ("--inbound-addr", PROXY_INBOUND_PORT),
-                ("--outbound-addr", PROXY_OUTBOUND_PORT),
-                ("--admin-addr", PROXY_ADMIN_PORT),
-            ] {
-                args.extend([flag.into(), format!("{}:{port}", pod.ip)]);
-            }
-        }
-        if let Some(tokens) = &self.tokens {
-            // Clients (no ports) get identities too: their connections are
-            // mTLS like everyone's.
-            args.extend([
-                "--trust-anchors".into(),
-                self.anchors_path().to_string_lossy().into_owned(),
-                "--identity-token-file".into(),
-                tokens.token_path(&pod.name).to_string_lossy().into_owned(),
-                "--trust-domain".into(),
-                TRUST_DOMAIN.into(),
-            ]);
-        }
-        let uid = (plan.mode == Mode::Netns).then_some(PROXY_UID);
-        let mut spec = self.spec(
-            format!("{}.proxy", pod.name),
-            Some(&pod.netns),
-            uid,
-            &self.exe,
-            args.into_iter().map(OsString::from).collect(),
-        );
+        let mut spec = self.specs().proxy(pod);
         if let Some(tokens) = &self.tokens {
             // Tokens are single use: a fresh one before every start.
             let (tokens, pod) = (Arc::clone(tokens), pod.clone());
@@ -529,13 +393,7 @@ impl LocalMesh {
     }
 
     fn app_spec(&self, pod: &PodPlan) -> Spec {
-        let program = PathBuf::from(&pod.command[0]);
-        let args = pod.command[1..].iter().map(OsString::from).collect();
-        let mut spec = self.spec(format!("{}.app", pod.name), Some(&pod.netns), None, &program, args);
-        spec.env = pod.env.clone();
-        spec.env.entry("NO_COLOR".into()).or_insert_with(|| "1".into());
-        spec.cwd = self.base_dir.clone();
-        spec
+        self.specs().app(pod)
     }
 
     /// Polls until `wait` holds; after [`READY_DEADLINE`], fails with its
@@ -625,13 +483,6 @@ impl LocalMesh {
             let _ = std::fs::remove_dir(&self.state_root);
         }
         problems
-    }
-}
-
-impl Mode {
-    /// The hub's namespace in network-namespace mode.
-    fn netns_of_hub<'a>(&self, hub: &'a str) -> Option<&'a str> {
-        (*self == Mode::Netns).then_some(hub)
     }
 }
 
