@@ -21,7 +21,8 @@ use anyhow::Context as _;
 use crate::meshfile::LoadedMesh;
 use crate::metrics::{self, HttpStats, Row, Sample};
 use crate::plan::{Mode, Plan};
-use crate::runtime::{Interrupted, LocalMesh, Settings, Stop};
+use crate::runtime::{LocalMesh, Settings};
+use crate::stop::{Interrupted, Stop};
 
 /// The service the load generator calls: it must see traffic.
 pub const ENTRY_SERVICE: &str = "web";

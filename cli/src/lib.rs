@@ -13,8 +13,9 @@
 //! everything that will exist (pure), [`hosts`] renders each pod's
 //! /etc/hosts, [`identity`] mints the proxies' bootstrap tokens for the mesh
 //! CA, [`netns`] and [`system`] touch the machine, [`supervise`]
-//! keeps processes running, [`runtime`] ties these into a running mesh
-//! ([`summary`] says what is up),
+//! keeps processes running, [`runs`] names runs by PID and tells live ones
+//! from dead, [`stop`] counts Ctrl-C, [`runtime`] ties these into a running
+//! mesh ([`summary`] says what is up),
 //! [`runrecord`] lets other commands find a running mesh,
 //! [`probe`] and [`metrics`] read the proxies, [`demo`] is `weft demo`, and
 //! [`rollout`] is `weft rollout`.
@@ -32,7 +33,9 @@ pub mod plan;
 pub mod probe;
 pub mod rollout;
 pub mod runrecord;
+pub mod runs;
 pub mod runtime;
+pub mod stop;
 pub mod summary;
 pub mod supervise;
 pub mod system;
@@ -47,7 +50,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::meshfile::LoadedMesh;
 use crate::plan::{Mode, MtlsChoice};
-use crate::runtime::{Interrupted, LocalMesh, Settings, Stop};
+use crate::runtime::{LocalMesh, Settings};
+use crate::stop::{Interrupted, Stop};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -219,12 +223,12 @@ fn settings(args: &MeshArgs, log: &str) -> anyhow::Result<Settings> {
     let (mode, tools) = if netns {
         (Mode::Netns, Some(system::Tools::find()?))
     } else {
-        (Mode::Loopback { block: runtime::choose_loopback_block(std::process::id())? }, None)
+        (Mode::Loopback { block: runs::choose_loopback_block(std::process::id())? }, None)
     };
     Ok(Settings {
         mode,
         tools,
-        state_root: args.state_dir.clone().unwrap_or_else(runtime::default_state_root),
+        state_root: args.state_dir.clone().unwrap_or_else(runs::default_state_root),
         log: log.to_owned(),
         mtls: match args.mtls {
             MtlsFlag::Auto => MtlsChoice::Auto,

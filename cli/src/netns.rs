@@ -13,8 +13,11 @@
 //! Every interface is created from inside the hub (`ip -n HUB link add p0
 //! type veth peer name eth0 netns POD`), so nothing is ever created in the
 //! root namespace and runs cannot collide on a name. Names carry the PID of
-//! `weft up`; [`sweep_stale`] removes what a run that died (SIGKILL, power
-//! loss of the shell) left behind.
+//! `weft up` (see `runs`); `runtime::sweep` removes what a run that
+//! died (SIGKILL, power loss of the shell) left behind.
+//!
+//! Below the mesh lifecycle: this module knows the plan's addresses and
+//! nothing of runs, processes or probes.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -129,55 +132,6 @@ impl Ip {
     }
 }
 
-/// The run id of a namespace or directory named `weft-<pid>-…`.
-pub fn run_id(name: &str) -> Option<u32> {
-    name.strip_prefix("weft-")?.split('-').next()?.parse().ok()
-}
-
-/// Whether run `pid` is still alive: a live process of that PID whose
-/// command line mentions weft (a PID reused by something else does not count).
-pub fn run_alive(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| cmdline.windows(4).any(|w| w == b"weft"))
-}
-
-/// Removes the namespaces, `/etc/netns` directories and state of runs
-/// whose `weft up` is gone. Returns one line per thing removed.
-pub fn sweep_stale(ip: &Ip, state_root: &Path, own: u32) -> Vec<String> {
-    let stale = |name: &str| run_id(name).is_some_and(|pid| pid != own && !run_alive(pid));
-    let mut removed = Vec::new();
-    // Pods first, the hub last (its bridge holds the veth ends).
-    let mut names: Vec<String> = ip.list().into_iter().filter(|n| stale(n)).collect();
-    names.sort_by_key(|n| n.ends_with("-hub"));
-    for ns in names {
-        match ip.destroy(&ns) {
-            Ok(pids) if pids.is_empty() => removed.push(format!("network namespace {ns}")),
-            Ok(pids) => removed.push(format!("network namespace {ns} (killed leftover processes {pids:?})")),
-            Err(e) => tracing::warn!("cannot remove stale {ns}: {e}"),
-        }
-    }
-    let mut etc_removed = false;
-    for entry in std::fs::read_dir(ETC_NETNS).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if stale(&name) && std::fs::remove_dir_all(entry.path()).is_ok() {
-            removed.push(entry.path().display().to_string());
-            etc_removed = true;
-        }
-    }
-    if etc_removed {
-        // That run probably created /etc/netns too; gone if now empty.
-        let _ = std::fs::remove_dir(ETC_NETNS);
-    }
-    // State directories are named by the bare PID; logs stay for a post-mortem.
-    for entry in std::fs::read_dir(state_root).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Ok(pid) = name.parse::<u32>() else { continue };
-        if pid != own && !run_alive(pid) && crate::runtime::remove_state_keeping_logs(&entry.path()) {
-            removed.push(format!("{} (logs kept)", entry.path().display()));
-        }
-    }
-    removed
-}
-
 /// A TCP connection to `addr` from inside network namespace `netns` (or
 /// from here when `None`). The socket is made on a short-lived thread that
 /// has entered the namespace (`setns` changes only the calling thread, and
@@ -207,20 +161,4 @@ pub async fn connect_in(
     })?;
     let stream = rx.await.map_err(|_| std::io::Error::other("the namespace thread died"))??;
     tokio::net::TcpStream::from_std(stream)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn run_ids_from_names() {
-        assert_eq!(run_id("weft-123-hub"), Some(123));
-        assert_eq!(run_id("weft-123-web-v1-0"), Some(123));
-        assert_eq!(run_id("wt-123-hub"), None);
-        assert_eq!(run_id("weft-abc-hub"), None);
-        // This test binary is weft_cli-<hash>.
-        assert!(run_alive(std::process::id()));
-        assert!(!run_alive(u32::MAX));
-    }
 }

@@ -6,7 +6,7 @@
 //!   weft rollout ──discover(STATE_ROOT, --run)──► the one live record ──► pods' admin, policy dir
 //! ```
 //!
-//! A record is live while its `weft` process is ([`netns::run_alive`]); the
+//! A record is live while its `weft` process is ([`runs::run_alive`]); the
 //! record of a run that died without cleaning up (SIGKILL) is ignored, and
 //! swept by the next `weft up` with the rest of its state.
 
@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::netns;
+use crate::runs;
 
 /// The file name inside a run's state directory.
 pub const RUN_RECORD: &str = "run.json";
@@ -117,7 +117,7 @@ fn list_or_none(pids: &[u32]) -> String {
 /// Finds the run to act on under `root`: the one given by `pid`, or else
 /// the only live one. Records whose process is gone are ignored.
 pub fn discover(root: &Path, pid: Option<u32>) -> Result<RunRecord, DiscoverError> {
-    discover_with(root, pid, netns::run_alive)
+    discover_with(root, pid, runs::run_alive)
 }
 
 /// [`discover`] with the liveness check passed in (tests).

@@ -30,7 +30,8 @@ use anyhow::{Context as _, bail};
 
 use crate::metrics::Sample;
 use crate::runrecord::{self, RunRecord};
-use crate::runtime::{self, Stop};
+use crate::runs;
+use crate::stop::Stop;
 
 /// The smallest `--interval`: below it a step sees too few requests to judge.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -499,7 +500,7 @@ fn check_target(record: &RunRecord, t: &Target) -> anyhow::Result<()> {
 /// Runs `weft rollout`: whether it completed (false: rolled back).
 pub async fn run(args: RolloutArgs) -> anyhow::Result<bool> {
     let options = args.options().map_err(anyhow::Error::msg)?;
-    let root = args.state_dir.clone().unwrap_or_else(runtime::default_state_root);
+    let root = args.state_dir.clone().unwrap_or_else(runs::default_state_root);
     let record = runrecord::discover(&root, args.run)?;
     let t = &options.target;
     check_target(&record, t)?;

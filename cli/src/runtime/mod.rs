@@ -15,130 +15,42 @@
 //! half-finished start too. [`LocalMesh::shutdown`] is the orderly path;
 //! dropping a mesh that was not shut down (an error, a panic) kills its
 //! processes at once and removes the rest all the same.
+//!
+//! This module is the lifecycle (the order above, readiness waits,
+//! teardown); the parts it orders live beside it: `sweep` (runs that died),
+//! `pods` (network-namespace plumbing), `specs` (each process's command
+//! line, a pure mapping from the plan). Run identity is in [`crate::runs`],
+//! stop signals in [`crate::stop`].
 
-use std::ffi::OsString;
+mod pods;
+mod specs;
+mod sweep;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
-use tokio::sync::watch;
 
+use self::pods::{Created, PodSetup};
+use self::specs::Specs;
 use crate::identity::{self, TOKEN_TTL, TOKENS_RELOAD, Tokens};
 use crate::meshfile::LoadedMesh;
-use crate::netns::{self, ETC_NETNS, Ip};
-use crate::plan::{
-    CONTROL_ADMIN_PORT, CONTROL_GRPC_PORT, Mode, MtlsChoice, PROXY_ADMIN_PORT, PROXY_INBOUND_PORT, PROXY_OUTBOUND_PORT,
-    PROXY_UID, Plan, PodPlan, TRUST_DOMAIN,
-};
+use crate::netns::Ip;
+use crate::plan::{CONTROL_ADMIN_PORT, Mode, MtlsChoice, PROXY_ADMIN_PORT, PROXY_UID, Plan, PodPlan};
+use crate::probe;
 use crate::runrecord::{PodRecord, RunMode, RunRecord, ServiceRecord};
+use crate::runs::remove_state_keeping_logs;
+use crate::stop::{Interrupted, Stop};
 use crate::supervise::{Phase, Prepare, Spec, Supervisor};
 use crate::system::{self, Tools};
-use crate::{hosts, probe};
 
 /// How long a stopping process gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// The proxies' own drain deadline, well inside [`STOP_GRACE`].
-const PROXY_DRAIN: &str = "2s";
 /// How long the control plane and each proxy get to answer `/ready`.
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
-
-/// Ctrl-C, SIGTERM or SIGHUP asked the mesh to stop.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted")]
-pub struct Interrupted;
-
-/// Counts stop signals; the first one stops the mesh in order.
-#[derive(Clone)]
-pub struct Stop {
-    rx: watch::Receiver<u32>,
-}
-
-impl Stop {
-    /// Takes over SIGINT, SIGTERM and SIGHUP for the rest of the process.
-    pub fn install() -> std::io::Result<Stop> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut hup = signal(SignalKind::hangup())?;
-        let (tx, rx) = watch::channel(0u32);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = int.recv() => {},
-                    _ = term.recv() => {},
-                    _ = hup.recv() => {},
-                }
-                tx.send_modify(|n| *n += 1);
-            }
-        });
-        Ok(Stop { rx })
-    }
-
-    pub fn requested(&self) -> bool {
-        *self.rx.borrow() > 0
-    }
-
-    pub fn check(&self) -> Result<(), Interrupted> {
-        if self.requested() { Err(Interrupted) } else { Ok(()) }
-    }
-
-    /// Completes once a stop was requested.
-    pub async fn wait(&self) {
-        self.wait_beyond(0).await;
-    }
-
-    /// Completes once more than `n` stop signals have arrived.
-    async fn wait_beyond(&self, n: u32) {
-        let mut rx = self.rx.clone();
-        let _ = rx.wait_for(|count| *count > n).await;
-    }
-}
-
-/// Where this run keeps its files by default: `/run/weft` as root, else
-/// `$XDG_RUNTIME_DIR/weft` or `/tmp/weft-<uid>`.
-pub fn default_state_root() -> PathBuf {
-    if system::is_root() {
-        return PathBuf::from("/run/weft");
-    }
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("weft"),
-        _ => PathBuf::from(format!("/tmp/weft-{}", nix::unistd::getuid())),
-    }
-}
-
-/// Removes a state directory except its `logs/` (and the directory itself
-/// if no logs are left). Whether anything was removed.
-pub fn remove_state_keeping_logs(dir: &Path) -> bool {
-    let mut removed = false;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.file_name() == "logs" {
-            continue;
-        }
-        let path = entry.path();
-        let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-        removed |= gone.is_ok();
-    }
-    // Only succeeds when empty, i.e. there were no logs.
-    let _ = std::fs::remove_dir(dir.join("logs"));
-    removed | std::fs::remove_dir(dir).is_ok()
-}
-
-/// Picks a free 127.N.0.0/16 block for a loopback-mode run: the first N,
-/// from a PID-derived start, whose control-plane address can be bound.
-pub fn choose_loopback_block(run_id: u32) -> anyhow::Result<u8> {
-    let start = run_id % 200;
-    for i in 0..200 {
-        let block = u8::try_from(20 + (start + i) % 200).expect("below 256");
-        let addr = SocketAddr::from((Ipv4Addr::new(127, block, 0, 1), CONTROL_GRPC_PORT));
-        if std::net::TcpListener::bind(addr).is_ok() {
-            return Ok(block);
-        }
-    }
-    bail!("no free 127.N.0.1:{CONTROL_GRPC_PORT} for the control plane (N from 20 to 219)")
-}
 
 /// What a run needs to know besides the mesh file.
 #[derive(Debug, Clone)]
@@ -152,15 +64,6 @@ pub struct Settings {
     pub log: String,
     /// `--mtls`.
     pub mtls: MtlsChoice,
-}
-
-#[derive(Default)]
-struct Created {
-    netns: Vec<String>,
-    hosts_dirs: Vec<PathBuf>,
-    etc_netns: bool,
-    state_root: bool,
-    state_dir: bool,
 }
 
 /// One run of a local mesh.
@@ -261,7 +164,7 @@ impl LocalMesh {
     }
 
     fn created(&self) -> std::sync::MutexGuard<'_, Created> {
-        self.created.lock().unwrap_or_else(|e| e.into_inner())
+        pods::lock(&self.created)
     }
 
     pub fn hub(&self) -> String {
@@ -320,7 +223,7 @@ impl LocalMesh {
     }
 
     pub fn log_path(&self, label: &str) -> PathBuf {
-        self.logs_dir.join(format!("{label}.log"))
+        specs::log_path(&self.logs_dir, label)
     }
 
     /// The mesh CA's directory (with mTLS): `ca.crt`, `ca.key`, used tokens.
@@ -330,14 +233,14 @@ impl LocalMesh {
 
     /// The copy of the CA's certificate that the proxies pin.
     pub fn anchors_path(&self) -> PathBuf {
-        self.state_dir.join("anchors.pem")
+        specs::anchors_path(&self.state_dir)
     }
 
     /// Creates and starts everything. On an error or a stop request the
     /// caller shuts the mesh down (or drops it), which removes what exists.
     pub async fn start(&self, stop: &Stop) -> anyhow::Result<()> {
         if let Some(ip) = self.ip() {
-            for removed in netns::sweep_stale(&ip, &self.state_root, self.run_id) {
+            for removed in sweep::sweep_stale(&ip, &self.state_root, self.run_id) {
                 tracing::info!("removed {removed}, left by a weft run that is gone");
             }
         }
@@ -360,7 +263,8 @@ impl LocalMesh {
         for pod in &self.plan.pods {
             stop.check()?;
             if let Some(ip) = self.ip() {
-                self.create_pod(&ip, pod).await?;
+                let setup = PodSetup { ip: &ip, hub: &hub, plan: &self.plan, exe: &self.exe, created: &self.created };
+                pods::create_pod(&setup, pod, &self.log_path(&format!("{}.init", pod.name))).await?;
             }
             self.supervisor.spawn(Phase::Proxy, self.proxy_spec(pod));
         }
@@ -449,202 +353,28 @@ impl LocalMesh {
         Ok(())
     }
 
-    async fn create_pod(&self, ip: &Ip, pod: &PodPlan) -> anyhow::Result<()> {
-        self.created().netns.push(pod.netns.clone());
-        ip.create_pod(&self.hub(), pod).with_context(|| format!("creating pod {}", pod.name))?;
-
-        let etc = Path::new(ETC_NETNS);
-        if !etc.exists() {
-            self.created().etc_netns = true;
-        }
-        let dir = etc.join(&pod.netns);
-        self.created().hosts_dirs.push(dir.clone());
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(dir.join("hosts"), hosts::render(&self.plan, pod))
-            .with_context(|| format!("writing {}/hosts", dir.display()))?;
-        // No DNS server in a pod: names come from the hosts file, and an
-        // unknown name fails at once instead of querying the host's resolver.
-        std::fs::write(dir.join("resolv.conf"), "# weft local mesh: names come from /etc/hosts\noptions attempts:1\n")
-            .with_context(|| format!("writing {}/resolv.conf", dir.display()))?;
-
-        let log_path = self.log_path(&format!("{}.init", pod.name));
-        let log = std::fs::File::create(&log_path)?;
-        let status = tokio::process::Command::new(ip.bin())
-            .args(["netns", "exec", &pod.netns])
-            .arg(&self.exe)
-            .args(["proxy", "init"])
-            .env_clear()
-            .env("PATH", system::search_path())
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .status()
-            .await
-            .context("running weft proxy init")?;
-        if !status.success() {
-            bail!(
-                "`weft proxy init` failed in pod {} ({status}):\n{}",
-                pod.name,
-                std::fs::read_to_string(&log_path).unwrap_or_default().trim_end()
-            );
-        }
-        Ok(())
-    }
-
-    /// A command run in the hub (network-namespace mode) or here.
-    fn in_netns(
-        &self,
-        netns: Option<&str>,
-        uid: Option<u32>,
-        program: &Path,
-        args: Vec<OsString>,
-    ) -> (PathBuf, Vec<OsString>) {
-        let Some((tools, netns)) = self.tools.as_ref().zip(netns) else {
-            return (program.to_owned(), args);
-        };
-        let mut full: Vec<OsString> = vec!["netns".into(), "exec".into(), netns.into()];
-        if let Some(uid) = uid {
-            full.push(tools.setpriv.clone().into());
-            full.extend(
-                [format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into(), "--".into()]
-                    .map(OsString::from),
-            );
-        }
-        full.push(program.into());
-        full.extend(args);
-        (tools.ip.clone(), full)
-    }
-
-    fn spec(&self, label: String, netns: Option<&str>, uid: Option<u32>, program: &Path, args: Vec<OsString>) -> Spec {
-        let (program, args) = self.in_netns(netns, uid, program, args);
-        Spec {
-            log: self.log_path(&label),
-            label,
-            program,
-            args,
-            // The logs are files: no colour codes in them.
-            env: [("PATH".to_owned(), system::search_path()), ("NO_COLOR".to_owned(), "1".to_owned())].into(),
-            cwd: self.state_dir.clone(),
-            prepare: None,
+    /// The command lines of this run's processes.
+    fn specs(&self) -> Specs<'_> {
+        Specs {
+            plan: &self.plan,
+            hub: self.hub(),
+            state_dir: &self.state_dir,
+            logs_dir: &self.logs_dir,
+            exe: &self.exe,
+            base_dir: &self.base_dir,
+            policies: &self.policies,
+            log: &self.log,
+            tools: self.tools.as_ref(),
+            tokens: self.tokens.as_deref(),
         }
     }
 
     fn control_spec(&self) -> Spec {
-        let ip = self.plan.control_ip;
-        let mut args: Vec<String> = vec![
-            "control".into(),
-            "--grpc-addr".into(),
-            format!("{ip}:{CONTROL_GRPC_PORT}"),
-            "--admin-addr".into(),
-            format!("{ip}:{CONTROL_ADMIN_PORT}"),
-            "--services".into(),
-            self.state_dir.join("services.yaml").to_string_lossy().into_owned(),
-            "--log".into(),
-            self.log.clone(),
-        ];
-        for policy in &self.policies {
-            args.extend(["--policy".into(), policy.to_string_lossy().into_owned()]);
-        }
-        if let (Some(mtls), Some(tokens)) = (&self.plan.mtls, &self.tokens) {
-            // The CA: a root generated in (and reused from) its own 0700
-            // directory; gRPC is then served over TLS.
-            args.extend([
-                "--state-dir".into(),
-                self.ca_dir().to_string_lossy().into_owned(),
-                "--tokens".into(),
-                tokens.file().to_string_lossy().into_owned(),
-                "--trust-domain".into(),
-                TRUST_DOMAIN.into(),
-            ]);
-            if let Some(mode) = mtls.mode {
-                args.extend(["--mtls-mode".into(), mode.as_flag().into()]);
-            }
-            if let Some(lifetime) = &mtls.cert_lifetime {
-                args.extend(["--cert-lifetime".into(), lifetime.clone()]);
-            }
-        }
-        if let Some(access) = self.plan.default_access {
-            args.extend(["--default-access".into(), access.as_flag().into()]);
-        }
-        let hub = self.hub();
-        self.spec(
-            "control".into(),
-            self.plan.mode.netns_of_hub(&hub),
-            None,
-            &self.exe,
-            args.into_iter().map(OsString::from).collect(),
-        )
+        self.specs().control()
     }
 
     fn proxy_spec(&self, pod: &PodPlan) -> Spec {
-        let plan = &self.plan;
-        let scheme = if self.tokens.is_some() { "https" } else { "http" };
-        let mut args: Vec<String> = [
-            "proxy",
-            "run",
-            "--control-plane",
-            &format!("{scheme}://{}:{CONTROL_GRPC_PORT}", plan.control_ip),
-            "--proxy-id",
-            &pod.name,
-            "--namespace",
-            &pod.namespace,
-            "--service-account",
-            &pod.service_account,
-            "--drain-timeout",
-            PROXY_DRAIN,
-            "--log",
-            &self.log,
-        ]
-        .map(String::from)
-        .into();
-        // A workload that serves nothing (a client, the load generator) is
-        // not registered: it would never be anyone's endpoint.
-        if !pod.ports.is_empty() {
-            let ports: Vec<String> = pod.ports.iter().map(u16::to_string).collect();
-            let labels: Vec<String> = pod.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            args.extend([
-                "--workload-name".into(),
-                pod.name.clone(),
-                "--workload-address".into(),
-                pod.ip.to_string(),
-                "--workload-ports".into(),
-                ports.join(","),
-                "--workload-labels".into(),
-                labels.join(","),
-            ]);
-        }
-        if let Mode::Loopback { .. } = plan.mode {
-            // Nothing intercepts in loopback mode: apps send their requests
-            // to the proxy as their HTTP_PROXY.
-            args.push("--explicit-proxy".into());
-            for (flag, port) in [
-                ("--inbound-addr", PROXY_INBOUND_PORT),
-                ("--outbound-addr", PROXY_OUTBOUND_PORT),
-                ("--admin-addr", PROXY_ADMIN_PORT),
-            ] {
-                args.extend([flag.into(), format!("{}:{port}", pod.ip)]);
-            }
-        }
-        if let Some(tokens) = &self.tokens {
-            // Clients (no ports) get identities too: their connections are
-            // mTLS like everyone's.
-            args.extend([
-                "--trust-anchors".into(),
-                self.anchors_path().to_string_lossy().into_owned(),
-                "--identity-token-file".into(),
-                tokens.token_path(&pod.name).to_string_lossy().into_owned(),
-                "--trust-domain".into(),
-                TRUST_DOMAIN.into(),
-            ]);
-        }
-        let uid = (plan.mode == Mode::Netns).then_some(PROXY_UID);
-        let mut spec = self.spec(
-            format!("{}.proxy", pod.name),
-            Some(&pod.netns),
-            uid,
-            &self.exe,
-            args.into_iter().map(OsString::from).collect(),
-        );
+        let mut spec = self.specs().proxy(pod);
         if let Some(tokens) = &self.tokens {
             // Tokens are single use: a fresh one before every start.
             let (tokens, pod) = (Arc::clone(tokens), pod.clone());
@@ -663,13 +393,7 @@ impl LocalMesh {
     }
 
     fn app_spec(&self, pod: &PodPlan) -> Spec {
-        let program = PathBuf::from(&pod.command[0]);
-        let args = pod.command[1..].iter().map(OsString::from).collect();
-        let mut spec = self.spec(format!("{}.app", pod.name), Some(&pod.netns), None, &program, args);
-        spec.env = pod.env.clone();
-        spec.env.entry("NO_COLOR".into()).or_insert_with(|| "1".into());
-        spec.cwd = self.base_dir.clone();
-        spec
+        self.specs().app(pod)
     }
 
     /// Polls until `wait` holds; after [`READY_DEADLINE`], fails with its
@@ -731,7 +455,7 @@ impl LocalMesh {
     /// what is left at once. Returns what could not be removed (normally
     /// nothing).
     pub async fn shutdown(&mut self, keep_logs: bool, stop: &Stop) -> Vec<String> {
-        let signals = *stop.rx.borrow();
+        let signals = stop.signals();
         tokio::select! {
             () = self.supervisor.shutdown(STOP_GRACE) => {},
             () = stop.wait_beyond(signals) => {
@@ -746,28 +470,7 @@ impl LocalMesh {
     fn remove_everything(&self, keep_logs: bool) -> Vec<String> {
         let mut problems = Vec::new();
         let created = std::mem::take(&mut *self.created());
-        if let Some(ip) = self.ip() {
-            // Pods first, the hub (created first) last.
-            for ns in created.netns.iter().rev() {
-                match ip.destroy(ns) {
-                    Ok(pids) if !pids.is_empty() => {
-                        tracing::warn!("killed processes {pids:?} that were still in {ns} after the mesh stopped")
-                    }
-                    Ok(_) => {}
-                    Err(e) => problems.push(format!("network namespace {ns}: {e}")),
-                }
-            }
-        }
-        for dir in &created.hosts_dirs {
-            match std::fs::remove_dir_all(dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => problems.push(format!("{}: {e}", dir.display())),
-                _ => {}
-            }
-        }
-        if created.etc_netns {
-            // Only if empty: another run may have put its pods there since.
-            let _ = std::fs::remove_dir(ETC_NETNS);
-        }
+        pods::remove_pods(self.ip().as_ref(), &created, &mut problems);
         if created.state_dir {
             if keep_logs {
                 remove_state_keeping_logs(&self.state_dir);
@@ -780,13 +483,6 @@ impl LocalMesh {
             let _ = std::fs::remove_dir(&self.state_root);
         }
         problems
-    }
-}
-
-impl Mode {
-    /// The hub's namespace in network-namespace mode.
-    fn netns_of_hub<'a>(&self, hub: &'a str) -> Option<&'a str> {
-        (*self == Mode::Netns).then_some(hub)
     }
 }
 
@@ -846,32 +542,6 @@ pub fn tail(path: &Path, lines: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn state_removal_keeps_only_logs() {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("123");
-        std::fs::create_dir_all(dir.join("logs")).unwrap();
-        std::fs::write(dir.join("weft"), "binary").unwrap();
-        std::fs::write(dir.join("logs/web-0.app.log"), "hello").unwrap();
-        assert!(remove_state_keeping_logs(&dir));
-        assert!(!dir.join("weft").exists());
-        assert!(dir.join("logs/web-0.app.log").exists());
-
-        std::fs::remove_file(dir.join("logs/web-0.app.log")).unwrap();
-        std::fs::write(dir.join("services.yaml"), "").unwrap();
-        assert!(remove_state_keeping_logs(&dir));
-        assert!(!dir.exists(), "without logs nothing is left");
-    }
-
-    #[test]
-    fn loopback_blocks_are_free_addresses() {
-        let block = choose_loopback_block(std::process::id()).unwrap();
-        assert!((20..220).contains(&block));
-        // Occupy it: the next choice moves on.
-        let _held = std::net::TcpListener::bind((Ipv4Addr::new(127, block, 0, 1), CONTROL_GRPC_PORT)).unwrap();
-        assert_ne!(choose_loopback_block(std::process::id()).unwrap(), block);
-    }
 
     #[test]
     fn tails() {
