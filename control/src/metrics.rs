@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use crate::ca::Reason;
+use crate::ca::{CertifyCounter, Reason};
 use crate::index::State;
 use crate::policy::Kind;
 use crate::source::Diagnostics;
@@ -234,6 +234,16 @@ impl Metrics {
             let _ = writeln!(out, "weft_control_policies{{kind=\"{kind}\"}} {n}");
         }
         out
+    }
+}
+
+impl CertifyCounter for Metrics {
+    fn issued(&self) {
+        self.certificate_issued();
+    }
+
+    fn refused(&self, reason: Reason) {
+        self.certify_refused(reason);
     }
 }
 

@@ -1,13 +1,17 @@
 //! The admin listener: probes, Prometheus metrics that promtool accepts, and
 //! no exposure outside the pod.
 
-use weft_tests::{Pair, tool};
+use weft_tests::{ADMIN, Pair, tool};
 
 #[test]
 fn probes_answer_200() {
     let m = Pair::start(&[], &[]);
+    // Exactly 200, as the admin server answers a live and ready proxy;
+    // `Proxy::admin` (curl `--fail-with-body`) would let any status below
+    // 400 pass.
     for path in ["/ready", "/live"] {
-        m.proxy_a.admin("GET", path).ok();
+        let curl = m.a.curl(&["-o", "/dev/null", &format!("http://{ADMIN}{path}")]);
+        assert_eq!(curl.status(), 200, "GET {path} in pod a:\n{}", curl.run);
     }
 }
 

@@ -44,7 +44,6 @@ use self::anchors::{Anchors, AnchorsRx};
 use self::csr::CsrError;
 use self::issuer::{Issuer, IssuerError, IssuerFiles};
 use self::tokens::{LocalTokens, Proof, TokenError, TokenKind, TokenStateError, TokenVerifier};
-use crate::metrics::Metrics;
 use crate::source::SourceError;
 
 /// `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT`: the only shape
@@ -115,6 +114,16 @@ impl FromStr for SpiffeId {
             _ => Err(err()),
         }
     }
+}
+
+/// Where the CA counts the outcome of each `Certify`. The control plane's
+/// `metrics::Metrics` implements it; the CA names only this trait, so the
+/// metrics module can depend on the CA (for [`Reason`]) and not the reverse.
+pub trait CertifyCounter: fmt::Debug + Send + Sync {
+    /// A certificate was signed.
+    fn issued(&self);
+    /// A request was refused, for `reason`.
+    fn refused(&self, reason: Reason);
 }
 
 /// Why `Certify` was refused, as a metric label.
@@ -269,7 +278,7 @@ struct Inner {
     tokens: Arc<LocalTokens>,
     /// Asked in order after the local tokens (Kubernetes TokenReview, later).
     verifiers: Vec<Arc<dyn TokenVerifier>>,
-    metrics: Arc<Metrics>,
+    counter: Arc<dyn CertifyCounter>,
 }
 
 /// `spiffe://TD/ns/weft-system/sa/weft-control`.
@@ -280,7 +289,7 @@ pub fn control_plane_identity(trust_domain: &str) -> SpiffeId {
 impl Ca {
     /// Loads (or, in a state directory, creates) the issuer, the anchors
     /// and the tokens. Reads files: call from a blocking thread.
-    pub fn open(settings: CaSettings, metrics: Arc<Metrics>, now: SystemTime) -> Result<Self, CaError> {
+    pub fn open(settings: CaSettings, counter: Arc<dyn CertifyCounter>, now: SystemTime) -> Result<Self, CaError> {
         let issuer = match &settings.issuer {
             IssuerSource::Files(files) => Issuer::load(files, now)?,
             IssuerSource::StateDir(dir) => {
@@ -322,7 +331,7 @@ impl Ca {
             anchors: watch::Sender::new(Arc::new(anchors)),
             tokens: Arc::new(tokens),
             verifiers: Vec::new(),
-            metrics,
+            counter,
             settings,
         })))
     }
@@ -389,8 +398,8 @@ impl Ca {
     pub async fn certify(&self, identity: &str, csr: &[u8], token: &str, now: SystemTime) -> Result<Issued, Refusal> {
         let result = self.try_certify(identity, csr, token, now).await;
         match &result {
-            Ok(_) => self.0.metrics.certificate_issued(),
-            Err(r) => self.0.metrics.certify_refused(r.reason()),
+            Ok(_) => self.0.counter.issued(),
+            Err(r) => self.0.counter.refused(r.reason()),
         }
         result
     }

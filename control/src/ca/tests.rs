@@ -14,6 +14,7 @@ use super::files::CaFiles;
 use super::tokens::{TokenEntry, render_tokens_file};
 use super::*;
 use crate::index::{Index, MeshConfig};
+use crate::metrics::Metrics;
 use crate::source::{Diagnostics, Sink};
 
 const TD: &str = "cluster.local";
