@@ -221,6 +221,11 @@ fn proxy_args(s: &Specs<'_>, pod: &PodPlan) -> Vec<String> {
             "--workload-labels".into(),
             labels.join(","),
         ]);
+        // Until a port's own policy reaches the proxy, the mesh's default
+        // decides there, never something more open.
+        if let Some(access) = plan.default_access {
+            args.extend(["--default-inbound-policy".into(), access.as_flag().into()]);
+        }
     }
     if let Mode::Loopback { .. } = plan.mode {
         // Nothing intercepts in loopback mode: apps send their requests
@@ -341,7 +346,8 @@ mod tests {
                      /run/weft/7/weft proxy run --control-plane https://198.18.0.1:8090 --proxy-id web-0 \
                      --namespace default --service-account web --drain-timeout 2s --log info \
                      --workload-name web-0 --workload-address 198.18.1.1 --workload-ports 8080,9090 \
-                     --workload-labels app=web,tier=front --trust-anchors /run/weft/7/anchors.pem \
+                     --workload-labels app=web,tier=front --default-inbound-policy allow-authenticated \
+                     --trust-anchors /run/weft/7/anchors.pem \
                      --identity-token-file /run/weft/7/identity/web-0.token --trust-domain cluster.local",
                 ),
                 client_proxy: (
@@ -397,7 +403,7 @@ mod tests {
                     "proxy run --control-plane http://127.33.0.1:8090 --proxy-id web-0 --namespace default \
                      --service-account web --drain-timeout 2s --log info --workload-name web-0 \
                      --workload-address 127.33.1.1 --workload-ports 8080,9090 --workload-labels app=web,tier=front \
-                     --explicit-proxy --inbound-addr 127.33.1.1:4143 --outbound-addr 127.33.1.1:4140 \
+                     --default-inbound-policy allow-all --explicit-proxy --inbound-addr 127.33.1.1:4143 --outbound-addr 127.33.1.1:4140 \
                      --admin-addr 127.33.1.1:4191",
                 ),
                 client_proxy: (
