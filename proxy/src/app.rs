@@ -11,17 +11,21 @@ use tokio::sync::Semaphore;
 
 use crate::admin::{self, Admin};
 use crate::config::Config;
+use crate::control::certify;
 use crate::control::discovery::Resolver;
 use crate::control::inbound_policy::InboundPolicies;
 use crate::control::registry::{self, Registration};
 use crate::control::{ControlPlane, ControlTls};
 use crate::drain;
 use crate::http::client::Pool;
-use crate::http::service::Shared;
-use crate::identity::{IdentityHandle, certify};
+use crate::http::shared::Shared;
+use crate::identity::IdentityHandle;
+use crate::inbound::Inbound;
+use crate::listen::{Stacks, accept_loop};
 use crate::metrics::{Direction, Metrics};
+use crate::outbound::Outbound;
+use crate::outbound::mirror::MAX_MIRRORS_IN_FLIGHT;
 use crate::policy::compiled::CompiledPolicy;
-use crate::proxy::{Ctx, accept_loop};
 
 /// Runs the proxy until it is asked to stop and has drained.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -98,24 +102,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         identity: identity.clone(),
         inbound_policies: inbound_policies.clone(),
     });
-    let ctx = Arc::new(Ctx {
-        inbound_policies: inbound_policies.clone(),
-        http: Arc::new(Shared {
-            pool: Pool::new(config.connect_timeout, config.http.pool_idle_timeout),
-            metrics: metrics.clone(),
-            request_timeout: config.http.request_timeout,
-            tcp_idle_timeout: config.tcp_idle_timeout,
-            identity: identity.clone(),
-            outbound_listener: outbound.local_addr().context("reading the outbound listener's address")?,
-            resolver: resolver.clone(),
-            fallback_policy: Arc::new(CompiledPolicy::fallback(config.http.request_timeout)),
-            mirrors: Arc::new(Semaphore::new(crate::http::mirror::MAX_MIRRORS_IN_FLIGHT)),
-            policy_timeout: config.control.as_ref().map_or(Duration::from_secs(3), |c| c.policy_timeout),
+    let http = Arc::new(Shared {
+        pool: Pool::new(config.connect_timeout, config.http.pool_idle_timeout),
+        metrics: metrics.clone(),
+        request_timeout: config.http.request_timeout,
+        tcp_idle_timeout: config.tcp_idle_timeout,
+        identity: identity.clone(),
+    });
+    let stacks = Arc::new(Stacks {
+        inbound: Arc::new(Inbound {
+            config: config.clone(),
+            http: http.clone(),
+            policies: inbound_policies.clone(),
+            namespace: config.control.as_ref().map_or("default", |c| c.namespace.as_str()).to_string(),
         }),
-        metrics,
+        outbound: Arc::new(Outbound {
+            config: config.clone(),
+            http,
+            resolver,
+            listener: outbound.local_addr().context("reading the outbound listener's address")?,
+            fallback_policy: Arc::new(CompiledPolicy::fallback(config.http.request_timeout)),
+            policy_timeout: config.control.as_ref().map_or(Duration::from_secs(3), |c| c.policy_timeout),
+            mirrors: Arc::new(Semaphore::new(MAX_MIRRORS_IN_FLIGHT)),
+        }),
         limit: Arc::new(Semaphore::new(config.max_connections)),
-        resolver,
-        config: config.clone(),
     });
 
     tokio::spawn(admin::serve(admin_listener, admin.clone()));
@@ -123,8 +133,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(identity = %identity.local(), "waiting for a certificate before serving");
         identity.ready().await;
     }
-    tokio::spawn(accept_loop(inbound, Direction::Inbound, ctx.clone(), watch.clone()));
-    tokio::spawn(accept_loop(outbound, Direction::Outbound, ctx, watch));
+    tokio::spawn(accept_loop(inbound, Direction::Inbound, stacks.clone(), watch.clone()));
+    tokio::spawn(accept_loop(outbound, Direction::Outbound, stacks, watch));
     admin.ready.store(true, Ordering::Release);
     tracing::info!(
         inbound = %config.inbound_addr,

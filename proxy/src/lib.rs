@@ -7,32 +7,31 @@
 //!                                  admin 127.0.0.1:4191 (/ready /live /metrics /shutdown)
 //! ```
 //!
-//! Every accepted connection goes through the same stages:
-//! [`transport::orig_dst`] (where was it going?) → [`transport::detect`]
-//! (HTTP/1, HTTP/2 or opaque, one bounded read that is replayed) → either
-//! [`http`] (per-request proxying over pooled upstream connections) or
-//! [`tcp`] (a bidirectional splice). [`inbound`] and [`outbound`] differ only
-//! in how they pick the upstream for a connection. With `--explicit-proxy`,
-//! connections that reached the outbound listener without a redirect are
-//! served by [`explicit`], an HTTP forward proxy (`HTTP_PROXY`).
+//! Read by folder: [`listen`] accepts and hands each connection to its
+//! direction's stack, [`inbound`] or [`outbound`], each one file per stage
+//! (accept → detect → authorize / route → balance → connect). Below them,
+//! shared by both: [`transport`] (original destination, detection, TLS,
+//! splicing), [`http`] (server, middleware, pool, the proxy's own answers),
+//! [`identity`] (certificates, the verified peer), [`policy`] and
+//! [`balance`] (pure, table-tested decisions), [`metrics`] and [`control`]
+//! (the control plane's streams). [`app`] wires them at start; [`admin`]
+//! serves `/ready`, `/metrics`, `/config`; [`init`] installs the iptables
+//! rules.
 
 pub mod admin;
 pub mod app;
-pub mod authz;
 pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod drain;
-pub mod explicit;
 pub mod http;
 pub mod identity;
 pub mod inbound;
 pub mod init;
+pub mod listen;
 pub mod metrics;
 pub mod outbound;
 pub mod policy;
-pub mod proxy;
-pub mod tcp;
 pub mod telemetry;
 pub mod transport;

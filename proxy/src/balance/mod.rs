@@ -1,5 +1,7 @@
-//! Endpoint choice: power of two choices over peak-EWMA latency, as
-//! Linkerd balances by default.
+//! Endpoint choice, every kind a route can ask for: power of two choices
+//! over peak-EWMA latency (the default, as Linkerd balances), round robin,
+//! least request and consistent hashing ([`hash`]), over the endpoints the
+//! circuit breaker admits. [`Balancer::pick_with`] is the one entry point.
 //!
 //! Each endpoint carries a [`PeakEwma`] of its observed latency and a count
 //! of requests in flight; its cost is `ewma × (pending + 1)`. For each
@@ -10,6 +12,7 @@
 //! minimum) keep many proxies from stampeding onto the same endpoint.
 
 mod ewma;
+pub mod hash;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -24,7 +27,7 @@ pub use ewma::PeakEwma;
 
 use crate::policy::circuit::{Admit, Circuit, CircuitConfig};
 use crate::policy::compiled::Balance;
-use crate::policy::hash::{RoundRobin, endpoint_hash, hash_key, least_request, rendezvous};
+use hash::{RoundRobin, endpoint_hash, hash_key, least_request, rendezvous};
 
 /// One endpoint and its load statistics. Statistics survive endpoint-set
 /// updates: the resolver reuses the `Arc` for an address it already knows.

@@ -31,9 +31,9 @@ use weft_api::policy::policy_client::PolicyClient;
 
 use super::ControlPlane;
 use super::backoff::Backoff;
-use super::target::Target;
 use crate::balance::{Balancer, Endpoint, Endpoints};
 use crate::policy::compiled::CompiledPolicy;
+use crate::transport::target::Target;
 
 /// Destinations remembered at most; past it, new ones are resolved without
 /// caching (forwarded as is) rather than growing memory without bound.

@@ -7,10 +7,11 @@
 //! it received, and a destination it has never seen is forwarded as is.
 
 pub mod backoff;
+pub mod certify;
 pub mod discovery;
 pub mod inbound_policy;
 pub mod registry;
-pub mod target;
+
 pub mod tls;
 
 use std::time::Duration;

@@ -1,22 +1,22 @@
-//! HTTP proxying: a hyper server per downstream connection whose service
-//! forwards each request over a pooled upstream connection.
+//! HTTP plumbing both stacks share: the hyper server per downstream
+//! connection, the per-request middleware, the upstream pool, bodies,
+//! hop-by-hop headers, upgrades and the answers the proxy writes itself.
+//! What a request *means* (routes, authorization) is decided in
+//! [`crate::outbound`] and [`crate::inbound`].
 //!
 //! ```text
-//! downstream conn ─► server (h1 | h2) ─► ProxyService ─► Pool ─► upstream conn
-//!                                        │ hop-by-hop headers, upgrades,
-//!                                        │ timeouts, metrics
-//!                                        └ errors ─► respond (one mapping)
+//! downstream conn ─► server (h1 | h2) ─► record (metrics) ─► inbound / outbound stack ─► client::Pool ─► upstream conn
+//!                                                              errors ─► respond (status + weft-proxy-error)
 //! ```
 
 pub mod body;
 pub mod client;
 pub mod headers;
 pub mod idle;
-pub mod mirror;
-pub mod outbound;
+pub mod record;
 pub mod respond;
 pub mod server;
-pub mod service;
+pub mod shared;
 pub mod upgrade;
 
 use std::sync::Arc;

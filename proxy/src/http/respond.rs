@@ -1,19 +1,36 @@
-//! The one place where proxy errors become HTTP responses.
+//! Answers the proxy writes itself, and the transport errors both
+//! directions share.
+//!
+//! Every answer that does not come from the app carries
+//! `weft-proxy-error: <reason>`: one lower-case word per cause, so that a
+//! client (or an operator reading an access log) tells the mesh's answers
+//! from the app's. The words are listed in ARCHITECTURE.md ("Answers the
+//! proxy writes itself").
+//!
+//! ```text
+//! inbound::InboundError ──┐  (inbound/error.rs: status + reason)
+//! outbound::OutboundError ┼─► LocalAnswer ─► respond() ─► status, weft-proxy-error, one-line body
+//! ProxyError (here) ──────┘  (transport failures, shared)
+//! ```
 //!
 //! Downstream protocol errors (malformed request → 400, header section too
 //! large → 431, slow headers → connection closed) are answered by hyper's
-//! server itself before a request reaches the proxy service; they are
-//! configured in [`super::server`]. Everything that fails *after* a request
-//! was accepted is a [`ProxyError`], and [`error_response`] maps it.
+//! server itself before a request reaches a stack; they are configured in
+//! [`super::server`].
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use http_body_util::{Either, Full};
 
 use super::ResponseBody;
+use crate::policy::retry::Outcome;
 use crate::transport::connect::ConnectError;
+
+/// The header that marks an answer as the proxy's, with its reason word.
+pub const PROXY_ERROR_HEADER: HeaderName = HeaderName::from_static("weft-proxy-error");
 
 /// Which side of the proxied exchange failed (pingora's `ErrorSource`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +40,36 @@ pub enum Side {
     Internal,
 }
 
+/// An answer the proxy writes itself: a status, a reason word for
+/// `weft-proxy-error`, and a one-line body (the `Display` text).
+pub trait LocalAnswer: std::fmt::Display {
+    fn status(&self) -> StatusCode;
+    /// The `weft-proxy-error` value: one lower-case word, hyphenated.
+    fn reason(&self) -> &'static str;
+    /// Headers the answer needs besides the marker (`Retry-After`,
+    /// `Location`, `Connection: close`).
+    fn extra_headers(&self, _headers: &mut HeaderMap) {}
+}
+
+/// The response for `answer`: its status, `weft-proxy-error: <reason>`,
+/// and its text as a plain-text body.
+pub fn respond(answer: &(impl LocalAnswer + ?Sized)) -> Response<ResponseBody> {
+    let text = answer.to_string();
+    let body = if text.is_empty() { Bytes::new() } else { Bytes::from(format!("{text}\n")) };
+    let has_body = !body.is_empty();
+    let mut rsp = Response::new(Either::Right(Full::new(body)));
+    *rsp.status_mut() = answer.status();
+    let headers = rsp.headers_mut();
+    if has_body {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    }
+    headers.insert(PROXY_ERROR_HEADER, HeaderValue::from_static(answer.reason()));
+    answer.extra_headers(headers);
+    rsp
+}
+
+/// A request that failed on its way to or from the upstream: the failures
+/// both directions share. Each direction's error type wraps it.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error(transparent)]
@@ -39,32 +86,9 @@ pub enum ProxyError {
     Upstream(#[source] hyper::Error),
     #[error("the downstream request failed: {0}")]
     Downstream(#[source] hyper::Error),
-    #[error("service has no ready endpoints")]
-    NoEndpoints,
-    /// Discovery answered, the service's traffic policy did not: the request
-    /// is refused rather than routed without its routes.
-    #[error("the service's traffic policy did not arrive from the control plane within {0:?}")]
-    PolicyUnavailable(Duration),
-    /// A route's backend that discovery does not know (or did not answer for in time).
-    #[error("backend {0} of the matched route is not known to the mesh")]
-    UnknownBackend(String),
     /// The request body could not be read for buffering (a retryable request).
     #[error("reading the request body failed: {0}")]
     RequestBody(String),
-    /// Explicit proxy: the request's target cannot be proxied as sent.
-    #[error(transparent)]
-    BadTarget(#[from] crate::explicit::target::TargetError),
-    /// Explicit proxy: neither the mesh nor the system resolver knows the host.
-    #[error("cannot resolve {host:?}: it is not a mesh service, and the system resolver failed: {source}")]
-    Unresolved {
-        host: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The chosen destination is this proxy's own outbound listener: sending
-    /// the request there would have it proxy itself forever.
-    #[error("the destination {0} is this proxy's own outbound listener; refusing to loop")]
-    Loop(std::net::SocketAddr),
 }
 
 impl ProxyError {
@@ -79,59 +103,56 @@ impl ProxyError {
 
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::Downstream(_) | ProxyError::BadTarget(_) | ProxyError::RequestBody(_) => Side::Downstream,
-            ProxyError::Loop(_) => Side::Internal,
+            ProxyError::Downstream(_) | ProxyError::RequestBody(_) => Side::Downstream,
             _ => Side::Upstream,
         }
     }
 
-    /// Safe to retry on another connection: nothing reached the upstream app.
-    /// (Used by the retry layer in a later stage.)
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, ProxyError::Connect(ConnectError::Refused { .. } | ConnectError::Timeout { .. }))
+    /// What kind of failure this is for the retry conditions
+    /// ([`crate::policy::retry`] decides whether that kind may be retried):
+    /// the one place that says which failures left the upstream app
+    /// untouched. A connect or handshake failure never reached the app; a
+    /// timeout may have; anything else broke an exchange in progress.
+    pub fn retry_outcome(&self) -> Outcome {
+        match self {
+            ProxyError::Connect(_) | ProxyError::Handshake { .. } => Outcome::ConnectFailure,
+            ProxyError::ResponseTimeout(_) => Outcome::Timeout,
+            _ => Outcome::Reset,
+        }
     }
+}
 
-    pub fn status(&self) -> StatusCode {
+impl LocalAnswer for ProxyError {
+    fn status(&self) -> StatusCode {
         match self {
             ProxyError::Connect(ConnectError::Timeout { .. }) | ProxyError::ResponseTimeout(_) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
             ProxyError::Connect(_) | ProxyError::Handshake { .. } | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::Downstream(_) | ProxyError::BadTarget(_) | ProxyError::RequestBody(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            ProxyError::NoEndpoints | ProxyError::UnknownBackend(_) | ProxyError::PolicyUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-            ProxyError::Unresolved { .. } => StatusCode::BAD_GATEWAY,
-            // RFC 5842 §7.2: 508 Loop Detected.
-            ProxyError::Loop(_) => StatusCode::LOOP_DETECTED,
+            ProxyError::Downstream(_) | ProxyError::RequestBody(_) => StatusCode::BAD_REQUEST,
         }
     }
-}
 
-/// The response sent downstream for `err`. The body is a one-line reason;
-/// `l5d-proxy-error`-style header lets clients tell proxy errors from app
-/// errors, and `connection: close` is set where the exchange is broken.
-pub fn error_response(err: &ProxyError) -> Response<ResponseBody> {
-    let status = err.status();
-    let mut rsp = Response::new(Either::Right(Full::new(Bytes::from(format!("{err}\n")))));
-    *rsp.status_mut() = status;
-    let headers = rsp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    headers.insert(
-        "weft-proxy-error",
-        HeaderValue::from_static(match err.side() {
-            Side::Downstream => "downstream",
-            Side::Upstream => "upstream",
-            Side::Internal => "internal",
-        }),
-    );
-    if matches!(err, ProxyError::Downstream(_)) {
-        // The request body was cut short: the connection's framing is lost.
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::Connect(ConnectError::Refused { .. }) => "connect-refused",
+            ProxyError::Connect(ConnectError::Timeout { .. }) => "connect-timeout",
+            ProxyError::Connect(ConnectError::Tls { .. } | ConnectError::IdentityMismatch { .. }) => "tls-failed",
+            ProxyError::Connect(ConnectError::Io { .. }) => "connect-failed",
+            ProxyError::Handshake { .. } => "upstream-handshake",
+            ProxyError::ResponseTimeout(_) => "response-timeout",
+            ProxyError::Upstream(_) => "upstream-failed",
+            ProxyError::Downstream(_) => "downstream-failed",
+            ProxyError::RequestBody(_) => "request-body",
+        }
     }
-    rsp
+
+    fn extra_headers(&self, headers: &mut HeaderMap) {
+        if matches!(self, ProxyError::Downstream(_)) {
+            // The request body was cut short: the connection's framing is lost.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -139,34 +160,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn errors_map_to_statuses() {
+    fn transport_errors_map_to_statuses_reasons_and_retry_kinds() {
         let addr = "127.0.0.1:8080".parse().expect("addr");
+        let io = || std::io::Error::other("unreachable");
         let cases = [
-            (ProxyError::Connect(ConnectError::Refused { addr }), 502, true),
-            (ProxyError::Connect(ConnectError::Timeout { addr, timeout: Duration::from_secs(1) }), 504, true),
-            (ProxyError::Connect(ConnectError::Io { addr, source: std::io::Error::other("unreachable") }), 502, false),
-            (ProxyError::ResponseTimeout(Duration::from_millis(500)), 504, false),
-        ];
-        for (err, status, retryable) in cases {
-            assert_eq!(err.status().as_u16(), status, "{err}");
-            assert_eq!(err.is_retryable(), retryable, "{err}");
-            let rsp = error_response(&err);
-            assert_eq!(rsp.status().as_u16(), status);
-            assert_eq!(rsp.headers()["weft-proxy-error"], "upstream");
-        }
-        let explicit = [
-            (ProxyError::BadTarget(crate::explicit::target::TargetError::OriginForm), 400, "downstream"),
+            (ProxyError::Connect(ConnectError::Refused { addr }), 502, "connect-refused", Outcome::ConnectFailure),
             (
-                ProxyError::Unresolved { host: "nowhere".into(), source: std::io::Error::other("NXDOMAIN") },
-                502,
-                "upstream",
+                ProxyError::Connect(ConnectError::Timeout { addr, timeout: Duration::from_secs(1) }),
+                504,
+                "connect-timeout",
+                Outcome::ConnectFailure,
             ),
-            (ProxyError::Loop(addr), 508, "internal"),
+            (
+                ProxyError::Connect(ConnectError::Io { addr, source: io() }),
+                502,
+                "connect-failed",
+                Outcome::ConnectFailure,
+            ),
+            (ProxyError::Connect(ConnectError::Tls { addr, source: io() }), 502, "tls-failed", Outcome::ConnectFailure),
+            (ProxyError::ResponseTimeout(Duration::from_millis(500)), 504, "response-timeout", Outcome::Timeout),
+            (ProxyError::RequestBody("cut".into()), 400, "request-body", Outcome::Reset),
         ];
-        for (err, status, side) in explicit {
-            let rsp = error_response(&err);
-            assert_eq!(rsp.status().as_u16(), status, "{err}");
-            assert_eq!(rsp.headers()["weft-proxy-error"], side, "{err}");
+        for (err, status, reason, outcome) in cases {
+            assert_eq!(err.status().as_u16(), status, "{err}");
+            assert_eq!(err.retry_outcome(), outcome, "{err}");
+            let rsp = respond(&err);
+            assert_eq!(rsp.status().as_u16(), status);
+            assert_eq!(rsp.headers()[PROXY_ERROR_HEADER], reason, "{err}");
             assert!(!rsp.headers().contains_key(header::CONNECTION), "{err}: the connection stays usable");
         }
     }

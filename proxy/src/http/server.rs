@@ -3,36 +3,19 @@
 //! malformed requests (400), slow headers (closed), and drains gracefully.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::service::ProxyService;
 use super::{ResponseBody, Version};
 use crate::config::HttpConfig;
 use crate::drain;
 use crate::metrics::{Direction, Metrics};
-
-/// Serves requests on `io` with `svc` until the client closes or draining
-/// finishes.
-pub async fn serve<I>(io: I, svc: ProxyService, cfg: &HttpConfig)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let conn = Conn {
-        version: svc.version,
-        drain: svc.drain.clone(),
-        metrics: svc.shared.metrics.clone(),
-        direction: svc.direction,
-    };
-    serve_with(io, conn, move |req| svc.clone().call(req), cfg).await
-}
 
 /// What the server needs to know about a downstream connection.
 #[derive(Debug)]
@@ -44,17 +27,20 @@ pub struct Conn {
     pub direction: Direction,
 }
 
-/// Serves requests on `io`, each answered by `handle` (the transparent
-/// [`ProxyService`], or the explicit proxy's), until the client closes or
+/// Serves requests on `io`, each answered by `stack` (a direction's stack
+/// wrapped in [`super::record::Record`]), until the client closes or
 /// draining finishes.
-pub async fn serve_with<I, H, F>(io: I, conn: Conn, handle: H, cfg: &HttpConfig)
+pub async fn serve<I, S>(io: I, conn: Conn, stack: S, cfg: &HttpConfig)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Fn(Request<Incoming>) -> F + Clone + Send + 'static,
-    F: Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
 {
     let Conn { version, drain, metrics, direction } = conn;
-    let service = service_fn(handle);
+    let service = TowerToHyperService::new(stack);
     let io = TokioIo::new(io);
     let result = match version {
         Version::Http1 => {

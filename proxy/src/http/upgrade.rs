@@ -14,7 +14,7 @@ use hyper_util::rt::TokioIo;
 
 use super::headers::{strip_hop_by_hop, wants_upgrade};
 use super::respond::ProxyError;
-use super::service::Shared;
+use super::shared::Shared;
 use super::{RequestBody, Version};
 use crate::balance::Pick;
 use crate::drain;
@@ -77,7 +77,7 @@ impl Upgrade {
                         return;
                     }
                 };
-                let result = crate::tcp::splice(TokioIo::new(down), TokioIo::new(up), idle).await;
+                let result = crate::transport::splice::splice(TokioIo::new(down), TokioIo::new(up), idle).await;
                 tracing::debug!(?result, "upgraded stream closed");
                 drop(drain);
             });

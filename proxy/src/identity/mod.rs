@@ -1,8 +1,8 @@
 //! The proxy's workload identity and the TLS configurations built from it.
 //!
 //! ```text
-//! certify task ──(key pair in memory, CSR, token)──► Identity.Certify ──► Credentials
-//! anchors task ◄── Identity.WatchTrustAnchors ◄── control plane
+//! control::certify ──(key pair in memory, CSR, token)──► Identity.Certify ──► Credentials
+//! control::certify::watch_anchors ◄── Identity.WatchTrustAnchors ◄── control plane
 //!        │ install()                                     │
 //!        ▼                                               ▼
 //!   IdentityHandle: current (credentials, anchors) → rustls client/server configs
@@ -12,7 +12,6 @@
 //! change; connections already open keep the configuration they started
 //! with, new ones take the new one. The private key never leaves memory.
 
-pub mod certify;
 pub mod peer;
 pub mod spiffe;
 pub mod verify;
@@ -20,6 +19,7 @@ pub mod verify;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use rcgen::{CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256, SanType};
 use rustls::client::Resumption;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, TrustAnchor};
 use rustls::server::WebPkiClientVerifier;
@@ -278,6 +278,16 @@ pub fn build_configs_sharing(
 /// When to renew a certificate valid from now until `not_after`: at 70 % of
 /// its remaining life, less up to 10 % jitter so that proxies started
 /// together do not renew together.
+/// A fresh key pair and a CSR asking for exactly `identity`.
+pub fn key_and_csr(identity: &str) -> Result<(KeyPair, Vec<u8>), rcgen::Error> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(identity.try_into()?)];
+    let csr = params.serialize_request(&key)?;
+    Ok((key, csr.der().to_vec()))
+}
+
 pub fn renew_after(remaining: Duration, jitter: f64) -> Duration {
     remaining.mul_f64(0.7 - 0.1 * jitter.clamp(0.0, 1.0))
 }

@@ -10,7 +10,6 @@ use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::certify::key_and_csr;
 use super::*;
 use crate::transport::connect::ConnectError;
 use crate::transport::tls::{self, Hello, TlsTarget};

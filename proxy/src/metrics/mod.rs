@@ -5,6 +5,7 @@
 //! `outcome` are enums; `authority` is capped at [`MAX_AUTHORITIES`] values
 //! per direction (the rest count as `other`); status codes are at most 500.
 
+pub mod counted;
 mod encode;
 mod histogram;
 
@@ -210,8 +211,8 @@ impl Metrics {
     }
 
     /// Counts how a spliced stream (opaque connection, tunnel) failed.
-    pub fn spliced(&self, err: &crate::tcp::SpliceError) {
-        if matches!(err, crate::tcp::SpliceError::Idle(_)) {
+    pub fn spliced(&self, err: &crate::transport::splice::SpliceError) {
+        if matches!(err, crate::transport::splice::SpliceError::Idle(_)) {
             self.policy.idle_timeouts.fetch_add(1, Relaxed);
         }
     }

@@ -17,8 +17,8 @@ use super::filters::Filters;
 use super::retry::RetryPolicy;
 use super::route::RouteTable;
 use super::split::Split;
-use crate::control::target::{NameTarget, Target};
 use crate::metrics::RouteStats;
+use crate::transport::target::{NameTarget, Target};
 
 /// How a route's requests pick an endpoint.
 #[derive(Clone, Debug, PartialEq)]

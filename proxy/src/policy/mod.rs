@@ -1,11 +1,11 @@
 //! The decisions of the outbound (and inbound) policy stack, as pure,
-//! table-tested building blocks; the tower layers that apply them to
-//! requests live elsewhere and stay thin.
+//! table-tested building blocks; the stacks that apply them to requests
+//! (`crate::outbound`, `crate::inbound`) stay thin.
 //!
 //! ```text
 //!   request ─► route::RouteTable::find ─► split::Split::pick ─► fault::FaultPolicy::decide
-//!           ─► retry::RetryPolicy (+ budget::RetryBudget) ─► balancer (hash / round robin /
-//!              least request / EWMA) filtered by circuit::Circuit ─► endpoint
+//!           ─► retry::RetryPolicy (+ budget::RetryBudget) ─► balancer (crate::balance: EWMA,
+//!              round robin, least request, consistent hash) filtered by circuit::Circuit ─► endpoint
 //!   inbound: rate_limit::RateLimiter / KeyedRateLimiter ─► 429 + Retry-After
 //! ```
 //!
@@ -16,12 +16,12 @@
 //! (`tokio::time::Instant::into_std` gives the `std` instant these take,
 //! honouring `tokio::time::pause` in tests.)
 
+pub mod authz;
 pub mod budget;
 pub mod circuit;
 pub mod compiled;
 pub mod fault;
 pub mod filters;
-pub mod hash;
 pub mod rate_limit;
 pub mod retry;
 pub mod route;

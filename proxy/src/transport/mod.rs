@@ -2,8 +2,9 @@
 //! how upstream connections are opened.
 
 pub mod connect;
-pub mod counted;
 pub mod detect;
 pub mod orig_dst;
 pub mod prefixed;
+pub mod splice;
+pub mod target;
 pub mod tls;

@@ -1,38 +1,22 @@
-//! Inbound: connections from other pods, redirected by PREROUTING. They go
-//! to the application on loopback at the port they were addressed to, so
-//! the app sees them coming from the proxy (127.0.0.1), never redirected
-//! again (OUTPUT rules skip loopback).
+//! Inbound authorization, per connection: the peer (only the TLS acceptor
+//! can make it authenticated) against the port's policy, through the pure
+//! decision in [`crate::policy::authz`].
 //!
 //! Authorization is decided per connection (opaque) or per request (HTTP)
 //! against the port's policy in force at that moment, before any byte
 //! reaches the app; until the port's first policy arrives, the proxy's own
 //! default decides (never "no decision").
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use crate::authz::{Decision, authorize, authorize_route, has_route_rules};
-use crate::control::discovery::Resolution;
 use crate::control::inbound_policy::InboundPolicies;
 use crate::identity::Peer;
 use crate::metrics::Metrics;
-use crate::transport::orig_dst::OrigDstAddr;
+use crate::policy::authz::{Decision, authorize, authorize_route, has_route_rules};
 
 /// The `policy` label of decisions made before a port's policy arrived.
 pub const PROXY_DEFAULT: &str = "proxy-default";
-
-/// Where an inbound connection is forwarded.
-pub fn upstream(orig: OrigDstAddr) -> Resolution {
-    Resolution::Forward(app_addr(orig))
-}
-
-/// The app, on loopback, in the address family the client used.
-pub fn app_addr(orig: OrigDstAddr) -> SocketAddr {
-    let ip = if orig.0.is_ipv4() { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() };
-    SocketAddr::new(ip, orig.0.port())
-}
 
 /// Authorization for one inbound connection: its peer is fixed, the policy
 /// may change while it is open (an HTTP keep-alive connection outlives many
@@ -144,18 +128,5 @@ impl ConnAuthz {
         let decided = Arc::new(Decided { decision, counter });
         *cached = Some((version, decided.clone()));
         decided
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn inbound_goes_to_loopback_at_the_original_port() {
-        let v4 = OrigDstAddr("198.18.0.12:8080".parse().expect("addr"));
-        assert_eq!(app_addr(v4), "127.0.0.1:8080".parse().expect("addr"));
-        let v6 = OrigDstAddr("[2001:db8::2]:80".parse().expect("addr"));
-        assert_eq!(app_addr(v6), "[::1]:80".parse().expect("addr"));
     }
 }

@@ -9,6 +9,7 @@
 //! a streamed one is teed frame by frame (`body::tee`), and its copy is
 //! given up when it falls more than `body::MAX_MIRROR_QUEUED` behind.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -16,11 +17,13 @@ use http::Request;
 use http_body_util::BodyExt as _;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::body::RequestBody;
-use super::outbound::clone_head;
-use super::service::ProxyService;
-use crate::control::target::{NameTarget, Target};
+use super::Outbound;
+use super::attempts::clone_head;
+use super::endpoint::{choose, policy_for};
+use crate::http::Version;
+use crate::http::body::RequestBody;
 use crate::policy::filters::Mirror;
+use crate::transport::target::{NameTarget, Target};
 
 /// Copies in flight per proxy, at most.
 pub const MAX_MIRRORS_IN_FLIGHT: usize = 64;
@@ -40,9 +43,9 @@ pub struct Slot {
 
 /// A slot for a copy of a request to `mirror`'s service; `None` (counted
 /// as skipped) when too many copies are in flight already.
-pub fn reserve(svc: &ProxyService, mirror: &Mirror) -> Option<Slot> {
-    let shared = &svc.shared;
-    let Ok(permit) = shared.mirrors.clone().try_acquire_owned() else {
+pub fn reserve(outbound: &Outbound, mirror: &Mirror) -> Option<Slot> {
+    let shared = &outbound.http;
+    let Ok(permit) = outbound.mirrors.clone().try_acquire_owned() else {
         count(&shared.metrics.policy.mirror_skipped);
         return None;
     };
@@ -56,21 +59,20 @@ pub fn reserve(svc: &ProxyService, mirror: &Mirror) -> Option<Slot> {
 impl Slot {
     /// Sends a copy of the request (`parts`, and `body`: a buffered copy
     /// or a teed stream's) in a task of its own.
-    pub fn send(self, svc: &ProxyService, parts: &http::request::Parts, body: RequestBody) {
+    pub fn send(self, outbound: &Arc<Outbound>, version: Version, parts: &http::request::Parts, body: RequestBody) {
         let Slot { permit, target } = self;
-        let shared = svc.shared.clone();
+        let outbound = outbound.clone();
         let head = clone_head(parts);
-        let version = svc.version;
         tokio::spawn(async move {
             let _permit = permit;
             let exchange = async {
-                let upstream = shared.resolver.lookup(&target).await?;
-                let policy = shared.policy_for(&upstream).await.ok()?;
+                let upstream = outbound.resolver.lookup(&target).await?;
+                let policy = policy_for(&outbound, &upstream).await.ok()?;
                 let balance = &policy.default.balance;
-                let (addr, pick) = shared.choose(&upstream, &policy, balance, &head.headers, None).ok()?;
-                let tls = pick.as_ref().and_then(|p| shared.tls_target(&p.endpoint, false));
+                let (addr, pick) = choose(&outbound, &upstream, &policy, balance, &head.headers, None).ok()?;
+                let tls = pick.as_ref().and_then(|p| outbound.http.tls_target(&p.endpoint, false));
                 let req = Request::from_parts(head, body);
-                let rsp = shared.pool.send(addr, version, req, tls).await.ok()?;
+                let rsp = outbound.http.pool.send(addr, version, req, tls).await.ok()?;
                 // Read it whole so that the connection can carry the next request.
                 let status = rsp.status();
                 rsp.into_body().collect().await.ok()?;
@@ -78,11 +80,11 @@ impl Slot {
             };
             match tokio::time::timeout(MIRROR_TIMEOUT, exchange).await {
                 Ok(Some(status)) => {
-                    count(&shared.metrics.policy.mirrored);
+                    count(&outbound.http.metrics.policy.mirrored);
                     tracing::trace!(%target, %status, "mirrored");
                 }
                 _ => {
-                    count(&shared.metrics.policy.mirror_failed);
+                    count(&outbound.http.metrics.policy.mirror_failed);
                     tracing::debug!(%target, "mirror copy failed or timed out");
                 }
             }

@@ -12,7 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::{Method, Uri};
 
-use crate::control::target::{NameTarget, Target};
+use crate::outbound::error::TargetError;
+use crate::transport::target::{NameTarget, Target};
 
 /// A request the explicit proxy can serve.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,25 +25,6 @@ pub struct ExplicitTarget {
     pub authority: String,
     /// `CONNECT`: a byte tunnel rather than one forwarded request.
     pub tunnel: bool,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum TargetError {
-    #[error(
-        "this is an explicit HTTP proxy (HTTP_PROXY): send requests in absolute form (GET http://host/path) or \
-         CONNECT host:port"
-    )]
-    OriginForm,
-    #[error("{0}:// requests are not proxied in absolute form; use CONNECT host:port for TLS")]
-    Scheme(String),
-    #[error("the request target names no host")]
-    MissingHost,
-    #[error("CONNECT needs host:port, not {0:?}")]
-    ConnectWithoutPort(String),
-    #[error("{0:?} is not a valid host name or IP address")]
-    BadHost(String),
-    #[error("port 0 is not a destination")]
-    BadPort,
 }
 
 /// Decides where a request received by the explicit proxy goes.

@@ -10,14 +10,13 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rcgen::{CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256, SanType};
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use weft_api::identity::identity_client::IdentityClient;
 use weft_api::identity::{CertifyRequest, WatchTrustAnchorsRequest};
 
-use super::{Credentials, IdentityHandle, TrustBundle, renew_after};
-use crate::control::ControlPlane;
-use crate::control::backoff::Backoff;
+use super::ControlPlane;
+use super::backoff::Backoff;
+use crate::identity::{Credentials, IdentityError, IdentityHandle, TrustBundle, key_and_csr, renew_after};
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,17 +28,7 @@ pub enum CertifyError {
     #[error("the control plane returned no certificate")]
     Empty,
     #[error(transparent)]
-    Identity(#[from] super::IdentityError),
-}
-
-/// A fresh key pair and a CSR asking for exactly `identity`.
-pub fn key_and_csr(identity: &str) -> Result<(KeyPair, Vec<u8>), rcgen::Error> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params.subject_alt_names = vec![SanType::URI(identity.try_into()?)];
-    let csr = params.serialize_request(&key)?;
-    Ok((key, csr.der().to_vec()))
+    Identity(#[from] IdentityError),
 }
 
 /// Gets a certificate, then renews it for as long as the proxy runs.

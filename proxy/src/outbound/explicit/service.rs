@@ -1,27 +1,32 @@
 //! One explicit proxy request: parse its target, resolve it, then forward it
-//! in origin form through the transparent path's [`ProxyService`] (same
-//! pool, balancer, timeouts and metrics), or open a `CONNECT` tunnel.
+//! in origin form through the transparent path's stage
+//! ([`OutboundService`]: same policy, pool, balancer and timeouts), or open
+//! a `CONNECT` tunnel.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::time::Instant;
 
 use super::target::{self, ExplicitTarget};
 use crate::control::discovery::Resolution;
-use crate::control::target::Target;
 use crate::drain;
-use crate::http::respond::{ProxyError, error_response};
-use crate::http::service::ProxyService;
+use crate::http::respond::respond;
 use crate::http::{ResponseBody, Version};
-use crate::metrics::{Direction, OTHER_AUTHORITY};
-use crate::proxy::{Ctx, connect_opaque};
+use crate::outbound::endpoint::connect_opaque;
+use crate::outbound::error::TargetError;
+use crate::outbound::http::OutboundService;
+use crate::outbound::{Outbound, OutboundError};
+use crate::transport::splice::splice;
+use crate::transport::target::Target;
 
 /// Addressed to the proxy itself (RFC 9110 §11.7.2, RFC 7230's
 /// `Proxy-Connection` legacy): never forwarded. `Proxy-Connection` is also
@@ -32,54 +37,57 @@ const PROXY_HEADERS: [HeaderName; 2] = [header::PROXY_AUTHORIZATION, HeaderName:
 /// Serves the requests of one explicit proxy connection; cloned per request.
 #[derive(Clone, Debug)]
 pub struct ExplicitService {
-    pub ctx: Arc<Ctx>,
+    pub outbound: Arc<Outbound>,
     pub drain: drain::Watch,
 }
 
+impl tower::Service<Request<Incoming>> for ExplicitService {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    /// Boxed once per request, at the stack's boundary.
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let svc = self.clone();
+        Box::pin(async move {
+            Ok(svc.serve(req).await.unwrap_or_else(|e| {
+                tracing::info!(error = %e, "explicit proxy request refused");
+                respond(&e)
+            }))
+        })
+    }
+}
+
 impl ExplicitService {
-    pub async fn call(self, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
-        let start = Instant::now();
-        let parsed = match target::parse(req.method(), req.uri()) {
-            Ok(parsed) => parsed,
-            Err(e) => return Ok(self.refuse(OTHER_AUTHORITY, ProxyError::BadTarget(e), start)),
-        };
-        let upstream = match self.resolve(&parsed.target).await {
-            Ok(upstream) => upstream,
-            Err(e) => return Ok(self.refuse(&parsed.authority, e, start)),
-        };
+    async fn serve(self, req: Request<Incoming>) -> Result<Response<ResponseBody>, OutboundError> {
+        let parsed = target::parse(req.method(), req.uri())?;
+        let upstream = self.resolve(&parsed.target).await?;
         tracing::debug!(target = %parsed.target, ?upstream, tunnel = parsed.tunnel, "explicit proxy request");
         if parsed.tunnel {
-            return Ok(self.tunnel(req, &parsed, upstream, start).await);
+            return self.tunnel(req, &parsed, upstream).await;
         }
-        let req = match to_origin_form(req, &parsed) {
-            Ok(req) => req,
-            Err(e) => return Ok(self.refuse(&parsed.authority, e, start)),
-        };
-        let svc = ProxyService {
-            shared: self.ctx.http.clone(),
-            upstream,
-            version: Version::Http1,
-            direction: Direction::Outbound,
-            drain: self.drain,
-            client_id: None,
-            authz: None,
-        };
-        svc.call(req).await
+        let req = to_origin_form(req, &parsed)?;
+        let svc = OutboundService { outbound: self.outbound, upstream, version: Version::Http1, drain: self.drain };
+        Ok(svc.serve(req).await)
     }
 
     /// A mesh service or meshed pod through discovery; an address the mesh
     /// does not know as is; a name it does not know through the system
     /// resolver (a name outside the mesh, such as an external API).
-    async fn resolve(&self, target: &Target) -> Result<Resolution, ProxyError> {
-        if let Some(resolution) = self.ctx.resolver.lookup(target).await {
+    async fn resolve(&self, target: &Target) -> Result<Resolution, OutboundError> {
+        if let Some(resolution) = self.outbound.resolver.lookup(target).await {
             return Ok(resolution);
         }
         match target {
             Target::Addr(addr) => Ok(Resolution::Forward(*addr)),
             Target::Name(name) => {
-                let unresolved = |source| ProxyError::Unresolved { host: name.host().to_owned(), source };
+                let unresolved = |source| OutboundError::Unresolved { host: name.host().to_owned(), source };
                 let mut addrs = tokio::time::timeout(
-                    self.ctx.config.connect_timeout,
+                    self.outbound.config.connect_timeout,
                     tokio::net::lookup_host((name.host(), name.port())),
                 )
                 .await
@@ -99,29 +107,20 @@ impl ExplicitService {
         mut req: Request<Incoming>,
         parsed: &ExplicitTarget,
         upstream: Resolution,
-        start: Instant,
-    ) -> Response<ResponseBody> {
-        let stats = self.ctx.metrics.authority(Direction::Outbound, &parsed.authority);
-        stats.request();
-        let (up, pick, idle) = match connect_opaque(&upstream, &self.ctx).await {
-            Ok(connected) => connected,
-            Err(e) => {
-                tracing::info!(target = %parsed.target, error = %e, "CONNECT failed");
-                let rsp = error_response(&e);
-                self.record(&stats, rsp.status(), start);
-                return rsp;
-            }
-        };
+    ) -> Result<Response<ResponseBody>, OutboundError> {
+        let (up, pick, idle) = connect_opaque(&upstream, &self.outbound).await.inspect_err(|e| {
+            tracing::info!(target = %parsed.target, error = %e, "CONNECT failed");
+        })?;
         let downstream = hyper::upgrade::on(&mut req);
         // The tunnel outlives this request; it holds a drain watch so that
         // shutdown waits for it (up to the drain deadline), and the pick so
         // that the endpoint counts as busy while it is open.
         let drain = self.drain.clone();
-        let metrics = self.ctx.metrics.clone();
+        let metrics = self.outbound.http.metrics.clone();
         tokio::spawn(async move {
             match downstream.await {
                 Ok(down) => {
-                    let result = crate::tcp::splice(TokioIo::new(down), up, idle).await;
+                    let result = splice(TokioIo::new(down), up, idle).await;
                     if let Err(e) = &result {
                         metrics.spliced(e);
                     }
@@ -131,35 +130,17 @@ impl ExplicitService {
             }
             drop((pick, drain));
         });
-        let rsp = Response::new(Either::Right(Full::default()));
-        self.record(&stats, rsp.status(), start);
-        rsp
-    }
-
-    /// Answers with the error, counted like every response.
-    fn refuse(&self, authority: &str, err: ProxyError, start: Instant) -> Response<ResponseBody> {
-        tracing::info!(%authority, error = %err, "explicit proxy request refused");
-        let stats = self.ctx.metrics.authority(Direction::Outbound, authority);
-        stats.request();
-        let rsp = error_response(&err);
-        self.record(&stats, rsp.status(), start);
-        rsp
-    }
-
-    fn record(&self, stats: &crate::metrics::AuthorityStats, status: StatusCode, start: Instant) {
-        stats.response(status.as_u16());
-        self.ctx.metrics.record_latency(Direction::Outbound, status.as_u16(), start.elapsed());
+        Ok(Response::new(Either::Right(Full::default())))
     }
 }
 
 /// The request as the origin server expects it: origin-form target, `Host`
 /// replaced by the target's authority (RFC 9112 §3.2.2), and the headers
 /// meant for this proxy removed.
-fn to_origin_form(mut req: Request<Incoming>, parsed: &ExplicitTarget) -> Result<Request<Incoming>, ProxyError> {
+fn to_origin_form(mut req: Request<Incoming>, parsed: &ExplicitTarget) -> Result<Request<Incoming>, OutboundError> {
     let path = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     *req.uri_mut() = Uri::from(path);
-    let host = HeaderValue::from_str(&parsed.authority)
-        .map_err(|_| ProxyError::BadTarget(target::TargetError::BadHost(parsed.authority.clone())))?;
+    let host = HeaderValue::from_str(&parsed.authority).map_err(|_| TargetError::BadHost(parsed.authority.clone()))?;
     let headers = req.headers_mut();
     headers.insert(header::HOST, host);
     for name in &PROXY_HEADERS {

@@ -1,5 +1,5 @@
-//! Counts bytes read from and written to a downstream socket into the
-//! connection's TCP metrics. One relaxed atomic add per I/O call.
+//! Counts downstream connections and the bytes read from and written to
+//! them into the TCP metrics. One relaxed atomic add per I/O call.
 
 use std::io;
 use std::pin::Pin;
@@ -9,7 +9,9 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::metrics::{Direction, Metrics, ProtocolLabel};
+use super::{Direction, Metrics, ProtocolLabel};
+use crate::transport::detect::Protocol;
+use crate::transport::prefixed::PrefixedIo;
 
 pin_project_lite::pin_project! {
     pub struct CountedIo<T> {
@@ -74,4 +76,41 @@ impl<T: AsyncWrite> AsyncWrite for CountedIo<T> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().io.poll_shutdown(cx)
     }
+}
+
+/// A detected downstream connection as the metrics see it: opened (with
+/// the bytes detection already read) when made, closed when dropped, so
+/// that every way out of a connection's task closes it exactly once.
+#[derive(Debug)]
+pub struct OpenConnection {
+    metrics: Arc<Metrics>,
+    direction: Direction,
+    protocol: ProtocolLabel,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.metrics.tcp(self.direction, self.protocol).close_connection();
+    }
+}
+
+/// Counts a connection to be served as `protocol` and wraps `io` so that
+/// the `prefix` detection read is replayed and every later byte is counted.
+pub fn open<I>(
+    io: I,
+    prefix: bytes::Bytes,
+    metrics: &Arc<Metrics>,
+    direction: Direction,
+    protocol: Protocol,
+) -> (PrefixedIo<CountedIo<I>>, OpenConnection) {
+    let label = match protocol {
+        Protocol::Http1 => ProtocolLabel::Http1,
+        Protocol::Http2 => ProtocolLabel::Http2,
+        Protocol::Opaque => ProtocolLabel::Opaque,
+    };
+    let counters = metrics.tcp(direction, label);
+    counters.open_connection();
+    counters.read_bytes.fetch_add(prefix.len() as u64, Relaxed);
+    let io = PrefixedIo::new(prefix, CountedIo::new(io, metrics.clone(), direction, label));
+    (io, OpenConnection { metrics: metrics.clone(), direction, protocol: label })
 }

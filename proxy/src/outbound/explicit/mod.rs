@@ -8,7 +8,7 @@
 //! app ─ GET http://web/x ─► outbound listener ─► target::parse ─► resolve ─┬─ mesh service: P2C/EWMA per request
 //!       CONNECT web:6379                         (400 if not               ├─ IP literal / meshed pod
 //!                                                 absolute form)           └─ else the system resolver (502 if it fails)
-//!   forward: GET /x, Host: web ─► ProxyService (pool, metrics, timeouts)
+//!   forward: GET /x, Host: web ─► the transparent path's stage (super::http: policy, pool, timeouts)
 //!   tunnel:  200, then opaque splice to the chosen endpoint
 //! ```
 //!
@@ -26,31 +26,32 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 
+use super::Outbound;
 use crate::drain;
 use crate::http::Version;
+use crate::http::record::RecordLayer;
 use crate::http::server::{self, Conn};
-use crate::metrics::{Direction, ProtocolLabel};
-use crate::proxy::Ctx;
-use crate::transport::counted::CountedIo;
-use crate::transport::detect::{self, Outcome};
-use crate::transport::prefixed::PrefixedIo;
+use crate::metrics::Direction;
+use crate::metrics::counted;
+use crate::transport::detect::{self, Outcome, Protocol};
 
 /// Serves one unredirected connection to the outbound listener.
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, drain: drain::Watch) {
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, outbound: Arc<Outbound>, drain: drain::Watch) {
     let dir = Direction::Outbound;
+    let metrics = &outbound.http.metrics;
     // One bounded, deadlined read, only to turn away HTTP/2 prior knowledge:
     // everything else is HTTP/1 or nothing, and hyper bounds the head
     // (--max-header-bytes → 431, --header-read-timeout) and answers garbage
     // with 400. (Detection's 1 KiB verdict would close a request whose
     // absolute-form request line is merely long.)
-    let (outcome, prefix) = match detect::detect(&mut stream, ctx.config.outbound.detect_timeout).await {
+    let (outcome, prefix) = match detect::detect(&mut stream, outbound.config.outbound.detect_timeout).await {
         Ok(detected) => detected,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "explicit proxy connection failed during detection");
             return;
         }
     };
-    ctx.metrics.detected(dir, outcome);
+    metrics.detected(dir, outcome);
     match outcome {
         Outcome::Closed => return,
         Outcome::Http2 => {
@@ -63,12 +64,12 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, drain
         }
         Outcome::Http1 | Outcome::Opaque | Outcome::Timeout | Outcome::OpaquePort => {}
     }
-    let counters = ctx.metrics.tcp(dir, ProtocolLabel::Http1);
-    counters.open_connection();
-    counters.read_bytes.fetch_add(prefix.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    let io = PrefixedIo::new(prefix.freeze(), CountedIo::new(stream, ctx.metrics.clone(), dir, ProtocolLabel::Http1));
-    let conn = Conn { version: Version::Http1, drain: drain.clone(), metrics: ctx.metrics.clone(), direction: dir };
-    let svc = service::ExplicitService { ctx: ctx.clone(), drain };
-    server::serve_with(io, conn, move |req| svc.clone().call(req), &ctx.config.http).await;
-    ctx.metrics.tcp(dir, ProtocolLabel::Http1).close_connection();
+    // Served as HTTP/1 whatever detection said: hyper answers what is not.
+    let (io, _open) = counted::open(stream, prefix.freeze(), metrics, dir, Protocol::Http1);
+    let conn = Conn { version: Version::Http1, drain: drain.clone(), metrics: metrics.clone(), direction: dir };
+    let stack = tower::Layer::layer(
+        &RecordLayer::new(metrics.clone(), dir),
+        service::ExplicitService { outbound: outbound.clone(), drain },
+    );
+    server::serve(io, conn, stack, &outbound.config.http).await;
 }

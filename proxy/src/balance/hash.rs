@@ -1,7 +1,7 @@
 //! Endpoint choosers that are plain functions over the endpoint set:
 //! consistent hashing (`consistentHash` on a header or cookie, for sticky
 //! A/B sessions), round robin and least request. The default, P2C over
-//! peak EWMA, lives in [`crate::balance`].
+//! peak EWMA, is in the parent module.
 //!
 //! Consistent hashing is rendezvous (highest random weight) hashing: each
 //! endpoint scores `mix(key, endpoint)` and the highest score wins. A key

@@ -1,0 +1,219 @@
+//! One inbound connection, from accept to the stage that serves it: mesh
+//! TLS terminated (the peer's identity) or plaintext (the mTLS mode
+//! decides), authorization set up, then HTTP or an opaque splice to the
+//! app.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderValue;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::authorize::ConnAuthz;
+use super::http::InboundService;
+use super::{Inbound, app_addr};
+use crate::drain;
+use crate::http::Version;
+use crate::http::record::RecordLayer;
+use crate::http::server::{self, Conn};
+use crate::identity::{ALPN_OPAQUE, Peer};
+use crate::metrics::Direction;
+use crate::metrics::counted;
+use crate::transport::detect::{self, Outcome, Protocol};
+use crate::transport::orig_dst::{OrigDstAddr, orig_dst};
+use crate::transport::prefixed::PrefixedIo;
+use crate::transport::splice::splice;
+use crate::transport::tls::{self, Hello};
+
+const DIR: Direction = Direction::Inbound;
+/// A ClientHello larger than this is not a mesh client's.
+const MAX_CLIENT_HELLO: usize = 16 * 1024;
+
+/// Serves one connection accepted by the inbound listener.
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>, drain: drain::Watch) {
+    let _ = stream.set_nodelay(true);
+    let metrics = &inbound.http.metrics;
+    let orig = match orig_dst(&stream) {
+        Ok(orig) => orig,
+        // Not redirected: forwarding it would loop.
+        Err(e) => {
+            metrics.orig_dst_errors[DIR as usize].fetch_add(1, Relaxed);
+            tracing::warn!(direction = DIR.as_str(), %peer, error = %e, "refusing connection");
+            return;
+        }
+    };
+    let dcfg = &inbound.config.inbound;
+    let opaque_port = dcfg.opaque_ports.contains(orig.0.port());
+    let mesh_server = inbound.http.identity.as_ref().and_then(|i| i.configs()).map(|c| c.server.clone());
+    // With mTLS on, inbound always reads the first bytes: meshed clients
+    // speak first (a ClientHello), even on opaque ports.
+    let (outcome, prefix) = if opaque_port && mesh_server.is_none() {
+        (Outcome::OpaquePort, BytesMut::new())
+    } else {
+        match detect::detect(&mut stream, dcfg.detect_timeout).await {
+            Ok(detected) => detected,
+            Err(e) => {
+                tracing::debug!(direction = DIR.as_str(), %peer, error = %e, "connection failed during detection");
+                return;
+            }
+        }
+    };
+    if outcome == Outcome::Closed {
+        metrics.detected(DIR, outcome);
+        return;
+    }
+    let Some(server) = mesh_server else {
+        tracing::debug!(direction = DIR.as_str(), %peer, %orig, outcome = outcome.as_str(), "accepted");
+        let authz = authorize(&inbound, orig.0.port(), Peer::Unauthenticated).await;
+        return serve_detected(stream, prefix.freeze(), outcome, orig, &inbound, drain, None, authz).await;
+    };
+    match complete_hello(&mut stream, prefix, dcfg.detect_timeout).await {
+        Ok((Hello::Mesh(alpn), prefix)) => {
+            let io = PrefixedIo::new(prefix, stream);
+            serve_mesh(io, server, alpn, orig, peer, &inbound, drain).await
+        }
+        Ok((_, prefix)) => {
+            let outcome = if opaque_port { Outcome::OpaquePort } else { outcome };
+            let authz = authorize(&inbound, orig.0.port(), Peer::Unauthenticated).await;
+            serve_detected(stream, prefix, outcome, orig, &inbound, drain, None, authz).await
+        }
+        Err(e) => tracing::debug!(%peer, error = %e, "connection failed while reading a TLS hello"),
+    }
+}
+
+/// Authorization for a connection from `peer` to `port`, when this
+/// workload has inbound policies.
+async fn authorize(inbound: &Inbound, port: u16, peer: Peer) -> Option<Arc<ConnAuthz>> {
+    let policies = inbound.policies.clone()?;
+    let metrics = inbound.http.metrics.clone();
+    Some(Arc::new(ConnAuthz::new(policies, port, peer, inbound.namespace.clone(), metrics).await))
+}
+
+/// Reads on until `prefix` holds a whole ClientHello (when it starts one),
+/// bounded in bytes and time.
+async fn complete_hello(
+    stream: &mut TcpStream,
+    mut prefix: BytesMut,
+    timeout: Duration,
+) -> std::io::Result<(Hello, Bytes)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let hello = tls::inspect(&prefix);
+        if hello != Hello::Incomplete || prefix.len() >= MAX_CLIENT_HELLO {
+            return Ok((hello, prefix.freeze()));
+        }
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut prefix)).await {
+            Ok(Ok(0)) | Err(_) => return Ok((Hello::Foreign, prefix.freeze())),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+}
+
+/// Terminates mesh TLS, then serves the decrypted stream to the app with
+/// the client's verified identity.
+async fn serve_mesh(
+    io: PrefixedIo<TcpStream>,
+    server: Arc<rustls::ServerConfig>,
+    alpn: &'static [u8],
+    orig: OrigDstAddr,
+    peer: SocketAddr,
+    inbound: &Arc<Inbound>,
+    drain: drain::Watch,
+) {
+    let (mut tls, verified) = match tls::accept(io, server).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::info!(%peer, error = %e, "mesh TLS handshake failed");
+            return;
+        }
+    };
+    let client_id = HeaderValue::from_str(verified.id().as_str()).ok();
+    tracing::debug!(%peer, %orig, client = %verified.id(), "mesh TLS accepted");
+    let authz = authorize(inbound, orig.0.port(), Peer::Authenticated(verified)).await;
+    if alpn == ALPN_OPAQUE {
+        return serve_detected(tls, Bytes::new(), Outcome::OpaquePort, orig, inbound, drain, client_id, authz).await;
+    }
+    match detect::detect(&mut tls, inbound.config.inbound.detect_timeout).await {
+        // The peer proxy promised HTTP (ALPN): never fall back to splicing,
+        // which would skip header stripping and HTTP authorization.
+        Ok((outcome @ (Outcome::Http1 | Outcome::Http2), prefix)) => {
+            serve_detected(tls, prefix.freeze(), outcome, orig, inbound, drain, client_id, authz).await
+        }
+        Ok((outcome, _)) => {
+            inbound.http.metrics.detected(DIR, outcome);
+            tracing::info!(%peer, outcome = outcome.as_str(), "mesh connection announced HTTP but sent none; closing");
+        }
+        Err(e) => tracing::debug!(%peer, error = %e, "mesh connection failed during detection"),
+    }
+}
+
+/// Everything after detection: counts the connection, then serves it as
+/// HTTP or, once authorized, splices it with the app.
+#[allow(clippy::too_many_arguments)]
+async fn serve_detected<I>(
+    io: I,
+    prefix: Bytes,
+    outcome: Outcome,
+    orig: OrigDstAddr,
+    inbound: &Arc<Inbound>,
+    drain: drain::Watch,
+    client_id: Option<HeaderValue>,
+    authz: Option<Arc<ConnAuthz>>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let metrics = &inbound.http.metrics;
+    metrics.detected(DIR, outcome);
+    let protocol = outcome.protocol();
+    let (io, _open) = counted::open(io, prefix, metrics, DIR, protocol);
+    let app = app_addr(orig);
+    match protocol {
+        Protocol::Http1 | Protocol::Http2 => {
+            let version = if protocol == Protocol::Http1 { Version::Http1 } else { Version::Http2 };
+            let conn = Conn { version, drain: drain.clone(), metrics: metrics.clone(), direction: DIR };
+            let stack = tower::Layer::layer(
+                &RecordLayer::new(metrics.clone(), DIR),
+                InboundService { inbound: inbound.clone(), app, version, drain, client_id, authz },
+            );
+            server::serve(io, conn, stack, &inbound.config.http).await;
+        }
+        Protocol::Opaque => {
+            // Decided before any byte reaches the app: a denied opaque
+            // connection is closed unanswered.
+            if let Some(decided) = authz.map(|a| a.decide()) {
+                decided.count();
+                if !decided.decision.allowed {
+                    return;
+                }
+            }
+            forward_opaque(io, app, inbound).await
+        }
+    }
+}
+
+/// Splices an authorized opaque connection with the app.
+async fn forward_opaque<I>(io: I, app: SocketAddr, inbound: &Inbound)
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let up = match tls::connect_upstream(app, inbound.config.connect_timeout, None).await {
+        Ok(up) => up,
+        Err(e) => {
+            // Opaque TCP has no way to say why: the client sees the close.
+            tracing::info!(direction = DIR.as_str(), error = %e, "opaque connection failed");
+            return;
+        }
+    };
+    match splice(io, up, inbound.config.tcp_idle_timeout).await {
+        Ok(t) => tracing::debug!(direction = DIR.as_str(), ?t, "opaque connection closed"),
+        Err(e) => {
+            inbound.http.metrics.spliced(&e);
+            tracing::debug!(direction = DIR.as_str(), error = %e, "opaque connection ended");
+        }
+    }
+}

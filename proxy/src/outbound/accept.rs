@@ -1,0 +1,73 @@
+//! One outbound connection, from accept to the stage that serves it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+
+use super::Outbound;
+use super::http::OutboundService;
+use crate::drain;
+use crate::http::server::{self, Conn};
+use crate::http::{Version, record::RecordLayer};
+use crate::metrics::Direction;
+use crate::metrics::counted;
+use crate::transport::detect::{self, Outcome, Protocol};
+use crate::transport::orig_dst::orig_dst;
+
+const DIR: Direction = Direction::Outbound;
+
+/// Serves one connection accepted by the outbound listener.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, outbound: Arc<Outbound>, drain: drain::Watch) {
+    let _ = stream.set_nodelay(true);
+    let metrics = &outbound.http.metrics;
+    let orig = match orig_dst(&stream) {
+        Ok(orig) => orig,
+        // Nothing redirected it (no iptables, or it targets the listener
+        // itself): the app chose this proxy, as HTTP_PROXY clients do.
+        Err(e) if outbound.config.explicit_proxy => {
+            tracing::debug!(%peer, reason = %e, "serving as an explicit proxy");
+            return super::explicit::serve(stream, peer, outbound, drain).await;
+        }
+        Err(e) => {
+            metrics.orig_dst_errors[DIR as usize].fetch_add(1, Relaxed);
+            tracing::warn!(direction = DIR.as_str(), %peer, error = %e, "refusing connection");
+            return;
+        }
+    };
+    let mut stream = stream;
+    let dcfg = &outbound.config.outbound;
+    let (outcome, prefix) = if dcfg.opaque_ports.contains(orig.0.port()) {
+        (Outcome::OpaquePort, BytesMut::new())
+    } else {
+        match detect::detect(&mut stream, dcfg.detect_timeout).await {
+            Ok(detected) => detected,
+            Err(e) => {
+                tracing::debug!(direction = DIR.as_str(), %peer, error = %e, "connection failed during detection");
+                return;
+            }
+        }
+    };
+    metrics.detected(DIR, outcome);
+    if outcome == Outcome::Closed {
+        return;
+    }
+    tracing::debug!(direction = DIR.as_str(), %peer, %orig, outcome = outcome.as_str(), "accepted");
+    let upstream = outbound.resolver.resolve(orig.0).await;
+    let protocol = outcome.protocol();
+    let (io, _open) = counted::open(stream, prefix.freeze(), metrics, DIR, protocol);
+    match protocol {
+        Protocol::Http1 | Protocol::Http2 => {
+            let version = if protocol == Protocol::Http1 { Version::Http1 } else { Version::Http2 };
+            let conn = Conn { version, drain: drain.clone(), metrics: metrics.clone(), direction: DIR };
+            let stack = tower::Layer::layer(
+                &RecordLayer::new(metrics.clone(), DIR),
+                OutboundService { outbound: outbound.clone(), upstream, version, drain },
+            );
+            server::serve(io, conn, stack, &outbound.config.http).await;
+        }
+        Protocol::Opaque => super::tcp::forward(io, &upstream, &outbound).await,
+    }
+}
