@@ -3,7 +3,7 @@
 //! ```text
 //!  Certify(token) ─► LocalTokens ── renewal token? (issued by a previous Certify)
 //!                        │       └─ bootstrap token? (the tokens file, from `weft up`)
-//!                        └─ unknown ─► later verifiers (Kubernetes TokenReview, later issue)
+//!                        └─ unknown ─► other `TokenVerifier`s (none yet) ─► else refused
 //! ```
 //!
 //! Only SHA-256 hashes of tokens are kept, on disk and in memory; a token
