@@ -98,8 +98,8 @@ pub struct Proof {
 }
 
 /// The boundary between the CA and whatever vouches for tokens. The local
-/// store below implements it; the Kubernetes issue adds a verifier that
-/// posts a `TokenReview` and maps `status.user.username`
+/// store below is the only implementation; a Kubernetes verifier (not
+/// built) would post a `TokenReview` and map `status.user.username`
 /// (`system:serviceaccount:NS:SA`) to a [`Proof`].
 #[tonic::async_trait]
 pub trait TokenVerifier: Send + Sync + fmt::Debug {
