@@ -25,8 +25,8 @@
 //!     expires: 2025-06-01T12:00:00Z
 //! ```
 //!
-//! `sha256` is the hex SHA-256 of the token's text (UTF-8, no trailing
-//! newline); the token proves `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT`.
+//! `sha256` is the hex SHA-256 of the token's text (UTF-8, surrounding
+//! whitespace trimmed on both sides); the token proves `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT`.
 //! [`new_bootstrap_token`] and [`render_tokens_file`] make both halves.
 
 use std::collections::{HashMap, HashSet};
