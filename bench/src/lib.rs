@@ -1,5 +1,6 @@
 //! `weft-bench`: what the mesh costs, measured side by side with the direct
-//! path and an HAProxy mTLS pair, in one run (issue 4).
+//! path and an HAProxy mTLS pair, in one run, against the targets in
+//! `bench/README.md`.
 //!
 //! One binary plays every part. Run without a subcommand it is the
 //! orchestrator ([`harness`]): it builds network-namespace pods with the
@@ -26,7 +27,7 @@
 //!
 //! `weft-bench handshakes` ([`handshake`]) is a micro-benchmark beside
 //! it: the CPU cost of the proxy's mTLS handshakes, full and resumed, on one
-//! core, driven in memory (issue 5); it writes `results/handshakes.{md,json}`.
+//! core, driven in memory; it writes `results/handshakes.{md,json}`.
 //!
 //! Errors are `anyhow` throughout: this crate is a test tool, like
 //! `weft-tests`, and every error ends the run with a message for a person.

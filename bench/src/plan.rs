@@ -1,6 +1,6 @@
 //! What a run measures and for how long: the mode (`--smoke`, `--quick`,
 //! `--full`), `--only` and `--setups` become a [`Plan`]. Pure, so that the time budgets
-//! of the issue (quick < 3 min, full < 20 min) are checked by unit tests.
+//! (quick < 3 min, full < 20 min) are checked by unit tests.
 
 use std::time::Duration;
 
@@ -145,7 +145,7 @@ fn ms(n: u64) -> Duration {
 /// sizing the idle-connection steps.
 const IDLE_FD_RESERVE: u64 = 500;
 
-/// The knee's threshold, from the issue.
+/// The knee's threshold: a rate whose p99 passes this is past the knee.
 pub const P99_LIMIT: Duration = Duration::from_millis(10);
 
 impl Plan {

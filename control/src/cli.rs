@@ -13,7 +13,11 @@ use clap::Parser;
 use crate::config::ControlArgs;
 
 #[derive(Parser, Debug)]
-#[command(name = "weft-control", version, about = "Weft's control plane: discovery, policy and the workload registry")]
+#[command(
+    name = "weft-control",
+    version,
+    about = "Weft's control plane: discovery, policy, the workload registry and the mesh CA"
+)]
 struct Cli {
     #[command(flatten)]
     args: ControlArgs,

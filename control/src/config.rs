@@ -48,7 +48,7 @@ pub struct ControlArgs {
     #[arg(long, env = ENV_SERVICES, value_name = "FILE")]
     pub services: Option<PathBuf>,
 
-    /// Policy file or directory of `*.yaml` (HTTPRoute, TrafficPolicy,
+    /// Policy file or directory of `*.yaml`/`*.yml` (HTTPRoute, TrafficPolicy,
     /// AccessPolicy), reloaded on change. Repeatable; the environment
     /// variable takes a comma-separated list.
     #[arg(long = "policy", env = ENV_POLICY, value_name = "PATH", value_delimiter = ',')]

@@ -4,7 +4,7 @@
 //!   services file ─┐                              ┌─► Discovery.Watch
 //!   policy YAML  ──┼─► sources ─► index ─watch──► ├─► Policy.WatchOutbound
 //!   Registry RPCs ─┘   (source)  (index)  (grpc)  ├─► Policy.WatchInbound
-//!   (Kubernetes later)             │              │
+//!                                  │              │
 //!   issuer, anchors, tokens ─► ca ─┼────────────► └─► Identity.Certify / WatchTrustAnchors
 //!                                  └─► admin: /ready /live /metrics /state
 //!
@@ -12,8 +12,8 @@
 //! ```
 //!
 //! - [`source`]: where objects come from — the local files (polled), the
-//!   workload registry (leases), and the [`source::Source`] boundary the
-//!   Kubernetes watcher will implement.
+//!   workload registry (leases), and the [`source::Source`] boundary a
+//!   Kubernetes watcher (not built) would implement.
 //! - [`policy`]: parsing and validation of HTTPRoute, TrafficPolicy and
 //!   AccessPolicy YAML, with file/line/field errors.
 //! - [`index`]: the versioned state and the pure functions that answer the

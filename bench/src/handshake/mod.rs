@@ -1,5 +1,5 @@
 //! `weft-bench handshakes`: what an mTLS handshake between two Weft proxies
-//! costs in CPU, full and resumed, per core (issue 5).
+//! costs in CPU, full and resumed, per core.
 //!
 //! Both ends use exactly the proxy's TLS configurations
 //! (`weft_proxy::identity::build_configs`: TLS 1.3, ring, ECDSA P-256 leaves

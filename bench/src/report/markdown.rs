@@ -61,7 +61,7 @@ pub fn render(r: &Results) -> String {
         let _ = writeln!(md, "\nAt the end of the run, in {}: {}.", s.name, s.accounting.join("; "));
     }
 
-    let _ = writeln!(md, "\n## Targets (issue 4)\n\n| target | status | where we stand |\n| --- | --- | --- |");
+    let _ = writeln!(md, "\n## Targets\n\n| target | status | where we stand |\n| --- | --- | --- |");
     for t in &r.targets {
         let _ = writeln!(md, "| {} | **{}** | {} |", t.target, t.status, t.detail);
     }

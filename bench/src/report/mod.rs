@@ -1,7 +1,7 @@
 //! The run's outputs: `latest.json` (everything, [`model`]), `latest.md`
 //! (the tables, [`markdown`]), `latest.svg` (the percentile plot, [`svg`]),
-//! with the machine they came from ([`machine`]) and the targets
-//! ([`targets`]).
+//! with the machine they came from ([`machine`]) and the targets
+//! ([`targets`], listed in `bench/README.md`).
 
 pub mod machine;
 pub mod markdown;

@@ -315,7 +315,7 @@ pub struct IdleResult {
     pub first_error: Option<String>,
 }
 
-/// A target from the issue and where we stand.
+/// One of the targets (`bench/README.md`, "Targets") and where we stand.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetCheck {
     pub target: String,

@@ -1,11 +1,11 @@
-//! The targets, checked against a run's results. Each says met,
+//! The targets (`bench/README.md`, "Targets"), checked against a run's results. Each says met,
 //! missed or not measured, with the figures and the margin.
 
 use super::model::{Cell, ProxyIdle, Results, TargetCheck};
 use crate::setup::SetupKind;
 use crate::workload::Workload;
 
-/// The headline load: HTTP/1.1, 1 KiB, 1,000 requests/s.
+/// The targets' headline load: HTTP/1.1, 1 KiB, 1,000 requests/s.
 const RATE: u32 = 1000;
 /// "MB" in the targets is taken as 10^6 bytes (the stricter reading).
 const MB: f64 = 1_000_000.0;

@@ -51,7 +51,8 @@ impl SetupKind {
         [SetupKind::Direct, SetupKind::Weft, SetupKind::WeftMtls, SetupKind::WeftPolicy, SetupKind::HaproxyMtls];
 
     /// What `--quick` and `--full` measure unless `--setups` says otherwise:
-    /// the comparison of issue 4, whose time budgets they are held to.
+    /// the mesh against the direct path and the HAProxy mTLS pair, which
+    /// the targets are checked on and whose time budgets they are held to.
     /// `weft-policy` is asked for by name (and always in `--smoke`).
     pub const DEFAULT: [SetupKind; 4] =
         [SetupKind::Direct, SetupKind::Weft, SetupKind::WeftMtls, SetupKind::HaproxyMtls];

@@ -276,7 +276,8 @@ struct Inner {
     issuer: watch::Sender<Arc<Issuer>>,
     anchors: watch::Sender<Arc<Anchors>>,
     tokens: Arc<LocalTokens>,
-    /// Asked in order after the local tokens (Kubernetes TokenReview, later).
+    /// Asked in order after the local tokens. Empty: only local tokens are
+    /// accepted (a Kubernetes TokenReview client would be one).
     verifiers: Vec<Arc<dyn TokenVerifier>>,
     counter: Arc<dyn CertifyCounter>,
 }

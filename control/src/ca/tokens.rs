@@ -3,7 +3,7 @@
 //! ```text
 //!  Certify(token) ─► LocalTokens ── renewal token? (issued by a previous Certify)
 //!                        │       └─ bootstrap token? (the tokens file, from `weft up`)
-//!                        └─ unknown ─► later verifiers (Kubernetes TokenReview, later issue)
+//!                        └─ unknown ─► other `TokenVerifier`s (none yet) ─► else refused
 //! ```
 //!
 //! Only SHA-256 hashes of tokens are kept, on disk and in memory; a token
@@ -25,8 +25,8 @@
 //!     expires: 2025-06-01T12:00:00Z
 //! ```
 //!
-//! `sha256` is the hex SHA-256 of the token's text (UTF-8, no trailing
-//! newline); the token proves `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT`.
+//! `sha256` is the hex SHA-256 of the token's text (UTF-8, surrounding
+//! whitespace trimmed on both sides); the token proves `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT`.
 //! [`new_bootstrap_token`] and [`render_tokens_file`] make both halves.
 
 use std::collections::{HashMap, HashSet};
@@ -98,8 +98,8 @@ pub struct Proof {
 }
 
 /// The boundary between the CA and whatever vouches for tokens. The local
-/// store below implements it; the Kubernetes issue adds a verifier that
-/// posts a `TokenReview` and maps `status.user.username`
+/// store below is the only implementation; a Kubernetes verifier (not
+/// built) would post a `TokenReview` and map `status.user.username`
 /// (`system:serviceaccount:NS:SA`) to a [`Proof`].
 #[tonic::async_trait]
 pub trait TokenVerifier: Send + Sync + fmt::Debug {

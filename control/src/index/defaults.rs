@@ -15,8 +15,8 @@
 //! | load balancer | power of two choices over peak EWMA | Linkerd's default; prefers fast endpoints |
 //! | circuit breaker | off (1 s..60 s ejection once enabled) | ejection needs tuning per service; off is least surprising |
 //! | faults | none | |
-//! | inbound access | allow all | until mTLS identities exist (issue 5) |
-//! | mTLS mode | permissive | plaintext accepted until mTLS lands |
+//! | inbound access | allow all | the control plane's `--default-access`: meshing a workload changes no one's access until an AccessPolicy or a stricter default says so |
+//! | mTLS mode | permissive | the control plane's `--mtls-mode`: plaintext from clients outside the mesh is accepted (as unauthenticated), so unmeshed clients keep working; `strict` refuses it |
 //! | rate limit | none | |
 
 use std::time::Duration;

@@ -3,8 +3,8 @@
 //!
 //! ```text
 //!  sources ──Event──► Index::apply ──► State (immutable, versioned)
-//!  (files, registry,                     │  tokio::sync::watch
-//!   later Kubernetes)                    ▼
+//!  (files, registry)                     │  tokio::sync::watch
+//!                                        ▼
 //!                               one task per gRPC stream:
 //!                               state.resolve / outbound / inbound
 //!                               → send when the answer changed
@@ -56,7 +56,9 @@ impl Default for MeshConfig {
             trust_domain: "cluster.local".into(),
             cluster_domain: "cluster.local".into(),
             default_access: DefaultAccess::AllowAll,
-            // Permissive until mTLS lands (issue 5).
+            // Permissive, as `--mtls-mode` defaults: plaintext from clients
+            // outside the mesh is still accepted (as unauthenticated), so
+            // meshing a server does not cut off its unmeshed clients.
             mtls_mode: MtlsMode::Permissive,
         }
     }

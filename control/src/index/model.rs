@@ -1,6 +1,6 @@
 //! The objects the index holds besides policy resources: Services (from the
-//! services file, later from Kubernetes) and workloads (from the Registry,
-//! later from Pods).
+//! services file) and workloads (from the Registry). They are shaped like
+//! Kubernetes Services and Pods.
 
 use std::collections::BTreeMap;
 use std::fmt;

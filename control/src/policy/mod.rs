@@ -1,7 +1,7 @@
 //! Policy resources: the YAML that operators write, parsed and validated.
 //!
-//! The same resources work in both modes (files here, Kubernetes objects
-//! later):
+//! They are shaped as Kubernetes objects (the Gateway API's HTTPRoute and
+//! Weft's own kinds) and read from files; there is no Kubernetes watcher yet:
 //!
 //! | apiVersion / kind | module | what it does |
 //! | --- | --- | --- |

@@ -254,7 +254,7 @@ pub struct Timeouts {
     /// One attempt to a backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_request: Option<GwDuration>,
-    /// TCP (and, later, TLS) connection establishment.
+    /// Establishing the TCP connection to a backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect: Option<GwDuration>,
     /// A connection or stream with no traffic this long is closed.

@@ -3,7 +3,7 @@
 //! ```text
 //!   LocalFiles (services file, policy files/dirs; polled)  ─┐
 //!   Registry   (workloads with leases; fed by gRPC)         ├─► Sink ─► Index
-//!   Kubernetes watcher (later issue)                        ─┘     └─► Diagnostics (/state, /metrics)
+//!   (a Kubernetes watcher: not built)                       ─┘     └─► Diagnostics (/state, /metrics)
 //! ```
 //!
 //! A source turns whatever it watches into [`Event`]s and hands them to a
@@ -12,9 +12,9 @@
 //! [`Sink::reject`] and keeps its previous good objects in force; the
 //! rejection shows on `/state` and in `weft_control_policy_rejected_total`.
 //!
-//! The Kubernetes watcher plugs in by implementing [`Source`] (turning
-//! watch events of Services, Pods/EndpointSlices and policy resources into
-//! `Event`s); nothing else changes.
+//! There is no Kubernetes watcher yet; one would plug in by implementing
+//! [`Source`] (turning watch events of Services, Pods/EndpointSlices and
+//! policy resources into `Event`s), with nothing else changed.
 
 pub mod files;
 pub mod registry;
