@@ -54,6 +54,7 @@ fn an_access_policy_lets_only_sa_a_in_and_audit_lets_everyone_in_counted() {
     });
     let curl = c.curl(&["http://198.18.0.200/"]);
     assert_eq!(curl.status(), 403);
+    assert_eq!(curl.header("weft-proxy-error"), "forbidden");
     assert!(curl.body().contains("unauthorized") && curl.body().contains("default/web-from-a"), "{}", curl.body());
     assert_eq!(status(&a, "http://198.18.0.200/"), 200);
     // Opaque TCP: a talks to Redis, c's connection is closed unanswered.

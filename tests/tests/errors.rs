@@ -157,6 +157,9 @@ fn refused_upstream_gets_502() {
         let curl = m.a.curl(&["-o", "/dev/null", &format!("http://{target}/")]);
         assert_eq!(curl.run.code(), Some(0), "{}", curl.run);
         assert_eq!(curl.status(), 502, "to {target}: {}", curl.run);
+        // The proxy's own answer says so, and why (b's inbound proxy for
+        // b, a's outbound proxy for c).
+        assert_eq!(curl.header("weft-proxy-error"), "connect-refused", "to {target}");
     }
     m.proxy_a.wait_metric(
         "weft_responses_total",
@@ -170,6 +173,7 @@ fn slow_upstream_gets_504_after_the_request_timeout() {
     let m = Pair::start(&["--request-timeout", "500ms"], &[]);
     let curl = m.a.curl(&["-o", "/dev/null", "-w", "time_total=%{time_total}\\n", &m.url("/delay?ms=3000")]);
     assert_eq!(curl.status(), 504, "{}", curl.run);
+    assert_eq!(curl.header("weft-proxy-error"), "response-timeout");
     let total: f64 = curl.run.field("time_total").parse().unwrap();
     eprintln!("measured: 504 after {total} s");
     assert!((0.45..1.5).contains(&total), "504 after {total} s; request timeout 0.5 s");
@@ -187,6 +191,7 @@ fn unreachable_upstream_gets_504_after_the_connect_timeout() {
     // answer and the proxy's connect hangs until its timeout.
     let curl = m.a.curl(&["-o", "/dev/null", "-w", "time_total=%{time_total}\\n", "http://198.18.0.99:8080/"]);
     assert_eq!(curl.status(), 504, "{}", curl.run);
+    assert_eq!(curl.header("weft-proxy-error"), "connect-timeout");
     let total: f64 = curl.run.field("time_total").parse().unwrap();
     eprintln!("measured: 504 after {total} s");
     assert!((0.95..2.5).contains(&total), "504 after {total} s; connect timeout 1 s");

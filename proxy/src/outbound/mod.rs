@@ -27,6 +27,8 @@ pub mod explicit;
 pub mod http;
 pub mod mirror;
 pub mod tcp;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -12,7 +12,7 @@
 //! | `reset` | the stream or connection was reset before a response head |
 //! | `cancelled`, `deadline-exceeded`, `resource-exhausted`, `internal`, `unavailable` | that `grpc-status` in the response head (trailers-only) or trailers |
 //!
-//! Safety rules, whatever the conditions say (issue 6): only a request
+//! Safety rules, whatever the conditions say: only a request
 //! whose whole body is known and at most `max_body_bytes` (default 64 KiB)
 //! can be replayed; a method that is not idempotent (RFC 9110 §9.2.2: only
 //! GET, HEAD, OPTIONS, TRACE, PUT and DELETE are; POST, PATCH, CONNECT and
