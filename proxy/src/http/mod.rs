@@ -17,6 +17,7 @@ pub mod record;
 pub mod respond;
 pub mod server;
 pub mod shared;
+pub mod stack;
 pub mod upgrade;
 
 use std::sync::Arc;

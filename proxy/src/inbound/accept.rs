@@ -18,8 +18,8 @@ use super::http::InboundService;
 use super::{Inbound, app_addr};
 use crate::drain;
 use crate::http::Version;
-use crate::http::record::RecordLayer;
 use crate::http::server::{self, Conn};
+use crate::http::stack::stack;
 use crate::identity::{ALPN_OPAQUE, Peer};
 use crate::metrics::Direction;
 use crate::metrics::counted;
@@ -176,8 +176,9 @@ async fn serve_detected<I>(
         Protocol::Http1 | Protocol::Http2 => {
             let version = if protocol == Protocol::Http1 { Version::Http1 } else { Version::Http2 };
             let conn = Conn { version, drain: drain.clone(), metrics: metrics.clone(), direction: DIR };
-            let stack = tower::Layer::layer(
-                &RecordLayer::new(metrics.clone(), DIR),
+            let stack = stack(
+                metrics.clone(),
+                DIR,
                 InboundService { inbound: inbound.clone(), app, version, drain, client_id, authz },
             );
             server::serve(io, conn, stack, &inbound.config.http).await;

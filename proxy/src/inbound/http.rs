@@ -2,13 +2,9 @@
 //! where an AccessPolicy names the route), the port's rate limit, the
 //! caller's verified identity for the app, then the app itself.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll};
 
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
@@ -20,6 +16,7 @@ use crate::drain;
 use crate::http::body::RequestBody;
 use crate::http::headers::strip_hop_by_hop;
 use crate::http::respond::{ProxyError, respond};
+use crate::http::stack::Stage;
 use crate::http::upgrade::Upgrade;
 use crate::http::{ResponseBody, Version, streamed};
 
@@ -43,29 +40,17 @@ pub struct InboundService {
     pub authz: Option<Arc<ConnAuthz>>,
 }
 
-impl tower::Service<Request<Incoming>> for InboundService {
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    /// Boxed once per request, at the stack's boundary.
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let svc = self.clone();
-        Box::pin(async move {
-            Ok(match svc.forward(req).await {
-                Ok(rsp) => rsp.map(|b| streamed(b, None)),
-                Err(e) => {
-                    if let InboundError::Proxy(_) = e {
-                        tracing::info!(direction = "inbound", app = %svc.app, error = %e, "request failed");
-                    }
-                    respond(&e)
+impl Stage for InboundService {
+    async fn serve(self, req: Request<Incoming>) -> Response<ResponseBody> {
+        match self.forward(req).await {
+            Ok(rsp) => rsp.map(|b| streamed(b, None)),
+            Err(e) => {
+                if let InboundError::Proxy(_) = e {
+                    tracing::info!(direction = "inbound", app = %self.app, error = %e, "request failed");
                 }
-            })
-        })
+                respond(&e)
+            }
+        }
     }
 }
 

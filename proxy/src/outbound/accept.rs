@@ -10,8 +10,9 @@ use tokio::net::TcpStream;
 use super::Outbound;
 use super::http::OutboundService;
 use crate::drain;
+use crate::http::Version;
 use crate::http::server::{self, Conn};
-use crate::http::{Version, record::RecordLayer};
+use crate::http::stack::stack;
 use crate::metrics::Direction;
 use crate::metrics::counted;
 use crate::transport::detect::{self, Outcome, Protocol};
@@ -62,10 +63,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, outbound: Arc<Outbound>,
         Protocol::Http1 | Protocol::Http2 => {
             let version = if protocol == Protocol::Http1 { Version::Http1 } else { Version::Http2 };
             let conn = Conn { version, drain: drain.clone(), metrics: metrics.clone(), direction: DIR };
-            let stack = tower::Layer::layer(
-                &RecordLayer::new(metrics.clone(), DIR),
-                OutboundService { outbound: outbound.clone(), upstream, version, drain },
-            );
+            let stack =
+                stack(metrics.clone(), DIR, OutboundService { outbound: outbound.clone(), upstream, version, drain });
             server::serve(io, conn, stack, &outbound.config.http).await;
         }
         Protocol::Opaque => super::tcp::forward(io, &upstream, &outbound).await,

@@ -24,12 +24,8 @@
 //! anything else streams once. A policy that retries only on connect
 //! failures (the default) buffers and copies nothing.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::task::{Context, Poll};
 
 use http::header;
 use http::{Request, Response};
@@ -46,6 +42,7 @@ use crate::drain;
 use crate::http::body::{RequestBody, tee};
 use crate::http::headers::strip_hop_by_hop;
 use crate::http::respond::{LocalAnswer, ProxyError, respond};
+use crate::http::stack::Stage;
 use crate::http::upgrade::Upgrade;
 use crate::http::{ResponseBody, Version, streamed};
 use crate::policy::compiled::{BackendRef, CompiledPolicy, RouteRuntime};
@@ -61,25 +58,15 @@ pub struct OutboundService {
     pub drain: drain::Watch,
 }
 
-impl tower::Service<Request<Incoming>> for OutboundService {
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    /// Boxed once per request, at the stack's boundary.
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let svc = self.clone();
-        Box::pin(async move { Ok(svc.serve(req).await) })
+impl Stage for OutboundService {
+    async fn serve(self, req: Request<Incoming>) -> Response<ResponseBody> {
+        self.answer(req).await
     }
 }
 
 impl OutboundService {
     /// The answer to `req`: the upstream's, or the proxy's own when it fails.
-    pub async fn serve(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+    pub async fn answer(&self, req: Request<Incoming>) -> Response<ResponseBody> {
         match forward(self, req).await {
             Ok(rsp) => rsp,
             Err(e) => {

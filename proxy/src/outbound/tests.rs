@@ -28,10 +28,10 @@ use crate::control::discovery::{Resolution, Resolver, ServiceTarget};
 use crate::drain;
 use crate::http::Version;
 use crate::http::client::Pool;
-use crate::http::record::RecordLayer;
 use crate::http::respond::PROXY_ERROR_HEADER;
 use crate::http::server::{self, Conn};
 use crate::http::shared::Shared;
+use crate::http::stack::stack;
 use crate::inbound::Inbound;
 use crate::listen::{Stacks, accept_loop};
 use crate::metrics::{Direction, Metrics};
@@ -100,7 +100,7 @@ async fn serve_stack(outbound: Arc<Outbound>, upstream: Resolution) -> (SocketAd
                     direction: Direction::Outbound,
                 };
                 let svc = OutboundService { outbound: outbound.clone(), upstream, version: Version::Http1, drain };
-                let stack = tower::Layer::layer(&RecordLayer::new(metrics, Direction::Outbound), svc);
+                let stack = stack(metrics, Direction::Outbound, svc);
                 server::serve(stream, conn, stack, &outbound.config.http).await;
             });
         }

@@ -29,8 +29,8 @@ use tokio::net::TcpStream;
 use super::Outbound;
 use crate::drain;
 use crate::http::Version;
-use crate::http::record::RecordLayer;
 use crate::http::server::{self, Conn};
+use crate::http::stack::stack;
 use crate::metrics::Direction;
 use crate::metrics::counted;
 use crate::transport::detect::{self, Outcome, Protocol};
@@ -67,9 +67,6 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, outbound: Arc<Outbou
     // Served as HTTP/1 whatever detection said: hyper answers what is not.
     let (io, _open) = counted::open(stream, prefix.freeze(), metrics, dir, Protocol::Http1);
     let conn = Conn { version: Version::Http1, drain: drain.clone(), metrics: metrics.clone(), direction: dir };
-    let stack = tower::Layer::layer(
-        &RecordLayer::new(metrics.clone(), dir),
-        service::ExplicitService { outbound: outbound.clone(), drain },
-    );
+    let stack = stack(metrics.clone(), dir, service::ExplicitService { outbound: outbound.clone(), drain });
     server::serve(io, conn, stack, &outbound.config.http).await;
 }

@@ -3,11 +3,7 @@
 //! ([`OutboundService`]: same policy, pool, balancer and timeouts), or open
 //! a `CONNECT` tunnel.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
@@ -20,6 +16,7 @@ use super::target::{self, ExplicitTarget};
 use crate::control::discovery::Resolution;
 use crate::drain;
 use crate::http::respond::respond;
+use crate::http::stack::Stage;
 use crate::http::{ResponseBody, Version};
 use crate::outbound::endpoint::connect_opaque;
 use crate::outbound::error::TargetError;
@@ -41,29 +38,17 @@ pub struct ExplicitService {
     pub drain: drain::Watch,
 }
 
-impl tower::Service<Request<Incoming>> for ExplicitService {
-    type Response = Response<ResponseBody>;
-    type Error = Infallible;
-    /// Boxed once per request, at the stack's boundary.
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let svc = self.clone();
-        Box::pin(async move {
-            Ok(svc.serve(req).await.unwrap_or_else(|e| {
-                tracing::info!(error = %e, "explicit proxy request refused");
-                respond(&e)
-            }))
+impl Stage for ExplicitService {
+    async fn serve(self, req: Request<Incoming>) -> Response<ResponseBody> {
+        self.forward(req).await.unwrap_or_else(|e| {
+            tracing::info!(error = %e, "explicit proxy request refused");
+            respond(&e)
         })
     }
 }
 
 impl ExplicitService {
-    async fn serve(self, req: Request<Incoming>) -> Result<Response<ResponseBody>, OutboundError> {
+    async fn forward(self, req: Request<Incoming>) -> Result<Response<ResponseBody>, OutboundError> {
         let parsed = target::parse(req.method(), req.uri())?;
         let upstream = self.resolve(&parsed.target).await?;
         tracing::debug!(target = %parsed.target, ?upstream, tunnel = parsed.tunnel, "explicit proxy request");
@@ -72,7 +57,7 @@ impl ExplicitService {
         }
         let req = to_origin_form(req, &parsed)?;
         let svc = OutboundService { outbound: self.outbound, upstream, version: Version::Http1, drain: self.drain };
-        Ok(svc.serve(req).await)
+        Ok(svc.answer(req).await)
     }
 
     /// A mesh service or meshed pod through discovery; an address the mesh
