@@ -206,6 +206,37 @@ async fn a_request_never_written_is_retried_on_another_endpoint_whole_without_a_
 }
 
 #[tokio::test]
+async fn a_service_whose_policy_does_not_come_is_refused_503_until_it_does() {
+    let good = app("good", false).await;
+    // Discovery answered (the endpoints are known), the policy did not.
+    let eps = vec![Arc::new(Endpoint::new(good, String::new(), 1))];
+    let (_eps_tx, eps_rx) = watch::channel(Arc::new(eps));
+    let (policy_tx, policy_rx) = watch::channel(None);
+    let target = ServiceTarget { balancer: Balancer::new(eps_rx), policy: policy_rx };
+    let upstream = Resolution::Service(Arc::new(target));
+    let mut outbound = outbound(config(&[]), refusing().await);
+    Arc::get_mut(&mut outbound).expect("not shared yet").policy_timeout = Duration::from_millis(200);
+    let (proxy, _signal) = serve_stack(outbound, upstream).await;
+    let get = || Request::get("http://web/").body(Full::new(Bytes::new())).expect("request");
+
+    let started = tokio::time::Instant::now();
+    let stream = TcpStream::connect(proxy).await.expect("connect");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let rsp = tx.send_request(get()).await.expect("response");
+    assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(rsp.headers()[PROXY_ERROR_HEADER], "policy-unavailable");
+    assert!(started.elapsed() >= Duration::from_millis(200), "refused before the policy timeout");
+    assert!(rsp.headers().get("x-server").is_none(), "the app saw a request routed without its policy");
+
+    // The policy arrives: the next request is routed under it.
+    let policy = api::OutboundPolicy { service: "web.default".into(), port: 80, ..Default::default() };
+    policy_tx.send_replace(Some(Arc::new(CompiledPolicy::compile(&policy))));
+    let (status, server, _) = send(proxy, get()).await;
+    assert_eq!((status, server.as_str()), (StatusCode::OK, "good"));
+}
+
+#[tokio::test]
 async fn a_5xx_is_retried_elsewhere_with_a_buffered_copy() {
     let (bad, good) = (app("bad", true).await, app("good", false).await);
     let policy = api::OutboundPolicy {
