@@ -68,8 +68,8 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound
     }
     let Some(server) = mesh_server else {
         tracing::debug!(direction = DIR.as_str(), %peer, %orig, outcome = outcome.as_str(), "accepted");
-        let authz = authorize(&inbound, orig.0.port(), Peer::Unauthenticated).await;
-        return serve_detected(stream, prefix.freeze(), outcome, orig, &inbound, drain, None, authz).await;
+        let peer = Accepted::new(&inbound, orig, Peer::Unauthenticated).await;
+        return serve_detected(stream, prefix.freeze(), outcome, peer, &inbound, drain).await;
     };
     match complete_hello(&mut stream, prefix, dcfg.detect_timeout).await {
         Ok((Hello::Mesh(alpn), prefix)) => {
@@ -78,19 +78,34 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound
         }
         Ok((_, prefix)) => {
             let outcome = if opaque_port { Outcome::OpaquePort } else { outcome };
-            let authz = authorize(&inbound, orig.0.port(), Peer::Unauthenticated).await;
-            serve_detected(stream, prefix, outcome, orig, &inbound, drain, None, authz).await
+            let peer = Accepted::new(&inbound, orig, Peer::Unauthenticated).await;
+            serve_detected(stream, prefix, outcome, peer, &inbound, drain).await
         }
         Err(e) => tracing::debug!(%peer, error = %e, "connection failed while reading a TLS hello"),
     }
 }
 
-/// Authorization for a connection from `peer` to `port`, when this
-/// workload has inbound policies.
-async fn authorize(inbound: &Inbound, port: u16, peer: Peer) -> Option<Arc<ConnAuthz>> {
-    let policies = inbound.policies.clone()?;
-    let metrics = inbound.http.metrics.clone();
-    Some(Arc::new(ConnAuthz::new(policies, port, peer, inbound.namespace.clone(), metrics).await))
+/// Who a connection is from and where it goes, with its authorization.
+struct Accepted {
+    orig: OrigDstAddr,
+    /// The verified mesh identity, for `weft-client-id`.
+    client_id: Option<HeaderValue>,
+    /// `None` when this workload has no inbound policies.
+    authz: Option<Arc<ConnAuthz>>,
+}
+
+impl Accepted {
+    async fn new(inbound: &Inbound, orig: OrigDstAddr, peer: Peer) -> Self {
+        let client_id = peer.identity().and_then(|id| HeaderValue::from_str(id.as_str()).ok());
+        let authz = match inbound.policies.clone() {
+            Some(policies) => {
+                let (ns, metrics) = (inbound.namespace.clone(), inbound.http.metrics.clone());
+                Some(Arc::new(ConnAuthz::new(policies, orig.0.port(), peer, ns, metrics).await))
+            }
+            None => None,
+        };
+        Self { orig, client_id, authz }
+    }
 }
 
 /// Reads on until `prefix` holds a whole ClientHello (when it starts one),
@@ -132,17 +147,16 @@ async fn serve_mesh(
             return;
         }
     };
-    let client_id = HeaderValue::from_str(verified.id().as_str()).ok();
     tracing::debug!(%peer, %orig, client = %verified.id(), "mesh TLS accepted");
-    let authz = authorize(inbound, orig.0.port(), Peer::Authenticated(verified)).await;
+    let accepted = Accepted::new(inbound, orig, Peer::Authenticated(verified)).await;
     if alpn == ALPN_OPAQUE {
-        return serve_detected(tls, Bytes::new(), Outcome::OpaquePort, orig, inbound, drain, client_id, authz).await;
+        return serve_detected(tls, Bytes::new(), Outcome::OpaquePort, accepted, inbound, drain).await;
     }
     match detect::detect(&mut tls, inbound.config.inbound.detect_timeout).await {
         // The peer proxy promised HTTP (ALPN): never fall back to splicing,
         // which would skip header stripping and HTTP authorization.
         Ok((outcome @ (Outcome::Http1 | Outcome::Http2), prefix)) => {
-            serve_detected(tls, prefix.freeze(), outcome, orig, inbound, drain, client_id, authz).await
+            serve_detected(tls, prefix.freeze(), outcome, accepted, inbound, drain).await
         }
         Ok((outcome, _)) => {
             inbound.http.metrics.detected(DIR, outcome);
@@ -154,16 +168,13 @@ async fn serve_mesh(
 
 /// Everything after detection: counts the connection, then serves it as
 /// HTTP or, once authorized, splices it with the app.
-#[allow(clippy::too_many_arguments)]
 async fn serve_detected<I>(
     io: I,
     prefix: Bytes,
     outcome: Outcome,
-    orig: OrigDstAddr,
+    accepted: Accepted,
     inbound: &Arc<Inbound>,
     drain: drain::Watch,
-    client_id: Option<HeaderValue>,
-    authz: Option<Arc<ConnAuthz>>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -171,6 +182,7 @@ async fn serve_detected<I>(
     metrics.detected(DIR, outcome);
     let protocol = outcome.protocol();
     let (io, _open) = counted::open(io, prefix, metrics, DIR, protocol);
+    let Accepted { orig, client_id, authz } = accepted;
     let app = app_addr(orig);
     match protocol {
         Protocol::Http1 | Protocol::Http2 => {

@@ -62,7 +62,7 @@ impl ConnAuthz {
         metrics: Arc<Metrics>,
     ) -> Self {
         if policies.get(port).await.is_none() {
-            tracing::info!(port, "no policy for this port yet; the proxy's default decides until it arrives");
+            tracing::debug!(port, "no policy for this port yet; the proxy's default decides until it arrives");
         }
         Self { policies, port, peer, namespace, metrics, cached: Mutex::new(None) }
     }
