@@ -208,13 +208,6 @@ impl Balancer {
         self.endpoints.borrow().iter().filter(|e| e.addr != addr && e.is_healthy()).count()
     }
 
-    /// Picks an endpoint, or `None` when the service has no ready endpoint.
-    pub fn pick(&self) -> Option<Pick> {
-        let endpoints = self.endpoints.borrow().clone();
-        let endpoint = choose(&endpoints, Instant::now(), || fastrand::usize(..))?.clone();
-        Some(Pick::start(endpoint))
-    }
-
     pub fn endpoints(&self) -> Endpoints {
         self.endpoints.borrow().clone()
     }
@@ -339,8 +332,10 @@ mod tests {
         let b = Balancer::new(rx);
         let e = b.endpoints()[0].clone();
         let base = e.cost(1000.0);
-        let p1 = b.pick().expect("pick");
-        let p2 = b.pick().expect("pick");
+        let headers = HeaderMap::new();
+        let options = PickOptions { balance: &Balance::Ewma, headers: &headers, circuit: None, avoid: None };
+        let p1 = b.pick_with(&options).expect("pick");
+        let p2 = b.pick_with(&options).expect("pick");
         assert_eq!(e.pending(), 2);
         assert!((e.cost(1000.0) - 3.0 * base).abs() < 1e-6 * base);
         drop(p1);

@@ -3,9 +3,8 @@
 //!
 //! A port whose policy has not arrived (the control plane is down, say) is
 //! decided under the proxy's configured default (`--default-inbound-policy`,
-//! which `weft up` and the injector set to the mesh's default access) until
-//! it does; the last policy received stays in force while the control plane
-//! is away.
+//! which `weft up` sets to the mesh's default access) until it does; the
+//! last policy received stays in force while the control plane is away.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
