@@ -14,7 +14,8 @@
 #   nice bash tests/kube/build.sh     # on a shared machine
 #
 # A cold build takes tens of minutes on 2 cores (see tests/kube/README.md).
-set -euo pipefail
+set -Eeuo pipefail
+shopt -s nullglob
 exec </dev/null
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -61,7 +62,7 @@ build() {
   local name="$1" dir="$2" pkg="$3" ldflags="$4"
   local stamp key start
   stamp="$bin_dir/.$name.stamp"
-  key="$(cat "$here/$dir/go.mod" "$here/$dir/go.sum" "$here/$dir"/*.go 2>/dev/null | sha256sum | cut -d' ' -f1) $pkg $ldflags"
+  key="$(cat "$here/$dir/go.mod" "$here/$dir/go.sum" "$here/$dir"/*.go | sha256sum | cut -d' ' -f1) $pkg $ldflags"
   if [ -x "$bin_dir/$name" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ]; then
     say "$name: already built, skipped"
     return
