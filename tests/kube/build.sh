@@ -13,7 +13,7 @@
 #   bash tests/kube/build.sh          # what CI runs before the tests
 #   nice bash tests/kube/build.sh     # on a shared machine
 #
-# A cold build takes tens of minutes on 2 cores (see tests/kube/README.md).
+# A cold build took 7 minutes on 2 cores (see tests/kube/README.md).
 set -Eeuo pipefail
 shopt -s nullglob
 exec </dev/null

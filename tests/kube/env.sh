@@ -6,7 +6,9 @@ export GOCACHE="${GOCACHE_OVERRIDE:-$WEFT_KUBE_CACHE/go/cache}"
 # The toolchain the go.mod files ask for is the one installed here; never
 # download another one.
 export GOTOOLCHAIN=local
-export GOFLAGS="${GOFLAGS:-} -modcacherw"
+# The caller's GOFLAGS (say -mod=vendor) must not change a pinned build;
+# -modcacherw lets anyone delete the module cache.
+export GOFLAGS="-modcacherw -mod=readonly"
 export CGO_ENABLED=0
 # Go lives in /usr/local/go on these machines; a non-login PATH may lack it.
 if command -v go >/dev/null 2>&1; then

@@ -111,7 +111,7 @@ pub fn kube_bin(name: &str) -> PathBuf {
         path.is_file(),
         "{} does not exist: build the Kubernetes {} control plane (etcd, kube-apiserver, \
          kube-controller-manager, kubectl, helm) with `bash tests/kube/build.sh` (needs Go >= 1.26; \
-         tens of minutes cold, cached in /var/cache/weft afterwards)",
+         about 7 minutes cold on 2 cores, cached in /var/cache/weft afterwards)",
         path.display(),
         kube_version()
     );
