@@ -317,7 +317,8 @@ impl KubeCluster {
             procs: Mutex::new(procs),
             next: AtomicUsize::new(0),
         };
-        eventually(APISERVER_READY, "kube-apiserver reports /readyz ok to the admin", || {
+        let what = format!("kube-apiserver reports /readyz ok to the admin (logs in {})", dir.display());
+        eventually(APISERVER_READY, &what, || {
             cluster.assert_running();
             let run = cluster.try_kubectl(&["get", "--raw=/readyz"], Duration::from_secs(20));
             if run.status.success() && run.stdout.trim() == "ok" {
@@ -443,7 +444,7 @@ impl KubeCluster {
     #[track_caller]
     pub fn kubectl(&self, args: &[&str]) -> Run {
         let run = self.try_kubectl(args, KUBECTL_TIMEOUT);
-        assert!(run.status.success(), "kubectl failed:\n{run}");
+        assert!(run.status.success(), "kubectl failed (control-plane logs in {}):\n{run}", self.dir.display());
         run
     }
 
@@ -476,7 +477,10 @@ impl KubeCluster {
         self.kubectl(&["create", "namespace", &name]);
         eventually(
             Duration::from_secs(60),
-            &format!("kube-controller-manager creates the default ServiceAccount in {name}"),
+            &format!(
+                "kube-controller-manager creates the default ServiceAccount in {name} (logs in {})",
+                self.dir.display()
+            ),
             || {
                 self.assert_running();
                 let run =
