@@ -21,6 +21,7 @@ mod control;
 mod curl;
 mod env;
 mod eventually;
+mod kube;
 mod mesh;
 mod metrics;
 mod pair;
@@ -33,6 +34,9 @@ pub use control::{CONTROL_ADMIN, ControlPlane, GRPC_PORT, MeshCa, WEB_AND_STORE}
 pub use curl::{CURL_MAX_TIME, Curl, Head, parse_heads};
 pub use env::{control_bin, preflight, profile_dir, proxy_bin, testkit_bin, tool, weft_bin};
 pub use eventually::eventually;
+pub use kube::{
+    APISERVER_READY, CONTROLLERS, KUBECTL_TIMEOUT, KubeCluster, SERVICE_CIDR, kube_bin, kube_bin_dir, kube_version,
+};
 pub use mesh::{EXEC_TIMEOUT, Mesh, Pod};
 pub use metrics::{Metrics, Sample};
 pub use nix::sys::signal::Signal;

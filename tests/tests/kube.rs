@@ -1,0 +1,124 @@
+//! The tests' Kubernetes control plane itself (`tests/src/kube.rs`): real
+//! etcd, kube-apiserver and kube-controller-manager of the pinned release on
+//! 127.0.0.1, driven with the real kubectl. No kubelet: Pods stay Pending.
+
+use std::time::Duration;
+
+use weft_tests::{KubeCluster, eventually, kube_bin, kube_version};
+
+/// The API server and kubectl are the release `tests/kube/kubernetes/go.mod`
+/// pins, not an unversioned build.
+#[test]
+fn server_and_client_report_the_pinned_version() {
+    let cluster = KubeCluster::shared();
+    let run = cluster.kubectl(&["version", "-o", "json"]);
+    let version: serde_json::Value = serde_json::from_str(&run.stdout).expect("kubectl version prints JSON");
+    assert_eq!(version["serverVersion"]["gitVersion"], kube_version(), "{run}");
+    assert_eq!(version["clientVersion"]["gitVersion"], kube_version(), "{run}");
+    let minor = kube_version().split('.').nth(1).expect("v1.N.M");
+    assert_eq!(version["serverVersion"]["major"], "1", "{run}");
+    assert_eq!(version["serverVersion"]["minor"], minor, "{run}");
+    // The client certificate's group makes the admin a cluster admin.
+    let run = cluster.kubectl(&["auth", "can-i", "*", "*", "--all-namespaces"]);
+    assert_eq!(run.stdout.trim(), "yes", "{run}");
+}
+
+/// kube-controller-manager runs the Deployment and ReplicaSet controllers:
+/// a Deployment of 2 replicas gets one ReplicaSet owned by it and 2 Pods
+/// owned by that, which stay Pending with no node to run on.
+#[test]
+fn deployment_gets_a_replicaset_and_two_pending_pods() {
+    let cluster = KubeCluster::shared();
+    let ns = cluster.namespace("deploy");
+    cluster.apply(
+        &ns,
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: app
+        image: registry.invalid/weft/never-pulled:1
+"#,
+    );
+    let deployment = cluster.get_json(&ns, &["deployment", "web"]);
+    let deployment_uid = deployment["metadata"]["uid"].as_str().expect("a uid").to_owned();
+
+    let rs = eventually(Duration::from_secs(60), "the Deployment gets a ReplicaSet", || {
+        let list = cluster.get_json(&ns, &["replicasets", "-l", "app=web"]);
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        match items.as_slice() {
+            [rs] => Ok(rs.clone()),
+            other => Err(format!("{} ReplicaSets", other.len())),
+        }
+    });
+    assert_eq!(rs["metadata"]["ownerReferences"][0]["uid"], deployment_uid.as_str(), "{rs:#}");
+    assert_eq!(rs["spec"]["replicas"], 2, "{rs:#}");
+    let rs_uid = rs["metadata"]["uid"].as_str().expect("a uid").to_owned();
+
+    let pods = eventually(Duration::from_secs(60), "the ReplicaSet creates 2 Pods", || {
+        let list = cluster.get_json(&ns, &["pods", "-l", "app=web"]);
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        if items.len() == 2 { Ok(items) } else { Err(format!("{} Pods: {list:#}", items.len())) }
+    });
+    for pod in &pods {
+        assert_eq!(pod["metadata"]["ownerReferences"][0]["uid"], rs_uid.as_str(), "{pod:#}");
+        assert_eq!(pod["status"]["phase"], "Pending", "no kubelet, so no Pod runs: {pod:#}");
+        assert!(pod["spec"]["nodeName"].is_null(), "no scheduler, so no Pod is bound: {pod:#}");
+        // The ServiceAccount admission plugin mounted the default account's token.
+        assert_eq!(pod["spec"]["serviceAccountName"], "default", "{pod:#}");
+    }
+    // The Deployment controller sees them too.
+    let status = eventually(Duration::from_secs(30), "the Deployment counts 2 replicas", || {
+        let d = cluster.get_json(&ns, &["deployment", "web"]);
+        if d["status"]["replicas"] == 2 { Ok(d["status"].clone()) } else { Err(format!("{:#}", d["status"])) }
+    });
+    assert_eq!(status["readyReplicas"], serde_json::Value::Null, "nothing can be ready: {status:#}");
+}
+
+/// The API server signs ServiceAccount tokens (TokenRequest) with the
+/// audience asked for, and accepts them back as that account.
+#[test]
+fn service_account_token_for_an_audience() {
+    let cluster = KubeCluster::shared();
+    let ns = cluster.namespace("token");
+    let run = cluster.kubectl(&["create", "token", "default", "-n", &ns, "--audience", "weft", "--duration", "10m"]);
+    let token = run.stdout.trim().to_owned();
+    let parts: Vec<_> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "a JWT: {run}");
+
+    // TokenReview: the API server says who the token is, for the audience weft.
+    let review = format!(
+        r#"{{"apiVersion":"authentication.k8s.io/v1","kind":"TokenReview","spec":{{"token":"{token}","audiences":["weft"]}}}}"#
+    );
+    let path = cluster.dir().join(format!("tokenreview-{ns}.json"));
+    std::fs::write(&path, review).expect("writing the TokenReview");
+    let run = cluster.kubectl(&["create", "-f", &path.display().to_string(), "-o", "json"]);
+    let reviewed: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(reviewed["status"]["authenticated"], true, "{reviewed:#}");
+    assert_eq!(reviewed["status"]["user"]["username"], format!("system:serviceaccount:{ns}:default"), "{reviewed:#}");
+    assert_eq!(reviewed["status"]["audiences"], serde_json::json!(["weft"]), "{reviewed:#}");
+
+    // The same token is refused for another audience.
+    let other = std::fs::read_to_string(&path).expect("reading").replace(r#"["weft"]"#, r#"["not-weft"]"#);
+    std::fs::write(&path, other).expect("writing the TokenReview");
+    let run = cluster.kubectl(&["create", "-f", &path.display().to_string(), "-o", "json"]);
+    let reviewed: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_ne!(reviewed["status"]["authenticated"], true, "{reviewed:#}");
+}
+
+/// helm, built beside the control plane, runs and is the pinned v4.
+#[test]
+fn helm_is_built() {
+    let out = std::process::Command::new(kube_bin("helm")).args(["version", "--short"]).output().expect("running helm");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.starts_with("v4."), "helm version --short: {text}");
+}
