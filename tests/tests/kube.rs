@@ -122,3 +122,69 @@ fn helm_is_built() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.starts_with("v4."), "helm version --short: {text}");
 }
+
+/// The control plane's ClusterRole (`manifests/control-plane-rbac.yaml`),
+/// applied to the real API server: its service account may do exactly what
+/// reading the cluster needs, and none of the things it must not. Each
+/// answer is the API server's own RBAC decision (a SubjectAccessReview), so
+/// it needs no CRD installed.
+#[test]
+fn the_control_planes_role_allows_what_it_needs_and_nothing_else() {
+    let cluster = KubeCluster::shared();
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/control-plane-rbac.yaml");
+    cluster.kubectl(&["apply", "-f", manifest.to_str().expect("UTF-8 path")]);
+    let ns = cluster.namespace("rbac");
+    let allowed = |verb: &str, group: &str, resource: &str, subresource: &str| -> bool {
+        let review = serde_json::json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": "system:serviceaccount:weft-system:weft-control",
+                "groups": ["system:serviceaccounts", "system:serviceaccounts:weft-system", "system:authenticated"],
+                "resourceAttributes": {
+                    "namespace": ns, "verb": verb, "group": group, "resource": resource, "subresource": subresource,
+                },
+            },
+        });
+        let path = cluster.dir().join(format!("sar-{verb}-{resource}-{subresource}.json"));
+        std::fs::write(&path, review.to_string()).expect("writing the review");
+        let run = cluster.kubectl(&["create", "-f", path.to_str().expect("UTF-8 path"), "-o", "json"]);
+        let answer: serde_json::Value = serde_json::from_str(&run.stdout).expect("a SubjectAccessReview");
+        answer["status"]["allowed"].as_bool().unwrap_or(false)
+    };
+    let cases: &[(&str, &str, &str, &str, bool)] = &[
+        ("list", "", "services", "", true),
+        ("watch", "", "services", "", true),
+        ("watch", "", "pods", "", true),
+        ("watch", "", "namespaces", "", true),
+        ("list", "discovery.k8s.io", "endpointslices", "", true),
+        ("watch", "discovery.k8s.io", "endpointslices", "", true),
+        ("watch", "gateway.networking.k8s.io", "httproutes", "", true),
+        ("watch", "policy.weft.dev", "trafficpolicies", "", true),
+        ("watch", "policy.weft.dev", "accesspolicies", "", true),
+        ("patch", "gateway.networking.k8s.io", "httproutes", "status", true),
+        ("update", "policy.weft.dev", "trafficpolicies", "status", true),
+        ("update", "policy.weft.dev", "accesspolicies", "status", true),
+        ("create", "authentication.k8s.io", "tokenreviews", "", true),
+        ("create", "", "events", "", true),
+        ("create", "events.k8s.io", "events", "", true),
+        // Not: secrets, writes to workloads or to routes and policies
+        // themselves, tokens, nodes.
+        ("get", "", "secrets", "", false),
+        ("list", "", "secrets", "", false),
+        ("create", "", "pods", "", false),
+        ("delete", "", "services", "", false),
+        ("update", "discovery.k8s.io", "endpointslices", "", false),
+        ("update", "gateway.networking.k8s.io", "httproutes", "", false),
+        ("delete", "policy.weft.dev", "trafficpolicies", "", false),
+        ("create", "", "serviceaccounts", "token", false),
+        ("list", "", "nodes", "", false),
+        ("update", "", "pods", "status", false),
+    ];
+    let wrong: Vec<String> = cases
+        .iter()
+        .filter(|(verb, group, resource, sub, want)| allowed(verb, group, resource, sub) != *want)
+        .map(|(verb, group, resource, sub, want)| format!("{verb} {group}/{resource} {sub}: want allowed={want}"))
+        .collect();
+    assert!(wrong.is_empty(), "the control plane's role is not what it should be:\n{}", wrong.join("\n"));
+}
