@@ -714,4 +714,29 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn policy_waits_and_the_inbound_default_parse_and_are_checked_with_the_rest() {
+        let url = ["--control-plane", "http://198.18.0.1:8090"];
+        let c = parse(&url).expect("defaults are valid");
+        let control = c.control.expect("a control plane");
+        assert_eq!(control.policy_timeout, Duration::from_secs(3));
+        assert_eq!(control.default_inbound_policy, DefaultAccess::AllowAll);
+        let cases = [
+            ("allow-all", DefaultAccess::AllowAll),
+            ("allow-authenticated", DefaultAccess::AllowAuthenticated),
+            ("allow-same-namespace", DefaultAccess::AllowSameNamespace),
+            ("deny", DefaultAccess::Deny),
+        ];
+        for (word, want) in cases {
+            let c = parse(&[url[0], url[1], "--default-inbound-policy", word]).expect(word);
+            assert_eq!(c.control.expect("control").default_inbound_policy, want, "{word}");
+        }
+        let err = parse(&[url[0], url[1], "--default-inbound-policy", "allow", "--policy-timeout", "0s"])
+            .expect_err("both invalid");
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 2, "{text}");
+        assert!(text.contains("--default-inbound-policy") && text.contains("allow-same-namespace or deny"), "{text}");
+        assert!(text.contains("--policy-timeout"), "{text}");
+    }
 }

@@ -46,7 +46,7 @@ use rcgen::{
 
 use crate::env::tool;
 use crate::eventually::eventually;
-use crate::process::{Run, describe, read_lossy};
+use crate::process::{Run, describe, read_lossy, run_logged};
 
 /// The Service ClusterIP range: inside the RFC 2544 range the tests use, away
 /// from the netns tests' pods (198.18.0.0/24), `weft up`'s pods
@@ -405,39 +405,7 @@ impl KubeCluster {
         cmd.arg(format!("--kubeconfig={}", self.kubeconfig.display())).args(args);
         // No cache under $HOME: every test process starts from nothing.
         cmd.env("KUBECACHEDIR", self.dir.join("kubectl-cache"));
-        let described = describe(&cmd);
-        let start = Instant::now();
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(File::create(&out).expect("creating a log file"))
-            .stderr(File::create(&err).expect("creating a log file"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start `{described}`: {e}"));
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("waiting for kubectl") {
-                break status;
-            }
-            if start.elapsed() >= within {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "`{described}` did not finish within {within:?}; stdout:\n{}\nstderr:\n{}",
-                    read_lossy(&out),
-                    read_lossy(&err)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let run = Run {
-            cmd: described,
-            status,
-            stdout: read_lossy(&out),
-            stderr: read_lossy(&err),
-            elapsed: start.elapsed(),
-        };
-        let _ = std::fs::remove_file(&out);
-        let _ = std::fs::remove_file(&err);
-        run
+        run_logged(cmd, (out, err), within)
     }
 
     /// Runs kubectl as the admin; panics (with its output) unless it exits 0.

@@ -81,8 +81,14 @@ pub(crate) fn describe(cmd: &Command) -> String {
 
 /// Runs `cmd` to completion with its output in files under the mesh's
 /// directory; panics if it is still running after `within`.
-pub(crate) fn run(mesh: &MeshInner, mut cmd: Command, within: Duration) -> Run {
-    let (out_path, err_path) = mesh.log_paths("exec");
+pub(crate) fn run(mesh: &MeshInner, cmd: Command, within: Duration) -> Run {
+    run_logged(cmd, mesh.log_paths("exec"), within)
+}
+
+/// Runs `cmd` to completion with its stdout and stderr in the two files
+/// given (removed afterwards: the [`Run`] holds them); panics if it is
+/// still running after `within`.
+pub(crate) fn run_logged(mut cmd: Command, (out_path, err_path): (PathBuf, PathBuf), within: Duration) -> Run {
     let described = describe(&cmd);
     let start = Instant::now();
     let mut child = cmd
