@@ -39,6 +39,7 @@ pinned() { # MODULE-DIR MODULE-PATH
 kube_version="$(pinned kubernetes k8s.io/kubernetes)"
 etcd_version="$(pinned etcd go.etcd.io/etcd/server/v3)"
 helm_version="$(pinned helm helm.sh/helm/v4)"
+gateway_version="$(pinned gateway-api sigs.k8s.io/gateway-api)"
 [[ "$kube_version" =~ ^v1\.([0-9]+)\.[0-9]+$ ]] || die "unexpected Kubernetes version $kube_version"
 kube_minor="${BASH_REMATCH[1]}"
 
@@ -89,7 +90,7 @@ kube_ldflags+=" -X k8s.io/client-go/pkg/version.gitMajor=1"
 kube_ldflags+=" -X k8s.io/client-go/pkg/version.gitMinor=$kube_minor"
 
 step_start=$SECONDS
-for dir in etcd kubernetes helm; do
+for dir in etcd kubernetes helm gateway-api; do
   (cd "$here/$dir" && "$GO" mod download) || die "go mod download in tests/kube/$dir failed"
 done
 say "modules downloaded or found in the cache in $((SECONDS - step_start)) s"
@@ -113,4 +114,20 @@ check kube-controller-manager "$kube_version" "$bin_dir/kube-controller-manager"
 check kubectl "$kube_version" "$bin_dir/kubectl" version --client -o json
 check helm "$helm_version" "$bin_dir/helm" version --short
 
-say "all five binaries in $bin_dir, versions checked, in $((SECONDS - total_start)) s"
+# The Gateway API's standard-channel CRDs (HTTPRoute for the mesh), copied
+# from the pinned, checksum-verified module: the tests install them.
+crd_dir="$WEFT_KUBE_CACHE/kube/gateway-api/$gateway_version"
+if [ -f "$crd_dir/.complete" ]; then
+  say "gateway-api $gateway_version CRDs: already in $crd_dir, skipped"
+else
+  module_dir="$(cd "$here/gateway-api" && "$GO" mod download -json sigs.k8s.io/gateway-api |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  crds=("$module_dir"/config/crd/standard/gateway.networking.k8s.io_*.yaml)
+  [ "${#crds[@]}" -gt 0 ] || die "no CRDs in ${module_dir:-the gateway-api module}/config/crd/standard"
+  mkdir -p "$crd_dir"
+  cp "${crds[@]}" "$crd_dir/"
+  touch "$crd_dir/.complete"
+  say "gateway-api $gateway_version CRDs: ${#crds[@]} files in $crd_dir"
+fi
+
+say "all five binaries in $bin_dir, versions checked, and the Gateway API CRDs, in $((SECONDS - total_start)) s"

@@ -79,26 +79,56 @@ pub const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
 /// always expect the version the source names).
 const KUBERNETES_GO_MOD: &str = include_str!("../kube/kubernetes/go.mod");
 
+/// The `go.mod` that pins the Gateway API release whose CRDs the tests install.
+const GATEWAY_API_GO_MOD: &str = include_str!("../kube/gateway-api/go.mod");
+
+/// The version of `module` that `go_mod` requires, if any.
+fn required(go_mod: &'static str, module: &str) -> Option<&'static str> {
+    go_mod.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        let first = words.next()?;
+        let (m, version) = if first == "require" { (words.next()?, words.next()?) } else { (first, words.next()?) };
+        (m == module && version.starts_with('v')).then_some(version)
+    })
+}
+
 /// The Kubernetes release pinned in `tests/kube/kubernetes/go.mod`, such as
 /// `v1.36.3`.
 pub fn kube_version() -> &'static str {
-    KUBERNETES_GO_MOD
-        .lines()
-        .find_map(|l| {
-            let mut words = l.split_whitespace();
-            let first = words.next()?;
-            let (module, version) =
-                if first == "require" { (words.next()?, words.next()?) } else { (first, words.next()?) };
-            (module == "k8s.io/kubernetes" && version.starts_with("v1.")).then_some(version)
-        })
+    required(KUBERNETES_GO_MOD, "k8s.io/kubernetes")
+        .filter(|v| v.starts_with("v1."))
         .expect("tests/kube/kubernetes/go.mod requires k8s.io/kubernetes v1.N.M")
+}
+
+/// The Gateway API release pinned in `tests/kube/gateway-api/go.mod`.
+pub fn gateway_api_version() -> &'static str {
+    required(GATEWAY_API_GO_MOD, "sigs.k8s.io/gateway-api")
+        .expect("tests/kube/gateway-api/go.mod requires sigs.k8s.io/gateway-api")
+}
+
+/// The directory of the Gateway API's standard-channel CRDs that
+/// `tests/kube/build.sh` copies from the pinned module; panics, saying how
+/// to get them, when they are missing.
+#[track_caller]
+pub fn gateway_api_crds() -> PathBuf {
+    let dir = kube_cache().join("kube").join("gateway-api").join(gateway_api_version());
+    assert!(
+        dir.join(".complete").is_file(),
+        "{} holds no Gateway API CRDs: run `bash tests/kube/build.sh`",
+        dir.display()
+    );
+    dir
+}
+
+/// `/var/cache/weft`, or `$WEFT_KUBE_CACHE` (as in `tests/kube/build.sh`).
+fn kube_cache() -> PathBuf {
+    std::env::var_os("WEFT_KUBE_CACHE").map_or_else(|| PathBuf::from("/var/cache/weft"), PathBuf::from)
 }
 
 /// `/var/cache/weft/kube/<version>/bin` (`$WEFT_KUBE_CACHE` replaces
 /// `/var/cache/weft`, as in `tests/kube/build.sh`).
 pub fn kube_bin_dir() -> PathBuf {
-    let cache = std::env::var_os("WEFT_KUBE_CACHE").map_or_else(|| PathBuf::from("/var/cache/weft"), PathBuf::from);
-    cache.join("kube").join(kube_version()).join("bin")
+    kube_cache().join("kube").join(kube_version()).join("bin")
 }
 
 /// The path of one of the built binaries (`etcd`, `kube-apiserver`,

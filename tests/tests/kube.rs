@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use weft_tests::{KubeCluster, eventually, kube_bin, kube_version};
+use weft_tests::{KubeCluster, eventually, gateway_api_crds, gateway_api_version, kube_bin, kube_version};
 
 /// The API server and kubectl are the release `tests/kube/kubernetes/go.mod`
 /// pins, not an unversioned build.
@@ -187,4 +187,48 @@ fn the_control_planes_role_allows_what_it_needs_and_nothing_else() {
         .map(|(verb, group, resource, sub, want)| format!("{verb} {group}/{resource} {sub}: want allowed={want}"))
         .collect();
     assert!(wrong.is_empty(), "the control plane's role is not what it should be:\n{}", wrong.join("\n"));
+}
+
+/// A mesh route (GAMMA: its parent is a Service) with a 90/10 split.
+const ROUTE_90_10: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: web, port: 80}]
+  rules:
+    - backendRefs: [{name: web-v1, port: 80, weight: 90}, {name: web-v2, port: 80, weight: 10}]
+";
+
+/// The Gateway API's standard-channel CRDs of the pinned release install
+/// (server-side apply, as upstream advises for their size), and the API
+/// server then stores a mesh HTTPRoute and refuses one its schema rejects.
+#[test]
+fn gateway_api_crds_install_and_the_api_server_validates_mesh_routes() {
+    let cluster = KubeCluster::shared();
+    let crds = gateway_api_crds();
+    cluster.kubectl(&["apply", "--server-side", "-f", crds.to_str().expect("UTF-8 path")]);
+    cluster.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/httproutes.gateway.networking.k8s.io",
+        "--timeout=60s",
+    ]);
+    let crd = cluster.get_json("default", &["crd", "httproutes.gateway.networking.k8s.io"]);
+    let bundle = &crd["metadata"]["annotations"]["gateway.networking.k8s.io/bundle-version"];
+    assert_eq!(bundle, gateway_api_version(), "the installed CRDs are not the pinned release's");
+
+    let ns = cluster.namespace("gamma");
+    cluster.apply(&ns, ROUTE_90_10);
+    let route = cluster.get_json(&ns, &["httproute", "web"]);
+    assert_eq!(route["spec"]["parentRefs"][0]["kind"], "Service");
+    assert_eq!(route["spec"]["rules"][0]["backendRefs"][1]["weight"], 10);
+
+    // A negative weight is refused by the CRD's schema, naming the field.
+    let bad = ROUTE_90_10.replace("name: web}", "name: web-bad}").replace("weight: 10", "weight: -1");
+    let path = cluster.dir().join(format!("{ns}-bad-route.yaml"));
+    std::fs::write(&path, bad).expect("writing the manifest");
+    let run =
+        cluster.try_kubectl(&["apply", "-n", &ns, "-f", path.to_str().expect("UTF-8 path")], Duration::from_secs(60));
+    assert!(!run.status.success(), "the API server stored a route with a negative weight:\n{run}");
+    assert!(run.stderr.contains("weight"), "the refusal does not name the field:\n{run}");
 }
