@@ -51,15 +51,12 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound
     let mesh_server = inbound.http.identity.as_ref().and_then(|i| i.configs()).map(|c| c.server.clone());
     // With mTLS on, inbound always reads the first bytes: meshed clients
     // speak first (a ClientHello), even on opaque ports.
-    let (outcome, prefix) = if opaque_port && mesh_server.is_none() {
-        (Outcome::OpaquePort, BytesMut::new())
-    } else {
-        match detect::detect(&mut stream, dcfg.detect_timeout).await {
-            Ok(detected) => detected,
-            Err(e) => {
-                tracing::debug!(direction = DIR.as_str(), %peer, error = %e, "connection failed during detection");
-                return;
-            }
+    let skip = opaque_port && mesh_server.is_none();
+    let (outcome, prefix) = match detect::detect_unless(&mut stream, skip, dcfg.detect_timeout).await {
+        Ok(detected) => detected,
+        Err(e) => {
+            tracing::debug!(direction = DIR.as_str(), %peer, error = %e, "connection failed during detection");
+            return;
         }
     };
     if outcome == Outcome::Closed {

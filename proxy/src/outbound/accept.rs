@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 use super::Outbound;
@@ -40,15 +39,12 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, outbound: Arc<Outbound>,
     };
     let mut stream = stream;
     let dcfg = &outbound.config.outbound;
-    let (outcome, prefix) = if dcfg.opaque_ports.contains(orig.0.port()) {
-        (Outcome::OpaquePort, BytesMut::new())
-    } else {
-        match detect::detect(&mut stream, dcfg.detect_timeout).await {
-            Ok(detected) => detected,
-            Err(e) => {
-                tracing::debug!(direction = DIR.as_str(), %peer, error = %e, "connection failed during detection");
-                return;
-            }
+    let skip = dcfg.opaque_ports.contains(orig.0.port());
+    let (outcome, prefix) = match detect::detect_unless(&mut stream, skip, dcfg.detect_timeout).await {
+        Ok(detected) => detected,
+        Err(e) => {
+            tracing::debug!(direction = DIR.as_str(), %peer, error = %e, "connection failed during detection");
+            return;
         }
     };
     metrics.detected(DIR, outcome);

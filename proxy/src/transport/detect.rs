@@ -64,6 +64,17 @@ impl Outcome {
 /// Reads the connection's first bytes until the protocol is known, the buffer
 /// is full, the peer closes, or `timeout` passes. Returns the outcome and the
 /// bytes read (to be replayed). I/O errors are returned as is.
+/// [`detect`], unless `skip` (an opaque port, whose first bytes need not be
+/// read: server-speaks-first protocols would stall): then
+/// [`Outcome::OpaquePort`] with nothing read.
+pub async fn detect_unless<I: AsyncRead + Unpin>(
+    io: &mut I,
+    skip: bool,
+    timeout: Duration,
+) -> std::io::Result<(Outcome, BytesMut)> {
+    if skip { Ok((Outcome::OpaquePort, BytesMut::new())) } else { detect(io, timeout).await }
+}
+
 pub async fn detect<I: AsyncRead + Unpin>(io: &mut I, timeout: Duration) -> std::io::Result<(Outcome, BytesMut)> {
     let mut buf = BytesMut::with_capacity(DETECT_BUFFER);
     let deadline = tokio::time::Instant::now() + timeout;
