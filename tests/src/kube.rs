@@ -30,11 +30,10 @@
 //! are removed by the next cluster.
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -46,7 +45,7 @@ use rcgen::{
 
 use crate::env::tool;
 use crate::eventually::eventually;
-use crate::process::{Run, describe, read_lossy, run_logged};
+use crate::process::{Run, read_lossy, run_logged, spawn_logged};
 
 /// The Service ClusterIP range: inside the RFC 2544 range the tests use, away
 /// from the netns tests' pods (198.18.0.0/24), `weft up`'s pods
@@ -166,13 +165,7 @@ impl KubeProc {
         let stderr = dir.join(format!("{label}.stderr"));
         let mut cmd = Command::new(tool("setpriv"));
         cmd.args(["--pdeathsig", "KILL", "--"]).arg(bin).args(args);
-        let described = describe(&cmd);
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(File::create(&stdout).expect("creating a log file"))
-            .stderr(File::create(&stderr).expect("creating a log file"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start `{described}`: {e}"));
+        let (child, described) = spawn_logged(cmd, &stdout, &stderr);
         KubeProc { label, cmd: described, child, stdout, stderr }
     }
 

@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -85,18 +85,25 @@ pub(crate) fn run(mesh: &MeshInner, cmd: Command, within: Duration) -> Run {
     run_logged(cmd, mesh.log_paths("exec"), within)
 }
 
+/// Starts `cmd` with no stdin and its stdout and stderr in the two files
+/// given; the child and the command line, for messages.
+pub(crate) fn spawn_logged(mut cmd: Command, out_path: &Path, err_path: &Path) -> (Child, String) {
+    let described = describe(&cmd);
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(File::create(out_path).expect("creating a log file"))
+        .stderr(File::create(err_path).expect("creating a log file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start `{described}`: {e}"));
+    (child, described)
+}
+
 /// Runs `cmd` to completion with its stdout and stderr in the two files
 /// given (removed afterwards: the [`Run`] holds them); panics if it is
 /// still running after `within`.
-pub(crate) fn run_logged(mut cmd: Command, (out_path, err_path): (PathBuf, PathBuf), within: Duration) -> Run {
-    let described = describe(&cmd);
+pub(crate) fn run_logged(cmd: Command, (out_path, err_path): (PathBuf, PathBuf), within: Duration) -> Run {
     let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(File::create(&out_path).expect("creating a log file"))
-        .stderr(File::create(&err_path).expect("creating a log file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start `{described}`: {e}"));
+    let (mut child, described) = spawn_logged(cmd, &out_path, &err_path);
     let status = wait_child(&mut child, within).unwrap_or_else(|| {
         let _ = child.kill();
         let _ = child.wait();
@@ -149,15 +156,9 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub(crate) fn spawn(mesh: Arc<MeshInner>, label: &str, mut cmd: Command) -> Proc {
+    pub(crate) fn spawn(mesh: Arc<MeshInner>, label: &str, cmd: Command) -> Proc {
         let (stdout_path, stderr_path) = mesh.log_paths(label);
-        let described = describe(&cmd);
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(File::create(&stdout_path).expect("creating a log file"))
-            .stderr(File::create(&stderr_path).expect("creating a log file"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start `{described}`: {e}"));
+        let (child, described) = spawn_logged(cmd, &stdout_path, &stderr_path);
         mesh.record_log(label, &described, &stdout_path, &stderr_path);
         Proc {
             started: Instant::now(),

@@ -138,9 +138,9 @@ async fn refusing() -> SocketAddr {
     listener.local_addr().expect("addr")
 }
 
-/// Sends `req` over a new HTTP/1 connection to `proxy`; the status, the
-/// answering server and the whole body.
-async fn send<B>(proxy: SocketAddr, req: Request<B>) -> (StatusCode, String, Bytes)
+/// Sends `req` over a new HTTP/1 connection to `proxy`; the response head,
+/// its body still streaming.
+async fn request<B>(proxy: SocketAddr, req: Request<B>) -> Response<Incoming>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -148,7 +148,16 @@ where
     let stream = TcpStream::connect(proxy).await.expect("connect to the proxy");
     let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
     tokio::spawn(conn);
-    let rsp = tx.send_request(req).await.expect("response");
+    tx.send_request(req).await.expect("response")
+}
+
+/// [`request`], read whole: the status, the answering server and the body.
+async fn send<B>(proxy: SocketAddr, req: Request<B>) -> (StatusCode, String, Bytes)
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let rsp = request(proxy, req).await;
     let status = rsp.status();
     let server = rsp.headers().get("x-server").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let body = rsp.into_body().collect().await.expect("body").to_bytes();
@@ -220,10 +229,7 @@ async fn a_service_whose_policy_does_not_come_is_refused_503_until_it_does() {
     let get = || Request::get("http://web/").body(Full::new(Bytes::new())).expect("request");
 
     let started = tokio::time::Instant::now();
-    let stream = TcpStream::connect(proxy).await.expect("connect");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
-    tokio::spawn(conn);
-    let rsp = tx.send_request(get()).await.expect("response");
+    let rsp = request(proxy, get()).await;
     assert_eq!(rsp.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(rsp.headers()[PROXY_ERROR_HEADER], "policy-unavailable");
     assert!(started.elapsed() >= Duration::from_millis(200), "refused before the policy timeout");
@@ -345,10 +351,7 @@ async fn the_explicit_proxy_forwards_absolute_form_and_answers_the_rest_itself()
         (format!("http://{}/refused", refusing().await), StatusCode::BAD_GATEWAY, "connect-refused"),
     ];
     for (uri, want, reason) in cases {
-        let stream = TcpStream::connect(proxy).await.expect("connect");
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
-        tokio::spawn(conn);
-        let rsp = tx.send_request(get(uri.clone())).await.expect("response");
+        let rsp = request(proxy, get(uri.clone())).await;
         assert_eq!(rsp.status(), want, "{uri}");
         assert_eq!(rsp.headers()[PROXY_ERROR_HEADER], reason, "{uri}");
     }
