@@ -159,6 +159,7 @@ mod tests {
             virtual_ip: None,
             ports: vec![ServicePort { name: None, port: 80, target_port: 8080, protocol: Protocol::Http }],
             selector: [("app".to_string(), "web".to_string())].into(),
+            endpoints: Default::default(),
         })]);
         let metrics = Arc::new(Metrics::default());
         let (trigger, shutdown) = crate::shutdown::channel();

@@ -4,7 +4,7 @@
 //!
 //! | target | answer |
 //! | --- | --- |
-//! | a Service's virtual IP and one of its ports | SERVICE: its ready endpoints |
+//! | a Service's virtual IP and one of its ports | SERVICE: its ready endpoints (selected workloads, or its EndpointSlices) |
 //! | `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local` and a port | SERVICE (bare names resolve in the asker's namespace) |
 //! | a workload's address | ENDPOINT: that workload, with its identity |
 //! | anything else | UNKNOWN: forward as is |
@@ -17,7 +17,7 @@ use weft_api::discovery::endpoint::ProtocolHint;
 use weft_api::discovery::endpoint_set::Kind;
 use weft_api::discovery::{Endpoint, EndpointSet};
 
-use super::model::{Protocol, Service, ServicePort, Workload};
+use super::model::{EndpointSource, NsName, Protocol, Service, ServicePort, SliceEndpoint, Workload};
 use super::{ServiceName, State};
 
 /// A parsed discovery or outbound-policy target.
@@ -132,23 +132,77 @@ impl State {
             set.kind = Kind::Service as i32;
             set.service = svc.name.to_string();
             set.port = u32::from(port.port);
-            set.endpoints = self
-                .endpoints_of(svc)
-                .filter(|w| w.ready)
-                .map(|w| self.endpoint(w, port.target_port, hint(port.protocol)))
-                .collect();
+            set.endpoints = match svc.endpoints {
+                EndpointSource::Selector => self
+                    .workloads
+                    .values()
+                    .filter(|w| w.ready && svc.selects(w))
+                    .map(|w| self.endpoint(w, port.target_port, hint(port.protocol)))
+                    .collect(),
+                EndpointSource::Slices => self.slice_endpoints(svc, port),
+            };
         } else if let Target::Addr(addr) = target {
             if let Some(w) = self.workload_at(addr.ip(), addr.port()) {
                 set.kind = Kind::Endpoint as i32;
-                let opaque = self.services.values().any(|s| {
-                    s.selects(w)
-                        && s.ports.iter().any(|p| p.target_port == addr.port() && p.protocol == Protocol::Opaque)
-                });
+                let opaque = self.serving_ports(w, addr.port()).iter().any(|(_, p)| p.protocol == Protocol::Opaque);
                 let h = if opaque { ProtocolHint::Opaque } else { ProtocolHint::Detect };
                 set.endpoint = Some(self.endpoint(w, addr.port(), h));
             }
         }
         set
+    }
+
+    /// A Service's endpoints from its EndpointSlices: the ready ones or,
+    /// when none is ready, the serving ones that are terminating (as
+    /// kube-proxy does, so that a rollout's last old pod still answers).
+    /// An address listed by two slices (mid-update) is sent once.
+    fn slice_endpoints(&self, svc: &Service, port: &ServicePort) -> Vec<Endpoint> {
+        let h = hint(port.protocol);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut ready = Vec::new();
+        let mut draining = Vec::new();
+        for slice in self.slices_of(&svc.name) {
+            let Some(target_port) = slice.port_for(port) else { continue };
+            for e in &slice.endpoints {
+                let into = if e.ready {
+                    &mut ready
+                } else if e.serving && e.terminating {
+                    &mut draining
+                } else {
+                    continue;
+                };
+                if !seen.insert((e.ready, e.address)) {
+                    continue;
+                }
+                into.push(self.slice_endpoint(&slice.name.namespace, e, target_port, h));
+            }
+        }
+        if ready.is_empty() { draining } else { ready }
+    }
+
+    /// A slice endpoint as the proxy sees it: identity and labels come from
+    /// its Pod when the index has it (and the Pod has that address);
+    /// without one it is an unmeshed address, sent plaintext.
+    fn slice_endpoint(&self, ns: &str, e: &SliceEndpoint, port: u16, hint: ProtocolHint) -> Endpoint {
+        let pod = e.pod.as_ref().and_then(|p| self.workloads.get(&NsName::new(ns, p.as_str())));
+        let pod = pod.filter(|w| w.address == e.address);
+        let mut ep = match pod {
+            Some(w) => self.endpoint(w, port, hint),
+            None => Endpoint {
+                address: SocketAddr::new(e.address, port).to_string(),
+                weight: 1,
+                protocol_hint: hint as i32,
+                workload: e.pod.clone().unwrap_or_default(),
+                ..Default::default()
+            },
+        };
+        // The slice is the truth for readiness (a terminating Pod may still
+        // say Ready), and for the zone the controller read from the node.
+        ep.ready = true;
+        if !e.zone.is_empty() {
+            ep.zone = e.zone.clone();
+        }
+        ep
     }
 
     fn endpoint(&self, w: &Workload, port: u16, hint: ProtocolHint) -> Endpoint {

@@ -31,11 +31,7 @@ impl State {
     /// Service ports that route to `port` of `workload`.
     pub fn serving(&self, workload: &WorkloadName, port: u16) -> Vec<(&Service, &ServicePort)> {
         let Some(w) = self.workloads.get(workload) else { return Vec::new() };
-        self.services
-            .values()
-            .filter(|s| s.selects(w))
-            .flat_map(|s| s.ports.iter().filter(|p| p.target_port == port).map(move |p| (&**s, p)))
-            .collect()
+        self.serving_ports(w, port)
     }
 
     /// Answers `Policy.WatchInbound(workload, port)`. An unknown workload

@@ -3,15 +3,16 @@
 //!
 //! ```text
 //!  sources ──Event──► Index::apply ──► State (immutable, versioned)
-//!  (files, registry)                     │  tokio::sync::watch
+//!  (files, registry,                     │  tokio::sync::watch
+//!   kubernetes)                          │
 //!                                        ▼
 //!                               one task per gRPC stream:
 //!                               state.resolve / outbound / inbound
 //!                               → send when the answer changed
 //! ```
 //!
-//! A [`State`] is never mutated once published: `apply` clones it (objects
-//! are behind `Arc`s, so that copies pointers), applies a batch of events,
+//! A [`State`] is never mutated once published: `apply` clones it (its maps
+//! are persistent, so that copies a few pointers), applies a batch of events,
 //! bumps [`State::version`] once if anything actually changed, and publishes
 //! the new one. Readers hold an `Arc<State>` and compute without locks.
 //!
@@ -25,18 +26,22 @@ pub mod inbound;
 pub mod model;
 pub mod outbound;
 
-use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use imbl::{HashMap, OrdMap, OrdSet};
 use tokio::sync::watch;
 use weft_api::policy::inbound_policy::{DefaultAccess, MtlsMode};
 
 use crate::policy::{Resource, ResourceId};
 
 pub use self::discovery::{Target, TargetError};
-pub use self::model::{NsName, Protocol, Service, ServiceName, ServicePort, Workload, WorkloadName};
+pub use self::model::{
+    EndpointSlice, EndpointSource, NsName, Protocol, Service, ServiceName, ServicePort, SliceEndpoint, SlicePort,
+    Workload, WorkloadName,
+};
 
 /// Mesh-wide settings that are not objects.
 #[derive(Clone, Debug)]
@@ -72,11 +77,19 @@ pub enum Event {
     ServiceDeleted(ServiceName),
     WorkloadApplied(Workload),
     WorkloadDeleted(WorkloadName),
+    SliceApplied(EndpointSlice),
+    SliceDeleted(NsName),
     PolicyApplied(Resource),
     PolicyDeleted(ResourceId),
 }
 
 /// One immutable snapshot of everything the control plane knows.
+///
+/// The maps are persistent (`imbl`): cloning a state to change it copies
+/// a root pointer, and each change rewrites O(log n) nodes, so the cost of
+/// an event does not grow with the size of the mesh. The secondary indexes
+/// (by address, by service) are maintained object by object for the same
+/// reason.
 #[derive(Clone, Debug)]
 pub struct State {
     /// Bumped by every applied batch that changed something.
@@ -84,11 +97,30 @@ pub struct State {
     /// When this version was published: push latency is measured from here.
     pub changed_at: Instant,
     pub mesh: Arc<MeshConfig>,
-    pub services: BTreeMap<ServiceName, Arc<Service>>,
-    pub workloads: BTreeMap<WorkloadName, Arc<Workload>>,
-    pub policies: BTreeMap<ResourceId, Resource>,
-    by_vip: HashMap<IpAddr, Vec<ServiceName>>,
-    by_address: HashMap<IpAddr, Vec<WorkloadName>>,
+    pub services: OrdMap<ServiceName, Arc<Service>>,
+    pub workloads: OrdMap<WorkloadName, Arc<Workload>>,
+    pub slices: OrdMap<NsName, Arc<EndpointSlice>>,
+    pub policies: OrdMap<ResourceId, Resource>,
+    by_vip: Multimap<IpAddr, ServiceName>,
+    by_address: Multimap<IpAddr, WorkloadName>,
+    slices_by_service: Multimap<ServiceName, NsName>,
+    slices_by_address: Multimap<IpAddr, NsName>,
+}
+
+/// Key → set of names, persistent like the maps it indexes.
+type Multimap<K, V> = HashMap<K, OrdSet<V>>;
+
+fn link<K: Hash + Eq + Clone, V: Ord + Clone>(m: &mut Multimap<K, V>, k: K, v: V) {
+    m.entry(k).or_default().insert(v);
+}
+
+fn unlink<K: Hash + Eq + Clone, V: Ord + Clone>(m: &mut Multimap<K, V>, k: &K, v: &V) {
+    if let Some(set) = m.get_mut(k) {
+        set.remove(v);
+        if set.is_empty() {
+            m.remove(k);
+        }
+    }
 }
 
 impl State {
@@ -97,40 +129,29 @@ impl State {
             version: 0,
             changed_at: Instant::now(),
             mesh: Arc::new(mesh),
-            services: BTreeMap::new(),
-            workloads: BTreeMap::new(),
-            policies: BTreeMap::new(),
+            services: OrdMap::new(),
+            workloads: OrdMap::new(),
+            slices: OrdMap::new(),
+            policies: OrdMap::new(),
             by_vip: HashMap::new(),
             by_address: HashMap::new(),
+            slices_by_service: HashMap::new(),
+            slices_by_address: HashMap::new(),
         }
     }
 
     /// Applies events in order; returns whether anything changed. The caller
     /// bumps the version (see [`Index::apply`]); tests may call this directly.
     pub fn apply(&mut self, events: impl IntoIterator<Item = Event>) -> bool {
-        let (mut services, mut workloads, mut changed) = (false, false, false);
+        let mut changed = false;
         for event in events {
-            let c = match event {
-                Event::ServiceApplied(s) => {
-                    let c = upsert(&mut self.services, s.name.clone(), s);
-                    services |= c;
-                    c
-                }
-                Event::ServiceDeleted(n) => {
-                    let c = self.services.remove(&n).is_some();
-                    services |= c;
-                    c
-                }
-                Event::WorkloadApplied(w) => {
-                    let c = upsert(&mut self.workloads, w.name.clone(), w);
-                    workloads |= c;
-                    c
-                }
-                Event::WorkloadDeleted(n) => {
-                    let c = self.workloads.remove(&n).is_some();
-                    workloads |= c;
-                    c
-                }
+            changed |= match event {
+                Event::ServiceApplied(s) => self.put_service(s.name.clone(), Some(s)),
+                Event::ServiceDeleted(n) => self.put_service(n, None),
+                Event::WorkloadApplied(w) => self.put_workload(w.name.clone(), Some(w)),
+                Event::WorkloadDeleted(n) => self.put_workload(n, None),
+                Event::SliceApplied(s) => self.put_slice(s.name.clone(), Some(s)),
+                Event::SliceDeleted(n) => self.put_slice(n, None),
                 Event::PolicyApplied(r) => {
                     let id = r.id();
                     if self.policies.get(&id) == Some(&r) {
@@ -142,23 +163,61 @@ impl State {
                 }
                 Event::PolicyDeleted(id) => self.policies.remove(&id).is_some(),
             };
-            changed |= c;
-        }
-        if services {
-            self.by_vip.clear();
-            for s in self.services.values() {
-                if let Some(vip) = s.virtual_ip {
-                    self.by_vip.entry(vip).or_default().push(s.name.clone());
-                }
-            }
-        }
-        if workloads {
-            self.by_address.clear();
-            for w in self.workloads.values() {
-                self.by_address.entry(w.address).or_default().push(w.name.clone());
-            }
         }
         changed
+    }
+
+    /// Replaces (`Some`) or removes (`None`) one Service and its index entries.
+    fn put_service(&mut self, name: ServiceName, new: Option<Service>) -> bool {
+        if self.services.get(&name).map(|s| &**s) == new.as_ref() {
+            return false;
+        }
+        if let Some(old) = self.services.remove(&name) {
+            if let Some(vip) = old.virtual_ip {
+                unlink(&mut self.by_vip, &vip, &name);
+            }
+        }
+        if let Some(new) = new {
+            if let Some(vip) = new.virtual_ip {
+                link(&mut self.by_vip, vip, name.clone());
+            }
+            self.services.insert(name, Arc::new(new));
+        }
+        true
+    }
+
+    fn put_workload(&mut self, name: WorkloadName, new: Option<Workload>) -> bool {
+        if self.workloads.get(&name).map(|w| &**w) == new.as_ref() {
+            return false;
+        }
+        if let Some(old) = self.workloads.remove(&name) {
+            unlink(&mut self.by_address, &old.address, &name);
+        }
+        if let Some(new) = new {
+            link(&mut self.by_address, new.address, name.clone());
+            self.workloads.insert(name, Arc::new(new));
+        }
+        true
+    }
+
+    fn put_slice(&mut self, name: NsName, new: Option<EndpointSlice>) -> bool {
+        if self.slices.get(&name).map(|s| &**s) == new.as_ref() {
+            return false;
+        }
+        if let Some(old) = self.slices.remove(&name) {
+            unlink(&mut self.slices_by_service, &old.service, &name);
+            for e in &old.endpoints {
+                unlink(&mut self.slices_by_address, &e.address, &name);
+            }
+        }
+        if let Some(new) = new {
+            link(&mut self.slices_by_service, new.service.clone(), name.clone());
+            for e in &new.endpoints {
+                link(&mut self.slices_by_address, e.address, name.clone());
+            }
+            self.slices.insert(name, Arc::new(new));
+        }
+        true
     }
 
     /// Services whose virtual IP is `ip` (normally at most one).
@@ -171,9 +230,41 @@ impl State {
         self.by_address.get(&ip).into_iter().flatten().filter_map(|n| self.workloads.get(n))
     }
 
-    /// Ready workloads selected by `svc`.
-    pub fn endpoints_of<'a>(&'a self, svc: &'a Service) -> impl Iterator<Item = &'a Arc<Workload>> + 'a {
-        self.workloads.values().filter(move |w| svc.selects(w))
+    /// The EndpointSlices of a Service.
+    pub fn slices_of(&self, svc: &ServiceName) -> impl Iterator<Item = &Arc<EndpointSlice>> {
+        self.slices_by_service.get(svc).into_iter().flatten().filter_map(|n| self.slices.get(n))
+    }
+
+    /// EndpointSlices with an endpoint at `ip`.
+    pub fn slices_at(&self, ip: IpAddr) -> impl Iterator<Item = &Arc<EndpointSlice>> {
+        self.slices_by_address.get(&ip).into_iter().flatten().filter_map(|n| self.slices.get(n))
+    }
+
+    /// The Service ports that send traffic to `w` on `port`: by selector
+    /// and target port, or by an EndpointSlice listing its address with
+    /// that port.
+    pub fn serving_ports(&self, w: &Workload, port: u16) -> Vec<(&Service, &ServicePort)> {
+        let mut out: Vec<(&Service, &ServicePort)> = Vec::new();
+        for s in self.services.values() {
+            if s.endpoints == EndpointSource::Selector && s.selects(w) {
+                out.extend(s.ports.iter().filter(|p| p.target_port == port).map(|p| (&**s, p)));
+            }
+        }
+        for slice in self.slices_at(w.address) {
+            if slice.name.namespace != w.name.namespace {
+                continue;
+            }
+            let Some(s) = self.services.get(&slice.service) else { continue };
+            if s.endpoints != EndpointSource::Slices {
+                continue;
+            }
+            for p in s.ports.iter().filter(|p| slice.port_for(p) == Some(port)) {
+                if !out.iter().any(|(have, hp)| have.name == s.name && hp.port == p.port) {
+                    out.push((&**s, p));
+                }
+            }
+        }
+        out
     }
 
     /// The `/state` dump: everything, for debugging.
@@ -184,17 +275,10 @@ impl State {
             "trustDomain": self.mesh.trust_domain,
             "services": self.services.values().collect::<Vec<_>>(),
             "workloads": self.workloads.values().collect::<Vec<_>>(),
+            "endpointSlices": self.slices.values().collect::<Vec<_>>(),
             "policies": self.policies.values().collect::<Vec<_>>(),
         })
     }
-}
-
-fn upsert<K: Ord, V: PartialEq>(map: &mut BTreeMap<K, Arc<V>>, key: K, value: V) -> bool {
-    if map.get(&key).is_some_and(|old| **old == value) {
-        return false;
-    }
-    map.insert(key, Arc::new(value));
-    true
 }
 
 /// The published state and the way to change it. Cheap to clone; every

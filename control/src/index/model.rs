@@ -1,6 +1,7 @@
 //! The objects the index holds besides policy resources: Services (from the
-//! services file) and workloads (from the Registry). They are shaped like
-//! Kubernetes Services and Pods.
+//! services file or the Kubernetes API), workloads (from the Registry, or
+//! Pods) and EndpointSlices (Kubernetes). They are shaped like their
+//! Kubernetes namesakes, reduced to what discovery and policy read.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -77,7 +78,22 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     /// Workloads in the same namespace whose labels include all of these.
     /// Empty selects nothing (as a Kubernetes Service without selector).
+    /// Read only when `endpoints` is [`EndpointSource::Selector`].
     pub selector: BTreeMap<String, String>,
+    pub endpoints: EndpointSource,
+}
+
+/// Where a Service's endpoints come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EndpointSource {
+    /// The workloads its selector matches (services file, registry).
+    #[default]
+    Selector,
+    /// The EndpointSlices labelled `kubernetes.io/service-name` with its
+    /// name, as written by Kubernetes' EndpointSlice controller (or anyone
+    /// else): they carry readiness, draining and resolved target ports.
+    Slices,
 }
 
 impl Service {
@@ -104,6 +120,53 @@ pub struct Workload {
     pub ready: bool,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub zone: String,
+}
+
+/// An EndpointSlice: some of one Service's endpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSlice {
+    /// The slice's own name (Kubernetes generates `SERVICE-xxxxx`).
+    pub name: NsName,
+    /// The Service it belongs to (same namespace).
+    pub service: ServiceName,
+    /// Named after the Service's ports; `port` is the target port, already
+    /// resolved (a named target port may differ per Pod, hence per slice).
+    pub ports: Vec<SlicePort>,
+    pub endpoints: Vec<SliceEndpoint>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlicePort {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SliceEndpoint {
+    pub address: IpAddr,
+    /// Serving and not terminating: gets new traffic.
+    pub ready: bool,
+    /// Passes readiness, terminating or not.
+    pub serving: bool,
+    /// Being deleted: drained, used only when nothing is ready.
+    pub terminating: bool,
+    /// The Pod behind it (`targetRef`), in the slice's namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub zone: String,
+}
+
+impl EndpointSlice {
+    /// The target port this slice gives for a Service port: the slice port
+    /// of the same name (both unnamed for a single-port Service).
+    pub fn port_for(&self, sp: &ServicePort) -> Option<u16> {
+        self.ports.iter().find(|p| p.name == sp.name).map(|p| p.port)
+    }
 }
 
 impl Workload {

@@ -23,6 +23,7 @@ fn service(
             .map(|&(port, target_port, protocol)| ServicePort { name: None, port, target_port, protocol })
             .collect(),
         selector: selector.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+        endpoints: EndpointSource::Selector,
     }
 }
 
@@ -162,6 +163,131 @@ fn resolves_services_endpoints_and_unknowns() {
     let legacy = s.resolve(&target("127.0.3.1:6379"), "").endpoint.expect("endpoint");
     assert!(!legacy.meshed);
     assert_eq!(legacy.identity, "", "no identity to expect from an unmeshed workload");
+}
+
+fn slice(
+    ns: &str,
+    name: &str,
+    service: &str,
+    ports: &[(Option<&str>, u16)],
+    eps: &[(&str, &str, Option<&str>)],
+) -> EndpointSlice {
+    EndpointSlice {
+        name: NsName::new(ns, name),
+        service: ServiceName::new(ns, service),
+        ports: ports.iter().map(|(n, p)| SlicePort { name: n.map(Into::into), port: *p }).collect(),
+        endpoints: eps
+            .iter()
+            .map(|(addr, state, pod)| SliceEndpoint {
+                address: addr.parse().expect("addr"),
+                ready: *state == "ready",
+                serving: *state != "unready",
+                terminating: *state == "terminating",
+                pod: pod.map(Into::into),
+                zone: String::new(),
+            })
+            .collect(),
+    }
+}
+
+/// `api` (VIP 10.96.1.10, ports http:80 and metrics:9090) whose endpoints
+/// are EndpointSlices, not its selector; Pods `api-0`, `api-1` behind them.
+fn sliced() -> State {
+    let mut s = State::new(MeshConfig::default());
+    let mut api = service("prod", "api", Some("10.96.1.10"), &[("app", "api")], &[]);
+    api.endpoints = EndpointSource::Slices;
+    api.ports = vec![
+        ServicePort { name: Some("http".into()), port: 80, target_port: 8080, protocol: Protocol::Http },
+        ServicePort { name: Some("metrics".into()), port: 9090, target_port: 9090, protocol: Protocol::Opaque },
+    ];
+    s.apply([
+        Event::ServiceApplied(api),
+        Event::WorkloadApplied(workload("prod", "api-0", "127.0.5.1", &[("app", "api")], true)),
+        Event::WorkloadApplied(workload("prod", "api-1", "127.0.5.2", &[("app", "api")], true)),
+        // Selected by the selector but in no slice: not an endpoint.
+        Event::WorkloadApplied(workload("prod", "api-stray", "127.0.5.9", &[("app", "api")], true)),
+        Event::SliceApplied(slice(
+            "prod",
+            "api-abcde",
+            "api",
+            // A named target port resolved per Pod: 8081 here, not 8080.
+            &[(Some("http"), 8081), (Some("metrics"), 9090)],
+            &[
+                ("127.0.5.1", "ready", Some("api-0")),
+                ("127.0.5.2", "terminating", Some("api-1")),
+                ("127.0.5.3", "unready", None),
+                ("127.0.5.4", "ready", None),
+            ],
+        )),
+    ]);
+    s
+}
+
+fn addresses(set: &weft_api::discovery::EndpointSet) -> Vec<(String, String)> {
+    set.endpoints.iter().map(|e| (e.address.clone(), e.identity.clone())).collect()
+}
+
+#[test]
+fn endpoint_slices_give_a_services_endpoints_ports_and_identities() {
+    let mut s = sliced();
+    let id = "spiffe://cluster.local/ns/prod/sa/web";
+    // (target, endpoints as (address, identity))
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        ("10.96.1.10:80", &[("127.0.5.1:8081", id), ("127.0.5.4:8081", "")]),
+        ("api.prod:80", &[("127.0.5.1:8081", id), ("127.0.5.4:8081", "")]),
+        ("api.prod:9090", &[("127.0.5.1:9090", id), ("127.0.5.4:9090", "")]),
+    ];
+    for (t, want) in cases {
+        let set = s.resolve(&target(t), "");
+        let want: Vec<(String, String)> = want.iter().map(|(a, i)| ((*a).into(), (*i).into())).collect();
+        assert_eq!(addresses(&set), want, "{t}: ready slice endpoints only; the Pod gives the identity");
+        assert!(set.endpoints.iter().all(|e| e.ready));
+    }
+    let set = s.resolve(&target("api.prod:9090"), "");
+    assert_eq!(set.endpoints[0].protocol_hint, ProtocolHint::Opaque as i32);
+    assert!(set.endpoints[0].meshed && !set.endpoints[1].meshed, "an address without a Pod is unmeshed");
+
+    // Nothing ready: the terminating-but-serving endpoint drains the rest.
+    let mut only_draining =
+        slice("prod", "api-abcde", "api", &[(Some("http"), 8081)], &[("127.0.5.2", "terminating", Some("api-1"))]);
+    s.apply([Event::SliceApplied(only_draining.clone())]);
+    assert_eq!(addresses(&s.resolve(&target("api.prod:80"), "")), [("127.0.5.2:8081".into(), id.into())]);
+    // A second slice: endpoints of both, an address listed twice sent once.
+    only_draining.endpoints[0].ready = true;
+    only_draining.endpoints[0].terminating = false;
+    let mut second = only_draining.clone();
+    second.name = NsName::new("prod", "api-fghij");
+    s.apply([Event::SliceApplied(only_draining), Event::SliceApplied(second)]);
+    assert_eq!(addresses(&s.resolve(&target("api.prod:80"), "")), [("127.0.5.2:8081".into(), id.into())]);
+    // The slice's port names the Service port: no `metrics` port, no endpoint.
+    assert!(s.resolve(&target("api.prod:9090"), "").endpoints.is_empty());
+    // Deleting the slices empties the Service, and the address index forgets them.
+    s.apply([
+        Event::SliceDeleted(NsName::new("prod", "api-abcde")),
+        Event::SliceDeleted(NsName::new("prod", "api-fghij")),
+    ]);
+    assert!(s.resolve(&target("api.prod:80"), "").endpoints.is_empty());
+    assert_eq!(s.slices_at("127.0.5.2".parse().expect("ip")).count(), 0);
+}
+
+#[test]
+fn a_pod_in_a_slice_is_served_on_the_slices_target_port() {
+    let s = sliced();
+    let serving = |pod: &str, port: u16| {
+        let mut v: Vec<String> = s
+            .serving(&WorkloadName::new("prod", pod), port)
+            .iter()
+            .map(|(svc, sp)| format!("{}:{}", svc.name, sp.port))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(serving("api-0", 8081), ["api.prod:80"]);
+    assert_eq!(serving("api-0", 9090), ["api.prod:9090"]);
+    assert!(serving("api-0", 8080).is_empty(), "the Service's own targetPort is not what the slice says");
+    assert!(serving("api-stray", 8081).is_empty(), "selected, but in no slice");
+    let ep = s.resolve(&target("127.0.5.1:9090"), "").endpoint.expect("the Pod at that address");
+    assert_eq!(ep.protocol_hint, ProtocolHint::Opaque as i32, "opaque through the slice's Service port");
 }
 
 #[test]

@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::index::model::{Protocol, Service, ServiceName, ServicePort};
+use crate::index::model::{EndpointSource, Protocol, Service, ServiceName, ServicePort};
 use crate::policy::ParseError;
 use crate::policy::de::{Label, PortNumber, Scalar, Validate, check_dns_label, checked_vec, scalar_de};
 
@@ -120,6 +120,7 @@ impl ServiceSpec {
                 })
                 .collect(),
             selector: self.selector,
+            endpoints: EndpointSource::Selector,
         }
     }
 }
