@@ -17,6 +17,7 @@
 //! policy resources into `Event`s), with nothing else changed.
 
 pub mod files;
+pub mod kubernetes;
 pub mod registry;
 pub mod services;
 
