@@ -279,7 +279,7 @@ impl LoadedMesh {
     /// relative paths resolved against `dir`.
     pub fn parse(text: &str, path: &Path, dir: PathBuf) -> Result<LoadedMesh, MeshFileError> {
         let invalid = |problems| MeshFileError::Invalid { path: path.into(), problems };
-        let mut file: MeshFile = serde_yaml::from_str(text).map_err(|e| invalid(vec![yaml_problem(&e)]))?;
+        let mut file: MeshFile = serde_yaml_ng::from_str(text).map_err(|e| invalid(vec![yaml_problem(&e)]))?;
         for policy in &mut file.spec.policies {
             *policy = dir.join(&*policy);
         }
@@ -288,9 +288,9 @@ impl LoadedMesh {
     }
 }
 
-/// serde_yaml's message starts with the field path (`spec.workloads[0]: …`)
+/// serde_yaml_ng's message starts with the field path (`spec.workloads[0]: …`)
 /// and ends with the position (` at line 9 column 7`); split them out.
-fn yaml_problem(e: &serde_yaml::Error) -> Problem {
+fn yaml_problem(e: &serde_yaml_ng::Error) -> Problem {
     let mut message = e.to_string();
     let location = e.location().map(|l| (l.line(), l.column()));
     if let Some((line, column)) = location {

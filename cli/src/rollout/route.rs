@@ -29,7 +29,7 @@ pub enum RouteError {
     #[error("the generated HTTPRoute is refused by the control plane's parser ({source}); nothing was written")]
     Refused { source: ParseError },
     #[error("rendering the HTTPRoute as YAML: {0}")]
-    Render(#[from] serde_yaml::Error),
+    Render(#[from] serde_yaml_ng::Error),
     #[error("writing {}: {source}", .path.display())]
     Write { path: PathBuf, source: std::io::Error },
 }
@@ -142,7 +142,7 @@ pub fn render(target: &Target, split: &Split) -> Result<String, RouteError> {
             rules,
         },
     };
-    let yaml = serde_yaml::to_string(&doc)?;
+    let yaml = serde_yaml_ng::to_string(&doc)?;
     let text =
         format!("# Written by `weft rollout` ({}); it is rewritten at every step.\n{yaml}", split.describe(target));
     parse_one(&text).map_err(|source| RouteError::Refused { source })?;

@@ -399,7 +399,7 @@ struct TokensFile {
 
 /// Parses a tokens file for `trust_domain`. An empty file means no tokens.
 pub fn parse_tokens(text: &str, trust_domain: &str) -> Result<Vec<BootstrapToken>, ParseError> {
-    let file: Option<TokensFile> = Option::deserialize(serde_yaml::Deserializer::from_str(text))
+    let file: Option<TokensFile> = Option::deserialize(serde_yaml_ng::Deserializer::from_str(text))
         .map_err(|e| ParseError::from_yaml(&e, 0, None))?;
     let specs = file.map(|f| f.tokens).unwrap_or_default();
     let mut seen: HashMap<Digest, usize> = HashMap::new();
@@ -469,7 +469,7 @@ pub fn render_tokens_file(entries: &[TokenEntry]) -> String {
         tokens: &'a [TokenEntry],
     }
     let mut out = String::from("# Bootstrap tokens (hashes only): weft-control --tokens\n");
-    out.push_str(&serde_yaml::to_string(&File { tokens: entries }).unwrap_or_default());
+    out.push_str(&serde_yaml_ng::to_string(&File { tokens: entries }).unwrap_or_default());
     out
 }
 

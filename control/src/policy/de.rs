@@ -1,6 +1,6 @@
 //! Validation that runs *inside* deserialization.
 //!
-//! serde_yaml attaches the field path (`spec.rules[0].backendRefs[1].weight`)
+//! serde_yaml_ng attaches the field path (`spec.rules[0].backendRefs[1].weight`)
 //! and the line/column of the value it is deserializing to any error raised
 //! while its visitor runs. An error raised after `Deserialize::deserialize`
 //! returns (serde's `try_from`, or a separate validation pass) would instead
@@ -134,7 +134,7 @@ pub fn deserialize_number<'de, D: Deserializer<'de>, T: Scalar>(d: D) -> Result<
             T::from_f64(v).map_err(E::custom)
         }
     }
-    // `deserialize_any`: serde_yaml hands `-1` to `visit_i64` only this way.
+    // `deserialize_any`: serde_yaml_ng hands `-1` to `visit_i64` only this way.
     d.deserialize_any(V(PhantomData))
 }
 

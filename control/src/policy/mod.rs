@@ -10,7 +10,7 @@
 //! | `policy.weft.dev/v1alpha1` `AccessPolicy` | [`access`] | which clients may reach a Service, port or route |
 //!
 //! Parsing is strict (`deny_unknown_fields`; a typo is an error, not a
-//! silently ignored field) and every check runs while serde_yaml still knows
+//! silently ignored field) and every check runs while serde_yaml_ng still knows
 //! the position ([`de`]), so an error reads
 //! `line 12 column 17: spec.rules[0].backendRefs[1].weight: must be 0..=1000000, got 2000000`.
 //! This module only parses: turning resources into proxy policy is the
@@ -142,7 +142,7 @@ impl Resource {
 }
 
 /// Why a policy document was refused. `line`/`column` are 1-based and
-/// point at the offending value when serde_yaml knew it.
+/// point at the offending value when serde_yaml_ng knew it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct ParseError {
     pub line: Option<usize>,
@@ -171,8 +171,8 @@ impl fmt::Display for ParseError {
 }
 
 impl ParseError {
-    /// Splits serde_yaml's "… at line L column C" into position and message.
-    pub fn from_yaml(e: &serde_yaml::Error, document: usize, object: Option<String>) -> Self {
+    /// Splits serde_yaml_ng's "… at line L column C" into position and message.
+    pub fn from_yaml(e: &serde_yaml_ng::Error, document: usize, object: Option<String>) -> Self {
         let mut message = e.to_string();
         let (line, column) = match e.location() {
             Some(loc) => {
@@ -215,10 +215,10 @@ pub const MAX_DOCUMENTS: usize = 1000;
 /// The whole file is refused on the first invalid document: a file is
 /// applied all or nothing.
 pub fn parse(text: &str) -> Result<Vec<Resource>, ParseError> {
-    // Pass 1: apiVersion/kind/name of every document. serde_yaml positions
+    // Pass 1: apiVersion/kind/name of every document. serde_yaml_ng positions
     // are absolute in the stream, so both passes report file lines.
     let mut metas: Vec<Option<(Kind, Option<String>)>> = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         if i >= MAX_DOCUMENTS {
             return Err(ParseError {
                 line: None,
@@ -242,9 +242,9 @@ pub fn parse(text: &str) -> Result<Vec<Resource>, ParseError> {
     // Pass 2: the typed, validated resources.
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let Some(Some((kind, object))) = metas.get(i) else { continue };
-        let err = |e: serde_yaml::Error| ParseError::from_yaml(&e, i, object.clone());
+        let err = |e: serde_yaml_ng::Error| ParseError::from_yaml(&e, i, object.clone());
         let resource = match kind {
             Kind::HttpRoute => Resource::HttpRoute(Arc::new(HttpRoute::deserialize(doc).map_err(err)?)),
             Kind::TrafficPolicy => Resource::TrafficPolicy(Arc::new(TrafficPolicy::deserialize(doc).map_err(err)?)),

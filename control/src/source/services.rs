@@ -202,7 +202,7 @@ struct ServicesFile {
 
 /// Parses a services file. An empty file means no services.
 pub fn parse(text: &str) -> Result<Vec<Service>, ParseError> {
-    let file: Option<ServicesFile> = Option::deserialize(serde_yaml::Deserializer::from_str(text))
+    let file: Option<ServicesFile> = Option::deserialize(serde_yaml_ng::Deserializer::from_str(text))
         .map_err(|e| ParseError::from_yaml(&e, 0, None))?;
     Ok(file.map(|f| f.services.into_iter().map(ServiceSpec::into_service).collect()).unwrap_or_default())
 }
