@@ -20,11 +20,13 @@ use crate::ca::files::CaFiles;
 use crate::ca::serving::{ServingCert, ServingError};
 use crate::ca::{Ca, CaError};
 use crate::config::Config;
+use crate::config::SourceKind;
 use crate::grpc::watch::Streams;
 use crate::index::{Index, MeshConfig};
 use crate::metrics::Metrics;
 use crate::shutdown::{self, Trigger};
 use crate::source::files::LocalFiles;
+use crate::source::kubernetes::{KubeError, Kubernetes};
 use crate::source::registry::Registry;
 use crate::source::{Diagnostics, Sink, Source, SourceError};
 
@@ -43,6 +45,8 @@ pub enum StartError {
     Ca(#[from] CaError),
     #[error("cannot serve gRPC over TLS: {0}")]
     Tls(#[from] ServingError),
+    #[error("--source kubernetes: {0}")]
+    Kube(#[from] KubeError),
 }
 
 /// A running control plane.
@@ -140,6 +144,20 @@ pub async fn start(config: Config) -> Result<Control, StartError> {
     }
     LocalFiles::publish(first, &sink);
 
+    let kubernetes = match config.source {
+        SourceKind::Files => None,
+        SourceKind::Kubernetes => {
+            let client = crate::source::kubernetes::client(config.kubeconfig.as_deref()).await?;
+            Some(Kubernetes::new(client))
+        }
+    };
+    // Serve nothing before the cluster has been listed once: an empty
+    // index would tell the first proxies that no Service exists.
+    let synced: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match &kubernetes {
+        Some(k) => Box::pin(k.synced()),
+        None => Box::pin(std::future::ready(())),
+    };
+
     let ca = match config.ca() {
         Some(settings) => {
             let metrics = metrics.clone();
@@ -198,6 +216,9 @@ pub async fn start(config: Config) -> Result<Control, StartError> {
     tasks.push(tokio::spawn(files.run(sink.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(registry.clone().reap(shutdown.clone())));
     tasks.push(tokio::spawn(crate::admin::serve(admin_listener, admin.clone(), shutdown.clone())));
+    if let Some(k) = kubernetes {
+        tasks.push(tokio::spawn(k.run(sink.clone(), shutdown.clone())));
+    }
     if let Some(ca) = &ca {
         tasks.push(tokio::spawn(CaFiles::new(ca.clone(), config.reload_interval).run(sink.clone(), shutdown.clone())));
     }
@@ -205,21 +226,21 @@ pub async fn start(config: Config) -> Result<Control, StartError> {
         tasks.push(tokio::spawn(serving.clone().run(shutdown.clone())));
     }
     {
-        let (registry, shutdown, ca) = (registry.clone(), shutdown.clone(), ca.clone());
+        let (registry, mut shutdown, ca, admin, index) =
+            (registry.clone(), shutdown.clone(), ca.clone(), admin.clone(), index.clone());
+        let tls_on = serving.is_some();
         tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                () = synced => {}
+                () = shutdown.signaled() => return,
+            }
+            admin.ready.store(true, Ordering::Release);
+            tracing::info!(%grpc_addr, %admin_addr, version = index.state().version, tls = tls_on, "control plane ready");
             if let Err(e) = crate::grpc::serve(grpc, streams, registry, ca, tls, shutdown).await {
                 tracing::error!(error = %e, "the gRPC server failed");
             }
         }));
     }
-    admin.ready.store(true, Ordering::Release);
-    tracing::info!(
-        %grpc_addr,
-        %admin_addr,
-        version = index.state().version,
-        tls = serving.is_some(),
-        "control plane ready"
-    );
     Ok(Control { grpc_addr, admin_addr, index, registry, metrics, diagnostics, ca, serving, trigger, tasks })
 }
 

@@ -27,6 +27,20 @@ pub const ENV_TRUST_ANCHORS: &str = "WEFT_CONTROL_TRUST_ANCHORS";
 pub const ENV_STATE_DIR: &str = "WEFT_CONTROL_STATE_DIR";
 pub const ENV_CERT_LIFETIME: &str = "WEFT_CONTROL_CERT_LIFETIME";
 pub const ENV_TOKENS: &str = "WEFT_CONTROL_TOKENS";
+pub const ENV_SOURCE: &str = "WEFT_CONTROL_SOURCE";
+pub const ENV_KUBECONFIG: &str = "WEFT_CONTROL_KUBECONFIG";
+pub const ENV_TOKEN_AUDIENCE: &str = "WEFT_CONTROL_TOKEN_AUDIENCE";
+
+/// Where Services, workloads and policy come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SourceKind {
+    /// The services file, policy files and the workload registry (`weft up`).
+    #[default]
+    Files,
+    /// The Kubernetes API server: Services, EndpointSlices, Pods, HTTPRoutes,
+    /// TrafficPolicies, AccessPolicies (policy files, if given, too).
+    Kubernetes,
+}
 
 /// Bounds of `--cert-lifetime`: long enough to renew in, short enough
 /// that a stolen key is not worth much for long.
@@ -109,6 +123,22 @@ pub struct ControlArgs {
     /// reloaded on change.
     #[arg(long, env = ENV_TOKENS, value_name = "FILE")]
     pub tokens: Option<PathBuf>,
+
+    /// Where Services, workloads and policy come from: `files` (services
+    /// and policy files, workloads registered by proxies) or `kubernetes`
+    /// (the API server; see docs/kubernetes.md).
+    #[arg(long, env = ENV_SOURCE, value_enum, default_value = "files")]
+    pub source: SourceKind,
+
+    /// Kubeconfig for `--source kubernetes`. Default: the Pod's service
+    /// account inside a cluster, else $KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = ENV_KUBECONFIG, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// With `--source kubernetes`: the audience a service-account token
+    /// must be issued for to prove an identity to the CA.
+    #[arg(long, env = ENV_TOKEN_AUDIENCE, default_value = "weft")]
+    pub token_audience: String,
 }
 
 /// Validated settings. Tests build this directly.
@@ -130,6 +160,9 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     pub cert_lifetime: Duration,
     pub tokens: Option<PathBuf>,
+    pub source: SourceKind,
+    pub kubeconfig: Option<PathBuf>,
+    pub token_audience: String,
 }
 
 impl Default for Config {
@@ -151,6 +184,9 @@ impl Default for Config {
             state_dir: None,
             cert_lifetime: Duration::from_secs(24 * 3600),
             tokens: None,
+            source: SourceKind::Files,
+            kubeconfig: None,
+            token_audience: "weft".into(),
         }
     }
 }
@@ -197,6 +233,9 @@ impl ControlArgs {
             state_dir: self.state_dir,
             cert_lifetime: self.cert_lifetime,
             tokens: self.tokens,
+            source: self.source,
+            kubeconfig: self.kubeconfig,
+            token_audience: self.token_audience,
         };
         config.validate().map(|()| config)
     }
@@ -248,6 +287,18 @@ impl Config {
                     ));
                 }
             }
+        }
+        match self.source {
+            SourceKind::Files if self.kubeconfig.is_some() => {
+                errors.push("--kubeconfig needs --source kubernetes".into());
+            }
+            SourceKind::Kubernetes if self.services.is_some() => errors.push(
+                "--services is for --source files; with --source kubernetes, Services come from the API server".into(),
+            ),
+            _ => {}
+        }
+        if self.token_audience.trim().is_empty() {
+            errors.push("--token-audience must not be empty".into());
         }
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
     }
@@ -339,6 +390,12 @@ mod tests {
         assert_eq!(e.0.len(), 2, "{text}");
         assert!(text.contains("--issuer-cert needs --issuer-key"), "{text}");
         assert!(text.contains("--cert-lifetime 1s must be between 5s and 30days"), "{text}");
+        let e = parse(&["--source", "kubernetes", "--services", "s.yaml"]).expect_err("invalid");
+        assert!(e.0[0].contains("--services is for --source files"), "{e}");
+        let e = parse(&["--kubeconfig", "k"]).expect_err("invalid");
+        assert_eq!(e.0, ["--kubeconfig needs --source kubernetes"]);
+        let c = parse(&["--source", "kubernetes", "--kubeconfig", "k", "--policy", "p"]).expect("valid");
+        assert_eq!((c.source, c.kubeconfig.as_deref()), (SourceKind::Kubernetes, Some(std::path::Path::new("k"))));
         let e = parse(&["--tokens", "t.yaml", "--trust-anchors", "a.pem"]).expect_err("invalid");
         assert_eq!(e.0.len(), 2, "{e}");
         assert!(e.0.iter().all(|m| m.contains("needs the CA on: give --state-dir DIR")), "{e}");

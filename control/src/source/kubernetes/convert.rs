@@ -183,8 +183,11 @@ mod tests {
             let s = service(&from_json(obj.clone())).expect("converted");
             assert_eq!(s.name, NsName::new("a", obj["metadata"]["name"].as_str().expect("name")));
             assert_eq!(s.virtual_ip, vip.map(|v| v.parse().expect("ip")), "{obj}");
-            let got: Vec<_> =
-                s.ports.iter().map(|p| (p.name.as_deref(), p.port, p.target_port, p.protocol == Protocol::Opaque)).collect();
+            let got: Vec<_> = s
+                .ports
+                .iter()
+                .map(|p| (p.name.as_deref(), p.port, p.target_port, p.protocol == Protocol::Opaque))
+                .collect();
             assert_eq!(got, ports, "{obj}");
             assert_eq!(s.endpoints, EndpointSource::Slices);
         }

@@ -146,7 +146,13 @@ impl Source for Kubernetes {
         let mut senders = senders.into_iter();
         let mut next = || senders.next().expect("one sync signal per kind");
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(watch::run(Api::<KubeService>::all(client.clone()), Services, sink.clone(), next(), shutdown.clone()));
+        tasks.spawn(watch::run(
+            Api::<KubeService>::all(client.clone()),
+            Services,
+            sink.clone(),
+            next(),
+            shutdown.clone(),
+        ));
         tasks.spawn(watch::run(Api::<KubeSlice>::all(client.clone()), Slices, sink.clone(), next(), shutdown.clone()));
         tasks.spawn(watch::run(Api::<Pod>::all(client.clone()), Pods(pods), sink.clone(), next(), shutdown.clone()));
         let (jobs, rx) = mpsc::unbounded_channel();

@@ -118,7 +118,11 @@ fn ref_name(route_ns: &str, r: &Value) -> Option<ServiceName> {
 
 /// A route's conditions per Service parentRef (the parentRef as written,
 /// and its conditions). `valid` is our validation's verdict.
-pub fn route_conditions(obj: &DynamicObject, valid: &Result<(), String>, state: &State) -> Vec<(Value, Vec<Condition>)> {
+pub fn route_conditions(
+    obj: &DynamicObject,
+    valid: &Result<(), String>,
+    state: &State,
+) -> Vec<(Value, Vec<Condition>)> {
     let ns = obj.metadata.namespace.as_deref().unwrap_or_default();
     let spec = obj.data.get("spec").cloned().unwrap_or(Value::Null);
     let empty = Vec::new();
@@ -198,7 +202,9 @@ pub fn with_times(conditions: &[Condition], generation: Option<i64>, old: Option
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .find(|o| str_of(o, "type") == Some(c.type_) && str_of(o, "status") == v.get("status").and_then(Value::as_str))
+                .find(|o| {
+                    str_of(o, "type") == Some(c.type_) && str_of(o, "status") == v.get("status").and_then(Value::as_str)
+                })
                 .and_then(|o| o.get("lastTransitionTime").cloned());
             v["lastTransitionTime"] = prev.unwrap_or_else(|| json!(now));
             v
