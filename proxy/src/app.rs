@@ -66,10 +66,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let resolver = Resolver::new(control.clone(), discovery_timeout);
     // Inbound authorization needs to know which workload this is.
     let inbound_policies = match (&control, config.control.as_ref()) {
-        (Some(control), Some(c)) => c.workload.as_ref().map(|w| {
+        (Some(control), Some(c)) => c.workload_name.as_ref().map(|name| {
             Arc::new(InboundPolicies::new(
                 control.clone(),
-                format!("{}.{}", w.name, c.namespace),
+                format!("{name}.{}", c.namespace),
                 discovery_timeout,
                 c.default_inbound_policy,
             ))

@@ -36,6 +36,7 @@ pub const ENV_DEFAULT_INBOUND_POLICY: &str = "WEFT_PROXY_DEFAULT_INBOUND_POLICY"
 pub const ENV_PROXY_ID: &str = "WEFT_PROXY_ID";
 pub const ENV_NAMESPACE: &str = "WEFT_PROXY_NAMESPACE";
 pub const ENV_WORKLOAD_NAME: &str = "WEFT_PROXY_WORKLOAD_NAME";
+pub const ENV_POD_NAME: &str = "WEFT_PROXY_POD_NAME";
 pub const ENV_SERVICE_ACCOUNT: &str = "WEFT_PROXY_SERVICE_ACCOUNT";
 pub const ENV_WORKLOAD_LABELS: &str = "WEFT_PROXY_WORKLOAD_LABELS";
 pub const ENV_WORKLOAD_ADDRESS: &str = "WEFT_PROXY_WORKLOAD_ADDRESS";
@@ -167,6 +168,11 @@ pub struct RunArgs {
     /// register (Kubernetes discovers pods itself).
     #[arg(long, env = ENV_WORKLOAD_NAME, default_value = "")]
     pub workload_name: String,
+    /// Kubernetes: the Pod this proxy serves (in --namespace). The control
+    /// plane reads the Pod from the API server, so nothing is registered;
+    /// inbound policy is asked for as this Pod's. Excludes --workload-name.
+    #[arg(long, env = ENV_POD_NAME, default_value = "")]
+    pub pod_name: String,
     /// The workload's service account (its mesh identity).
     #[arg(long, env = ENV_SERVICE_ACCOUNT, default_value = "default")]
     pub service_account: String,
@@ -242,6 +248,9 @@ pub struct ControlConfig {
     pub proxy_id: String,
     pub namespace: String,
     pub workload: Option<crate::control::registry::WorkloadConfig>,
+    /// The name inbound policy is asked for (`name.namespace` is sent): the
+    /// registered workload's, or the Pod's on Kubernetes.
+    pub workload_name: Option<String>,
 }
 
 /// Settings that differ between the inbound and outbound sides.
@@ -450,9 +459,18 @@ impl RunArgs {
         let grace = p.field("deregister-grace", ENV_DEREGISTER_GRACE, &self.deregister_grace, duration);
         let url = self.control_plane.trim();
         let has_workload = !self.workload_name.trim().is_empty();
+        let pod_name = self.pod_name.trim();
+        if has_workload && !pod_name.is_empty() {
+            p.errors.push(
+                "--workload-name and --pod-name exclude each other: register a workload (universal mode) or serve a Kubernetes Pod".into(),
+            );
+        }
         if url.is_empty() {
             if has_workload {
                 p.errors.push("--workload-name needs --control-plane to register with".into());
+            }
+            if !pod_name.is_empty() {
+                p.errors.push("--pod-name needs --control-plane (it answers for the Pod)".into());
             }
             if !self.identity_token_file.trim().is_empty() {
                 p.errors.push("--identity-token-file needs --control-plane (its CA issues the certificate)".into());
@@ -534,8 +552,15 @@ impl RunArgs {
                 id.zip(token)
             }
         };
+        let workload_name = match (has_workload, pod_name) {
+            (true, _) => Some(self.workload_name.trim().to_string()),
+            (false, "") => None,
+            (false, pod) => Some(pod.to_string()),
+        };
         let proxy_id = match self.proxy_id.trim() {
-            "" if has_workload => format!("{}.{}", self.workload_name.trim(), self.namespace.trim()),
+            "" if workload_name.is_some() => {
+                format!("{}.{}", workload_name.as_deref().unwrap_or_default(), self.namespace.trim())
+            }
             "" => format!("weft-proxy-{}", std::process::id()),
             id => id.to_string(),
         };
@@ -551,6 +576,7 @@ impl RunArgs {
             proxy_id,
             namespace: self.namespace.trim().to_string(),
             workload,
+            workload_name,
         })
     }
 }
@@ -647,6 +673,7 @@ mod tests {
         .expect("valid");
         let control = c.control.expect("control");
         assert_eq!(control.proxy_id, "web-0.shop");
+        assert_eq!(control.workload_name.as_deref(), Some("web-0"));
         let w = control.workload.expect("workload");
         assert_eq!(w.labels.get("version").map(String::as_str), Some("v1"));
         assert_eq!(w.ports, vec![8080, 9090]);
@@ -665,6 +692,39 @@ mod tests {
         ])
         .expect_err("bad");
         assert_eq!(err.0.len(), 4, "{err}");
+    }
+
+    #[test]
+    fn a_kubernetes_pod_is_named_without_registering() {
+        let c = parse(&["--control-plane", "http://127.0.0.1:8090", "--pod-name", "web-7f9c", "--namespace", "shop"])
+            .expect("valid");
+        let control = c.control.expect("control");
+        assert_eq!(control.workload_name.as_deref(), Some("web-7f9c"));
+        assert!(control.workload.is_none(), "nothing to register");
+        assert_eq!(control.proxy_id, "web-7f9c.shop");
+        // (args, the one error)
+        let cases: &[(&[&str], &str)] = &[
+            (&["--pod-name", "web-0"], "--pod-name needs --control-plane (it answers for the Pod)"),
+            (
+                &[
+                    "--control-plane",
+                    "http://127.0.0.1:8090",
+                    "--pod-name",
+                    "web-0",
+                    "--workload-name",
+                    "web-0",
+                    "--workload-address",
+                    "127.0.0.2",
+                    "--workload-ports",
+                    "80",
+                ],
+                "--workload-name and --pod-name exclude each other: register a workload (universal mode) or serve a Kubernetes Pod",
+            ),
+        ];
+        for (args, want) in cases {
+            let e = parse(args).expect_err("invalid");
+            assert_eq!(e.0, [*want], "{args:?}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! | `banner-client` | waits for the server's banner, then checks an echo         |
 //! | `slow-client`   | sends a prefix, then trickles bytes; reports when closed   |
 //! | `raw`           | sends raw bytes, prints (escaped) what comes back          |
+//! | `forward`       | listens inside a network namespace, connects from this one |
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -116,11 +117,26 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
     },
+    /// Listens on `--listen` inside the network namespace `--netns` (a name
+    /// under /var/run/netns) and forwards each connection to `--to` in the
+    /// namespace it was started in. Lets a pod reach a server on the host's
+    /// loopback (the tests' Kubernetes API server) at the pod's own
+    /// 127.0.0.1, without routing anything between them. Prints
+    /// `listening` once bound.
+    Forward {
+        #[arg(long)]
+        netns: String,
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        to: SocketAddr,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Forward { netns, listen, to } => forward(&netns, listen, to).await,
         Command::HttpServer { listen, delay_ms, name, fail_every } => {
             let name = name.unwrap_or_else(|| listen.first().map(ToString::to_string).unwrap_or_default());
             http::serve(listen, Duration::from_millis(delay_ms), http::Server::new(name, fail_every)).await
@@ -548,5 +564,36 @@ mod http {
             Some((Ok::<_, BoxError>(Frame::data(chunk)), end))
         });
         StreamBody::new(chunks).boxed()
+    }
+}
+
+/// Binds in `netns` from a thread that enters it and comes back (a socket
+/// stays in the namespace it was created in), then splices each
+/// connection to `to`, dialled from the original namespace.
+async fn forward(netns: &str, listen: SocketAddr, to: SocketAddr) -> anyhow::Result<()> {
+    use nix::sched::{CloneFlags, setns};
+    let path = format!("/var/run/netns/{netns}");
+    let target = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    let listener = std::thread::scope(|s| {
+        s.spawn(|| -> anyhow::Result<std::net::TcpListener> {
+            let home = std::fs::File::open("/proc/thread-self/ns/net").context("opening this thread's netns")?;
+            setns(&target, CloneFlags::CLONE_NEWNET).with_context(|| format!("entering {netns}"))?;
+            let bound = std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen} in {netns}"));
+            setns(&home, CloneFlags::CLONE_NEWNET).context("returning to the original netns")?;
+            bound
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the binding thread panicked"))?
+    })?;
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener)?;
+    println!("listening");
+    loop {
+        let (mut inbound, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = TcpStream::connect(to).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
     }
 }
