@@ -48,6 +48,9 @@ pub struct ControlPlane {
     /// With the mesh CA on: its state directory (holding `ca.crt`) and the
     /// bootstrap tokens file.
     pub ca: Option<MeshCa>,
+    /// `--source kubernetes`: the forwarder that brings the API server to
+    /// the pod's 127.0.0.1:6443.
+    pub forward: Option<Proc>,
 }
 
 /// The control plane's CA, as a test sees it.
@@ -197,29 +200,70 @@ impl Pod {
             ]);
         }
         args.extend(extra.iter().map(|a| (*a).to_owned()));
-        let mut proc = self.spawn("weft-control", control_bin(), &args);
-        let scheme = if ca.is_some() { "https" } else { "http" };
+        let (proc, url) = self.spawn_control(&args, ca.is_some());
+        ControlPlane { proc, pod: self.clone(), url, services, policy_dir, ca, forward: None }
+    }
+
+    /// Starts `weft-control ARGS` and waits until its `/ready` answers 200;
+    /// returns it and its gRPC URL.
+    fn spawn_control(&self, args: &[String], tls: bool) -> (Proc, String) {
+        let mut proc = self.spawn("weft-control", control_bin(), args);
+        let scheme = if tls { "https" } else { "http" };
         let url = format!("{scheme}://{}:{GRPC_PORT}", self.ip());
-        eventually(Duration::from_secs(15), "the control plane is ready", || {
+        eventually(Duration::from_secs(30), "the control plane is ready", || {
             if let Some(status) = proc.try_status() {
                 panic!("the control plane exited ({status}):\n{}", proc.stderr());
             }
             let run = self.exec(
                 "curl",
-                &[
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "--max-time",
-                    "1",
-                    &format!("http://{CONTROL_ADMIN}/ready"),
-                ],
+                &["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1", &format!("http://{CONTROL_ADMIN}/ready")],
             );
             if run.stdout == "200" { Ok(()) } else { Err(format!("GET /ready: {run}")) }
         });
-        ControlPlane { proc, pod: self.clone(), url, services, policy_dir, ca }
+        (proc, url)
+    }
+
+    /// `weft-control --source kubernetes` in this pod, with the mesh CA on,
+    /// reading `cluster` as the control plane's own service account (the
+    /// shipped ClusterRole, nothing more). The API server is brought to this
+    /// pod's 127.0.0.1:6443 by a forwarder; nothing is routed between the
+    /// pod and the host.
+    pub fn run_kube_control(&self, cluster: &crate::kube::KubeCluster, extra: &[&str]) -> ControlPlane {
+        cluster.install_weft();
+        let mut forward = self.spawn_host(
+            &format!("forward-{}", self.name()),
+            crate::env::testkit_bin(),
+            &[
+                "forward".to_owned(),
+                "--netns".to_owned(),
+                self.ns().to_owned(),
+                "--listen".to_owned(),
+                "127.0.0.1:6443".to_owned(),
+                "--to".to_owned(),
+                cluster.server_addr().to_string(),
+            ],
+        );
+        forward.wait_stdout("listening", Duration::from_secs(10));
+        let kubeconfig =
+            cluster.control_plane_kubeconfig("https://127.0.0.1:6443", &self.dir().join(format!("kubeconfig-{}", self.name())));
+        let (services, policy_dir) = self.control_files("services: []\n");
+        let ca = self.mesh_ca(None);
+        let grpc = format!("{}:{GRPC_PORT}", self.ip());
+        let mut args: Vec<String> = vec![
+            "--grpc-addr".into(),
+            grpc,
+            "--admin-addr".into(),
+            CONTROL_ADMIN.into(),
+            "--source".into(),
+            "kubernetes".into(),
+            "--kubeconfig".into(),
+            kubeconfig.display().to_string(),
+            "--state-dir".into(),
+            ca.state_dir.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let (proc, url) = self.spawn_control(&args, true);
+        ControlPlane { proc, pod: self.clone(), url, services, policy_dir, ca: Some(ca), forward: Some(forward) }
     }
 
     /// Runs a proxy that registers this pod's app (`name`, `labels`, on

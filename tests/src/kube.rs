@@ -119,6 +119,11 @@ pub fn gateway_api_crds() -> PathBuf {
     dir
 }
 
+/// The repository's `manifests/` directory.
+pub fn manifests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("manifests")
+}
+
 /// `/var/cache/weft`, or `$WEFT_KUBE_CACHE` (as in `tests/kube/build.sh`).
 fn kube_cache() -> PathBuf {
     std::env::var_os("WEFT_KUBE_CACHE").map_or_else(|| PathBuf::from("/var/cache/weft"), PathBuf::from)
@@ -457,6 +462,63 @@ impl KubeCluster {
         args.extend_from_slice(&["-n", namespace, "-o", "json"]);
         let run = self.kubectl(&args);
         serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("kubectl printed invalid JSON ({e}):\n{run}"))
+    }
+
+    /// The API server's address (`127.0.0.1:PORT`).
+    pub fn server_addr(&self) -> std::net::SocketAddr {
+        let hostport = self.server.trim_start_matches("https://");
+        hostport.parse().unwrap_or_else(|e| panic!("API server address {hostport:?}: {e}"))
+    }
+
+    /// Installs what Weft's control plane reads (once per cluster): the
+    /// Gateway API CRDs, Weft's own CRDs (`manifests/crds/`) and its RBAC
+    /// (`manifests/control-plane-rbac.yaml`), and waits until the CRDs are
+    /// served.
+    #[track_caller]
+    pub fn install_weft(&self) {
+        static DONE: OnceLock<()> = OnceLock::new();
+        DONE.get_or_init(|| {
+            self.kubectl(&["apply", "--server-side", "-f", &gateway_api_crds().display().to_string()]);
+            let manifests = manifests_dir();
+            self.kubectl(&["apply", "-f", &manifests.join("crds").display().to_string()]);
+            self.kubectl(&["apply", "-f", &manifests.join("control-plane-rbac.yaml").display().to_string()]);
+            self.kubectl(&[
+                "wait",
+                "--for=condition=established",
+                "--timeout=60s",
+                "crd/httproutes.gateway.networking.k8s.io",
+                "crd/trafficpolicies.policy.weft.dev",
+                "crd/accesspolicies.policy.weft.dev",
+            ]);
+        });
+    }
+
+    /// A service-account token (`kubectl create token`), bound to `pod`
+    /// when given.
+    #[track_caller]
+    pub fn token(&self, namespace: &str, sa: &str, audience: &str, pod: Option<&str>) -> String {
+        let mut args = vec!["create", "token", sa, "-n", namespace, "--audience", audience, "--duration", "2h"];
+        if let Some(pod) = pod {
+            args.extend(["--bound-object-kind", "Pod", "--bound-object-name", pod]);
+        }
+        self.kubectl(&args).stdout.trim().to_owned()
+    }
+
+    /// Writes a kubeconfig that reaches the API server at `server` as the
+    /// control plane's own service account (`weft-system/weft-control`,
+    /// bound to the shipped ClusterRole only), and returns its path.
+    #[track_caller]
+    pub fn control_plane_kubeconfig(&self, server: &str, path: &Path) -> PathBuf {
+        let token = self.token("weft-system", "weft-control", "https://kubernetes.default.svc", None);
+        let ca = self.dir.join("pki").join("ca.crt");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {}\n\
+             users:\n- name: weft-control\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: weft-control}}\n\
+             current-context: test\n",
+            ca.display()
+        );
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path.to_owned()
     }
 
     /// Creates a namespace of its own, `<prefix>-<pid>-<n>`, and waits until

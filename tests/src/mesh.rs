@@ -171,6 +171,14 @@ impl Mesh {
         Pod { mesh: self.inner.clone(), name: name.to_owned(), ns, ip: ip_addr }
     }
 
+    /// A process in the test's own network namespace (not a pod's), logged
+    /// and ended like the pods' processes: e.g. `weft-testkit forward`.
+    pub fn spawn_host<S: AsRef<OsStr>>(&self, label: &str, program: impl AsRef<OsStr>, args: &[S]) -> Proc {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        Proc::spawn(self.inner.clone(), label, cmd)
+    }
+
     /// A directory for this test's files (removed when the test passes).
     pub fn dir(&self) -> &Path {
         &self.inner.dir
@@ -248,6 +256,14 @@ impl Drop for MeshInner {
 impl Pod {
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// A process in the test's own network namespace, logged and ended with
+    /// this pod's (see [`Mesh::spawn_host`]).
+    pub fn spawn_host<S: AsRef<OsStr>>(&self, label: &str, program: impl AsRef<OsStr>, args: &[S]) -> Proc {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        Proc::spawn(self.mesh.clone(), label, cmd)
     }
 
     /// The network namespace's name.

@@ -1,0 +1,215 @@
+//! The control plane as a Kubernetes controller (`--source kubernetes`),
+//! against the tests' real API server, with real proxies in netns pods.
+//!
+//! ```text
+//!  kubectl ─► kube-apiserver (127.0.0.1) ◄── forward ── cp pod: weft-control --source kubernetes
+//!             Services, EndpointSlices,                 (as weft-system/weft-control, shipped RBAC)
+//!             Pods (status written by the test,              │ discovery, policy, certificates
+//!             as a kubelet would), policy                    ▼
+//!  client pod: curl ─► proxy ══ mTLS ══► server pods: proxy ─► testkit http-server
+//!              (ClusterIP resolved through the control plane: no kube-proxy)
+//! ```
+//!
+//! There is no kubelet: the test creates the Pod objects, writes their
+//! status (IP, Ready) and, where a controller would, their EndpointSlices.
+//! Pod IPs are the netns pods' own; ClusterIPs are data the proxies
+//! resolve, never routed.
+
+use std::time::Duration;
+
+use weft_tests::{ControlPlane, KubeCluster, Mesh, PROXY_UID, Pod, Proc, Proxy, eventually};
+
+/// A cluster, a mesh of netns pods and the control plane reading the
+/// cluster, all in one namespace of the test's own.
+struct KubeMesh {
+    cluster: &'static KubeCluster,
+    mesh: Mesh,
+    cp: ControlPlane,
+    ns: String,
+}
+
+/// A netns pod that is also a Kubernetes Pod, running the testkit app on
+/// 8080 (answering `x-weft-server: NAME`) behind a meshed proxy.
+struct Server {
+    pod: Pod,
+    _app: Proc,
+    _proxy: Proxy,
+}
+
+fn kube_mesh(prefix: &str) -> KubeMesh {
+    let cluster = KubeCluster::shared();
+    let mesh = Mesh::new();
+    let cp = mesh.pod("cp").run_kube_control(cluster, &[]);
+    let ns = cluster.namespace(prefix);
+    KubeMesh { cluster, mesh, cp, ns }
+}
+
+impl KubeMesh {
+    /// The Pod object for netns pod `pod` (running as `sa`, meshed), its
+    /// status written as a kubelet would (its IP, Ready).
+    fn pod_object(&self, pod: &Pod, name: &str, sa: &str, labels: &str) {
+        self.cluster.apply(
+            &self.ns,
+            &format!(
+                "apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: {sa}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{{labels}}}}}
+spec:
+  serviceAccountName: {sa}
+  containers:
+  - {{name: app, image: registry.invalid/weft/app:1, ports: [{{containerPort: 8080}}]}}
+  - {{name: weft-proxy, image: registry.invalid/weft/proxy:1}}
+"
+            ),
+        );
+        let ip = pod.ip();
+        let status = format!(
+            r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}],"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
+        );
+        self.cluster.kubectl(&["patch", "pod", name, "-n", &self.ns, "--subresource=status", "--type=merge", "-p", &status]);
+    }
+
+    /// A meshed proxy for Kubernetes Pod `name`: its identity proven by a
+    /// service-account token bound to the Pod (audience `weft`).
+    fn proxy(&self, pod: &Pod, name: &str, sa: &str) -> Proxy {
+        let token = self.cluster.token(&self.ns, sa, "weft", Some(name));
+        let path = pod.dir().join(format!("sa-token-{name}"));
+        std::fs::write(&path, token).expect("writing the token");
+        std::os::unix::fs::chown(&path, Some(PROXY_UID), Some(PROXY_UID)).expect("chown the token");
+        let anchors = self.cp.ca.as_ref().expect("the CA is on").anchors();
+        pod.run_proxy(&[
+            "--control-plane",
+            &self.cp.url,
+            "--identity-token-file",
+            &path.display().to_string(),
+            "--trust-anchors",
+            &anchors.display().to_string(),
+            "--service-account",
+            sa,
+            "--namespace",
+            &self.ns,
+            "--pod-name",
+            name,
+        ])
+    }
+
+    fn server(&self, name: &str, sa: &str, labels: &str) -> Server {
+        let pod = self.mesh.pod(name);
+        let app = pod.spawn_testkit("app", &["http-server", "--listen", "0.0.0.0:8080", "--name", name]);
+        pod.wait_listening(8080);
+        self.pod_object(&pod, name, sa, labels);
+        let proxy = self.proxy(&pod, name, sa);
+        Server { pod, _app: app, _proxy: proxy }
+    }
+
+    fn client(&self, name: &str, sa: &str) -> (Pod, Proxy) {
+        let pod = self.mesh.pod(name);
+        self.pod_object(&pod, name, sa, "role: client");
+        let proxy = self.proxy(&pod, name, sa);
+        (pod, proxy)
+    }
+
+    /// A Service without selector (its slices are the test's), port 80 →
+    /// 8080; returns its ClusterIP.
+    fn service(&self, name: &str) -> String {
+        self.cluster.apply(
+            &self.ns,
+            &format!(
+                "apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  ports: [{{port: 80, targetPort: 8080}}]
+"
+            ),
+        );
+        let svc = self.cluster.get_json(&self.ns, &["service", name]);
+        svc["spec"]["clusterIP"].as_str().expect("a ClusterIP").to_owned()
+    }
+
+    /// Writes `service`'s EndpointSlice `slice` listing `servers` (ready).
+    fn slice(&self, service: &str, slice: &str, servers: &[(&Server, &str)]) {
+        let endpoints: String = servers
+            .iter()
+            .map(|(s, name)| {
+                format!(
+                    "  - {{addresses: [\"{}\"], conditions: {{ready: true, serving: true, terminating: false}}, targetRef: {{kind: Pod, name: {name}}}}}\n",
+                    s.pod.ip()
+                )
+            })
+            .collect();
+        let endpoints = if endpoints.is_empty() { "  []\n".to_owned() } else { endpoints };
+        self.cluster.apply(
+            &self.ns,
+            &format!(
+                "apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {slice}
+  labels: {{kubernetes.io/service-name: {service}, endpointslice.kubernetes.io/managed-by: weft-tests}}
+addressType: IPv4
+ports: [{{name: \"\", port: 8080, protocol: TCP}}]
+endpoints:
+{endpoints}"
+            ),
+        );
+    }
+}
+
+/// `n` requests to `url` + `[1-n]` on one connection from `client`:
+/// (status, answering server) of each.
+fn send(client: &Pod, url: &str, n: usize) -> Vec<(u16, String)> {
+    let url = format!("{url}[1-{n}]");
+    let run = client.exec(
+        "curl",
+        &["-s", "-o", "/dev/null", "-w", "%{http_code} %header{x-weft-server}\\n", "--max-time", "120", &url],
+    );
+    let out: Vec<(u16, String)> = run
+        .stdout
+        .lines()
+        .map(|l| {
+            let (code, server) = l.split_once(' ').unwrap_or((l, ""));
+            (code.parse().unwrap_or(0), server.to_owned())
+        })
+        .collect();
+    assert_eq!(out.len(), n, "curl answered {} of {n} requests: {run}", out.len());
+    out
+}
+
+#[test]
+fn a_service_and_its_endpoint_slice_from_the_api_server_carry_mtls_traffic() {
+    let km = kube_mesh("disc");
+    let web0 = km.server("web0", "web", "app: web");
+    let web1 = km.server("web1", "web", "app: web");
+    let vip = km.service("web");
+    km.slice("web", "web-a", &[(&web0, "web0"), (&web1, "web1")]);
+    let (client, _proxy) = km.client("client", "client");
+    let url = format!("http://{vip}/head");
+
+    // The proxy resolves the ClusterIP through the control plane: both
+    // Pods answer, over mTLS, and each sees the client's verified identity.
+    let want_id = format!("weft-client-id: spiffe://cluster.local/ns/{}/sa/client", km.ns);
+    eventually(Duration::from_secs(20), "both endpoints of the slice answer", || {
+        let got = send(&client, &format!("http://{vip}/"), 20);
+        let mut servers: Vec<&str> = got.iter().filter(|(c, _)| *c == 200).map(|(_, s)| s.as_str()).collect();
+        servers.sort();
+        servers.dedup();
+        if servers == ["web0", "web1"] { Ok(()) } else { Err(format!("{got:?}")) }
+    });
+    let curl = client.curl(&[&url]);
+    assert_eq!(curl.status(), 200, "{}", curl.run);
+    assert!(curl.body().to_ascii_lowercase().contains(&want_id), "the app did not see {want_id}:\n{}", curl.body());
+
+    // A slice without web1: only web0 answers, every time.
+    km.slice("web", "web-a", &[(&web0, "web0")]);
+    eventually(Duration::from_secs(10), "web1 leaves the endpoints", || {
+        let got = send(&client, &format!("http://{vip}/"), 20);
+        if got.iter().all(|(c, s)| *c == 200 && s == "web0") { Ok(()) } else { Err(format!("{got:?}")) }
+    });
+    let got = send(&client, &format!("http://{vip}/"), 50);
+    assert!(got.iter().all(|(c, s)| *c == 200 && s == "web0"), "{got:?}");
+}
