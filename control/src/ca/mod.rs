@@ -13,6 +13,7 @@
 //!  --issuer-cert/--issuer-key, or STATE_DIR/ca.{crt,key}   (issuer)
 //!  --trust-anchors, or the self-signed issuer              (anchors) ─watch─► WatchTrustAnchors
 //!  --tokens                                                (tokens)
+//!  Kubernetes service-account tokens (TokenReview)         (kubernetes, via `Ca::with_verifier`)
 //!          └── polled by `files::CaFiles`; a bad rewrite is refused, the last good one kept
 //! ```
 //!
@@ -24,6 +25,7 @@ pub mod anchors;
 pub mod csr;
 pub mod files;
 pub mod issuer;
+pub mod kubernetes;
 pub mod pki;
 pub mod serving;
 #[cfg(test)]
@@ -136,13 +138,15 @@ pub enum Reason {
     TokenUnknown,
     TokenExpired,
     TokenReused,
+    TokenRefused,
+    TokenReviewFailed,
     CsrInvalid,
     CsrSans,
     Internal,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 12] = [
         Reason::CaOff,
         Reason::IdentityInvalid,
         Reason::IdentityMismatch,
@@ -150,6 +154,8 @@ impl Reason {
         Reason::TokenUnknown,
         Reason::TokenExpired,
         Reason::TokenReused,
+        Reason::TokenRefused,
+        Reason::TokenReviewFailed,
         Reason::CsrInvalid,
         Reason::CsrSans,
         Reason::Internal,
@@ -164,6 +170,8 @@ impl Reason {
             Reason::TokenUnknown => "token_unknown",
             Reason::TokenExpired => "token_expired",
             Reason::TokenReused => "token_reused",
+            Reason::TokenRefused => "token_refused",
+            Reason::TokenReviewFailed => "token_review_failed",
             Reason::CsrInvalid => "csr_invalid",
             Reason::CsrSans => "csr_sans",
             Reason::Internal => "internal",
@@ -210,6 +218,15 @@ impl Refusal {
             Refusal::Token(TokenError::Unknown(_) | TokenError::TooLong) => Reason::TokenUnknown,
             Refusal::Token(TokenError::Expired { .. }) => Reason::TokenExpired,
             Refusal::Token(TokenError::Reused(_)) => Reason::TokenReused,
+            Refusal::Token(
+                TokenError::NotAuthenticated(_)
+                | TokenError::NotServiceAccount(_)
+                | TokenError::WrongAudience { .. }
+                | TokenError::NotBoundToPod { .. }
+                | TokenError::PodUnknown(_)
+                | TokenError::PodServiceAccount { .. },
+            ) => Reason::TokenRefused,
+            Refusal::Token(TokenError::ReviewFailed(_)) => Reason::TokenReviewFailed,
             Refusal::Internal(_) => Reason::Internal,
         }
     }
@@ -268,7 +285,12 @@ pub struct CaSettings {
 
 /// The running CA. Cheap to clone.
 #[derive(Clone, Debug)]
-pub struct Ca(Arc<Inner>);
+pub struct Ca {
+    inner: Arc<Inner>,
+    /// Asked in order after the local tokens ([`Ca::with_verifier`]).
+    /// Empty: only local tokens are accepted.
+    verifiers: Arc<[Arc<dyn TokenVerifier>]>,
+}
 
 #[derive(Debug)]
 struct Inner {
@@ -276,9 +298,6 @@ struct Inner {
     issuer: watch::Sender<Arc<Issuer>>,
     anchors: watch::Sender<Arc<Anchors>>,
     tokens: Arc<LocalTokens>,
-    /// Asked in order after the local tokens. Empty: only local tokens are
-    /// accepted (a Kubernetes TokenReview client would be one).
-    verifiers: Vec<Arc<dyn TokenVerifier>>,
     counter: Arc<dyn CertifyCounter>,
 }
 
@@ -327,46 +346,57 @@ impl Ca {
         if let Some(path) = &settings.tokens {
             tokens.set_bootstrap(files::read_tokens(path, &settings.trust_domain)?);
         }
-        Ok(Self(Arc::new(Inner {
-            issuer: watch::Sender::new(Arc::new(issuer)),
-            anchors: watch::Sender::new(Arc::new(anchors)),
-            tokens: Arc::new(tokens),
-            verifiers: Vec::new(),
-            counter,
-            settings,
-        })))
+        Ok(Self {
+            inner: Arc::new(Inner {
+                issuer: watch::Sender::new(Arc::new(issuer)),
+                anchors: watch::Sender::new(Arc::new(anchors)),
+                tokens: Arc::new(tokens),
+                counter,
+                settings,
+            }),
+            verifiers: Arc::new([]),
+        })
+    }
+
+    /// This CA, also accepting the tokens that `verifier` vouches for: it is
+    /// asked after the local tokens and the verifiers added before it, for
+    /// the tokens they answer [`TokenError::Unknown`]. Add verifiers right
+    /// after [`Ca::open`]: clones made earlier keep the verifiers they had.
+    pub fn with_verifier(mut self, verifier: Arc<dyn TokenVerifier>) -> Self {
+        self.verifiers = self.verifiers.iter().cloned().chain([verifier]).collect();
+        self
     }
 
     pub fn settings(&self) -> &CaSettings {
-        &self.0.settings
+        &self.inner.settings
     }
 
     pub fn trust_domain(&self) -> &str {
-        &self.0.settings.trust_domain
+        &self.inner.settings.trust_domain
     }
 
     pub fn lifetime(&self) -> Duration {
-        self.0.settings.lifetime
+        self.inner.settings.lifetime
     }
 
     pub fn tokens(&self) -> &Arc<LocalTokens> {
-        &self.0.tokens
+        &self.inner.tokens
     }
 
     pub fn issuer(&self) -> Arc<Issuer> {
-        self.0.issuer.borrow().clone()
+        self.inner.issuer.borrow().clone()
     }
 
     pub fn subscribe_issuer(&self) -> watch::Receiver<Arc<Issuer>> {
-        self.0.issuer.subscribe()
+        self.inner.issuer.subscribe()
     }
 
     pub fn anchors(&self) -> Arc<Anchors> {
-        self.0.anchors.borrow().clone()
+        self.inner.anchors.borrow().clone()
     }
 
     pub fn subscribe_anchors(&self) -> AnchorsRx {
-        self.0.anchors.subscribe()
+        self.inner.anchors.subscribe()
     }
 
     /// Replaces the trust bundle if its certificates changed, bumping the
@@ -374,7 +404,7 @@ impl Ca {
     pub fn set_anchors(&self, next: Anchors) -> Result<Option<u64>, String> {
         check_anchored(&self.issuer(), &next)?;
         let mut version = None;
-        self.0.anchors.send_if_modified(|cur| {
+        self.inner.anchors.send_if_modified(|cur| {
             if cur.same_certs(&next) {
                 return false;
             }
@@ -391,7 +421,7 @@ impl Ca {
     pub fn set_issuer(&self, next: Issuer) -> Result<(), String> {
         check_anchored(&next, &self.anchors())?;
         warn_if_expiring(&next, SystemTime::now());
-        self.0.issuer.send_replace(Arc::new(next));
+        self.inner.issuer.send_replace(Arc::new(next));
         Ok(())
     }
 
@@ -399,8 +429,8 @@ impl Ca {
     pub async fn certify(&self, identity: &str, csr: &[u8], token: &str, now: SystemTime) -> Result<Issued, Refusal> {
         let result = self.try_certify(identity, csr, token, now).await;
         match &result {
-            Ok(_) => self.0.counter.issued(),
-            Err(r) => self.0.counter.refused(r.reason()),
+            Ok(_) => self.inner.counter.issued(),
+            Err(r) => self.inner.counter.refused(r.reason()),
         }
         result
     }
@@ -425,8 +455,11 @@ impl Ca {
         // Valid a while past the certificate, so that a proxy that renews
         // late (at 70 % of life, with retries) still can.
         let renewal_until = leaf.not_after + self.lifetime() / 2;
-        let renewal_token =
-            self.0.tokens.issue_renewal(&asked, renewal_until, now).map_err(|e| Refusal::Internal(e.to_string()))?;
+        let renewal_token = self
+            .inner
+            .tokens
+            .issue_renewal(&asked, renewal_until, now)
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
         let mut chain = vec![leaf.der];
         chain.extend(issuer.intermediates());
         Ok(Issued {
@@ -440,8 +473,8 @@ impl Ca {
     }
 
     async fn verify_token(&self, token: &str, now: SystemTime) -> Result<Proof, TokenError> {
-        let mut result = self.0.tokens.verify(token, now).await;
-        for v in &self.0.verifiers {
+        let mut result = self.inner.tokens.verify(token, now).await;
+        for v in self.verifiers.iter() {
             if !matches!(result, Err(TokenError::Unknown(_))) {
                 break;
             }
@@ -454,7 +487,7 @@ impl Ca {
     pub fn state_json(&self, now: SystemTime) -> serde_json::Value {
         let issuer = self.issuer();
         let anchors = self.anchors();
-        let s = &self.0.settings;
+        let s = &self.inner.settings;
         serde_json::json!({
             "enabled": true,
             "trustDomain": s.trust_domain,
@@ -474,7 +507,7 @@ impl Ca {
                 "source": s.trust_anchors.as_ref().map_or_else(|| "the issuer".to_owned(), |p| p.display().to_string()),
                 "anchors": anchors.info,
             },
-            "tokens": self.0.tokens.counts(now),
+            "tokens": self.inner.tokens.counts(now),
         })
     }
 }

@@ -404,3 +404,66 @@ async fn with_issuer_files_a_restart_keeps_the_renewal_tokens_in_the_state_dir()
     let e = restarted.certify(WEB, &csr(&key, &[WEB]), "t1", now).await.expect_err("bootstrap token reused");
     assert!(e.to_string().contains("already used"), "{e}");
 }
+
+/// A verifier that knows one token per answer, and counts what it is asked.
+#[derive(Debug)]
+struct Scripted {
+    answers: Vec<(&'static str, Result<Proof, TokenError>)>,
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+#[tonic::async_trait]
+impl TokenVerifier for Scripted {
+    async fn verify(&self, token: &str, _now: SystemTime) -> Result<Proof, TokenError> {
+        self.asked.lock().expect("lock").push(token.to_owned());
+        self.answers.iter().find(|(t, _)| *t == token).map_or(Err(TokenError::Unknown("token")), |(_, a)| a.clone())
+    }
+}
+
+/// Verifiers added with `with_verifier` are asked, in order, only for the
+/// tokens no one before them knows; their proofs and refusals are the CA's.
+#[tokio::test]
+async fn added_verifiers_answer_for_tokens_the_ca_does_not_know() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = SystemTime::now();
+    tokens_file(&dir.path().join("tokens.yaml"), &[("tok-web", "web", now + Duration::from_secs(60))]);
+    let metrics = Arc::new(Metrics::default());
+    let sa = |ns: &str, name: &str| Proof {
+        identity: SpiffeId::new(TD, ns, name),
+        kind: TokenKind::ServiceAccount { pod: format!("{ns}/{name}-0") },
+    };
+    let first = Arc::new(Scripted {
+        answers: vec![
+            ("jwt-web", Ok(sa("default", "web"))),
+            ("jwt-down", Err(TokenError::ReviewFailed("connection refused".into()))),
+            ("jwt-expired", Err(TokenError::NotAuthenticated("token has expired".into()))),
+        ],
+        asked: Default::default(),
+    });
+    let second = Arc::new(Scripted { answers: vec![("jwt-api", Ok(sa("default", "api")))], asked: Default::default() });
+    let ca = Ca::open(settings(dir.path()), metrics.clone(), now)
+        .expect("CA opens")
+        .with_verifier(first.clone())
+        .with_verifier(second.clone());
+    let good = csr(&p256(), &[WEB]);
+
+    let issued = ca.certify(WEB, &good, "jwt-web", now).await.expect("the first verifier proves web");
+    assert_eq!(issued.proven_by, TokenKind::ServiceAccount { pod: "default/web-0".into() });
+    let e = ca.certify(WEB, &good, "jwt-api", now).await.expect_err("the second proves api, not web");
+    assert_eq!(e.reason(), Reason::IdentityMismatch, "{e}");
+    let e = ca.certify(WEB, &good, "jwt-down", now).await.expect_err("unreachable");
+    assert_eq!(e.reason(), Reason::TokenReviewFailed, "{e}");
+    assert!(e.to_string().contains("could not be asked to review the token (connection refused)"), "{e}");
+    let e = ca.certify(WEB, &good, "jwt-expired", now).await.expect_err("refused");
+    assert_eq!(e.reason(), Reason::TokenRefused, "{e}");
+    let e = ca.certify(WEB, &good, "nobody's", now).await.expect_err("unknown to all");
+    assert_eq!(e.reason(), Reason::TokenUnknown, "{e}");
+    // A local token never leaves the CA.
+    ca.certify(WEB, &good, "tok-web", now).await.expect("bootstrap");
+
+    let asked = |v: &Scripted| v.asked.lock().expect("lock").clone();
+    assert_eq!(asked(&first), ["jwt-web", "jwt-api", "jwt-down", "jwt-expired", "nobody's"]);
+    assert_eq!(asked(&second), ["jwt-api", "nobody's"]);
+    assert_eq!(metrics.certify_refusals(Reason::TokenRefused), 1);
+    assert_eq!(metrics.certify_refusals(Reason::TokenReviewFailed), 1);
+}

@@ -3,7 +3,9 @@
 //! ```text
 //!  Certify(token) ─► LocalTokens ── renewal token? (issued by a previous Certify)
 //!                        │       └─ bootstrap token? (the tokens file, from `weft up`)
-//!                        └─ unknown ─► other `TokenVerifier`s (none yet) ─► else refused
+//!                        └─ unknown ─► other `TokenVerifier`s, in the order given to
+//!                                      `Ca::with_verifier` (Kubernetes: `kubernetes::TokenReviewer`)
+//!                                      ─► else refused
 //! ```
 //!
 //! Only SHA-256 hashes of tokens are kept, on disk and in memory; a token
@@ -67,6 +69,43 @@ pub enum TokenError {
     Expired { kind: &'static str, at: String },
     #[error("the {0} was already used; tokens are single use — renew with the renewal token of the last Certify")]
     Reused(&'static str),
+    /// A Kubernetes token the API server refused; holds its `status.error`.
+    #[error("the Kubernetes API server did not authenticate the token: {0}")]
+    NotAuthenticated(String),
+    /// A Kubernetes token of a user that is not a service account.
+    #[error("the token authenticates `{0}`, not a service account (system:serviceaccount:NAMESPACE:NAME)")]
+    NotServiceAccount(String),
+    /// A Kubernetes token the API server accepted for other audiences only.
+    #[error(
+        "the token is not for audience `{audience}` (its audiences: {}); mount a projected service-account token with `audience: {audience}`",
+        list(got)
+    )]
+    WrongAudience { audience: String, got: Vec<String> },
+    /// A Kubernetes token not bound to a Pod: it outlives any workload.
+    #[error(
+        "the token of service account `{service_account}` is not bound to a Pod; use the Pod's projected token (or `kubectl create token SA --bound-object-kind Pod --bound-object-name POD`)"
+    )]
+    NotBoundToPod { service_account: String },
+    /// A Kubernetes token bound to a Pod (`NS/POD`) the control plane does not know.
+    #[error(
+        "the token is bound to Pod `{0}`, which the control plane does not know; if the Pod was just created, Certify succeeds once the control plane has seen it"
+    )]
+    PodUnknown(String),
+    /// A Kubernetes token bound to a Pod that runs as another service account.
+    #[error("Pod `{pod}` runs as service account `{runs_as}`, not `{token_for}` whose token this is")]
+    PodServiceAccount { pod: String, runs_as: String, token_for: String },
+    /// The Kubernetes API server could not be asked (unreachable, 5xx,
+    /// timeout, RBAC): nothing is known of the token; retrying may work.
+    #[error("the Kubernetes API server could not be asked to review the token ({0}); Certify can be retried")]
+    ReviewFailed(String),
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.iter().map(|a| format!("`{a}`")).collect::<Vec<_>>().join(", ")
+    }
 }
 
 impl TokenError {
@@ -86,8 +125,9 @@ pub enum TokenKind {
     Bootstrap { workload: String },
     /// The renewal token of a previous Certify.
     Renewal,
-    /// A Kubernetes service-account token checked with TokenReview.
-    ServiceAccount,
+    /// A Kubernetes service-account token checked with TokenReview, bound
+    /// to this Pod (`NAMESPACE/POD`).
+    ServiceAccount { pod: String },
 }
 
 /// What a verified token proves.
@@ -97,10 +137,9 @@ pub struct Proof {
     pub kind: TokenKind,
 }
 
-/// The boundary between the CA and whatever vouches for tokens. The local
-/// store below is the only implementation; a Kubernetes verifier (not
-/// built) would post a `TokenReview` and map `status.user.username`
-/// (`system:serviceaccount:NS:SA`) to a [`Proof`].
+/// The boundary between the CA and whatever vouches for tokens: the local
+/// store below, and [`super::kubernetes::TokenReviewer`], which asks the
+/// Kubernetes API server.
 #[tonic::async_trait]
 pub trait TokenVerifier: Send + Sync + fmt::Debug {
     /// Checks `token` at `now` and returns what it proves, consuming it if

@@ -5,7 +5,8 @@
 //! | refusal | code |
 //! | --- | --- |
 //! | CA off | UNAVAILABLE (with how to turn it on) |
-//! | bad, expired or reused token; identity not the token's, or not of this trust domain | PERMISSION_DENIED |
+//! | the Kubernetes API server could not review the token | UNAVAILABLE (the proxy retries) |
+//! | bad, expired or reused token; a Kubernetes token refused; identity not the token's, or not of this trust domain | PERMISSION_DENIED |
 //! | unparsable identity or CSR, wrong key type, missing or extra SANs | INVALID_ARGUMENT |
 //! | signing failed | INTERNAL |
 
@@ -18,7 +19,7 @@ use weft_api::identity::{CertifyRequest, CertifyResponse, TrustBundle, WatchTrus
 
 use super::watch::Streams;
 use crate::ca::csr::CsrError;
-use crate::ca::tokens::TokenKind;
+use crate::ca::tokens::{TokenError, TokenKind};
 use crate::ca::{Ca, Refusal, pki};
 use crate::metrics::StreamKind;
 
@@ -31,7 +32,7 @@ pub struct IdentityService {
 
 fn code(r: &Refusal) -> Code {
     match r {
-        Refusal::Off => Code::Unavailable,
+        Refusal::Off | Refusal::Token(TokenError::ReviewFailed(_)) => Code::Unavailable,
         Refusal::Token(_)
         | Refusal::IdentityMismatch { .. }
         | Refusal::ForeignTrustDomain { .. }
@@ -60,6 +61,9 @@ impl Identity for IdentityService {
                 match &issued.proven_by {
                     TokenKind::Bootstrap { workload } => {
                         tracing::info!(identity = %issued.identity, %workload, %peer, not_after = %until, "certificate issued (bootstrap)");
+                    }
+                    TokenKind::ServiceAccount { pod } => {
+                        tracing::info!(identity = %issued.identity, %pod, %peer, not_after = %until, "certificate issued (service-account token)");
                     }
                     _ => tracing::debug!(identity = %issued.identity, %peer, not_after = %until, "certificate renewed"),
                 }
