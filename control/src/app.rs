@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
 use crate::ca::files::CaFiles;
+use crate::ca::kubernetes::{PodCheck, TokenReviewer};
 use crate::ca::serving::{ServingCert, ServingError};
 use crate::ca::{Ca, CaError};
 use crate::config::Config;
@@ -161,9 +162,21 @@ pub async fn start(config: Config) -> Result<Control, StartError> {
     let ca = match config.ca() {
         Some(settings) => {
             let metrics = metrics.clone();
-            let opened = tokio::task::spawn_blocking(move || Ca::open(settings, metrics, SystemTime::now()))
+            let mut opened = tokio::task::spawn_blocking(move || Ca::open(settings, metrics, SystemTime::now()))
                 .await
                 .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))?;
+            if let Some(k) = &kubernetes {
+                // Projected service-account tokens, checked with TokenReview,
+                // for Pods this control plane has seen.
+                let pods = k.pods();
+                let lookup = move |ns: &str, name: &str, uid: &str| match pods.get(ns, name) {
+                    Some(p) if uid.is_empty() || p.uid == uid => PodCheck::RunsAs(p.service_account),
+                    _ => PodCheck::Unknown,
+                };
+                let reviewer = TokenReviewer::new(k.client(), &config.trust_domain, Arc::new(lookup))
+                    .with_audience(&config.token_audience);
+                opened = opened.with_verifier(Arc::new(reviewer));
+            }
             Some(opened)
         }
         None => {

@@ -216,7 +216,16 @@ impl Pod {
             }
             let run = self.exec(
                 "curl",
-                &["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1", &format!("http://{CONTROL_ADMIN}/ready")],
+                &[
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "1",
+                    &format!("http://{CONTROL_ADMIN}/ready"),
+                ],
             );
             if run.stdout == "200" { Ok(()) } else { Err(format!("GET /ready: {run}")) }
         });
@@ -244,8 +253,10 @@ impl Pod {
             ],
         );
         forward.wait_stdout("listening", Duration::from_secs(10));
-        let kubeconfig =
-            cluster.control_plane_kubeconfig("https://127.0.0.1:6443", &self.dir().join(format!("kubeconfig-{}", self.name())));
+        let kubeconfig = cluster.control_plane_kubeconfig(
+            "https://127.0.0.1:6443",
+            &self.dir().join(format!("kubeconfig-{}", self.name())),
+        );
         let (services, policy_dir) = self.control_files("services: []\n");
         let ca = self.mesh_ca(None);
         let grpc = format!("{}:{GRPC_PORT}", self.ip());

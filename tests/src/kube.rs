@@ -493,11 +493,14 @@ impl KubeCluster {
         });
     }
 
-    /// A service-account token (`kubectl create token`), bound to `pod`
-    /// when given.
+    /// A service-account token (`kubectl create token`) for `audience` (the
+    /// API server's own when `None`), bound to `pod` when given.
     #[track_caller]
-    pub fn token(&self, namespace: &str, sa: &str, audience: &str, pod: Option<&str>) -> String {
-        let mut args = vec!["create", "token", sa, "-n", namespace, "--audience", audience, "--duration", "2h"];
+    pub fn token(&self, namespace: &str, sa: &str, audience: Option<&str>, pod: Option<&str>) -> String {
+        let mut args = vec!["create", "token", sa, "-n", namespace, "--duration", "2h"];
+        if let Some(audience) = audience {
+            args.extend(["--audience", audience]);
+        }
         if let Some(pod) = pod {
             args.extend(["--bound-object-kind", "Pod", "--bound-object-name", pod]);
         }
@@ -509,7 +512,7 @@ impl KubeCluster {
     /// bound to the shipped ClusterRole only), and returns its path.
     #[track_caller]
     pub fn control_plane_kubeconfig(&self, server: &str, path: &Path) -> PathBuf {
-        let token = self.token("weft-system", "weft-control", "https://kubernetes.default.svc", None);
+        let token = self.token("weft-system", "weft-control", None, None);
         let ca = self.dir.join("pki").join("ca.crt");
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {}\n\

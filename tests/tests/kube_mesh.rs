@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use weft_tests::{ControlPlane, KubeCluster, Mesh, PROXY_UID, Pod, Proc, Proxy, eventually};
+use weft_tests::{ControlPlane, KubeCluster, Mesh, PROXY_UID, Pod, Proc, Proxy, SERVICE_CIDR, eventually};
 
 /// A cluster, a mesh of netns pods and the control plane reading the
 /// cluster, all in one namespace of the test's own.
@@ -70,13 +70,23 @@ spec:
         let status = format!(
             r#"{{"status":{{"phase":"Running","podIP":"{ip}","podIPs":[{{"ip":"{ip}"}}],"conditions":[{{"type":"Ready","status":"True"}}]}}}}"#
         );
-        self.cluster.kubectl(&["patch", "pod", name, "-n", &self.ns, "--subresource=status", "--type=merge", "-p", &status]);
+        self.cluster.kubectl(&[
+            "patch",
+            "pod",
+            name,
+            "-n",
+            &self.ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status,
+        ]);
     }
 
     /// A meshed proxy for Kubernetes Pod `name`: its identity proven by a
     /// service-account token bound to the Pod (audience `weft`).
     fn proxy(&self, pod: &Pod, name: &str, sa: &str) -> Proxy {
-        let token = self.cluster.token(&self.ns, sa, "weft", Some(name));
+        let token = self.cluster.token(&self.ns, sa, Some("weft"), Some(name));
         let path = pod.dir().join(format!("sa-token-{name}"));
         std::fs::write(&path, token).expect("writing the token");
         std::os::unix::fs::chown(&path, Some(PROXY_UID), Some(PROXY_UID)).expect("chown the token");
@@ -108,6 +118,9 @@ spec:
 
     fn client(&self, name: &str, sa: &str) -> (Pod, Proxy) {
         let pod = self.mesh.pod(name);
+        // As a CNI gives a Pod a default route: the ClusterIP must be
+        // routable for connect() to get as far as the proxy's redirect.
+        pod.exec("ip", &["route", "add", SERVICE_CIDR, "dev", "eth0"]).ok();
         self.pod_object(&pod, name, sa, "role: client");
         let proxy = self.proxy(&pod, name, sa);
         (pod, proxy)

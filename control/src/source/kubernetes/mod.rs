@@ -126,6 +126,10 @@ impl Kubernetes {
         self.pods.clone()
     }
 
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     /// Resolves once every kind has been listed once (the index then holds
     /// the cluster as it was), or never if the source stops first.
     pub fn synced(&self) -> impl std::future::Future<Output = ()> + Send + 'static {

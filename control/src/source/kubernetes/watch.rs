@@ -94,7 +94,9 @@ pub async fn run<T: Translate>(
                 return;
             }
         };
-        if failing {
+        // `Init` comes before the list that may fail again: only what the
+        // API server answered shows the watch is back.
+        if failing && !matches!(event, WatchEvent::Init) {
             tracing::info!(%kind, "watch recovered");
             failing = false;
         }
