@@ -119,6 +119,10 @@ impl TokenReviewer {
     /// `manifests/control-plane-rbac.yaml` grants), for audience
     /// [`DEFAULT_AUDIENCE`], proving identities of `trust_domain`; `pods` is
     /// the control plane's view of Pods.
+    ///
+    /// kube's default client retries 429, 503 and 504 answers itself (up
+    /// to 15 times, backing off); the review's timeout bounds that, and
+    /// Certify then fails as retryable.
     pub fn new(client: kube::Client, trust_domain: &str, pods: Arc<dyn PodLookup>) -> Self {
         Self {
             client,
