@@ -34,6 +34,12 @@
 //! Kubernetes tokens are not single use: the same projected token is
 //! presented again after a failed Certify, and its lifetime (and the Pod's)
 //! bounds it instead.
+//!
+//! The API server caches a successful review for 10 s (kube-apiserver's
+//! token cache; measured in `tests/tests/kube_identity.rs`): that long after
+//! a Pod is deleted, a token it was already reviewed for still authenticates.
+//! The [`PodLookup`] closes that window once the control plane's index has
+//! seen the delete.
 
 use std::fmt;
 use std::sync::Arc;
