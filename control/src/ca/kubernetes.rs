@@ -34,6 +34,12 @@
 //! Kubernetes tokens are not single use: the same projected token is
 //! presented again after a failed Certify, and its lifetime (and the Pod's)
 //! bounds it instead.
+//!
+//! The API server caches a successful review for 10 s (kube-apiserver's
+//! token cache; measured in `tests/tests/kube_identity.rs`): that long after
+//! a Pod is deleted, a token it was already reviewed for still authenticates.
+//! The [`PodLookup`] closes that window once the control plane's index has
+//! seen the delete.
 
 use std::fmt;
 use std::sync::Arc;
@@ -119,6 +125,10 @@ impl TokenReviewer {
     /// `manifests/control-plane-rbac.yaml` grants), for audience
     /// [`DEFAULT_AUDIENCE`], proving identities of `trust_domain`; `pods` is
     /// the control plane's view of Pods.
+    ///
+    /// kube's default client retries 429, 503 and 504 answers itself (up
+    /// to 15 times, backing off); the review's timeout bounds that, and
+    /// Certify then fails as retryable.
     pub fn new(client: kube::Client, trust_domain: &str, pods: Arc<dyn PodLookup>) -> Self {
         Self {
             client,
