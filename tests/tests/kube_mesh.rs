@@ -226,3 +226,147 @@ fn a_service_and_its_endpoint_slice_from_the_api_server_carry_mtls_traffic() {
     let got = send(&client, &format!("http://{vip}/"), 50);
     assert!(got.iter().all(|(c, s)| *c == 200 && s == "web0"), "{got:?}");
 }
+
+/// The 90/10 HTTPRoute of the GAMMA docs, on Service `web`.
+fn route_90_10() -> &'static str {
+    r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web-split}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web, port: 80}]
+  rules:
+  - backendRefs:
+    - {name: web-v1, port: 80, weight: 90}
+    - {name: web-v2, port: 80, weight: 10}
+"#
+}
+
+#[test]
+fn routes_and_policies_applied_with_kubectl_shape_traffic() {
+    let km = kube_mesh("policy");
+    let v1 = km.server("v1", "web", "app: web, version: v1");
+    let v2 = km.server("v2", "web", "app: web, version: v2");
+    let vip = km.service("web");
+    km.service("web-v1");
+    km.service("web-v2");
+    km.slice("web", "web-a", &[(&v1, "v1")]);
+    km.slice("web-v1", "web-v1-a", &[(&v1, "v1")]);
+    km.slice("web-v2", "web-v2-a", &[(&v2, "v2")]);
+    let (client, proxy) = km.client("client", "client");
+    let url = format!("http://{vip}/");
+    eventually(Duration::from_secs(20), "web answers from v1", || {
+        let got = send(&client, &url, 10);
+        if got.iter().all(|(c, s)| *c == 200 && s == "v1") { Ok(()) } else { Err(format!("{got:?}")) }
+    });
+
+    // kubectl apply of a 90/10 split: v2's share of 1,000 requests is
+    // within 5 standard deviations of 100 (sd = sqrt(1000 * 0.1 * 0.9) = 9.5).
+    km.cluster.apply(&km.ns, route_90_10());
+    let target = format!("{vip}:80");
+    let source = format!("HTTPRoute/{}/web-split", km.ns);
+    eventually(Duration::from_secs(20), "the route reaches the client's proxy", || {
+        let sources = proxy.policy_sources(&target);
+        if sources.contains(&source) { Ok(()) } else { Err(format!("policy sources {sources:?}")) }
+    });
+    let got = send(&client, &url, 1000);
+    let ok = got.iter().filter(|(c, _)| *c == 200).count();
+    let to_v2 = got.iter().filter(|(_, s)| s == "v2").count();
+    assert_eq!(ok, 1000, "every request succeeds");
+    assert!((53..=147).contains(&to_v2), "v2 got {to_v2} of 1000 under a 90/10 split");
+    // Its status, as the Gateway API asks of a mesh route.
+    eventually(Duration::from_secs(10), "the route shows Accepted and ResolvedRefs", || {
+        let route = km.cluster.get_json(&km.ns, &["httproute", "web-split"]);
+        let parent = &route["status"]["parents"][0];
+        let cond = |t: &str| {
+            parent["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == t).map(|c| {
+                (
+                    c["status"].as_str().unwrap_or_default().to_owned(),
+                    c["reason"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+        };
+        let want =
+            (Some(("True".to_owned(), "Accepted".to_owned())), Some(("True".to_owned(), "ResolvedRefs".to_owned())));
+        if parent["controllerName"] == "weft.dev/control-plane" && (cond("Accepted"), cond("ResolvedRefs")) == want {
+            Ok(())
+        } else {
+            Err(format!("status {}", route["status"]))
+        }
+    });
+    // kubectl delete restores the Service's own endpoints.
+    km.cluster.kubectl(&["delete", "httproute", "web-split", "-n", &km.ns]);
+    eventually(Duration::from_secs(20), "the route is gone from the client's proxy", || {
+        let sources = proxy.policy_sources(&target);
+        if sources.contains(&source) { Err(format!("policy sources {sources:?}")) } else { Ok(()) }
+    });
+    let got = send(&client, &url, 100);
+    assert!(got.iter().all(|(c, s)| *c == 200 && s == "v1"), "{got:?}");
+
+    // A TrafficPolicy the CRD schema refuses never reaches the API server.
+    let bad = "apiVersion: policy.weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: bad-attempts}
+spec:
+  targetRef: {kind: Service, name: web}
+  retries: {attempts: -1}
+";
+    let path = km.cluster.dir().join(format!("bad-attempts-{}.yaml", km.ns));
+    std::fs::write(&path, bad).expect("writing the manifest");
+    let run =
+        km.cluster.try_kubectl(&["apply", "-n", &km.ns, "-f", &path.display().to_string()], Duration::from_secs(30));
+    assert!(!run.status.success(), "a negative attempts count was stored:\n{run}");
+    assert!(run.stderr.contains("spec.retries.attempts"), "the error does not name the field:\n{run}");
+    // One the schema lets in but our validation refuses: Accepted=False,
+    // a Warning Event, and nothing changes for the proxies.
+    let other_ns = "apiVersion: policy.weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: other-namespace}
+spec:
+  targetRef: {kind: Namespace, name: kube-system}
+  timeouts: {request: 1ms}
+";
+    km.cluster.apply(&km.ns, other_ns);
+    eventually(Duration::from_secs(10), "the TrafficPolicy shows Accepted=False", || {
+        let p = km.cluster.get_json(&km.ns, &["trafficpolicy", "other-namespace"]);
+        let c = &p["status"]["conditions"][0];
+        if c["type"] == "Accepted" && c["status"] == "False" && c["reason"] == "Invalid" {
+            Ok(())
+        } else {
+            Err(format!("status {}", p["status"]))
+        }
+    });
+    let events = km.cluster.get_json(&km.ns, &["events", "--field-selector", "reason=Invalid"]);
+    let notes: Vec<String> = events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["involvedObject"]["name"] == "other-namespace" || e["regarding"]["name"] == "other-namespace")
+        .map(|e| e["message"].as_str().or(e["note"].as_str()).unwrap_or_default().to_owned())
+        .collect();
+    assert!(notes.iter().any(|n| n.contains("can only target that namespace")), "no Warning Event says why: {events}");
+    let got = send(&client, &url, 20);
+    assert!(got.iter().all(|(c, _)| *c == 200), "the refused 1ms timeout took effect: {got:?}");
+
+    // An AccessPolicy that admits only another account turns 200 into 403.
+    km.cluster.apply(
+        &km.ns,
+        "apiVersion: policy.weft.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: web-only-from-admin}
+spec:
+  targetRef: {kind: Service, name: web}
+  from: {serviceAccounts: [{name: admin}]}
+",
+    );
+    eventually(Duration::from_secs(20), "the client is refused", || {
+        let got = send(&client, &url, 5);
+        if got.iter().all(|(c, _)| *c == 403) { Ok(()) } else { Err(format!("{got:?}")) }
+    });
+    let got = send(&client, &url, 50);
+    assert!(got.iter().all(|(c, _)| *c == 403), "{got:?}");
+    km.cluster.kubectl(&["delete", "accesspolicy", "web-only-from-admin", "-n", &km.ns]);
+    eventually(Duration::from_secs(20), "the client is admitted again", || {
+        let got = send(&client, &url, 5);
+        if got.iter().all(|(c, _)| *c == 200) { Ok(()) } else { Err(format!("{got:?}")) }
+    });
+}
