@@ -208,11 +208,11 @@ impl Supervisor {
             Ok(log) => log,
             Err(e) => return Some(format!("could not open its log {}: {e}", spec.log.display())),
         };
-        if let Some(prepare) = &spec.prepare {
-            if let Err(e) = prepare.run().await {
-                let _ = writeln!(log, "--- {} weft: could not prepare {}: {e:#}", timestamp(), spec.label);
-                return Some(format!("could not be prepared ({e:#})"));
-            }
+        if let Some(prepare) = &spec.prepare
+            && let Err(e) = prepare.run().await
+        {
+            let _ = writeln!(log, "--- {} weft: could not prepare {}: {e:#}", timestamp(), spec.label);
+            return Some(format!("could not be prepared ({e:#})"));
         }
         let mut command = tokio::process::Command::new(&spec.program);
         command

@@ -154,10 +154,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // before its listeners close.
     if let Some(registrar) = registrar {
         registrar.abort();
-        if let (Some(control), Some(c)) = (&control, &config.control) {
-            if registry::deregister(control, &registration, Duration::from_secs(1)).await {
-                tokio::time::sleep(c.deregister_grace).await;
-            }
+        if let (Some(control), Some(c)) = (&control, &config.control)
+            && registry::deregister(control, &registration, Duration::from_secs(1)).await
+        {
+            tokio::time::sleep(c.deregister_grace).await;
         }
     }
     admin.shutdown.fire();

@@ -415,10 +415,10 @@ impl RunArgs {
 
         let control = self.control_config(&mut p);
 
-        if let (Some(i), Some(o), Some(a)) = (inbound_addr, outbound_addr, admin_addr) {
-            if i.port() == o.port() || i.port() == a.port() || o.port() == a.port() {
-                p.errors.push(format!("inbound ({i}), outbound ({o}) and admin ({a}) listeners need distinct ports"));
-            }
+        if let (Some(i), Some(o), Some(a)) = (inbound_addr, outbound_addr, admin_addr)
+            && (i.port() == o.port() || i.port() == a.port() || o.port() == a.port())
+        {
+            p.errors.push(format!("inbound ({i}), outbound ({o}) and admin ({a}) listeners need distinct ports"));
         }
         if !p.errors.is_empty() {
             return Err(ConfigErrors(p.errors));

@@ -98,7 +98,7 @@ async fn register(args: &RegisterArgs) -> anyhow::Result<RegisterReport> {
             }
         }
         let done = report.registered + report.failed;
-        if done % tenth == 0 {
+        if done.is_multiple_of(tenth) {
             report.progress.push((done, started.elapsed().as_secs_f64()));
         }
     };

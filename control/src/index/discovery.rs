@@ -141,13 +141,13 @@ impl State {
                     .collect(),
                 EndpointSource::Slices => self.slice_endpoints(svc, port),
             };
-        } else if let Target::Addr(addr) = target {
-            if let Some(w) = self.workload_at(addr.ip(), addr.port()) {
-                set.kind = Kind::Endpoint as i32;
-                let opaque = self.serving_ports(w, addr.port()).iter().any(|(_, p)| p.protocol == Protocol::Opaque);
-                let h = if opaque { ProtocolHint::Opaque } else { ProtocolHint::Detect };
-                set.endpoint = Some(self.endpoint(w, addr.port(), h));
-            }
+        } else if let Target::Addr(addr) = target
+            && let Some(w) = self.workload_at(addr.ip(), addr.port())
+        {
+            set.kind = Kind::Endpoint as i32;
+            let opaque = self.serving_ports(w, addr.port()).iter().any(|(_, p)| p.protocol == Protocol::Opaque);
+            let h = if opaque { ProtocolHint::Opaque } else { ProtocolHint::Detect };
+            set.endpoint = Some(self.endpoint(w, addr.port(), h));
         }
         set
     }

@@ -172,10 +172,10 @@ impl State {
         if self.services.get(&name).map(|s| &**s) == new.as_ref() {
             return false;
         }
-        if let Some(old) = self.services.remove(&name) {
-            if let Some(vip) = old.virtual_ip {
-                unlink(&mut self.by_vip, &vip, &name);
-            }
+        if let Some(old) = self.services.remove(&name)
+            && let Some(vip) = old.virtual_ip
+        {
+            unlink(&mut self.by_vip, &vip, &name);
         }
         if let Some(new) = new {
             if let Some(vip) = new.virtual_ip {

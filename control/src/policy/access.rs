@@ -65,10 +65,10 @@ impl Validate for AccessTargetRef {
             AccessTargetKind::Service => &["", "core"],
             AccessTargetKind::HttpRoute => &[super::GATEWAY_GROUP],
         };
-        if let Some(g) = &self.group {
-            if !groups.contains(&g.as_str()) {
-                return Err(format!("group: `{g}` does not fit kind {:?}; use one of {groups:?}", self.kind));
-            }
+        if let Some(g) = &self.group
+            && !groups.contains(&g.as_str())
+        {
+            return Err(format!("group: `{g}` does not fit kind {:?}; use one of {groups:?}", self.kind));
         }
         if self.kind == AccessTargetKind::HttpRoute && self.port.is_some() {
             return Err("port: only for kind Service (a route already names its parent ports)".into());

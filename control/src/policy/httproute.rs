@@ -186,10 +186,11 @@ impl Validate for HttpRouteRule {
         }
         if let (Some(t), Some(r)) = (&self.timeouts, &self.retry) {
             // GEP-1731: attempts and backoff must fit in the request timeout.
-            if let (Some(req), Some(backoff)) = (t.request, r.backoff) {
-                if req.0 > std::time::Duration::ZERO && backoff.0 >= req.0 {
-                    return Err(format!("retry.backoff: {backoff} must be shorter than timeouts.request ({req})"));
-                }
+            if let (Some(req), Some(backoff)) = (t.request, r.backoff)
+                && req.0 > std::time::Duration::ZERO
+                && backoff.0 >= req.0
+            {
+                return Err(format!("retry.backoff: {backoff} must be shorter than timeouts.request ({req})"));
             }
         }
         Ok(())
@@ -641,10 +642,10 @@ impl Validate for RequestMirror {
         if self.percent.is_some() && self.fraction.is_some() {
             return Err("only one of percent and fraction may be set".into());
         }
-        if let Some(f) = &self.fraction {
-            if f.numerator.get() > f.denominator.map_or(100, |d| d.get()) {
-                return Err("fraction.numerator: must not exceed fraction.denominator".into());
-            }
+        if let Some(f) = &self.fraction
+            && f.numerator.get() > f.denominator.map_or(100, |d| d.get())
+        {
+            return Err("fraction.numerator: must not exceed fraction.denominator".into());
         }
         Ok(())
     }
@@ -704,10 +705,11 @@ impl Validate for HttpRouteTimeouts {
 
 /// `backendRequest` ≤ `request` unless `request` is disabled (`0s`).
 pub(crate) fn check_backend_request(request: Option<GwDuration>, backend: Option<GwDuration>) -> Result<(), String> {
-    if let (Some(r), Some(b)) = (request, backend) {
-        if r.0 > std::time::Duration::ZERO && b.0 > r.0 {
-            return Err(format!("backendRequest: {b} must not exceed request ({r})"));
-        }
+    if let (Some(r), Some(b)) = (request, backend)
+        && r.0 > std::time::Duration::ZERO
+        && b.0 > r.0
+    {
+        return Err(format!("backendRequest: {b} must not exceed request ({r})"));
     }
     Ok(())
 }

@@ -81,10 +81,10 @@ impl Validate for TargetRef {
             TargetKind::Namespace | TargetKind::Service => &["", "core"],
             TargetKind::HttpRoute => &[super::GATEWAY_GROUP],
         };
-        if let Some(g) = &self.group {
-            if !groups.contains(&g.as_str()) {
-                return Err(format!("group: `{g}` does not fit kind {:?}; use one of {groups:?}", self.kind));
-            }
+        if let Some(g) = &self.group
+            && !groups.contains(&g.as_str())
+        {
+            return Err(format!("group: `{g}` does not fit kind {:?}; use one of {groups:?}", self.kind));
         }
         match (self.kind, &self.name) {
             (TargetKind::Mesh, Some(_)) => Err("name: must not be set for kind Mesh".into()),

@@ -90,10 +90,10 @@ impl Validate for ServiceSpec {
             if !numbers.insert(p.port) {
                 return Err(format!("ports[{i}].port: {} is listed twice", p.port.get()));
             }
-            if let Some(n) = &p.name {
-                if !names.insert(n) {
-                    return Err(format!("ports[{i}].name: `{n}` is used twice"));
-                }
+            if let Some(n) = &p.name
+                && !names.insert(n)
+            {
+                return Err(format!("ports[{i}].name: `{n}` is used twice"));
             }
         }
         if let Some(k) = self.selector.keys().find(|k| k.is_empty() || k.len() > 317) {
@@ -162,10 +162,10 @@ impl<'de> Visitor<'de> for EntrySeed<'_> {
                 spec.name.0
             )));
         }
-        if let Some(vip) = spec.virtual_ip {
-            if let Some(first) = self.seen.vips.insert(vip.0, self.index) {
-                return Err(de::Error::custom(format!("virtualIP: {} is already used by services[{first}]", vip.0)));
-            }
+        if let Some(vip) = spec.virtual_ip
+            && let Some(first) = self.seen.vips.insert(vip.0, self.index)
+        {
+            return Err(de::Error::custom(format!("virtualIP: {} is already used by services[{first}]", vip.0)));
         }
         Ok(spec)
     }

@@ -123,10 +123,10 @@ impl<K: Hash + Eq + Clone> KeyedRateLimiter<K> {
         if map.len() >= self.max_keys {
             // Full buckets (arrival time passed) are as good as absent.
             map.retain(|_, tat| *tat > t);
-            if map.len() >= self.max_keys {
-                if let Some(k) = map.iter().min_by_key(|(_, tat)| **tat).map(|(k, _)| k.clone()) {
-                    map.remove(&k);
-                }
+            if map.len() >= self.max_keys
+                && let Some(k) = map.iter().min_by_key(|(_, tat)| **tat).map(|(k, _)| k.clone())
+            {
+                map.remove(&k);
             }
         }
         map.insert(key.clone(), new);

@@ -234,10 +234,10 @@ async fn tcp_server(listen: SocketAddr, banner: Option<String>) -> anyhow::Resul
         println!("connection {next_id} from {peer}");
         let banner = banner.clone();
         tokio::spawn(async move {
-            if let Some(banner) = banner {
-                if stream.write_all(banner.as_bytes()).await.is_err() {
-                    return;
-                }
+            if let Some(banner) = banner
+                && stream.write_all(banner.as_bytes()).await.is_err()
+            {
+                return;
             }
             let (mut r, mut w) = stream.split();
             let _ = tokio::io::copy(&mut r, &mut w).await;
@@ -286,11 +286,10 @@ async fn slow_client(
                 Ok(n) => received.extend_from_slice(&buf[..n]),
             },
             _ = ticks.tick() => {
-                if let Some(byte) = trickle.next() {
-                    if stream.write_all(&[*byte]).await.is_err() {
+                if let Some(byte) = trickle.next()
+                    && stream.write_all(&[*byte]).await.is_err() {
                         break true;
                     }
-                }
             }
             () = &mut deadline => break false,
         }
@@ -392,7 +391,7 @@ mod http {
         fn fails_now(&self) -> bool {
             let every = self.fail_every.load(Relaxed);
             let n = self.requests.fetch_add(1, Relaxed) + 1;
-            every > 0 && n % every == 0
+            every > 0 && n.is_multiple_of(every)
         }
     }
 

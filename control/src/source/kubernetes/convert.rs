@@ -7,7 +7,6 @@
 //! | EndpointSlice (`kubernetes.io/service-name`) | [`EndpointSlice`] | conditions as the API defines them: `ready` unset means ready, `serving` unset means `ready`; FQDN slices are skipped |
 //! | Pod with an IP | [`Workload`] | meshed when it runs a `weft-proxy` container; ready from its `Ready` condition |
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
@@ -135,7 +134,7 @@ pub fn workload(p: &Pod) -> Option<Workload> {
     Some(Workload {
         name,
         service_account: spec.and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
-        labels: p.metadata.labels.clone().unwrap_or_else(BTreeMap::new),
+        labels: p.metadata.labels.clone().unwrap_or_default(),
         address,
         ports,
         meshed,

@@ -165,17 +165,17 @@ impl Source for Kubernetes {
             let synced = next();
             let ar = policy::api_resource(kind);
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-            if let Err(kube::Error::Api(e)) = api.list(&ListParams::default().limit(1)).await {
-                if e.code == 404 {
-                    tracing::warn!(
-                        %kind,
-                        "the API server does not serve {}/{}: its CustomResourceDefinition is not installed; objects of this kind are ignored until the control plane restarts",
-                        ar.group,
-                        ar.plural
-                    );
-                    synced.send_replace(true);
-                    continue;
-                }
+            if let Err(kube::Error::Api(e)) = api.list(&ListParams::default().limit(1)).await
+                && e.code == 404
+            {
+                tracing::warn!(
+                    %kind,
+                    "the API server does not serve {}/{}: its CustomResourceDefinition is not installed; objects of this kind are ignored until the control plane restarts",
+                    ar.group,
+                    ar.plural
+                );
+                synced.send_replace(true);
+                continue;
             }
             let t = Policies { kind, sink: sink.clone(), jobs: jobs.clone() };
             tasks.spawn(watch::run(api, t, sink.clone(), synced, shutdown.clone()));

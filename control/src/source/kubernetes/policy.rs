@@ -109,7 +109,7 @@ fn str_of<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
 
 /// Is this reference (a parentRef or backendRef) to a core Service?
 fn is_service(r: &Value) -> bool {
-    str_of(r, "group").unwrap_or("") == "" && str_of(r, "kind").unwrap_or("Service") == "Service"
+    str_of(r, "group").unwrap_or("").is_empty() && str_of(r, "kind").unwrap_or("Service") == "Service"
 }
 
 fn ref_name(route_ns: &str, r: &Value) -> Option<ServiceName> {
@@ -150,16 +150,16 @@ pub fn route_conditions(
             };
             break;
         }
-        if let Some(svc) = ref_name(ns, b) {
-            if !state.services.contains_key(&svc) {
-                resolved = Condition {
-                    type_: "ResolvedRefs",
-                    status: false,
-                    reason: "BackendNotFound",
-                    message: format!("backend Service {}/{} does not exist", svc.namespace, svc.name),
-                };
-                break;
-            }
+        if let Some(svc) = ref_name(ns, b)
+            && !state.services.contains_key(&svc)
+        {
+            resolved = Condition {
+                type_: "ResolvedRefs",
+                status: false,
+                reason: "BackendNotFound",
+                message: format!("backend Service {}/{} does not exist", svc.namespace, svc.name),
+            };
+            break;
         }
     }
     parents
