@@ -159,6 +159,9 @@ struct KubeProc {
     child: Child,
     stdout: PathBuf,
     stderr: PathBuf,
+    /// How it was started, to start it again ([`KubeCluster::restart_apiserver`]).
+    bin: PathBuf,
+    args: Vec<String>,
 }
 
 impl KubeProc {
@@ -171,7 +174,7 @@ impl KubeProc {
         let mut cmd = Command::new(tool("setpriv"));
         cmd.args(["--pdeathsig", "KILL", "--"]).arg(bin).args(args);
         let (child, described) = spawn_logged(cmd, &stdout, &stderr);
-        KubeProc { label, cmd: described, child, stdout, stderr }
+        KubeProc { label, cmd: described, child, stdout, stderr, bin: bin.to_owned(), args: args.to_vec() }
     }
 
     fn exited(&mut self) -> Option<ExitStatus> {
@@ -387,6 +390,48 @@ impl KubeCluster {
             cluster.kubeconfig.display()
         );
         cluster
+    }
+
+    /// Kills kube-apiserver (SIGKILL, as a crash would), waits `down`, starts
+    /// it again on the same port with the same flags (etcd keeps the data)
+    /// and waits until it is ready. Call it from the thread that will end
+    /// last (the test's): `--pdeathsig` ties the new process to it.
+    #[track_caller]
+    pub fn restart_apiserver(&self, down: Duration) {
+        let (bin, args) = {
+            let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+            let api = procs.iter_mut().find(|p| p.label == "kube-apiserver").expect("a kube-apiserver");
+            let _ = api.child.kill();
+            let _ = api.child.wait();
+            // The first run's logs stay, as `*.before-restart`.
+            for path in [&api.stdout, &api.stderr] {
+                let _ = std::fs::rename(
+                    path,
+                    path.with_extension(format!(
+                        "{}.before-restart",
+                        path.extension().and_then(|e| e.to_str()).unwrap_or("log")
+                    )),
+                );
+            }
+            (api.bin.clone(), api.args.clone())
+        };
+        std::thread::sleep(down);
+        let restarted = KubeProc::spawn(&self.dir, "kube-apiserver", &bin, &args);
+        {
+            let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = procs.iter_mut().find(|p| p.label == "kube-apiserver").expect("a kube-apiserver");
+            *slot = restarted;
+        }
+        let what = format!("the restarted kube-apiserver reports /readyz ok (logs in {})", self.dir.display());
+        eventually(APISERVER_READY, &what, || {
+            self.assert_running();
+            let run = self.try_kubectl(&["get", "--raw=/readyz"], Duration::from_secs(20));
+            if run.status.success() && run.stdout.trim() == "ok" {
+                Ok(())
+            } else {
+                Err(format!("{}\n{}", run.stdout.trim(), run.stderr.trim()))
+            }
+        });
     }
 
     /// `https://127.0.0.1:PORT`.

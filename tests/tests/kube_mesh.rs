@@ -370,3 +370,98 @@ spec:
         if got.iter().all(|(c, _)| *c == 200) { Ok(()) } else { Err(format!("{got:?}")) }
     });
 }
+
+/// Starts `n` requests at `rate`/s from `client` to `url` in the background
+/// (curl, one connection, each request's status on a line).
+fn load(client: &Pod, label: &str, url: &str, n: usize, rate: u32) -> Proc {
+    let url = format!("{url}[1-{n}]");
+    let rate = format!("{rate}/s");
+    client.spawn(
+        label,
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %header{x-weft-server}\\n",
+            "--rate",
+            &rate,
+            "--max-time",
+            "300",
+            &url,
+        ],
+    )
+}
+
+/// Waits for a [`load`] to end; its results by status.
+fn finish(load: Proc, n: usize) -> std::collections::BTreeMap<u16, usize> {
+    let run = load.finish(Duration::from_secs(300));
+    let mut by_status = std::collections::BTreeMap::new();
+    for line in run.stdout.lines() {
+        let code = line.split(' ').next().and_then(|c| c.parse().ok()).unwrap_or(0);
+        *by_status.entry(code).or_insert(0) += 1;
+    }
+    assert_eq!(by_status.values().sum::<usize>(), n, "curl reported {} of {n} requests: {run}", by_status.len());
+    by_status
+}
+
+#[test]
+fn endpoint_churn_and_an_api_server_restart_fail_no_request() {
+    let km = kube_mesh("churn");
+    let servers: Vec<Server> = ["c1", "c2", "c3"].iter().map(|n| km.server(n, "web", "app: web")).collect();
+    let all: Vec<(&Server, &str)> = servers.iter().zip(["c1", "c2", "c3"]).collect();
+    let vip = km.service("web");
+    km.slice("web", "web-a", &all);
+    let (client, proxy) = km.client("client", "client");
+    let url = format!("http://{vip}/");
+    let target = format!("{vip}:80");
+    eventually(Duration::from_secs(20), "the client sees three endpoints", || {
+        let _ = send(&client, &url, 1);
+        let n = proxy.endpoints(&target).len();
+        if n == 3 { Ok(()) } else { Err(format!("{n} endpoints")) }
+    });
+
+    // The slice goes from three endpoints to one and back every second for
+    // 60 s, under 50 requests/s: none fails.
+    let n = 3200;
+    let running = load(&client, "churn-load", &url, n, 50);
+    let start = std::time::Instant::now();
+    let mut flips = 0;
+    while start.elapsed() < Duration::from_secs(60) && flips < 120 {
+        let tick = std::time::Instant::now();
+        if flips % 2 == 0 {
+            km.slice("web", "web-a", &all[..1])
+        } else {
+            km.slice("web", "web-a", &all)
+        };
+        flips += 1;
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(tick.elapsed()));
+    }
+    let by_status = finish(running, n);
+    assert_eq!(by_status.get(&200), Some(&n), "requests by status under {flips} slice changes: {by_status:?}");
+    assert!(flips >= 50, "only {flips} slice changes in 60 s");
+
+    // The API server dies and comes back under load: the index keeps
+    // serving what it had, and no request fails.
+    km.slice("web", "web-a", &all);
+    let n = 1500;
+    let running = load(&client, "restart-load", &url, n, 50);
+    std::thread::sleep(Duration::from_secs(3));
+    km.cluster.restart_apiserver(Duration::from_secs(5));
+    // The control plane lost its watches and got them back.
+    eventually(Duration::from_secs(30), "the control plane's watches recover", || {
+        let log = km.cp.proc.stderr();
+        if log.contains("watch failed") && log.contains("watch recovered") { Ok(()) } else { Err("not yet".into()) }
+    });
+    // A change made after it returns is seen: only c2 is left.
+    km.slice("web", "web-a", &all[1..2]);
+    eventually(Duration::from_secs(30), "the change after the restart reaches the client", || {
+        let eps = proxy.endpoints(&target);
+        if eps == [servers[1].pod.addr(8080).to_string()] { Ok(()) } else { Err(format!("endpoints {eps:?}")) }
+    });
+    let by_status = finish(running, n);
+    assert_eq!(by_status.get(&200), Some(&n), "requests by status across the restart: {by_status:?}");
+    let got = send(&client, &url, 30);
+    assert!(got.iter().all(|(c, s)| *c == 200 && s == "c2"), "{got:?}");
+}
