@@ -3,7 +3,7 @@
 //! ```text
 //!   LocalFiles (services file, policy files/dirs; polled)  ─┐
 //!   Registry   (workloads with leases; fed by gRPC)         ├─► Sink ─► Index
-//!   (a Kubernetes watcher: not built)                       ─┘     └─► Diagnostics (/state, /metrics)
+//!   Kubernetes (API server watches; --source kubernetes)    ─┘     └─► Diagnostics (/state, /metrics)
 //! ```
 //!
 //! A source turns whatever it watches into [`Event`]s and hands them to a
@@ -12,9 +12,9 @@
 //! [`Sink::reject`] and keeps its previous good objects in force; the
 //! rejection shows on `/state` and in `weft_control_policy_rejected_total`.
 //!
-//! There is no Kubernetes watcher yet; one would plug in by implementing
-//! [`Source`] (turning watch events of Services, Pods/EndpointSlices and
-//! policy resources into `Event`s), with nothing else changed.
+//! The Kubernetes source ([`kubernetes`]) turns watch events of Services,
+//! EndpointSlices, Pods and policy objects into the same `Event`s; the
+//! proxies' API does not know which source fed the index.
 
 pub mod files;
 pub mod kubernetes;
