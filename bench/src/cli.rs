@@ -105,6 +105,11 @@ pub enum Command {
     /// the proxy's TLS configurations driven in memory. Writes
     /// handshakes.{md,json}; needs no root.
     Handshakes(crate::handshake::HandshakeArgs),
+    /// The control plane as a Kubernetes controller at size (1,000 Services,
+    /// 10,000 endpoints by default) on the tests' real API server: ready
+    /// time, RSS, and EndpointSlice change → watching stream. Writes
+    /// kube-scale.{md,json}; needs the binaries of `bash tests/kube/build.sh`.
+    KubeScale(crate::kube_scale::KubeScaleArgs),
 }
 
 #[cfg(test)]

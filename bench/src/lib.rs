@@ -39,6 +39,7 @@ pub mod footprint;
 pub mod handshake;
 pub mod harness;
 pub mod hist;
+pub mod kube_scale;
 pub mod limits;
 pub mod load;
 pub mod plan;

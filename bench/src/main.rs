@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Some(Command::CpPush(args)) => weft_bench::cplane::push::run(args).map(|()| true),
         Some(Command::CpRegister(args)) => weft_bench::cplane::register::run(args).map(|()| true),
         Some(Command::Handshakes(args)) => weft_bench::handshake::run(args).map(|()| true),
+        Some(Command::KubeScale(args)) => weft_bench::kube_scale::run(args).map(|()| true),
         None => harness::run(&Options {
             mode: cli.bench.mode(),
             only: cli.bench.only.clone(),

@@ -252,7 +252,7 @@ mod tests {
             ),
             (
                 Kind::TrafficPolicy,
-                json!({"targetRef": {"kind": "Namespace", "name": "other"}}),
+                json!({"targetRef": {"kind": "Namespace", "name": "other"}, "timeouts": {"request": "1s"}}),
                 Err("spec.targetRef.name: a TrafficPolicy in namespace `a` can only target that namespace"),
             ),
             (Kind::AccessPolicy, json!({"targetRef": {"kind": "Service", "name": "web"}, "from": {}}), Ok(())),
