@@ -131,7 +131,7 @@ pub fn run(args: &KubeScaleArgs) -> anyhow::Result<()> {
     let rss_ready_kib = status_kib(pid, "VmRSS")?;
     eprintln!("kube-scale: weft-control ready in {ready_s:.2} s, RSS {rss_ready_kib} KiB");
 
-    let svc0 = per + usize::from(args.endpoints % args.services > 0);
+    let svc0 = per + usize::from(!args.endpoints.is_multiple_of(args.services));
     let (update, patch_rtt, missed) = changes(&cluster, grpc, args.changes, svc0)?;
     let report = KubeScaleReport {
         kubernetes: weft_tests::kube_version().to_owned(),
