@@ -146,6 +146,7 @@ mod tests {
             meshed: true,
             ready: true,
             zone: String::new(),
+            opaque_ports: Vec::new(),
         }
     }
 

@@ -69,7 +69,8 @@ impl State {
             mtls_mode: self.mesh.mtls_mode as i32,
             authorizations,
             rate_limit,
-            opaque: serving.iter().any(|(_, p)| p.protocol == Protocol::Opaque),
+            opaque: serving.iter().any(|(_, p)| p.protocol == Protocol::Opaque)
+                || self.workloads.get(workload).is_some_and(|w| w.opaque_ports.contains(&port)),
             sources: sources.into_iter().collect(),
             routes,
         }

@@ -120,6 +120,11 @@ pub struct Workload {
     pub ready: bool,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub zone: String,
+    /// Ports the workload itself declares opaque TCP (a Pod's
+    /// `config.weft.dev/opaque-ports` annotation), whatever Service fronts
+    /// them: no detection on them, inbound or outbound.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub opaque_ports: Vec<u16>,
 }
 
 /// An EndpointSlice: some of one Service's endpoints.

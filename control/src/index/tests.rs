@@ -37,6 +37,7 @@ fn workload(ns: &str, name: &str, addr: &str, labels: &[(&str, &str)], ready: bo
         meshed: true,
         ready,
         zone: String::new(),
+        opaque_ports: Vec::new(),
     }
 }
 
@@ -288,6 +289,34 @@ fn a_pod_in_a_slice_is_served_on_the_slices_target_port() {
     assert!(serving("api-stray", 8081).is_empty(), "selected, but in no slice");
     let ep = s.resolve(&target("127.0.5.1:9090"), "").endpoint.expect("the Pod at that address");
     assert_eq!(ep.protocol_hint, ProtocolHint::Opaque as i32, "opaque through the slice's Service port");
+}
+
+#[test]
+fn a_workloads_own_opaque_ports_are_opaque_whichever_service_reaches_them() {
+    let mut s = sliced();
+    let mut api0 = workload("prod", "api-0", "127.0.5.1", &[("app", "api")], true);
+    api0.opaque_ports = vec![8081];
+    s.apply([Event::WorkloadApplied(api0)]);
+    // (target, the hint of the endpoint at 127.0.5.1)
+    let hint_of = |set: weft_api::discovery::EndpointSet| {
+        set.endpoint
+            .or_else(|| set.endpoints.into_iter().find(|e| e.address.starts_with("127.0.5.1:")))
+            .map(|e| e.protocol_hint)
+    };
+    let cases = [
+        ("api.prod:80", Some(ProtocolHint::Opaque as i32)),
+        ("127.0.5.1:8081", Some(ProtocolHint::Opaque as i32)),
+        ("127.0.5.4:80", None),
+    ];
+    for (t, want) in cases {
+        assert_eq!(hint_of(s.resolve(&target(t), "")), want, "{t}");
+    }
+    // The other endpoint of the same Service port is still detected.
+    let set = s.resolve(&target("api.prod:80"), "");
+    let other = set.endpoints.iter().find(|e| e.address == "127.0.5.4:8081").expect("the Pod-less endpoint");
+    assert_eq!(other.protocol_hint, ProtocolHint::Detect as i32);
+    assert!(s.inbound(&WorkloadName::new("prod", "api-0"), 8081).opaque, "inbound too");
+    assert!(!s.inbound(&WorkloadName::new("prod", "api-1"), 8081).opaque);
 }
 
 #[test]

@@ -256,6 +256,7 @@ pub fn workload_from_api(w: weft_api::registry::Workload) -> Result<Workload, Re
         meshed: w.meshed,
         ready: w.ready,
         zone: w.zone,
+        opaque_ports: Vec::new(),
     })
 }
 
@@ -283,6 +284,7 @@ mod tests {
             meshed: true,
             ready: true,
             zone: String::new(),
+            opaque_ports: Vec::new(),
         }
     }
 

@@ -20,14 +20,29 @@ use crate::index::model::{
 
 /// The label the EndpointSlice controller puts on a Service's slices.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-/// Service annotation: ports (comma-separated numbers) whose traffic is
-/// opaque TCP, not detected.
+/// Service or Pod annotation: ports (comma-separated numbers) whose traffic
+/// is opaque TCP, not detected. On a Service: its ports (`port`); on a Pod:
+/// the Pod's own ports, whichever Service reaches them.
 pub const OPAQUE_PORTS_ANNOTATION: &str = "config.weft.dev/opaque-ports";
 /// The proxy container the injector adds; a Pod that has it is meshed.
 pub const PROXY_CONTAINER: &str = "weft-proxy";
 
 fn ns_name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<NsName> {
     Some(NsName::new(meta.namespace.clone()?, meta.name.clone()?))
+}
+
+/// The ports an object's [`OPAQUE_PORTS_ANNOTATION`] lists (entries that
+/// are not port numbers are ignored).
+fn opaque_ports(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Vec<u16> {
+    let mut ports: Vec<u16> = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(OPAQUE_PORTS_ANNOTATION))
+        .map(|v| v.split(',').filter_map(|p| p.trim().parse().ok()).filter(|p| *p != 0).collect())
+        .unwrap_or_default();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 /// The index's Service for a Kubernetes Service (`None`: unnamed, a
@@ -39,13 +54,7 @@ pub fn service(s: &KubeService) -> Option<Service> {
         .and_then(|sp| sp.cluster_ip.as_deref())
         .filter(|ip| *ip != "None")
         .and_then(|ip| ip.parse::<IpAddr>().ok());
-    let opaque: Vec<u16> = s
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(OPAQUE_PORTS_ANNOTATION))
-        .map(|v| v.split(',').filter_map(|p| p.trim().parse().ok()).collect())
-        .unwrap_or_default();
+    let opaque = opaque_ports(&s.metadata);
     let ports = spec
         .and_then(|sp| sp.ports.as_ref())
         .into_iter()
@@ -140,6 +149,7 @@ pub fn workload(p: &Pod) -> Option<Workload> {
         meshed,
         ready,
         zone: String::new(),
+        opaque_ports: opaque_ports(&p.metadata),
     })
 }
 
@@ -232,7 +242,8 @@ mod tests {
     fn pods() {
         let pod = |status: serde_json::Value, containers: serde_json::Value| -> Pod {
             from_json(serde_json::json!({
-                "metadata": {"name": "web-0", "namespace": "a", "labels": {"app": "web"}},
+                "metadata": {"name": "web-0", "namespace": "a", "labels": {"app": "web"},
+                    "annotations": {"config.weft.dev/opaque-ports": "6379, x, 9090,6379"}},
                 "spec": {"serviceAccountName": "web", "containers": containers},
                 "status": status,
             }))
@@ -257,6 +268,7 @@ mod tests {
             if let Some(w) = w {
                 assert_eq!((w.service_account.as_str(), w.address.to_string()), ("web", "10.0.0.1".into()));
                 assert_eq!(w.labels.get("app").map(String::as_str), Some("web"));
+                assert_eq!(w.opaque_ports, [6379, 9090]);
             }
         }
     }
