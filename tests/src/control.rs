@@ -180,17 +180,13 @@ impl Pod {
         ca: Option<MeshCa>,
         extra: &[&str],
     ) -> ControlPlane {
-        let grpc = format!("{}:{GRPC_PORT}", self.ip());
-        let mut args: Vec<String> = vec![
-            "--grpc-addr".into(),
-            grpc,
-            "--admin-addr".into(),
-            CONTROL_ADMIN.into(),
+        let mut args = self.listen_args();
+        args.extend([
             "--services".into(),
             services.to_string_lossy().into_owned(),
             "--policy".into(),
             policy_dir.to_string_lossy().into_owned(),
-        ];
+        ]);
         if let Some(ca) = &ca {
             args.extend([
                 "--state-dir".into(),
@@ -202,6 +198,11 @@ impl Pod {
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         let (proc, url) = self.spawn_control(&args, ca.is_some());
         ControlPlane { proc, pod: self.clone(), url, services, policy_dir, ca, forward: None }
+    }
+
+    /// `--grpc-addr POD_IP:8090 --admin-addr 127.0.0.1:9990`.
+    fn listen_args(&self) -> Vec<String> {
+        vec!["--grpc-addr".into(), format!("{}:{GRPC_PORT}", self.ip()), "--admin-addr".into(), CONTROL_ADMIN.into()]
     }
 
     /// Starts `weft-control ARGS` and waits until its `/ready` answers 200;
@@ -259,19 +260,15 @@ impl Pod {
         );
         let (services, policy_dir) = self.control_files("services: []\n");
         let ca = self.mesh_ca(None);
-        let grpc = format!("{}:{GRPC_PORT}", self.ip());
-        let mut args: Vec<String> = vec![
-            "--grpc-addr".into(),
-            grpc,
-            "--admin-addr".into(),
-            CONTROL_ADMIN.into(),
+        let mut args = self.listen_args();
+        args.extend([
             "--source".into(),
             "kubernetes".into(),
             "--kubeconfig".into(),
             kubeconfig.display().to_string(),
             "--state-dir".into(),
             ca.state_dir.display().to_string(),
-        ];
+        ]);
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         let (proc, url) = self.spawn_control(&args, true);
         ControlPlane { proc, pod: self.clone(), url, services, policy_dir, ca: Some(ca), forward: Some(forward) }

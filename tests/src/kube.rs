@@ -348,16 +348,7 @@ impl KubeCluster {
             procs: Mutex::new(procs),
             next: AtomicUsize::new(0),
         };
-        let what = format!("kube-apiserver reports /readyz ok to the admin (logs in {})", dir.display());
-        eventually(APISERVER_READY, &what, || {
-            cluster.assert_running();
-            let run = cluster.try_kubectl(&["get", "--raw=/readyz"], Duration::from_secs(20));
-            if run.status.success() && run.stdout.trim() == "ok" {
-                Ok(())
-            } else {
-                Err(format!("{}\n{}", run.stdout.trim(), run.stderr.trim()))
-            }
-        });
+        cluster.wait_apiserver_ready("kube-apiserver");
 
         // kube-controller-manager
         let kcm_args = vec![
@@ -422,7 +413,13 @@ impl KubeCluster {
             let slot = procs.iter_mut().find(|p| p.label == "kube-apiserver").expect("a kube-apiserver");
             *slot = restarted;
         }
-        let what = format!("the restarted kube-apiserver reports /readyz ok (logs in {})", self.dir.display());
+        self.wait_apiserver_ready("the restarted kube-apiserver");
+    }
+
+    /// Waits until kube-apiserver reports `/readyz` ok to the admin.
+    #[track_caller]
+    fn wait_apiserver_ready(&self, who: &str) {
+        let what = format!("{who} reports /readyz ok to the admin (logs in {})", self.dir.display());
         eventually(APISERVER_READY, &what, || {
             self.assert_running();
             let run = self.try_kubectl(&["get", "--raw=/readyz"], Duration::from_secs(20));
@@ -552,21 +549,21 @@ impl KubeCluster {
         self.kubectl(&args).stdout.trim().to_owned()
     }
 
+    /// Writes a kubeconfig that reaches the API server at `server` with a
+    /// bearer `token` (named `user`), and returns its path.
+    #[track_caller]
+    pub fn token_kubeconfig(&self, server: &str, user: &str, token: &str, path: &Path) -> PathBuf {
+        write_kubeconfig_for(path, server, &self.dir.join("pki").join("ca.crt"), user, &format!("token: {token}"));
+        path.to_owned()
+    }
+
     /// Writes a kubeconfig that reaches the API server at `server` as the
     /// control plane's own service account (`weft-system/weft-control`,
     /// bound to the shipped ClusterRole only), and returns its path.
     #[track_caller]
     pub fn control_plane_kubeconfig(&self, server: &str, path: &Path) -> PathBuf {
         let token = self.token("weft-system", "weft-control", None, None);
-        let ca = self.dir.join("pki").join("ca.crt");
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    certificate-authority: {}\n\
-             users:\n- name: weft-control\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: weft-control}}\n\
-             current-context: test\n",
-            ca.display()
-        );
-        std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-        path.to_owned()
+        self.token_kubeconfig(server, "weft-control", &token, path)
     }
 
     /// Creates a namespace of its own, `<prefix>-<pid>-<n>`, and waits until
@@ -708,6 +705,17 @@ fn dn(parts: &[(DnType, &str)]) -> DistinguishedName {
 
 /// A kubeconfig for `user` (its `<user>.crt`/`.key` in `pki`).
 fn write_kubeconfig(path: &Path, server: &str, pki: &Path, user: &str) {
+    let credentials = format!(
+        "client-certificate: {}\n    client-key: {}",
+        pki.join(format!("{user}.crt")).display(),
+        pki.join(format!("{user}.key")).display()
+    );
+    write_kubeconfig_for(path, server, &pki.join("ca.crt"), user, &credentials);
+}
+
+/// A kubeconfig of one cluster (`server`, trusting `ca`) and one user whose
+/// `user:` fields are `credentials` (YAML, indented by 4 after the first).
+fn write_kubeconfig_for(path: &Path, server: &str, ca: &Path, user: &str, credentials: &str) {
     let text = format!(
         "apiVersion: v1
 kind: Config
@@ -719,8 +727,7 @@ clusters:
 users:
 - name: {user}
   user:
-    client-certificate: {cert}
-    client-key: {key}
+    {credentials}
 contexts:
 - name: {user}
   context:
@@ -728,9 +735,7 @@ contexts:
     user: {user}
 current-context: {user}
 ",
-        ca = pki.join("ca.crt").display(),
-        cert = pki.join(format!("{user}.crt")).display(),
-        key = pki.join(format!("{user}.key")).display(),
+        ca = ca.display(),
     );
     std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
 }

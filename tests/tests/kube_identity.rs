@@ -36,30 +36,8 @@ async fn client_as(cluster: &KubeCluster, ns: &str, sa: &str) -> kube::Client {
     // sharing one cluster (and its directory).
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let name = format!("{ns}-{sa}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
-    let ca = cluster.dir().join(format!("{name}-ca.crt"));
-    std::fs::write(&ca, cluster.ca_pem()).expect("writing the cluster CA");
-    let path = cluster.dir().join(format!("{name}.kubeconfig"));
-    let text = format!(
-        "apiVersion: v1
-kind: Config
-clusters:
-- name: weft-tests
-  cluster:
-    server: {server}
-    certificate-authority: {ca}
-users:
-- name: {name}
-  user:
-    token: {token}
-contexts:
-- name: {name}
-  context: {{cluster: weft-tests, user: {name}}}
-current-context: {name}
-",
-        server = cluster.server(),
-        ca = ca.display(),
-    );
-    std::fs::write(&path, text).expect("writing the kubeconfig");
+    let path =
+        cluster.token_kubeconfig(cluster.server(), &name, &token, &cluster.dir().join(format!("{name}.kubeconfig")));
     let kubeconfig = Kubeconfig::read_from(&path).expect("the kubeconfig parses");
     let config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("a kube config");

@@ -176,21 +176,7 @@ endpoints:
 /// `n` requests to `url` + `[1-n]` on one connection from `client`:
 /// (status, answering server) of each.
 fn send(client: &Pod, url: &str, n: usize) -> Vec<(u16, String)> {
-    let url = format!("{url}[1-{n}]");
-    let run = client.exec(
-        "curl",
-        &["-s", "-o", "/dev/null", "-w", "%{http_code} %header{x-weft-server}\\n", "--max-time", "120", &url],
-    );
-    let out: Vec<(u16, String)> = run
-        .stdout
-        .lines()
-        .map(|l| {
-            let (code, server) = l.split_once(' ').unwrap_or((l, ""));
-            (code.parse().unwrap_or(0), server.to_owned())
-        })
-        .collect();
-    assert_eq!(out.len(), n, "curl answered {} of {n} requests: {run}", out.len());
-    out
+    client.requests(url, n, &[])
 }
 
 #[test]

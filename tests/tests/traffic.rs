@@ -150,22 +150,7 @@ impl Fixture {
     /// `n` requests to `url_base` + `[1-n]` on one connection: (status,
     /// answering replica) of each.
     fn send(&self, url_base: &str, n: usize, extra: &[&str]) -> Vec<(u16, String)> {
-        let url = format!("{url_base}[1-{n}]");
-        let mut args =
-            vec!["-s", "-o", "/dev/null", "-w", "%{http_code} %header{x-weft-server}\\n", "--max-time", "120"];
-        args.extend_from_slice(extra);
-        args.push(&url);
-        let run = self.client.exec("curl", &args);
-        let out: Vec<(u16, String)> = run
-            .stdout
-            .lines()
-            .map(|l| {
-                let (code, server) = l.split_once(' ').unwrap_or((l, ""));
-                (code.parse().unwrap_or(0), server.to_owned())
-            })
-            .collect();
-        assert_eq!(out.len(), n, "curl answered {} of {n} requests: {run}", out.len());
-        out
+        self.client.requests(url_base, n, extra)
     }
 
     fn metric(&self, name: &str) -> f64 {
