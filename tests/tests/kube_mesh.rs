@@ -26,6 +26,9 @@ struct KubeMesh {
     mesh: Mesh,
     cp: ControlPlane,
     ns: String,
+    /// The Node the Pods are bound to (in zone `zone-a`): the EndpointSlice
+    /// controller lists a Pod only once its Node exists.
+    node: String,
 }
 
 /// A netns pod that is also a Kubernetes Pod, running the testkit app on
@@ -41,7 +44,14 @@ fn kube_mesh(prefix: &str) -> KubeMesh {
     let mesh = Mesh::new();
     let cp = mesh.pod("cp").run_kube_control(cluster, &[]);
     let ns = cluster.namespace(prefix);
-    KubeMesh { cluster, mesh, cp, ns }
+    let node = format!("node-{ns}");
+    cluster.apply(
+        "default",
+        &format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {node}, labels: {{topology.kubernetes.io/zone: zone-a}}}}\n"
+        ),
+    );
+    KubeMesh { cluster, mesh, cp, ns, node }
 }
 
 impl KubeMesh {
@@ -60,10 +70,12 @@ kind: Pod
 metadata: {{name: {name}, labels: {{{labels}}}}}
 spec:
   serviceAccountName: {sa}
+  nodeName: {node}
   containers:
-  - {{name: app, image: registry.invalid/weft/app:1, ports: [{{containerPort: 8080}}]}}
+  - {{name: app, image: registry.invalid/weft/app:1, ports: [{{name: http, containerPort: 8080}}]}}
   - {{name: weft-proxy, image: registry.invalid/weft/proxy:1}}
-"
+",
+                node = self.node
             ),
         );
         let ip = pod.ip();
@@ -211,6 +223,45 @@ fn a_service_and_its_endpoint_slice_from_the_api_server_carry_mtls_traffic() {
     });
     let got = send(&client, &format!("http://{vip}/"), 50);
     assert!(got.iter().all(|(c, s)| *c == 200 && s == "web0"), "{got:?}");
+
+    // A Service with a selector and a named target port: kube-controller-
+    // manager's EndpointSlice controller writes its slice from the Pods
+    // (resolving `http` to 8080 through them, the zone through their
+    // Node), and both Pods answer on its ClusterIP.
+    km.cluster.apply(
+        &km.ns,
+        "apiVersion: v1
+kind: Service
+metadata: {name: named}
+spec:
+  selector: {app: web}
+  ports: [{name: web, port: 80, targetPort: http}]
+",
+    );
+    let named = km.cluster.get_json(&km.ns, &["service", "named"]);
+    let named_vip = named["spec"]["clusterIP"].as_str().expect("a ClusterIP").to_owned();
+    eventually(Duration::from_secs(30), "the EndpointSlice controller lists both Pods", || {
+        let slices = km.cluster.get_json(&km.ns, &["endpointslices", "-l", "kubernetes.io/service-name=named"]);
+        let slice = &slices["items"][0];
+        let ready = slice["endpoints"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["conditions"]["ready"] == true && e["zone"] == "zone-a")
+            .count();
+        if ready == 2 && slice["ports"][0]["port"] == 8080 && slice["ports"][0]["name"] == "web" {
+            Ok(())
+        } else {
+            Err(format!("slices {slices}"))
+        }
+    });
+    eventually(Duration::from_secs(20), "both Pods answer on the selector Service", || {
+        let got = send(&client, &format!("http://{named_vip}/"), 20);
+        let mut servers: Vec<&str> = got.iter().filter(|(c, _)| *c == 200).map(|(_, s)| s.as_str()).collect();
+        servers.sort();
+        servers.dedup();
+        if servers == ["web0", "web1"] && got.iter().all(|(c, _)| *c == 200) { Ok(()) } else { Err(format!("{got:?}")) }
+    });
 }
 
 /// The 90/10 HTTPRoute of the GAMMA docs, on Service `web`.
