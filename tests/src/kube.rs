@@ -223,6 +223,8 @@ pub struct KubeCluster {
     /// In the order they started; stopped in reverse.
     procs: Mutex<Vec<KubeProc>>,
     next: AtomicUsize,
+    /// Set once [`KubeCluster::install_weft`] has run on this cluster.
+    weft_installed: OnceLock<()>,
 }
 
 impl Drop for KubeCluster {
@@ -347,6 +349,7 @@ impl KubeCluster {
             ca_pem: pki.ca_pem.clone(),
             procs: Mutex::new(procs),
             next: AtomicUsize::new(0),
+            weft_installed: OnceLock::new(),
         };
         cluster.wait_apiserver_ready("kube-apiserver");
 
@@ -518,8 +521,7 @@ impl KubeCluster {
     /// served.
     #[track_caller]
     pub fn install_weft(&self) {
-        static DONE: OnceLock<()> = OnceLock::new();
-        DONE.get_or_init(|| {
+        self.weft_installed.get_or_init(|| {
             self.kubectl(&["apply", "--server-side", "-f", &gateway_api_crds().display().to_string()]);
             let manifests = manifests_dir();
             self.kubectl(&["apply", "-f", &manifests.join("crds").display().to_string()]);

@@ -40,7 +40,18 @@ struct Server {
 }
 
 fn kube_mesh(prefix: &str) -> KubeMesh {
-    let cluster = KubeCluster::shared();
+    on(KubeCluster::shared(), prefix)
+}
+
+/// Like [`kube_mesh`], on a cluster of the test's own: for a test that
+/// stops the API server, which would fail other tests sharing it (under
+/// `cargo test`, which runs them as threads of one process).
+fn kube_mesh_own_cluster(prefix: &str) -> KubeMesh {
+    // Its processes die with this thread (`--pdeathsig`): the test's end.
+    on(Box::leak(Box::new(KubeCluster::start())), prefix)
+}
+
+fn on(cluster: &'static KubeCluster, prefix: &str) -> KubeMesh {
     let mesh = Mesh::new();
     let cp = mesh.pod("cp").run_kube_control(cluster, &[]);
     let ns = cluster.namespace(prefix);
@@ -445,7 +456,7 @@ fn finish(load: Proc, n: usize) -> std::collections::BTreeMap<u16, usize> {
 
 #[test]
 fn endpoint_churn_and_an_api_server_restart_fail_no_request() {
-    let km = kube_mesh("churn");
+    let km = kube_mesh_own_cluster("churn");
     let servers: Vec<Server> = ["c1", "c2", "c3"].iter().map(|n| km.server(n, "web", "app: web")).collect();
     let all: Vec<(&Server, &str)> = servers.iter().zip(["c1", "c2", "c3"]).collect();
     let vip = km.service("web");
