@@ -184,7 +184,9 @@ fn changes(
     n: usize,
     per: usize,
 ) -> anyhow::Result<(Vec<f64>, Vec<f64>, usize)> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // A worker thread of its own, so that the stream is read (and each
+    // answer stamped) while this thread waits for curl.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, usize)>();
     let url = format!("http://{grpc}");
     let watcher = rt.spawn(async move {
