@@ -99,7 +99,13 @@ impl Scalar for IdentityPattern {
         let ok = s == "*"
             || body.is_some_and(|b| {
                 let b = b.strip_suffix("/*").unwrap_or(b);
-                !b.is_empty() && !b.contains('*') && !b.contains("//") && !b.ends_with('/') && b.is_ascii()
+                // A trust domain first: `spiffe:///…` names nobody.
+                !b.is_empty()
+                    && !b.starts_with('/')
+                    && !b.contains('*')
+                    && !b.contains("//")
+                    && !b.ends_with('/')
+                    && b.is_ascii()
             });
         if ok {
             Ok(Self(s.to_owned()))

@@ -271,6 +271,9 @@ spec:
   targetRef: {kind: Service, name: web}
   from: {identities: [web.default]}
 ";
+    let no_trust_domain = identity.replace("web.default", "'spiffe:///ns/batch/sa/web'");
+    let signed_code = traffic_with("  targetRef: {kind: Mesh}\n  retries: {retryOn: ['+503']}\n");
+    let padded_code = traffic_with("  targetRef: {kind: Mesh}\n  retries: {retryOn: ['0503']}\n");
     let no_from = "apiVersion: policy.weft.dev/v1alpha1
 kind: AccessPolicy
 metadata: {name: a}
@@ -297,6 +300,9 @@ spec:
         (&attempts, 6, "spec.retries.attempts: must not be negative"),
         (&status, 6, "spec.faults.abort.httpStatus: must be 200..=599, got 700"),
         (identity, 6, "spec.from.identities[0]: `web.default` is not an identity pattern"),
+        (&no_trust_domain, 6, "spec.from.identities[0]: `spiffe:///ns/batch/sa/web` is not an identity pattern"),
+        (&signed_code, 6, "spec.retries.retryOn[0]: `+503` is not a retry condition"),
+        (&padded_code, 6, "spec.retries.retryOn[0]: `0503` is not a retry condition"),
         (no_from, 5, "spec: missing field `from`"),
         (route_port, 5, "spec.targetRef: port: only for kind Service"),
     ]);

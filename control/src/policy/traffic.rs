@@ -154,7 +154,11 @@ pub const RETRY_CONDITIONS: [&str; 9] = [
 impl Scalar for RetryOn {
     const EXPECTING: &'static str = "a retry condition";
     fn from_str(s: &str) -> Result<Self, String> {
-        if RETRY_CONDITIONS.contains(&s) || s.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c)) {
+        if RETRY_CONDITIONS.contains(&s)
+            || (s.len() == 3
+                && s.bytes().all(|b| b.is_ascii_digit())
+                && s.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c)))
+        {
             Ok(Self(s.to_owned()))
         } else {
             Err(format!("`{s}` is not a retry condition; use a status code 100..=599 or one of {RETRY_CONDITIONS:?}"))
