@@ -206,9 +206,9 @@ impl State {
     }
 
     fn endpoint(&self, w: &Workload, port: u16, hint: ProtocolHint) -> Endpoint {
-        // The workload's own word wins: a port it declares opaque is never
-        // detected, whichever Service reaches it.
-        let hint = if w.opaque_ports.contains(&port) { ProtocolHint::Opaque } else { hint };
+        // The workload's own word (or its Namespace's) wins: a port it
+        // declares opaque is never detected, whichever Service reaches it.
+        let hint = if self.opaque_port(w, port) { ProtocolHint::Opaque } else { hint };
         Endpoint {
             address: SocketAddr::new(w.address, port).to_string(),
             weight: 1,

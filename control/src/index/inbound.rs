@@ -70,7 +70,7 @@ impl State {
             authorizations,
             rate_limit,
             opaque: serving.iter().any(|(_, p)| p.protocol == Protocol::Opaque)
-                || self.workloads.get(workload).is_some_and(|w| w.opaque_ports.contains(&port)),
+                || self.workloads.get(workload).is_some_and(|w| self.opaque_port(w, port)),
             sources: sources.into_iter().collect(),
             routes,
         }

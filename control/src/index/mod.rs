@@ -39,8 +39,8 @@ use crate::policy::{Resource, ResourceId};
 
 pub use self::discovery::{Target, TargetError};
 pub use self::model::{
-    EndpointSlice, EndpointSource, NsName, Protocol, Service, ServiceName, ServicePort, SliceEndpoint, SlicePort,
-    Workload, WorkloadName,
+    EndpointSlice, EndpointSource, Namespace, NsName, Protocol, Service, ServiceName, ServicePort, SliceEndpoint,
+    SlicePort, Workload, WorkloadName,
 };
 
 /// Mesh-wide settings that are not objects.
@@ -79,6 +79,8 @@ pub enum Event {
     WorkloadDeleted(WorkloadName),
     SliceApplied(EndpointSlice),
     SliceDeleted(NsName),
+    NamespaceApplied(Namespace),
+    NamespaceDeleted(String),
     PolicyApplied(Resource),
     PolicyDeleted(ResourceId),
 }
@@ -100,6 +102,7 @@ pub struct State {
     pub services: OrdMap<ServiceName, Arc<Service>>,
     pub workloads: OrdMap<WorkloadName, Arc<Workload>>,
     pub slices: OrdMap<NsName, Arc<EndpointSlice>>,
+    pub namespaces: OrdMap<String, Arc<Namespace>>,
     pub policies: OrdMap<ResourceId, Resource>,
     by_vip: Multimap<IpAddr, ServiceName>,
     by_address: Multimap<IpAddr, WorkloadName>,
@@ -132,6 +135,7 @@ impl State {
             services: OrdMap::new(),
             workloads: OrdMap::new(),
             slices: OrdMap::new(),
+            namespaces: OrdMap::new(),
             policies: OrdMap::new(),
             by_vip: HashMap::new(),
             by_address: HashMap::new(),
@@ -152,6 +156,15 @@ impl State {
                 Event::WorkloadDeleted(n) => self.put_workload(n, None),
                 Event::SliceApplied(s) => self.put_slice(s.name.clone(), Some(s)),
                 Event::SliceDeleted(n) => self.put_slice(n, None),
+                Event::NamespaceApplied(n) => {
+                    if self.namespaces.get(&n.name).map(|o| &**o) == Some(&n) {
+                        false
+                    } else {
+                        self.namespaces.insert(n.name.clone(), Arc::new(n));
+                        true
+                    }
+                }
+                Event::NamespaceDeleted(n) => self.namespaces.remove(&n).is_some(),
                 Event::PolicyApplied(r) => {
                     let id = r.id();
                     if self.policies.get(&id) == Some(&r) {
@@ -240,6 +253,16 @@ impl State {
         self.slices_by_address.get(&ip).into_iter().flatten().filter_map(|n| self.slices.get(n))
     }
 
+    /// Whether `w` declares `port` opaque: its own list, or, when it has
+    /// none, its Namespace's.
+    pub fn opaque_port(&self, w: &Workload, port: u16) -> bool {
+        if w.opaque_ports.is_empty() {
+            self.namespaces.get(&w.name.namespace).is_some_and(|n| n.opaque_ports.contains(&port))
+        } else {
+            w.opaque_ports.contains(&port)
+        }
+    }
+
     /// The Service ports that send traffic to `w` on `port`: by selector
     /// and target port, or by an EndpointSlice listing its address with
     /// that port.
@@ -276,6 +299,7 @@ impl State {
             "services": self.services.values().collect::<Vec<_>>(),
             "workloads": self.workloads.values().collect::<Vec<_>>(),
             "endpointSlices": self.slices.values().collect::<Vec<_>>(),
+            "namespaces": self.namespaces.values().collect::<Vec<_>>(),
             "policies": self.policies.values().collect::<Vec<_>>(),
         })
     }

@@ -127,6 +127,16 @@ pub struct Workload {
     pub opaque_ports: Vec<u16>,
 }
 
+/// A Namespace: what it sets for the workloads in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Namespace {
+    pub name: String,
+    /// Opaque ports of every workload in it that does not list its own.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub opaque_ports: Vec<u16>,
+}
+
 /// An EndpointSlice: some of one Service's endpoints.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -320,6 +320,22 @@ fn a_workloads_own_opaque_ports_are_opaque_whichever_service_reaches_them() {
 }
 
 #[test]
+fn a_namespaces_opaque_ports_apply_to_its_workloads_that_name_none() {
+    let mut s = sliced();
+    s.apply([Event::NamespaceApplied(Namespace { name: "prod".into(), opaque_ports: vec![8081, 9000] })]);
+    let mut api0 = workload("prod", "api-0", "127.0.5.1", &[("app", "api")], true);
+    api0.opaque_ports = vec![9000];
+    s.apply([Event::WorkloadApplied(api0)]);
+    // (workload, port, opaque): api-1 inherits the Namespace's; api-0's own list replaces it.
+    let cases = [("api-1", 8081, true), ("api-1", 9000, true), ("api-0", 8081, false), ("api-0", 9000, true)];
+    for (w, port, want) in cases {
+        assert_eq!(s.inbound(&WorkloadName::new("prod", w), port).opaque, want, "{w}:{port}");
+    }
+    s.apply([Event::NamespaceDeleted("prod".into())]);
+    assert!(!s.inbound(&WorkloadName::new("prod", "api-1"), 8081).opaque, "gone with its Namespace");
+}
+
+#[test]
 fn every_change_bumps_the_version_once_and_no_change_does_not() {
     let index = Index::new(MeshConfig::default());
     let w = workload("default", "a", "127.0.0.2", &[("app", "web")], true);

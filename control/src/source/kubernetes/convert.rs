@@ -5,24 +5,26 @@
 //! | --- | --- | --- |
 //! | Service (TCP ports, ClusterIP) | [`Service`] with [`EndpointSource::Slices`] | headless (`None`) and ExternalName Services have no virtual IP; UDP/SCTP ports are skipped |
 //! | EndpointSlice (`kubernetes.io/service-name`) | [`EndpointSlice`] | conditions as the API defines them: `ready` unset means ready, `serving` unset means `ready`; FQDN slices are skipped |
-//! | Pod with an IP | [`Workload`] | meshed when it runs a `weft-proxy` container; ready from its `Ready` condition |
+//! | Pod with an IP | [`Workload`] | meshed when it runs a `weft-proxy` container; ready from its `Ready` condition; its own opaque ports from the annotation |
+//! | Namespace | [`Namespace`] | the opaque ports of its Pods that name none |
 
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
+use k8s_openapi::api::core::v1::{Namespace as KubeNamespace, Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice as KubeSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::index::model::{
-    EndpointSlice, EndpointSource, NsName, Protocol, Service, ServiceName, ServicePort, SliceEndpoint, SlicePort,
-    Workload,
+    EndpointSlice, EndpointSource, Namespace, NsName, Protocol, Service, ServiceName, ServicePort, SliceEndpoint,
+    SlicePort, Workload,
 };
 
 /// The label the EndpointSlice controller puts on a Service's slices.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-/// Service or Pod annotation: ports (comma-separated numbers) whose traffic
-/// is opaque TCP, not detected. On a Service: its ports (`port`); on a Pod:
-/// the Pod's own ports, whichever Service reaches them.
+/// Service, Pod or Namespace annotation: ports (comma-separated numbers)
+/// whose traffic is opaque TCP, not detected. On a Service: its ports
+/// (`port`); on a Pod: the Pod's own ports, whichever Service reaches them;
+/// on a Namespace: those of its Pods that have no annotation of their own.
 pub const OPAQUE_PORTS_ANNOTATION: &str = "config.weft.dev/opaque-ports";
 /// The proxy container the injector adds; a Pod that has it is meshed.
 pub const PROXY_CONTAINER: &str = "weft-proxy";
@@ -153,6 +155,11 @@ pub fn workload(p: &Pod) -> Option<Workload> {
     })
 }
 
+/// The index's Namespace.
+pub fn namespace(n: &KubeNamespace) -> Option<Namespace> {
+    Some(Namespace { name: n.metadata.name.clone()?, opaque_ports: opaque_ports(&n.metadata) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,6 +243,15 @@ mod tests {
         let fqdn = serde_json::json!({"metadata": {"name": "x", "namespace": "a",
             "labels": {"kubernetes.io/service-name": "web"}}, "addressType": "FQDN"});
         assert!(slice(&from_json(fqdn)).is_none(), "FQDN endpoints are not dialled");
+    }
+
+    #[test]
+    fn namespaces() {
+        let ns: KubeNamespace = from_json(serde_json::json!({"metadata": {"name": "data",
+            "annotations": {"config.weft.dev/opaque-ports": "5432,6379"}}}));
+        assert_eq!(namespace(&ns), Some(Namespace { name: "data".into(), opaque_ports: vec![5432, 6379] }));
+        let plain: KubeNamespace = from_json(serde_json::json!({"metadata": {"name": "web"}}));
+        assert_eq!(namespace(&plain).map(|n| n.opaque_ports), Some(vec![]));
     }
 
     #[test]

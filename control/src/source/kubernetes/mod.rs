@@ -4,7 +4,7 @@
 //! ```text
 //!  API server ── watch ──► Services        ─┐
 //!              (one per    EndpointSlices   │ convert.rs / policy.rs
-//!               kind)      Pods             ├──────────────────────────► Sink ─► Index
+//!               kind)      Pods, Namespaces ├──────────────────────────► Sink ─► Index
 //!                          HTTPRoutes       │   (watch.rs: lists as one batch,
 //!                          TrafficPolicies  │    then one event per change)
 //!                          AccessPolicies  ─┘
@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use k8s_openapi::api::core::v1::{Pod, Service as KubeService};
+use k8s_openapi::api::core::v1::{Namespace as KubeNamespace, Pod, Service as KubeService};
 use k8s_openapi::api::discovery::v1::EndpointSlice as KubeSlice;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::{Client, ResourceExt as _};
@@ -114,7 +114,7 @@ impl std::fmt::Debug for Kubernetes {
     }
 }
 
-const KINDS: usize = 6;
+const KINDS: usize = 7;
 
 impl Kubernetes {
     pub fn new(client: Client) -> Self {
@@ -159,6 +159,13 @@ impl Source for Kubernetes {
         ));
         tasks.spawn(watch::run(Api::<KubeSlice>::all(client.clone()), Slices, sink.clone(), next(), shutdown.clone()));
         tasks.spawn(watch::run(Api::<Pod>::all(client.clone()), Pods(pods), sink.clone(), next(), shutdown.clone()));
+        tasks.spawn(watch::run(
+            Api::<KubeNamespace>::all(client.clone()),
+            Namespaces,
+            sink.clone(),
+            next(),
+            shutdown.clone(),
+        ));
         let (jobs, rx) = mpsc::unbounded_channel();
         tasks.spawn(status::run(client.clone(), sink.index().clone(), rx, shutdown.clone()));
         for kind in [Kind::HttpRoute, Kind::TrafficPolicy, Kind::AccessPolicy] {
@@ -212,6 +219,21 @@ impl Translate for Slices {
     }
     fn removal(&self, key: &NsName) -> Event {
         Event::SliceDeleted(key.clone())
+    }
+}
+
+struct Namespaces;
+
+impl Translate for Namespaces {
+    type Object = KubeNamespace;
+    fn kind(&self) -> &'static str {
+        "Namespace"
+    }
+    fn applied(&mut self, obj: &KubeNamespace) -> Outcome {
+        convert::namespace(obj).map_or(Outcome::Withdraw, |n| Outcome::Publish(Event::NamespaceApplied(n)))
+    }
+    fn removal(&self, key: &NsName) -> Event {
+        Event::NamespaceDeleted(key.name.clone())
     }
 }
 
