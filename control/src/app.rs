@@ -6,6 +6,11 @@
 //! local root on a first start with a state directory), binds both
 //! listeners, and spawns the tasks; the returned [`Control`] knows the
 //! bound addresses (tests bind port 0) and shuts everything down.
+//!
+//! With `--source kubernetes` it also connects to the API server, plugs the
+//! TokenReview verifier into the CA, and starts the watches; gRPC is served
+//! and `/ready` turns 200 once every kind has been listed (with the files
+//! source, at once). Until then, connections wait in the listen backlog.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
