@@ -12,8 +12,8 @@
 //! ```
 //!
 //! - [`source`]: where objects come from — the local files (polled), the
-//!   workload registry (leases), and the [`source::Source`] boundary a
-//!   Kubernetes watcher (not built) would implement.
+//!   workload registry (leases), or the Kubernetes API server (watches,
+//!   with status written back), all behind the [`source::Source`] boundary.
 //! - [`policy`]: parsing and validation of HTTPRoute, TrafficPolicy and
 //!   AccessPolicy YAML, with file/line/field errors.
 //! - [`index`]: the versioned state and the pure functions that answer the
