@@ -3,7 +3,8 @@
 //! ```text
 //!   services file ─┐                              ┌─► Discovery.Watch
 //!   policy YAML  ──┼─► sources ─► index ─watch──► ├─► Policy.WatchOutbound
-//!   Registry RPCs ─┘   (source)  (index)  (grpc)  ├─► Policy.WatchInbound
+//!   Registry RPCs ─┤   (source)  (index)  (grpc)  ├─► Policy.WatchInbound
+//!   API server ────┘ (--source kubernetes)        │
 //!                                  │              │
 //!   issuer, anchors, tokens ─► ca ─┼────────────► └─► Identity.Certify / WatchTrustAnchors
 //!                                  └─► admin: /ready /live /metrics /state
