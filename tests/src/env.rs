@@ -115,6 +115,12 @@ pub fn weft_bin() -> &'static Path {
 
 /// Builds `bin` of `package` with the tests' profile and target directory
 /// and returns its path.
+/// The `weft-injector` binary, built like [`proxy_bin`].
+pub fn injector_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_bin("weft-injector", "weft-injector"))
+}
+
 fn build_bin(package: &str, bin: &str) -> PathBuf {
     let profile = profile_dir();
     let target = profile.parent().expect("the profile directory is inside the target directory");

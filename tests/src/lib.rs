@@ -32,7 +32,7 @@ pub mod workload;
 
 pub use control::{CONTROL_ADMIN, ControlPlane, GRPC_PORT, MeshCa, WEB_AND_STORE};
 pub use curl::{CURL_MAX_TIME, Curl, Head, parse_heads};
-pub use env::{control_bin, preflight, profile_dir, proxy_bin, testkit_bin, tool, weft_bin};
+pub use env::{control_bin, injector_bin, preflight, profile_dir, proxy_bin, testkit_bin, tool, weft_bin};
 pub use eventually::eventually;
 pub use kube::{
     APISERVER_READY, CONTROLLERS, KUBECTL_TIMEOUT, KubeCluster, SERVICE_CIDR, gateway_api_crds, gateway_api_version,

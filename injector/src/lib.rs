@@ -1,0 +1,14 @@
+//! `weft-injector`: the mutating admission webhook that puts Weft's proxy in
+//! new Pods.
+//!
+//! ```text
+//!  kube-apiserver ── POST /inject (AdmissionReview, TLS) ──► server.rs
+//!                                                            │ review.rs: parse, answer
+//!                                                            │ mutate.rs: the decision (pure)
+//!                    ◄── allowed, JSONPatch (base64) ────────┘ patch.rs: RFC 6902 ops
+//! ```
+
+pub mod mutate;
+pub mod patch;
+pub mod review;
+pub mod server;

@@ -1,0 +1,467 @@
+//! The injection decision: a pure function of the Pod, its Namespace and
+//! the injector's settings, table-tested.
+//!
+//! | input | decision |
+//! | --- | --- |
+//! | namespace kube-system, kube-public, kube-node-lease or Weft's own | skip |
+//! | `hostNetwork: true` | skip (its traffic is the node's) |
+//! | a `weft-proxy`, `linkerd-proxy` or `istio-proxy` container already | skip (idempotent; one mesh per pod) |
+//! | Pod annotation or label `weft.dev/inject`: `enabled` / `disabled` | that (the Pod wins) |
+//! | else the Namespace's `weft.dev/inject` label or annotation | that |
+//! | else | skip |
+//!
+//! Injecting adds, in this order, before the Pod's own init containers:
+//! `weft-init` (`weft-proxy init`, NET_ADMIN and NET_RAW only) and the
+//! proxy `weft-proxy` as a native sidecar (an init container with
+//! `restartPolicy: Always`, so it starts before the app and Jobs still
+//! complete; no probes yet, see `proxy_container`); a projected
+//! service-account token (audience `weft`) for its identity; and the
+//! annotation `weft.dev/injected-version`.
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, ProjectedVolumeSource,
+    ResourceRequirements, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde_json::{Value, json};
+
+use crate::patch::{Op, escape};
+
+/// The label or annotation that turns injection on or off.
+pub const INJECT: &str = "weft.dev/inject";
+/// Recorded on every injected Pod.
+pub const INJECTED_VERSION: &str = "weft.dev/injected-version";
+/// Pod annotations that shape what is injected.
+pub const SKIP_INBOUND_PORTS: &str = "config.weft.dev/skip-inbound-ports";
+pub const SKIP_OUTBOUND_PORTS: &str = "config.weft.dev/skip-outbound-ports";
+pub const OPAQUE_PORTS: &str = "config.weft.dev/opaque-ports";
+pub const PROXY_CPU_REQUEST: &str = "config.weft.dev/proxy-cpu-request";
+pub const PROXY_MEMORY_REQUEST: &str = "config.weft.dev/proxy-memory-request";
+pub const PROXY_MEMORY_LIMIT: &str = "config.weft.dev/proxy-memory-limit";
+
+pub const PROXY_CONTAINER: &str = "weft-proxy";
+pub const INIT_CONTAINER: &str = "weft-init";
+const TOKEN_VOLUME: &str = "weft-identity-token";
+const TOKEN_DIR: &str = "/var/run/secrets/weft.dev/identity";
+const PROXY_UID: i64 = 2102;
+/// Containers of other meshes: a Pod has one proxy.
+const OTHER_PROXIES: &[&str] = &["linkerd-proxy", "istio-proxy"];
+const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
+
+/// What the injector puts in Pods.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The image holding `weft-proxy` (both the init and the sidecar run it).
+    pub proxy_image: String,
+    /// `https://weft-control.weft-system.svc:8090`.
+    pub control_plane: String,
+    /// The name the control plane's certificate is checked against.
+    pub control_plane_name: String,
+    pub trust_domain: String,
+    /// Weft's own namespace: never injected.
+    pub own_namespace: String,
+    /// Recorded as `weft.dev/injected-version`.
+    pub version: String,
+    /// Lifetime of the projected identity token.
+    pub token_seconds: i64,
+}
+
+/// The Namespace as the decision needs it.
+#[derive(Clone, Debug, Default)]
+pub struct NamespaceInfo {
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// The decision.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    Inject(Vec<Op>),
+    Skip(String),
+}
+
+fn meta_value<'a>(obj: &'a Value, section: &str, key: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(section)?.get(key)?.as_str()
+}
+
+/// `Some(true)` for `enabled`, `Some(false)` for `disabled`.
+fn switch(v: Option<&str>) -> Option<bool> {
+    match v? {
+        "enabled" => Some(true),
+        "disabled" => Some(false),
+        _ => None,
+    }
+}
+
+/// The decision for `pod` (the object as admitted: it may lack its name
+/// and namespace) in `ns`.
+pub fn mutate(pod: &Value, ns: &NamespaceInfo, s: &Settings) -> Decision {
+    if SYSTEM_NAMESPACES.contains(&ns.name.as_str()) || ns.name == s.own_namespace {
+        return Decision::Skip(format!("namespace {} is never injected", ns.name));
+    }
+    let spec = pod.get("spec").cloned().unwrap_or(Value::Null);
+    if spec.get("hostNetwork").and_then(Value::as_bool) == Some(true) {
+        return Decision::Skip("hostNetwork pods share the node's network".into());
+    }
+    let names = |field: &str| -> Vec<String> {
+        spec.get(field)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("name")?.as_str().map(str::to_owned))
+            .collect()
+    };
+    let all: Vec<String> = names("containers").into_iter().chain(names("initContainers")).collect();
+    if all.iter().any(|n| n == PROXY_CONTAINER) {
+        return Decision::Skip("already injected".into());
+    }
+    if let Some(other) = all.iter().find(|n| OTHER_PROXIES.contains(&n.as_str())) {
+        return Decision::Skip(format!("the pod already runs {other}"));
+    }
+    let pod_says = switch(meta_value(pod, "annotations", INJECT)).or(switch(meta_value(pod, "labels", INJECT)));
+    let ns_says =
+        switch(ns.labels.get(INJECT).map(String::as_str)).or(switch(ns.annotations.get(INJECT).map(String::as_str)));
+    match pod_says.or(ns_says) {
+        Some(true) => {}
+        Some(false) => return Decision::Skip(format!("{INJECT}: disabled")),
+        None => return Decision::Skip(format!("neither the pod nor namespace {} sets {INJECT}", ns.name)),
+    }
+    Decision::Inject(ops(pod, &spec, s))
+}
+
+fn annotation(pod: &Value, key: &str) -> Option<String> {
+    meta_value(pod, "annotations", key).map(str::to_owned)
+}
+
+fn ops(pod: &Value, spec: &Value, s: &Settings) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let init = init_container(pod, s);
+    let proxy = proxy_container(pod, s);
+    let to_value = |c: &Container| serde_json::to_value(c).unwrap_or(Value::Null);
+    // Both before the pod's own init containers: those get the mesh too.
+    match spec.get("initContainers").and_then(Value::as_array) {
+        Some(_) => {
+            ops.push(Op::add("/spec/initContainers/0", to_value(&init)));
+            ops.push(Op::add("/spec/initContainers/1", to_value(&proxy)));
+        }
+        None => ops.push(Op::add("/spec/initContainers", json!([to_value(&init), to_value(&proxy)]))),
+    }
+    let volume = Volume {
+        name: TOKEN_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some("weft".into()),
+                    expiration_seconds: Some(s.token_seconds),
+                    path: "token".into(),
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let volume = serde_json::to_value(volume).unwrap_or(Value::Null);
+    match spec.get("volumes").and_then(Value::as_array) {
+        Some(_) => ops.push(Op::add("/spec/volumes/-", volume)),
+        None => ops.push(Op::add("/spec/volumes", json!([volume]))),
+    }
+    let path = format!("/metadata/annotations/{}", escape(INJECTED_VERSION));
+    match pod.get("metadata").and_then(|m| m.get("annotations")).and_then(Value::as_object) {
+        Some(_) => ops.push(Op::add(&path, json!(s.version))),
+        None => ops.push(Op::add("/metadata/annotations", json!({ INJECTED_VERSION: s.version }))),
+    }
+    ops
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar { name: name.into(), value: Some(value.into()), ..Default::default() }
+}
+
+fn env_field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { field_path: path.into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn init_container(pod: &Value, s: &Settings) -> Container {
+    let mut args = vec!["init".to_owned()];
+    if let Some(p) = annotation(pod, SKIP_INBOUND_PORTS) {
+        args.extend(["--skip-inbound-ports".into(), p]);
+    }
+    if let Some(p) = annotation(pod, SKIP_OUTBOUND_PORTS) {
+        args.extend(["--skip-outbound-ports".into(), p]);
+    }
+    Container {
+        name: INIT_CONTAINER.into(),
+        image: Some(s.proxy_image.clone()),
+        command: Some(vec!["weft-proxy".into()]),
+        args: Some(args),
+        security_context: Some(SecurityContext {
+            capabilities: Some(Capabilities {
+                add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            // iptables runs as root in the pod's network namespace only.
+            run_as_user: Some(0),
+            run_as_non_root: Some(false),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn proxy_container(pod: &Value, s: &Settings) -> Container {
+    let mut env = vec![
+        env("WEFT_PROXY_CONTROL_PLANE", &s.control_plane),
+        env("WEFT_PROXY_CONTROL_PLANE_NAME", &s.control_plane_name),
+        env("WEFT_PROXY_TRUST_DOMAIN", &s.trust_domain),
+        env("WEFT_PROXY_IDENTITY_TOKEN_FILE", &format!("{TOKEN_DIR}/token")),
+        env_field("WEFT_PROXY_POD_NAME", "metadata.name"),
+        env_field("WEFT_PROXY_NAMESPACE", "metadata.namespace"),
+        env_field("WEFT_PROXY_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+    ];
+    if let Some(p) = annotation(pod, OPAQUE_PORTS) {
+        env.push(self::env("WEFT_PROXY_INBOUND_OPAQUE_PORTS", &p));
+    }
+    let quantity = |key: &str, default: &str| Quantity(annotation(pod, key).unwrap_or_else(|| default.to_owned()));
+    let resources = ResourceRequirements {
+        requests: Some(
+            [
+                ("cpu".to_owned(), quantity(PROXY_CPU_REQUEST, "50m")),
+                ("memory".to_owned(), quantity(PROXY_MEMORY_REQUEST, "32Mi")),
+            ]
+            .into(),
+        ),
+        limits: Some([("memory".to_owned(), quantity(PROXY_MEMORY_LIMIT, "256Mi"))].into()),
+        ..Default::default()
+    };
+    let mut c = Container {
+        name: PROXY_CONTAINER.into(),
+        image: Some(s.proxy_image.clone()),
+        command: Some(vec!["weft-proxy".into()]),
+        args: Some(vec!["run".into()]),
+        env: Some(env),
+        ports: Some(vec![ContainerPort {
+            name: Some("weft-inbound".into()),
+            container_port: 4143,
+            ..Default::default()
+        }]),
+        resources: Some(resources),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(PROXY_UID),
+            run_as_non_root: Some(true),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), ..Default::default() }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: TOKEN_VOLUME.into(),
+            mount_path: TOKEN_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    // A native sidecar (Kubernetes >= 1.29): started before the app
+    // containers, and it does not keep a Job from completing. No probes
+    // yet: the proxy's admin port (and its /ready) listens on loopback only,
+    // where the kubelet cannot reach it; a probe-only listener is to come.
+    c.restart_policy = Some("Always".into());
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            proxy_image: "weft/proxy:test".into(),
+            control_plane: "https://weft-control.weft-system.svc:8090".into(),
+            control_plane_name: "weft-control.weft-system.svc".into(),
+            trust_domain: "cluster.local".into(),
+            own_namespace: "weft-system".into(),
+            version: "0.1.0".into(),
+            token_seconds: 3600,
+        }
+    }
+
+    fn ns(name: &str, label: Option<&str>) -> NamespaceInfo {
+        NamespaceInfo {
+            name: name.into(),
+            labels: label.map(|v| [(INJECT.to_owned(), v.to_owned())].into()).unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    fn pod(extra_meta: Value, spec: Value) -> Value {
+        let mut p = json!({"metadata": {"generateName": "web-5d9c-"}, "spec": spec});
+        if let (Some(m), Some(extra)) = (p["metadata"].as_object_mut(), extra_meta.as_object()) {
+            m.extend(extra.clone());
+        }
+        p
+    }
+
+    fn app() -> Value {
+        json!({"containers": [{"name": "app", "image": "app:1"}]})
+    }
+
+    #[test]
+    fn who_is_injected() {
+        // (case, pod, namespace, injected, or the start of the skip reason)
+        let cases: Vec<(&str, Value, NamespaceInfo, Result<(), &str>)> = vec![
+            ("labelled namespace", pod(json!({}), app()), ns("shop", Some("enabled")), Ok(())),
+            (
+                "annotated namespace",
+                pod(json!({}), app()),
+                NamespaceInfo {
+                    name: "shop".into(),
+                    annotations: [(INJECT.to_owned(), "enabled".to_owned())].into(),
+                    ..Default::default()
+                },
+                Ok(()),
+            ),
+            (
+                "unlabelled namespace",
+                pod(json!({}), app()),
+                ns("shop", None),
+                Err("neither the pod nor namespace shop"),
+            ),
+            ("pod opts in", pod(json!({"annotations": {INJECT: "enabled"}}), app()), ns("shop", None), Ok(())),
+            ("pod label opts in", pod(json!({"labels": {INJECT: "enabled"}}), app()), ns("shop", None), Ok(())),
+            (
+                "pod opts out",
+                pod(json!({"annotations": {INJECT: "disabled"}}), app()),
+                ns("shop", Some("enabled")),
+                Err("weft.dev/inject: disabled"),
+            ),
+            (
+                "namespace opts out",
+                pod(json!({}), app()),
+                ns("shop", Some("disabled")),
+                Err("weft.dev/inject: disabled"),
+            ),
+            (
+                "kube-system",
+                pod(json!({"annotations": {INJECT: "enabled"}}), app()),
+                ns("kube-system", None),
+                Err("namespace kube-system is never injected"),
+            ),
+            (
+                "weft's own",
+                pod(json!({}), app()),
+                ns("weft-system", Some("enabled")),
+                Err("namespace weft-system is never injected"),
+            ),
+            (
+                "hostNetwork",
+                pod(json!({}), json!({"hostNetwork": true, "containers": [{"name": "app"}]})),
+                ns("shop", Some("enabled")),
+                Err("hostNetwork"),
+            ),
+            (
+                "already injected",
+                pod(json!({}), json!({"initContainers": [{"name": "weft-proxy"}], "containers": [{"name": "app"}]})),
+                ns("shop", Some("enabled")),
+                Err("already injected"),
+            ),
+            (
+                "another mesh",
+                pod(json!({}), json!({"containers": [{"name": "app"}, {"name": "linkerd-proxy"}]})),
+                ns("shop", Some("enabled")),
+                Err("the pod already runs linkerd-proxy"),
+            ),
+            ("an unknown value", pod(json!({"annotations": {INJECT: "yes"}}), app()), ns("shop", None), Err("neither")),
+        ];
+        for (case, pod, ns, want) in cases {
+            match (mutate(&pod, &ns, &settings()), want) {
+                (Decision::Inject(_), Ok(())) => {}
+                (Decision::Skip(why), Err(w)) => assert!(why.starts_with(w), "{case}: {why}"),
+                (got, want) => panic!("{case}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    /// Applies `add` operations as the API server would (enough for these).
+    fn apply(mut v: Value, ops: &[Op]) -> Value {
+        for op in ops {
+            let tokens: Vec<String> =
+                op.path.split('/').skip(1).map(|t| t.replace("~1", "/").replace("~0", "~")).collect();
+            let (last, parents) = tokens.split_last().expect("a path");
+            let mut at = &mut v;
+            for t in parents {
+                at = if at.is_array() { &mut at[t.parse::<usize>().expect("index")] } else { &mut at[t.as_str()] };
+            }
+            match at {
+                Value::Array(a) if last == "-" => a.push(op.value.clone()),
+                Value::Array(a) => a.insert(last.parse().expect("index"), op.value.clone()),
+                Value::Object(o) => {
+                    assert!(!o.contains_key(last.as_str()) || !op.value.is_array(), "{}: replacing an array", op.path);
+                    o.insert(last.clone(), op.value.clone());
+                }
+                other => panic!("{}: cannot add into {other}", op.path),
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn what_is_added_and_a_second_admission_adds_nothing() {
+        let s = settings();
+        // Without and with init containers, volumes and annotations of its own.
+        let bare = pod(json!({}), app());
+        let full = pod(
+            json!({"annotations": {"team": "a", SKIP_OUTBOUND_PORTS: "3306", OPAQUE_PORTS: "6379"}}),
+            json!({"initContainers": [{"name": "migrate"}], "containers": [{"name": "app"}], "volumes": [{"name": "data"}]}),
+        );
+        for (case, p) in [("bare", bare), ("full", full)] {
+            let Decision::Inject(ops) = mutate(&p, &ns("shop", Some("enabled")), &s) else {
+                panic!("{case}: not injected")
+            };
+            let injected = apply(p.clone(), &ops);
+            let inits: Vec<&str> = injected["spec"]["initContainers"]
+                .as_array()
+                .expect("init containers")
+                .iter()
+                .filter_map(|c| c["name"].as_str())
+                .collect();
+            assert_eq!(&inits[..2], [INIT_CONTAINER, PROXY_CONTAINER], "{case}: ours first");
+            assert_eq!(inits.len(), if case == "full" { 3 } else { 2 }, "{case}: the pod's own kept");
+            let proxy = &injected["spec"]["initContainers"][1];
+            assert_eq!(proxy["restartPolicy"], "Always", "{case}: a native sidecar");
+            assert_eq!(proxy["securityContext"]["runAsUser"], 2102);
+            assert_eq!(proxy["securityContext"]["runAsNonRoot"], true);
+            let init = &injected["spec"]["initContainers"][0];
+            assert_eq!(init["securityContext"]["capabilities"]["add"], json!(["NET_ADMIN", "NET_RAW"]));
+            assert_eq!(init["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+            assert_eq!(injected["metadata"]["annotations"][INJECTED_VERSION], "0.1.0");
+            let vols: Vec<&str> = injected["spec"]["volumes"]
+                .as_array()
+                .expect("volumes")
+                .iter()
+                .filter_map(|v| v["name"].as_str())
+                .collect();
+            assert!(vols.contains(&"weft-identity-token"), "{case}: {vols:?}");
+            let audience = &injected["spec"]["volumes"].as_array().expect("volumes").last().expect("ours")["projected"]
+                ["sources"][0]["serviceAccountToken"]["audience"];
+            assert_eq!(audience, "weft");
+            if case == "full" {
+                assert_eq!(injected["metadata"]["annotations"]["team"], "a", "the pod's annotations kept");
+                assert_eq!(init["args"], json!(["init", "--skip-outbound-ports", "3306"]));
+                let env = proxy["env"].as_array().expect("env");
+                assert!(env.iter().any(|e| e["name"] == "WEFT_PROXY_INBOUND_OPAQUE_PORTS" && e["value"] == "6379"));
+            }
+            assert_eq!(mutate(&injected, &ns("shop", Some("enabled")), &s), Decision::Skip("already injected".into()));
+        }
+    }
+}
