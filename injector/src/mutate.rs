@@ -13,16 +13,18 @@
 //! Injecting adds, in this order, before the Pod's own init containers:
 //! `weft-init` (`weft-proxy init`, NET_ADMIN and NET_RAW only) and the
 //! proxy `weft-proxy` as a native sidecar (an init container with
-//! `restartPolicy: Always`, so it starts before the app and Jobs still
-//! complete; no probes yet, see `proxy_container`); a projected
+//! `restartPolicy: Always` and a startup probe on `/ready`, so the app
+//! starts once the proxy is ready and Jobs still complete); a projected
 //! service-account token (audience `weft`) for its identity; and the
 //! annotation `weft.dev/injected-version`.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, ProjectedVolumeSource,
-    ResourceRequirements, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Probe,
+    ProjectedVolumeSource, ResourceRequirements, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 
 use crate::patch::{Op, escape};
@@ -44,6 +46,11 @@ pub const INIT_CONTAINER: &str = "weft-init";
 const TOKEN_VOLUME: &str = "weft-identity-token";
 const TOKEN_DIR: &str = "/var/run/secrets/weft.dev/identity";
 const PROXY_UID: i64 = 2102;
+/// The proxy's admin port. Bound on every address in a Pod so that the
+/// kubelet can probe `/ready` and `/live`; the admin server still refuses
+/// `/shutdown` and `/config` to any peer but loopback, and `weft-init`
+/// never redirects it.
+const ADMIN_PORT: i32 = 4191;
 /// Containers of other meshes: a Pod has one proxy.
 const OTHER_PROXIES: &[&str] = &["linkerd-proxy", "istio-proxy"];
 const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
@@ -220,11 +227,22 @@ fn init_container(pod: &Value, s: &Settings) -> Container {
 }
 
 fn proxy_container(pod: &Value, s: &Settings) -> Container {
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::Int(ADMIN_PORT),
+            ..Default::default()
+        }),
+        period_seconds: Some(1),
+        failure_threshold: Some(if path == "/ready" { 120 } else { 3 }),
+        ..Default::default()
+    };
     let mut env = vec![
         env("WEFT_PROXY_CONTROL_PLANE", &s.control_plane),
         env("WEFT_PROXY_CONTROL_PLANE_NAME", &s.control_plane_name),
         env("WEFT_PROXY_TRUST_DOMAIN", &s.trust_domain),
         env("WEFT_PROXY_IDENTITY_TOKEN_FILE", &format!("{TOKEN_DIR}/token")),
+        env("WEFT_PROXY_ADMIN_ADDR", &format!("0.0.0.0:{ADMIN_PORT}")),
         env_field("WEFT_PROXY_POD_NAME", "metadata.name"),
         env_field("WEFT_PROXY_NAMESPACE", "metadata.namespace"),
         env_field("WEFT_PROXY_SERVICE_ACCOUNT", "spec.serviceAccountName"),
@@ -250,11 +268,12 @@ fn proxy_container(pod: &Value, s: &Settings) -> Container {
         command: Some(vec!["weft-proxy".into()]),
         args: Some(vec!["run".into()]),
         env: Some(env),
-        ports: Some(vec![ContainerPort {
-            name: Some("weft-inbound".into()),
-            container_port: 4143,
-            ..Default::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort { name: Some("weft-admin".into()), container_port: ADMIN_PORT, ..Default::default() },
+            ContainerPort { name: Some("weft-inbound".into()), container_port: 4143, ..Default::default() },
+        ]),
+        liveness_probe: Some(probe("/live")),
+        readiness_probe: Some(probe("/ready")),
         resources: Some(resources),
         security_context: Some(SecurityContext {
             run_as_user: Some(PROXY_UID),
@@ -273,10 +292,10 @@ fn proxy_container(pod: &Value, s: &Settings) -> Container {
         ..Default::default()
     };
     // A native sidecar (Kubernetes >= 1.29): started before the app
-    // containers, and it does not keep a Job from completing. No probes
-    // yet: the proxy's admin port (and its /ready) listens on loopback only,
-    // where the kubelet cannot reach it; a probe-only listener is to come.
+    // containers, which wait for its startup probe (the proxy has its
+    // certificate and is serving); it does not keep a Job from completing.
     c.restart_policy = Some("Always".into());
+    c.startup_probe = Some(probe("/ready"));
     c
 }
 
@@ -439,6 +458,8 @@ mod tests {
             assert_eq!(inits.len(), if case == "full" { 3 } else { 2 }, "{case}: the pod's own kept");
             let proxy = &injected["spec"]["initContainers"][1];
             assert_eq!(proxy["restartPolicy"], "Always", "{case}: a native sidecar");
+            assert_eq!(proxy["startupProbe"]["httpGet"]["path"], "/ready");
+            assert_eq!(proxy["startupProbe"]["httpGet"]["port"], 4191);
             assert_eq!(proxy["securityContext"]["runAsUser"], 2102);
             assert_eq!(proxy["securityContext"]["runAsNonRoot"], true);
             let init = &injected["spec"]["initContainers"][0];

@@ -139,6 +139,7 @@ fn pods_of_a_deployment_in_a_labelled_namespace_get_the_proxy_as_a_native_sideca
         assert_eq!(names(&pod, "containers"), ["app"], "{name}");
         let proxy = &pod["spec"]["initContainers"][1];
         assert_eq!(proxy["restartPolicy"], "Always", "{name}: a native sidecar");
+        assert_eq!(proxy["startupProbe"]["httpGet"]["path"], "/ready");
         assert_eq!(pod["metadata"]["annotations"]["weft.dev/injected-version"], env!("CARGO_PKG_VERSION"));
         let token = pod["spec"]["volumes"]
             .as_array()
