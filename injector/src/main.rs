@@ -38,6 +38,10 @@ struct Cli {
     /// Weft's own namespace (never injected).
     #[arg(long, env = "WEFT_INJECTOR_NAMESPACE", default_value = "weft-system")]
     namespace: String,
+    /// The mesh's trust anchors (PEM bundle), handed to every proxy to pin
+    /// for the control plane's TLS.
+    #[arg(long, env = "WEFT_INJECTOR_TRUST_ANCHORS")]
+    trust_anchors: Option<PathBuf>,
     /// Lifetime of the projected identity token, seconds (600..=86400).
     #[arg(long, env = "WEFT_INJECTOR_TOKEN_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(600..=86400))]
     token_seconds: i64,
@@ -47,6 +51,17 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new("info")).try_init();
     let tls = tls_config(&cli.cert, &cli.key)?;
+    let trust_anchors_pem = match &cli.trust_anchors {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            anyhow::ensure!(pem.contains("BEGIN CERTIFICATE"), "{}: no PEM certificate in it", path.display());
+            Some(pem)
+        }
+        None => {
+            tracing::warn!("no --trust-anchors: injected proxies can reach only a plaintext control plane");
+            None
+        }
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
         let client = match &cli.kubeconfig {
@@ -71,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             own_namespace: cli.namespace,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             token_seconds: cli.token_seconds,
+            trust_anchors_pem,
         };
         let listener = tokio::net::TcpListener::bind(cli.listen).await.with_context(|| format!("binding {}", cli.listen))?;
         tracing::info!(addr = %listener.local_addr()?, "weft-injector ready");

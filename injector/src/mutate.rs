@@ -71,6 +71,9 @@ pub struct Settings {
     pub version: String,
     /// Lifetime of the projected identity token.
     pub token_seconds: i64,
+    /// The mesh's trust anchors (PEM), which the proxy pins for the
+    /// control plane's TLS; given to it as `WEFT_PROXY_TRUST_ANCHORS_PEM`.
+    pub trust_anchors_pem: Option<String>,
 }
 
 /// The Namespace as the decision needs it.
@@ -247,6 +250,9 @@ fn proxy_container(pod: &Value, s: &Settings) -> Container {
         env_field("WEFT_PROXY_NAMESPACE", "metadata.namespace"),
         env_field("WEFT_PROXY_SERVICE_ACCOUNT", "spec.serviceAccountName"),
     ];
+    if let Some(pem) = &s.trust_anchors_pem {
+        env.push(self::env("WEFT_PROXY_TRUST_ANCHORS_PEM", pem));
+    }
     if let Some(p) = annotation(pod, OPAQUE_PORTS) {
         env.push(self::env("WEFT_PROXY_INBOUND_OPAQUE_PORTS", &p));
     }
@@ -312,6 +318,7 @@ mod tests {
             own_namespace: "weft-system".into(),
             version: "0.1.0".into(),
             token_seconds: 3600,
+            trust_anchors_pem: Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into()),
         }
     }
 
@@ -481,6 +488,8 @@ mod tests {
                 assert_eq!(init["args"], json!(["init", "--skip-outbound-ports", "3306"]));
                 let env = proxy["env"].as_array().expect("env");
                 assert!(env.iter().any(|e| e["name"] == "WEFT_PROXY_INBOUND_OPAQUE_PORTS" && e["value"] == "6379"));
+                assert!(env.iter().any(|e| e["name"] == "WEFT_PROXY_TRUST_ANCHORS_PEM"
+                    && e["value"].as_str().is_some_and(|v| v.contains("BEGIN CERTIFICATE"))));
             }
             assert_eq!(mutate(&injected, &ns("shop", Some("enabled")), &s), Decision::Skip("already injected".into()));
         }

@@ -83,6 +83,7 @@ mod tests {
             own_namespace: "weft-system".into(),
             version: "0.1.0".into(),
             token_seconds: 3600,
+            trust_anchors_pem: None,
         }
     }
 

@@ -44,6 +44,7 @@ pub const ENV_WORKLOAD_PORTS: &str = "WEFT_PROXY_WORKLOAD_PORTS";
 pub const ENV_DEREGISTER_GRACE: &str = "WEFT_PROXY_DEREGISTER_GRACE";
 pub const ENV_IDENTITY_TOKEN_FILE: &str = "WEFT_PROXY_IDENTITY_TOKEN_FILE";
 pub const ENV_TRUST_ANCHORS: &str = "WEFT_PROXY_TRUST_ANCHORS";
+pub const ENV_TRUST_ANCHORS_PEM: &str = "WEFT_PROXY_TRUST_ANCHORS_PEM";
 pub const ENV_TRUST_DOMAIN: &str = "WEFT_PROXY_TRUST_DOMAIN";
 pub const ENV_CONTROL_PLANE_NAME: &str = "WEFT_PROXY_CONTROL_PLANE_NAME";
 pub const ENV_EXPLICIT_PROXY: &str = "WEFT_PROXY_EXPLICIT_PROXY";
@@ -202,6 +203,11 @@ pub struct RunArgs {
     /// plane's TLS (`https://` control plane URLs need it).
     #[arg(long, env = ENV_TRUST_ANCHORS, default_value = "")]
     pub trust_anchors: String,
+    /// The same bundle as text, for where a file is awkward (the injector
+    /// puts it in the proxy's environment, as Linkerd does). Excludes
+    /// --trust-anchors.
+    #[arg(long, env = ENV_TRUST_ANCHORS_PEM, default_value = "", hide_env_values = true, allow_hyphen_values = true)]
+    pub trust_anchors_pem: String,
     /// The mesh's trust domain: identities are spiffe://DOMAIN/ns/NS/sa/SA.
     #[arg(long, env = ENV_TRUST_DOMAIN, default_value = "cluster.local")]
     pub trust_domain: String,
@@ -507,11 +513,23 @@ impl RunArgs {
         } else {
             None
         };
+        let inline = self.trust_anchors_pem.trim();
+        if !inline.is_empty() && !self.trust_anchors.trim().is_empty() {
+            p.errors.push("--trust-anchors and --trust-anchors-pem exclude each other: give the bundle once".into());
+        }
         let trust_anchors_pem = match self.trust_anchors.trim() {
+            "" if !inline.is_empty() => {
+                if inline.contains("BEGIN CERTIFICATE") {
+                    Some(format!("{inline}\n"))
+                } else {
+                    p.errors.push(format!("--trust-anchors-pem ({ENV_TRUST_ANCHORS_PEM}): no PEM certificate in it"));
+                    None
+                }
+            }
             "" => {
                 if url.starts_with("https://") {
                     p.errors.push(format!(
-                        "--control-plane {url} uses TLS: --trust-anchors must name the PEM bundle to pin"
+                        "--control-plane {url} uses TLS: --trust-anchors must name the PEM bundle to pin (or --trust-anchors-pem give it)"
                     ));
                 }
                 None
@@ -724,6 +742,28 @@ mod tests {
         for (args, want) in cases {
             let e = parse(args).expect_err("invalid");
             assert_eq!(e.0, [*want], "{args:?}");
+        }
+    }
+
+    #[test]
+    fn trust_anchors_as_a_file_or_as_text() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
+        let c = parse(&["--control-plane", "https://127.0.0.1:8090", "--trust-anchors-pem", pem]).expect("valid");
+        assert_eq!(c.control.expect("control").trust_anchors_pem.as_deref(), Some(format!("{pem}\n").as_str()));
+        // (args, the one error)
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--control-plane", "https://127.0.0.1:8090", "--trust-anchors-pem", "hello"],
+                "--trust-anchors-pem (WEFT_PROXY_TRUST_ANCHORS_PEM): no PEM certificate in it",
+            ),
+            (
+                &["--control-plane", "https://127.0.0.1:8090", "--trust-anchors-pem", pem, "--trust-anchors", "/a.pem"],
+                "--trust-anchors and --trust-anchors-pem exclude each other: give the bundle once",
+            ),
+        ];
+        for (args, want) in cases {
+            let e = parse(args).expect_err("invalid");
+            assert!(e.0.iter().any(|m| m == want), "{args:?}: {e:?}");
         }
     }
 
