@@ -36,7 +36,7 @@ pub use env::{control_bin, injector_bin, preflight, profile_dir, proxy_bin, test
 pub use eventually::eventually;
 pub use kube::{
     APISERVER_READY, CONTROLLERS, KUBECTL_TIMEOUT, KubeCluster, SERVICE_CIDR, gateway_api_crds, gateway_api_version,
-    kube_bin, kube_bin_dir, kube_version,
+    kube_bin, kube_bin_dir, kube_version, manifests_dir,
 };
 pub use mesh::{EXEC_TIMEOUT, Mesh, Pod};
 pub use metrics::{Metrics, Sample};

@@ -173,3 +173,34 @@ fn pods_of_a_deployment_in_a_labelled_namespace_get_the_proxy_as_a_native_sideca
         assert_eq!(names(&pod, "initContainers"), ["migrate"], "created without the injector");
     }
 }
+
+/// `manifests/install/` (the control plane's Deployment, Service and
+/// PodDisruptionBudget; the injector's Deployment, Service, RBAC and
+/// MutatingWebhookConfiguration) is accepted whole by the real API server
+/// (`--dry-run=server`: validated and admitted, not stored), after the
+/// CRDs and the control plane's RBAC it builds on.
+#[test]
+fn the_install_manifests_are_accepted_by_the_api_server() {
+    let cluster = KubeCluster::shared();
+    cluster.install_weft();
+    let dir = weft_tests::manifests_dir().join("install");
+    let run = cluster.kubectl(&["apply", "--dry-run=server", "-f", &dir.display().to_string()]);
+    let mut objects: Vec<&str> = run.stdout.lines().filter_map(|l| l.split_whitespace().next()).collect();
+    objects.sort_unstable();
+    assert_eq!(
+        objects,
+        [
+            "clusterrole.rbac.authorization.k8s.io/weft-injector",
+            "clusterrolebinding.rbac.authorization.k8s.io/weft-injector",
+            "deployment.apps/weft-control",
+            "deployment.apps/weft-injector",
+            "mutatingwebhookconfiguration.admissionregistration.k8s.io/weft-injector",
+            "poddisruptionbudget.policy/weft-control",
+            "service/weft-control",
+            "service/weft-injector",
+            "serviceaccount/weft-injector",
+        ],
+        "{run}"
+    );
+    assert!(run.stdout.lines().all(|l| l.ends_with("(server dry run)")), "{run}");
+}
