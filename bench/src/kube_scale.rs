@@ -18,7 +18,7 @@ use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -28,6 +28,8 @@ use weft_api::discovery::discovery_client::DiscoveryClient;
 use weft_tests::KubeCluster;
 
 use crate::cplane::Quantiles;
+use crate::footprint;
+use crate::stop::KillOnDrop;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct KubeScaleArgs {
@@ -105,7 +107,7 @@ pub fn run(args: &KubeScaleArgs) -> anyhow::Result<()> {
     let kubeconfig = cluster.control_plane_kubeconfig(cluster.server(), &cluster.dir().join("weft-control.kubeconfig"));
     let log = std::fs::File::create(cluster.dir().join("weft-control.stderr"))?;
     let started = Instant::now();
-    let mut control = Killed(
+    let mut control = KillOnDrop(
         Command::new(&control_bin)
             .args(["--source", "kubernetes", "--kubeconfig"])
             .arg(&kubeconfig)
@@ -128,11 +130,12 @@ pub fn run(args: &KubeScaleArgs) -> anyhow::Result<()> {
     }
     let ready_s = started.elapsed().as_secs_f64();
     let pid = control.0.id();
-    let rss_ready_kib = status_kib(pid, "VmRSS")?;
+    let rss_ready_kib = footprint::memory(pid)?.rss_kib;
     eprintln!("kube-scale: weft-control ready in {ready_s:.2} s, RSS {rss_ready_kib} KiB");
 
     let svc0 = per + usize::from(!args.endpoints.is_multiple_of(args.services));
     let (update, patch_rtt, missed) = changes(&cluster, grpc, args.changes, svc0)?;
+    let end = footprint::memory(pid)?;
     let report = KubeScaleReport {
         kubernetes: weft_tests::kube_version().to_owned(),
         services: args.services,
@@ -140,8 +143,8 @@ pub fn run(args: &KubeScaleArgs) -> anyhow::Result<()> {
         create_s,
         ready_s,
         rss_ready_kib,
-        rss_end_kib: status_kib(pid, "VmRSS")?,
-        hwm_kib: status_kib(pid, "VmHWM")?,
+        rss_end_kib: end.rss_kib,
+        hwm_kib: end.hwm_kib,
         update: Quantiles::of(&update),
         patch_rtt: Quantiles::of(&patch_rtt),
         missed,
@@ -281,16 +284,6 @@ fn markdown(r: &KubeScaleReport, args: &KubeScaleArgs) -> String {
     md
 }
 
-/// Kills the child by PID when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
@@ -304,11 +297,4 @@ fn ready(admin: SocketAddr) -> bool {
     }
     let mut head = [0u8; 12];
     s.read_exact(&mut head).is_ok() && &head[9..12] == b"200"
-}
-
-fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(field)?.trim_start_matches(':').trim().strip_suffix("kB")?.trim().parse().ok())
-        .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }

@@ -5,7 +5,21 @@
 //! tearing down is quick, and a run killed harder leaves namespaces that the
 //! next `weft-tests` mesh sweeps away (their names carry our PID).
 
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Kills (by its PID) and reaps the child on drop, error or not.
+#[derive(Debug)]
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
 
 static STOP: AtomicBool = AtomicBool::new(false);
 

@@ -617,7 +617,7 @@ fn new_dir() -> PathBuf {
 
 /// A free port on 127.0.0.1 (free when asked; the process that gets it binds
 /// it moments later).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()).expect("binding 127.0.0.1:0").port()
 }
 

@@ -35,8 +35,8 @@ pub use curl::{CURL_MAX_TIME, Curl, Head, parse_heads};
 pub use env::{control_bin, injector_bin, preflight, profile_dir, proxy_bin, testkit_bin, tool, weft_bin};
 pub use eventually::eventually;
 pub use kube::{
-    APISERVER_READY, CONTROLLERS, KUBECTL_TIMEOUT, KubeCluster, SERVICE_CIDR, gateway_api_crds, gateway_api_version,
-    kube_bin, kube_bin_dir, kube_version, manifests_dir,
+    APISERVER_READY, CONTROLLERS, KUBECTL_TIMEOUT, KubeCluster, SERVICE_CIDR, free_port, gateway_api_crds,
+    gateway_api_version, kube_bin, kube_bin_dir, kube_version, manifests_dir,
 };
 pub use mesh::{EXEC_TIMEOUT, Mesh, Pod};
 pub use metrics::{Metrics, Sample};

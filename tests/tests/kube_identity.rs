@@ -9,7 +9,6 @@
 //! service-account key (`pki/sa.key`) to get one that has already expired.
 
 use std::net::{Ipv4Addr, TcpListener};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,11 +21,6 @@ use weft_control::metrics::Metrics;
 use weft_tests::KubeCluster;
 
 const TD: &str = "cluster.local";
-
-/// The shipped RBAC for the control plane, applied as is.
-fn rbac_manifest() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/control-plane-rbac.yaml").display().to_string()
-}
 
 /// A client of the API server authenticated with a token of service account
 /// `ns/sa` (and nothing else: no client certificate).
@@ -47,7 +41,8 @@ async fn client_as(cluster: &KubeCluster, ns: &str, sa: &str) -> kube::Client {
 /// The control plane's client: `weft-system/weft-control`, bound to exactly
 /// the shipped ClusterRole.
 async fn control_plane_client(cluster: &KubeCluster) -> kube::Client {
-    cluster.kubectl(&["apply", "-f", &rbac_manifest()]);
+    let rbac = weft_tests::manifests_dir().join("control-plane-rbac.yaml");
+    cluster.kubectl(&["apply", "-f", &rbac.display().to_string()]);
     client_as(cluster, "weft-system", "weft-control").await
 }
 

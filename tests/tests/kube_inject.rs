@@ -3,11 +3,10 @@
 //! (as envtest does: no Service can be reached here), and Pods created by
 //! kube-controller-manager from Deployments applied with kubectl.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use weft_tests::{KubeCluster, eventually, injector_bin};
+use weft_tests::{KubeCluster, eventually, free_port, injector_bin};
 
 /// The injector process, killed by PID when dropped.
 struct Injector {
@@ -34,7 +33,7 @@ fn start_injector(cluster: &KubeCluster) -> (Injector, String) {
     std::fs::create_dir_all(&dir).expect("the injector's directory");
     std::fs::write(dir.join("tls.crt"), cert.pem()).expect("writing the certificate");
     std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("writing the key");
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+    let port = free_port();
     let log = std::fs::File::create(dir.join("injector.stderr")).expect("the log file");
     let child = Command::new(injector_bin())
         .args(["--listen", &format!("127.0.0.1:{port}")])

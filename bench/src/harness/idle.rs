@@ -4,7 +4,7 @@
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -14,20 +14,8 @@ use crate::footprint;
 use crate::load::idle::IdleStep;
 use crate::report::model::{IdlePoint, IdleResult};
 use crate::setup::Setup;
-use crate::stop;
+use crate::stop::{self, KillOnDrop};
 use crate::workload::Workload;
-
-/// Kills (by its PID) and reaps the child on drop, error or not.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
 
 /// Time allowed for a step of `n` connections (TLS handshakes included).
 fn step_timeout(n: usize) -> Duration {
