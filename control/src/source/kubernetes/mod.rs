@@ -150,22 +150,10 @@ impl Source for Kubernetes {
         let mut senders = senders.into_iter();
         let mut next = || senders.next().expect("one sync signal per kind");
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(watch::run(
-            Api::<KubeService>::all(client.clone()),
-            Services,
-            sink.clone(),
-            next(),
-            shutdown.clone(),
-        ));
-        tasks.spawn(watch::run(Api::<KubeSlice>::all(client.clone()), Slices, sink.clone(), next(), shutdown.clone()));
+        tasks.spawn(watch::run(Api::all(client.clone()), SERVICES, sink.clone(), next(), shutdown.clone()));
+        tasks.spawn(watch::run(Api::all(client.clone()), SLICES, sink.clone(), next(), shutdown.clone()));
         tasks.spawn(watch::run(Api::<Pod>::all(client.clone()), Pods(pods), sink.clone(), next(), shutdown.clone()));
-        tasks.spawn(watch::run(
-            Api::<KubeNamespace>::all(client.clone()),
-            Namespaces,
-            sink.clone(),
-            next(),
-            shutdown.clone(),
-        ));
+        tasks.spawn(watch::run(Api::all(client.clone()), NAMESPACES, sink.clone(), next(), shutdown.clone()));
         let (jobs, rx) = mpsc::unbounded_channel();
         tasks.spawn(status::run(client.clone(), sink.index().clone(), rx, shutdown.clone()));
         for kind in [Kind::HttpRoute, Kind::TrafficPolicy, Kind::AccessPolicy] {
@@ -192,50 +180,47 @@ impl Source for Kubernetes {
     }
 }
 
-struct Services;
+/// A kind that is converted and removed and nothing else: Services,
+/// EndpointSlices, Namespaces.
+struct Plain<K> {
+    kind: &'static str,
+    convert: fn(&K) -> Option<Event>,
+    removal: fn(&NsName) -> Event,
+}
 
-impl Translate for Services {
-    type Object = KubeService;
+impl<K> Translate for Plain<K>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    type Object = K;
     fn kind(&self) -> &'static str {
-        "Service"
+        self.kind
     }
-    fn applied(&mut self, obj: &KubeService) -> Outcome {
-        convert::service(obj).map_or(Outcome::Withdraw, |s| Outcome::Publish(Event::ServiceApplied(s)))
+    fn applied(&mut self, obj: &K) -> Outcome {
+        (self.convert)(obj).map_or(Outcome::Withdraw, Outcome::Publish)
     }
     fn removal(&self, key: &NsName) -> Event {
-        Event::ServiceDeleted(key.clone())
+        (self.removal)(key)
     }
 }
 
-struct Slices;
+const SERVICES: Plain<KubeService> = Plain {
+    kind: "Service",
+    convert: |o| convert::service(o).map(Event::ServiceApplied),
+    removal: |k| Event::ServiceDeleted(k.clone()),
+};
 
-impl Translate for Slices {
-    type Object = KubeSlice;
-    fn kind(&self) -> &'static str {
-        "EndpointSlice"
-    }
-    fn applied(&mut self, obj: &KubeSlice) -> Outcome {
-        convert::slice(obj).map_or(Outcome::Withdraw, |s| Outcome::Publish(Event::SliceApplied(s)))
-    }
-    fn removal(&self, key: &NsName) -> Event {
-        Event::SliceDeleted(key.clone())
-    }
-}
+const SLICES: Plain<KubeSlice> = Plain {
+    kind: "EndpointSlice",
+    convert: |o| convert::slice(o).map(Event::SliceApplied),
+    removal: |k| Event::SliceDeleted(k.clone()),
+};
 
-struct Namespaces;
-
-impl Translate for Namespaces {
-    type Object = KubeNamespace;
-    fn kind(&self) -> &'static str {
-        "Namespace"
-    }
-    fn applied(&mut self, obj: &KubeNamespace) -> Outcome {
-        convert::namespace(obj).map_or(Outcome::Withdraw, |n| Outcome::Publish(Event::NamespaceApplied(n)))
-    }
-    fn removal(&self, key: &NsName) -> Event {
-        Event::NamespaceDeleted(key.name.clone())
-    }
-}
+const NAMESPACES: Plain<KubeNamespace> = Plain {
+    kind: "Namespace",
+    convert: |o| convert::namespace(o).map(Event::NamespaceApplied),
+    removal: |k| Event::NamespaceDeleted(k.name.clone()),
+};
 
 struct Pods(PodDirectory);
 
