@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use weft_injector::mutate::Settings;
+use weft_injector::mutate::{ProxyDefaults, Settings};
 use weft_injector::server::{Injector, serve};
 
 #[derive(Parser, Debug)]
@@ -24,9 +24,25 @@ struct Cli {
     /// Kubeconfig for reading Namespaces [default: in-cluster, else $KUBECONFIG].
     #[arg(long, env = "WEFT_INJECTOR_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    /// The injector's own log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "WEFT_INJECTOR_LOG", default_value = "info")]
+    log: String,
     /// The image holding weft-proxy.
     #[arg(long, env = "WEFT_INJECTOR_PROXY_IMAGE", default_value = "ghcr.io/weft-mesh/weft-proxy:0.1.0")]
     proxy_image: String,
+    /// The injected proxy's log filter (its WEFT_PROXY_LOG) [default: the proxy's own].
+    #[arg(long, env = "WEFT_INJECTOR_PROXY_LOG")]
+    proxy_log: Option<String>,
+    /// The injected proxy's CPU request, unless the Pod's
+    /// config.weft.dev/proxy-cpu-request says otherwise (a Kubernetes quantity).
+    #[arg(long, env = "WEFT_INJECTOR_PROXY_CPU_REQUEST", default_value = "50m", value_parser = quantity)]
+    proxy_cpu_request: String,
+    /// Its memory request, unless config.weft.dev/proxy-memory-request.
+    #[arg(long, env = "WEFT_INJECTOR_PROXY_MEMORY_REQUEST", default_value = "32Mi", value_parser = quantity)]
+    proxy_memory_request: String,
+    /// Its memory limit, unless config.weft.dev/proxy-memory-limit.
+    #[arg(long, env = "WEFT_INJECTOR_PROXY_MEMORY_LIMIT", default_value = "256Mi", value_parser = quantity)]
+    proxy_memory_limit: String,
     /// The control plane's gRPC URL, as proxies reach it.
     #[arg(long, env = "WEFT_INJECTOR_CONTROL_PLANE", default_value = "https://weft-control.weft-system.svc:8090")]
     control_plane: String,
@@ -47,9 +63,20 @@ struct Cli {
     token_seconds: i64,
 }
 
+/// A Kubernetes quantity, checked now: a Pod patched with a bad one would
+/// be refused by the API server.
+fn quantity(s: &str) -> Result<String, String> {
+    if weft_injector::mutate::is_quantity(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not a Kubernetes quantity (such as 50m, 64Mi, 1)"))
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new("info")).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).with_context(|| format!("--log {:?}", cli.log))?;
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
     let tls = tls_config(&cli.cert, &cli.key)?;
     let trust_anchors_pem = match &cli.trust_anchors {
         Some(path) => {
@@ -87,6 +114,12 @@ fn main() -> anyhow::Result<()> {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             token_seconds: cli.token_seconds,
             trust_anchors_pem,
+            proxy: ProxyDefaults {
+                cpu_request: cli.proxy_cpu_request,
+                memory_request: cli.proxy_memory_request,
+                memory_limit: cli.proxy_memory_limit,
+                log: cli.proxy_log,
+            },
         };
         let listener = tokio::net::TcpListener::bind(cli.listen).await.with_context(|| format!("binding {}", cli.listen))?;
         tracing::info!(addr = %listener.local_addr()?, "weft-injector ready");

@@ -74,6 +74,46 @@ pub struct Settings {
     /// The mesh's trust anchors (PEM), which the proxy pins for the
     /// control plane's TLS; given to it as `WEFT_PROXY_TRUST_ANCHORS_PEM`.
     pub trust_anchors_pem: Option<String>,
+    /// The proxy's resources and log filter where the Pod names none.
+    pub proxy: ProxyDefaults,
+}
+
+/// What every injected proxy gets unless its Pod's annotations say
+/// otherwise (`config.weft.dev/proxy-*`); the chart's `proxy` values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyDefaults {
+    /// Kubernetes quantities.
+    pub cpu_request: String,
+    pub memory_request: String,
+    pub memory_limit: String,
+    /// `WEFT_PROXY_LOG` (tracing EnvFilter syntax); none: the proxy's own
+    /// default.
+    pub log: Option<String>,
+}
+
+impl Default for ProxyDefaults {
+    fn default() -> Self {
+        Self { cpu_request: "50m".into(), memory_request: "32Mi".into(), memory_limit: "256Mi".into(), log: None }
+    }
+}
+
+/// Whether `s` is a Kubernetes quantity (`100m`, `64Mi`, `1.5`, `2e3`):
+/// a non-negative decimal number with an optional binary (Ki … Ei), decimal
+/// (m, k, M … E) or exponent suffix. A Pod patched with anything else
+/// would be refused by the API server, so the injector checks its own
+/// defaults at start.
+pub fn is_quantity(s: &str) -> bool {
+    let end = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, suffix) = s.split_at(end);
+    let number_ok = number.matches('.').count() <= 1 && number.bytes().any(|b| b.is_ascii_digit());
+    let digits = |e: &str| !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit());
+    let suffix_ok = match suffix {
+        "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei" => true,
+        exponent => {
+            exponent.strip_prefix(['e', 'E']).map(|e| e.strip_prefix(['+', '-']).unwrap_or(e)).is_some_and(digits)
+        }
+    };
+    number_ok && suffix_ok
 }
 
 /// The Namespace as the decision needs it.
@@ -256,16 +296,19 @@ fn proxy_container(pod: &Value, s: &Settings) -> Container {
     if let Some(p) = annotation(pod, OPAQUE_PORTS) {
         env.push(self::env("WEFT_PROXY_INBOUND_OPAQUE_PORTS", &p));
     }
+    if let Some(log) = &s.proxy.log {
+        env.push(self::env("WEFT_PROXY_LOG", log));
+    }
     let quantity = |key: &str, default: &str| Quantity(annotation(pod, key).unwrap_or_else(|| default.to_owned()));
     let resources = ResourceRequirements {
         requests: Some(
             [
-                ("cpu".to_owned(), quantity(PROXY_CPU_REQUEST, "50m")),
-                ("memory".to_owned(), quantity(PROXY_MEMORY_REQUEST, "32Mi")),
+                ("cpu".to_owned(), quantity(PROXY_CPU_REQUEST, &s.proxy.cpu_request)),
+                ("memory".to_owned(), quantity(PROXY_MEMORY_REQUEST, &s.proxy.memory_request)),
             ]
             .into(),
         ),
-        limits: Some([("memory".to_owned(), quantity(PROXY_MEMORY_LIMIT, "256Mi"))].into()),
+        limits: Some([("memory".to_owned(), quantity(PROXY_MEMORY_LIMIT, &s.proxy.memory_limit))].into()),
         ..Default::default()
     };
     let mut c = Container {
@@ -319,6 +362,7 @@ mod tests {
             version: "0.1.0".into(),
             token_seconds: 3600,
             trust_anchors_pem: Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into()),
+            proxy: ProxyDefaults::default(),
         }
     }
 
@@ -340,6 +384,35 @@ mod tests {
 
     fn app() -> Value {
         json!({"containers": [{"name": "app", "image": "app:1"}]})
+    }
+
+    #[test]
+    fn quantities() {
+        for (q, ok) in [
+            ("50m", true),
+            ("32Mi", true),
+            ("1", true),
+            ("1.5", true),
+            (".5", true),
+            ("5.", true),
+            ("2e3", true),
+            ("2E-3", true),
+            ("1E", true),
+            ("1Ei", true),
+            ("", false),
+            ("m", false),
+            (".", false),
+            ("1..5", false),
+            ("1.2.3", false),
+            ("-1", false),
+            ("1 Mi", false),
+            ("1mi", false),
+            ("1MB", false),
+            ("1e", false),
+            ("1e+", false),
+        ] {
+            assert_eq!(is_quantity(q), ok, "{q:?}");
+        }
     }
 
     #[test]
@@ -493,5 +566,38 @@ mod tests {
             }
             assert_eq!(mutate(&injected, &ns("shop", Some("enabled")), &s), Decision::Skip("already injected".into()));
         }
+    }
+
+    /// The injector's defaults (the chart's `proxy` values) shape every
+    /// proxy; a Pod's own annotation wins over each.
+    #[test]
+    fn proxy_resources_and_log_come_from_the_settings_unless_the_pod_says() {
+        let mut s = settings();
+        s.proxy = ProxyDefaults {
+            cpu_request: "200m".into(),
+            memory_request: "64Mi".into(),
+            memory_limit: "1Gi".into(),
+            log: Some("debug".into()),
+        };
+        let own = json!({"annotations": {PROXY_CPU_REQUEST: "10m"}});
+        for (case, meta, cpu, memory, limit) in [
+            ("settings", json!({}), "200m", "64Mi", "1Gi"),
+            ("the pod's cpu request", own, "10m", "64Mi", "1Gi"),
+        ] {
+            let p = pod(meta, app());
+            let Decision::Inject(ops) = mutate(&p, &ns("shop", Some("enabled")), &s) else { panic!("{case}: not injected") };
+            let proxy = apply(p, &ops)["spec"]["initContainers"][1].clone();
+            assert_eq!(proxy["resources"]["requests"], json!({"cpu": cpu, "memory": memory}), "{case}");
+            assert_eq!(proxy["resources"]["limits"], json!({"memory": limit}), "{case}");
+            let log: Vec<&Value> =
+                proxy["env"].as_array().expect("env").iter().filter(|e| e["name"] == "WEFT_PROXY_LOG").collect();
+            assert_eq!(log, [&json!({"name": "WEFT_PROXY_LOG", "value": "debug"})], "{case}");
+        }
+        // No log filter: the proxy's own default, no variable.
+        s.proxy.log = None;
+        let p = pod(json!({}), app());
+        let Decision::Inject(ops) = mutate(&p, &ns("shop", Some("enabled")), &s) else { panic!("not injected") };
+        let proxy = apply(p, &ops)["spec"]["initContainers"][1].clone();
+        assert!(!proxy["env"].as_array().expect("env").iter().any(|e| e["name"] == "WEFT_PROXY_LOG"));
     }
 }
