@@ -22,6 +22,7 @@
 //! `serving` turns the CA on the control plane's own gRPC port.
 
 pub mod anchors;
+pub mod bootstrap;
 pub mod csr;
 pub mod files;
 pub mod issuer;
