@@ -173,11 +173,12 @@ fn pods_of_a_deployment_in_a_labelled_namespace_get_the_proxy_as_a_native_sideca
     }
 }
 
-/// `manifests/install/` (the control plane's Deployment, Service and
-/// PodDisruptionBudget; the injector's Deployment, Service, RBAC and
+/// `manifests/install/` (the chart rendered with its default values: the
+/// control plane's RBAC, Deployment, Service and PodDisruptionBudget; the
+/// injector's Deployment, Service, RBAC, PodDisruptionBudget and
 /// MutatingWebhookConfiguration) is accepted whole by the real API server
 /// (`--dry-run=server`: validated and admitted, not stored), after the
-/// CRDs and the control plane's RBAC it builds on.
+/// CRDs and the namespace it builds on.
 #[test]
 fn the_install_manifests_are_accepted_by_the_api_server() {
     let cluster = KubeCluster::shared();
@@ -189,14 +190,18 @@ fn the_install_manifests_are_accepted_by_the_api_server() {
     assert_eq!(
         objects,
         [
+            "clusterrole.rbac.authorization.k8s.io/weft-control",
             "clusterrole.rbac.authorization.k8s.io/weft-injector",
+            "clusterrolebinding.rbac.authorization.k8s.io/weft-control",
             "clusterrolebinding.rbac.authorization.k8s.io/weft-injector",
             "deployment.apps/weft-control",
             "deployment.apps/weft-injector",
             "mutatingwebhookconfiguration.admissionregistration.k8s.io/weft-injector",
             "poddisruptionbudget.policy/weft-control",
+            "poddisruptionbudget.policy/weft-injector",
             "service/weft-control",
             "service/weft-injector",
+            "serviceaccount/weft-control",
             "serviceaccount/weft-injector",
         ],
         "{run}"
