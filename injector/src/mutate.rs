@@ -580,12 +580,13 @@ mod tests {
             log: Some("debug".into()),
         };
         let own = json!({"annotations": {PROXY_CPU_REQUEST: "10m"}});
-        for (case, meta, cpu, memory, limit) in [
-            ("settings", json!({}), "200m", "64Mi", "1Gi"),
-            ("the pod's cpu request", own, "10m", "64Mi", "1Gi"),
-        ] {
+        for (case, meta, cpu, memory, limit) in
+            [("settings", json!({}), "200m", "64Mi", "1Gi"), ("the pod's cpu request", own, "10m", "64Mi", "1Gi")]
+        {
             let p = pod(meta, app());
-            let Decision::Inject(ops) = mutate(&p, &ns("shop", Some("enabled")), &s) else { panic!("{case}: not injected") };
+            let Decision::Inject(ops) = mutate(&p, &ns("shop", Some("enabled")), &s) else {
+                panic!("{case}: not injected")
+            };
             let proxy = apply(p, &ops)["spec"]["initContainers"][1].clone();
             assert_eq!(proxy["resources"]["requests"], json!({"cpu": cpu, "memory": memory}), "{case}");
             assert_eq!(proxy["resources"]["limits"], json!({"memory": limit}), "{case}");
