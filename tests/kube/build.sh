@@ -40,6 +40,7 @@ kube_version="$(pinned kubernetes k8s.io/kubernetes)"
 etcd_version="$(pinned etcd go.etcd.io/etcd/server/v3)"
 helm_version="$(pinned helm helm.sh/helm/v4)"
 gateway_version="$(pinned gateway-api sigs.k8s.io/gateway-api)"
+cert_manager_version="$(pinned cert-manager github.com/cert-manager/cert-manager)"
 [[ "$kube_version" =~ ^v1\.([0-9]+)\.[0-9]+$ ]] || die "unexpected Kubernetes version $kube_version"
 kube_minor="${BASH_REMATCH[1]}"
 
@@ -90,7 +91,7 @@ kube_ldflags+=" -X k8s.io/client-go/pkg/version.gitMajor=1"
 kube_ldflags+=" -X k8s.io/client-go/pkg/version.gitMinor=$kube_minor"
 
 step_start=$SECONDS
-for dir in etcd kubernetes helm gateway-api; do
+for dir in etcd kubernetes helm gateway-api cert-manager; do
   (cd "$here/$dir" && "$GO" mod download) || die "go mod download in tests/kube/$dir failed"
 done
 say "modules downloaded or found in the cache in $((SECONDS - step_start)) s"
@@ -130,4 +131,24 @@ else
   say "gateway-api $gateway_version CRDs: ${#crds[@]} files in $crd_dir"
 fi
 
-say "all five binaries in $bin_dir, versions checked, and the Gateway API CRDs, in $((SECONDS - total_start)) s"
+# cert-manager's Certificate and Issuer CRDs (the chart's webhook.certManager
+# objects are checked against them), copied the same way from the pinned
+# module's deploy/crds/ (controller-gen's output, which cert-manager's own
+# Helm chart is built from).
+cm_dir="$WEFT_KUBE_CACHE/kube/cert-manager/$cert_manager_version"
+if [ -f "$cm_dir/.complete" ]; then
+  say "cert-manager $cert_manager_version CRDs: already in $cm_dir, skipped"
+else
+  module_dir="$(cd "$here/cert-manager" && "$GO" mod download -json github.com/cert-manager/cert-manager |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  crds=("$module_dir"/deploy/crds/cert-manager.io_{certificates,issuers,clusterissuers}.yaml)
+  for crd in "${crds[@]}"; do
+    [ -f "$crd" ] || die "no $(basename "$crd") in ${module_dir:-the cert-manager module}/deploy/crds"
+  done
+  mkdir -p "$cm_dir"
+  cp "${crds[@]}" "$cm_dir/"
+  touch "$cm_dir/.complete"
+  say "cert-manager $cert_manager_version CRDs: ${#crds[@]} files in $cm_dir"
+fi
+
+say "all five binaries in $bin_dir, versions checked, and the Gateway API and cert-manager CRDs, in $((SECONDS - total_start)) s"

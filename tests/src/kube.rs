@@ -81,6 +81,9 @@ const KUBERNETES_GO_MOD: &str = include_str!("../kube/kubernetes/go.mod");
 /// The `go.mod` that pins the Gateway API release whose CRDs the tests install.
 const GATEWAY_API_GO_MOD: &str = include_str!("../kube/gateway-api/go.mod");
 
+/// The `go.mod` that pins the cert-manager release whose CRDs the tests install.
+const CERT_MANAGER_GO_MOD: &str = include_str!("../kube/cert-manager/go.mod");
+
 /// The version of `module` that `go_mod` requires, if any.
 fn required(go_mod: &'static str, module: &str) -> Option<&'static str> {
     go_mod.lines().find_map(|l| {
@@ -114,6 +117,26 @@ pub fn gateway_api_crds() -> PathBuf {
     assert!(
         dir.join(".complete").is_file(),
         "{} holds no Gateway API CRDs: run `bash tests/kube/build.sh`",
+        dir.display()
+    );
+    dir
+}
+
+/// The cert-manager release pinned in `tests/kube/cert-manager/go.mod`.
+pub fn cert_manager_version() -> &'static str {
+    required(CERT_MANAGER_GO_MOD, "github.com/cert-manager/cert-manager")
+        .expect("tests/kube/cert-manager/go.mod requires github.com/cert-manager/cert-manager")
+}
+
+/// The directory of cert-manager's Certificate, Issuer and ClusterIssuer
+/// CRDs that `tests/kube/build.sh` copies from the pinned module; panics,
+/// saying how to get them, when they are missing.
+#[track_caller]
+pub fn cert_manager_crds() -> PathBuf {
+    let dir = kube_cache().join("kube").join("cert-manager").join(cert_manager_version());
+    assert!(
+        dir.join(".complete").is_file(),
+        "{} holds no cert-manager CRDs: run `bash tests/kube/build.sh`",
         dir.display()
     );
     dir

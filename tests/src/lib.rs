@@ -35,14 +35,14 @@ pub use curl::{CURL_MAX_TIME, Curl, Head, parse_heads};
 pub use env::{control_bin, injector_bin, preflight, profile_dir, proxy_bin, testkit_bin, tool, weft_bin};
 pub use eventually::eventually;
 pub use kube::{
-    APISERVER_READY, CONTROLLERS, KUBECTL_TIMEOUT, KubeCluster, SERVICE_CIDR, free_port, gateway_api_crds,
-    gateway_api_version, kube_bin, kube_bin_dir, kube_version, manifests_dir,
+    APISERVER_READY, CONTROLLERS, KUBECTL_TIMEOUT, KubeCluster, SERVICE_CIDR, cert_manager_crds, cert_manager_version,
+    free_port, gateway_api_crds, gateway_api_version, kube_bin, kube_bin_dir, kube_version, manifests_dir,
 };
 pub use mesh::{EXEC_TIMEOUT, Mesh, Pod};
 pub use metrics::{Metrics, Sample};
 pub use nix::sys::signal::Signal;
 pub use pair::{APP_PORT, Pair};
-pub use process::{Proc, Run};
+pub use process::{Proc, Run, run_logged};
 pub use proxy::{ADMIN, ENV_PROXY_LOG, PROXY_UID, Proxy};
 
 /// SHA-256 of `bytes`, as lowercase hex.
