@@ -7,6 +7,7 @@
 //!   weft check -f mesh.yaml ─► meshfile + policies, validated ─► the policy each service runs with
 //!   weft rollout …       ─► run.json of the running mesh ─► one HTTPRoute, step by step ─► proxies' metrics
 //!   weft proxy|control|example … ─► the built-in programs (embedded)
+//!   weft install|uninstall …   ─► the Helm chart's objects, rendered here ─► stdout (| kubectl apply/delete -f -)
 //! ```
 //!
 //! Modules by stage: [`meshfile`] reads the LocalMesh file, [`plan`] decides
@@ -17,8 +18,9 @@
 //! from dead, [`stop`] counts Ctrl-C, [`runtime`] ties these into a running
 //! mesh ([`summary`] says what is up),
 //! [`runrecord`] lets other commands find a running mesh,
-//! [`probe`] and [`metrics`] read the proxies, [`demo`] is `weft demo`, and
-//! [`rollout`] is `weft rollout`.
+//! [`probe`] and [`metrics`] read the proxies, [`demo`] is `weft demo`,
+//! [`rollout`] is `weft rollout`, and [`install`] is `weft install` and
+//! `weft uninstall` (Kubernetes; docs/kubernetes.md).
 //! See `docs/local-mesh.md`.
 
 pub mod check;
@@ -26,6 +28,7 @@ pub mod demo;
 pub mod embedded;
 pub mod hosts;
 pub mod identity;
+pub mod install;
 pub mod meshfile;
 pub mod metrics;
 pub mod netns;
@@ -57,7 +60,7 @@ use crate::stop::{Interrupted, Stop};
 #[command(
     name = "weft",
     version,
-    about = "Weft service mesh: run a mesh on this machine",
+    about = "Weft service mesh: run a mesh on this machine, or install it on Kubernetes",
     after_help = "The local mesh runs the proxy, the control plane and the demo workloads from this same \
                   binary (`weft proxy …`, `weft control …`, `weft example …`). See docs/local-mesh.md."
 )]
@@ -87,6 +90,16 @@ enum Command {
     /// roll back by itself when the new version's requests fail. Exits 1
     /// after a rollback.
     Rollout(Box<rollout::RolloutArgs>),
+    /// Print the manifests of Weft on Kubernetes (the Helm chart's objects:
+    /// CRDs, namespace, RBAC, the issuer's Secret, the control plane, the
+    /// injector and its webhook, in apply order) for a namespace and values:
+    /// `weft install | kubectl apply -f -`. Generates a new trust anchor
+    /// and issuer unless --identity-external-issuer.
+    Install(install::ValuesArgs),
+    /// Print the objects `weft install` with the same flags created, to
+    /// delete them: `weft uninstall | kubectl delete -f -` (the webhook
+    /// configuration first, the CRDs and with them every policy last).
+    Uninstall(install::UninstallArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -181,6 +194,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             Command::Up(args) => up(args, &cli.log).await,
             Command::Check(args) => check::run(&args.file),
             Command::Rollout(args) => rollout::run(*args).await,
+            Command::Install(args) => install::install(&args),
+            Command::Uninstall(args) => install::uninstall(&args),
             Command::Demo(args) => {
                 let settings = settings(&args.mesh, &cli.log)?;
                 demo::run(settings, args.rate, args.duration.map(Into::into), args.mesh.keep_logs).await
