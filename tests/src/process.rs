@@ -101,7 +101,7 @@ pub(crate) fn spawn_logged(mut cmd: Command, out_path: &Path, err_path: &Path) -
 /// Runs `cmd` to completion with its stdout and stderr in the two files
 /// given (removed afterwards: the [`Run`] holds them); panics if it is
 /// still running after `within`.
-pub(crate) fn run_logged(cmd: Command, (out_path, err_path): (PathBuf, PathBuf), within: Duration) -> Run {
+pub fn run_logged(cmd: Command, (out_path, err_path): (PathBuf, PathBuf), within: Duration) -> Run {
     let start = Instant::now();
     let (mut child, described) = spawn_logged(cmd, &out_path, &err_path);
     let status = wait_child(&mut child, within).unwrap_or_else(|| {
