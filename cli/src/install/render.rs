@@ -585,10 +585,10 @@ mod tests {
     /// parses back to the same objects; the CRDs are printed as written.
     #[test]
     fn yaml_output_round_trips() {
-        let mut v = Values::default();
-        v.install_namespace = true;
-        v.log_level = "info,weft_control=debug".into();
-        v.image.tag = "010".into();
+        let mut v =
+            Values { install_namespace: true, log_level: "info,weft_control=debug".into(), ..Values::default() };
+        // A quantity YAML would read as a number unless quoted.
+        v.control_plane.resources.requests.cpu = "1".into();
         let docs = render(&v, "weft-system", true).expect("render");
         let text = to_yaml(&docs).expect("yaml");
         assert!(text.contains(CRDS[0]) && text.contains(CRDS[1]), "CRDs verbatim");
@@ -597,6 +597,7 @@ mod tests {
             .collect();
         let objects: Vec<Value> = docs.iter().map(|d| d.object.clone()).collect();
         assert_eq!(parsed, objects);
+        assert!(text.contains("cpu: '1'"), "quoted, so it stays a string");
         let namespace = text.split("---\n").nth(3).expect("the namespace document");
         assert!(
             namespace.starts_with("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: weft-system\n"),
