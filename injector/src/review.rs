@@ -84,6 +84,7 @@ mod tests {
             version: "0.1.0".into(),
             token_seconds: 3600,
             trust_anchors_pem: None,
+            sidecar: Default::default(),
         }
     }
 

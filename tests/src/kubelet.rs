@@ -605,7 +605,9 @@ fn token(shared: &Shared, pod: &Value, source: &serde_json::Map<String, Value>) 
 }
 
 /// Starts container `c` of `pod` in its network namespace: its volumes
-/// mounted, as its user, with its environment.
+/// mounted, as its user, with its environment; then runs its `postStart`
+/// exec hook, if any, to the end (the kubelet starts the next container
+/// only after that).
 fn netns_proc(
     shared: &Shared,
     netns: &Pod,
@@ -614,6 +616,33 @@ fn netns_proc(
     volumes: &Volumes,
     ip: &str,
 ) -> Result<Proc, String> {
+    let cname = c["name"].as_str().unwrap_or("");
+    let label = format!("{}/{}", pod["metadata"]["name"].as_str().unwrap_or(""), cname);
+    let mut proc = netns.spawn_command(&label, container_command(shared, netns, pod, c, volumes, ip, None)?);
+    if let Some(hook) = c["lifecycle"]["postStart"]["exec"]["command"].as_array() {
+        let argv: Vec<String> = hook.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect();
+        let cmd = container_command(shared, netns, pod, c, volumes, ip, Some(argv))?;
+        let mut hook = netns.spawn_command(&format!("{cname}-post-start"), cmd);
+        let status = wait_exit(&mut hook)?;
+        if !status.success() {
+            let _ = proc.try_status();
+            return Err(format!("container {cname}: its postStart hook exited with {status}:\n{}", hook.stderr()));
+        }
+    }
+    Ok(proc)
+}
+
+/// The command that runs container `c` of `pod`, or `exec` (a hook's
+/// command) in the container's context.
+fn container_command(
+    shared: &Shared,
+    netns: &Pod,
+    pod: &Value,
+    c: &Value,
+    volumes: &Volumes,
+    ip: &str,
+    exec: Option<Vec<String>>,
+) -> Result<Command, String> {
     let cname = c["name"].as_str().unwrap_or("");
     let image_ref = c["image"].as_str().unwrap_or("");
     let image_name = image_name(image_ref);
@@ -644,11 +673,15 @@ fn netns_proc(
     let strings = |v: &Value| -> Vec<String> {
         v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(|s| expand(s, &env))).collect()
     };
-    let mut argv = match c["command"].as_array() {
-        Some(_) => strings(&c["command"]),
+    let mut argv = match &exec {
+        Some(exec) => exec.iter().map(|s| expand(s, &env)).collect(),
+        None if c["command"].is_array() => strings(&c["command"]),
         None => image.entrypoint.clone(),
     };
-    argv.extend(strings(&c["args"]));
+    // `args` follow the command or the entrypoint, never a hook's command.
+    if exec.is_none() {
+        argv.extend(strings(&c["args"]));
+    }
     let Some(program) = argv.first().cloned() else {
         return Err(format!("container {cname}: nothing to run (no command and no entrypoint)"));
     };
@@ -703,8 +736,7 @@ fn netns_proc(
     cmd.args(&argv);
     cmd.env_clear();
     cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    let label = format!("{}/{}", pod["metadata"]["name"].as_str().unwrap_or(""), cname);
-    Ok(netns.spawn_command(&label, cmd))
+    Ok(cmd)
 }
 
 /// An image reference without its tag or digest: `redis:7.4` → `redis`.

@@ -86,6 +86,24 @@ fn tempfile_dir(pod: &weft_tests::Pod) -> std::path::PathBuf {
 
 #[test]
 fn the_demo_manifests_serve_the_counter_through_weft_with_mtls_and_the_canary_splits_it() {
+    demo(Sidecar::Native);
+}
+
+/// The same with the proxy as a classic sidecar (clusters older than
+/// 1.29): the first container, its postStart hook (`weft-proxy await`)
+/// holding the app back until the proxy is ready.
+#[test]
+fn the_demo_runs_the_same_with_classic_sidecars() {
+    demo(Sidecar::Classic);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Sidecar {
+    Native,
+    Classic,
+}
+
+fn demo(sidecar: Sidecar) {
     let started = std::time::Instant::now();
     let step = |what: &str| eprintln!("kube_demo: {what} after {:.1?}", started.elapsed());
     let cluster = KubeCluster::shared();
@@ -107,8 +125,11 @@ fn the_demo_manifests_serve_the_counter_through_weft_with_mtls_and_the_canary_sp
             &anchors.display().to_string(),
             "--proxy-image",
             "ghcr.io/weft-mesh/weft-proxy:0.1.0",
+            "--sidecar",
+            if sidecar == Sidecar::Native { "native" } else { "classic" },
         ],
     );
+    step("the injector is up");
     let webhook = format!("weft-injector-{ns}");
     cluster.apply(
         "default",
@@ -117,6 +138,7 @@ fn the_demo_manifests_serve_the_counter_through_weft_with_mtls_and_the_canary_sp
             &format!("{{matchLabels: {{kubernetes.io/metadata.name: {ns}, weft.dev/inject: enabled}}}}"),
         ),
     );
+    step("the webhook is configured");
     let kubelet = Kubelet::start(cluster, &mesh, &format!("node-{ns}"), std::slice::from_ref(&ns), images());
 
     step("the control plane, the injector and the kubelet are up");
@@ -153,17 +175,29 @@ spec:
     assert_eq!(kubelet.errors(), Vec::<String>::new());
     step("the Deployments are available");
 
-    // The Pods as stored: 6, each with the init container and the proxy as
-    // a native sidecar, its status written by the kubelet.
+    // The Pods as stored: 6, each with the init container and the proxy
+    // (a native sidecar, or the first container with its postStart hook),
+    // their status written by the kubelet.
     let pods = cluster.get_json(&ns, &["pods"]);
     let pods = pods["items"].as_array().cloned().unwrap_or_default();
     let mut by_app: BTreeMap<String, usize> = BTreeMap::new();
     for pod in &pods {
         let name = pod["metadata"]["name"].as_str().unwrap_or_default();
-        let init: Vec<&str> =
-            pod["spec"]["initContainers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
-        assert_eq!(init, ["weft-init", "weft-proxy"], "{name}: injected");
-        assert_eq!(pod["spec"]["initContainers"][1]["restartPolicy"], "Always", "{name}");
+        let names = |field: &str| -> Vec<&str> {
+            pod["spec"][field].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect()
+        };
+        match sidecar {
+            Sidecar::Native => {
+                assert_eq!(names("initContainers"), ["weft-init", "weft-proxy"], "{name}: injected");
+                assert_eq!(pod["spec"]["initContainers"][1]["restartPolicy"], "Always", "{name}");
+            }
+            Sidecar::Classic => {
+                assert_eq!(names("initContainers"), ["weft-init"], "{name}: injected");
+                assert_eq!(names("containers")[0], "weft-proxy", "{name}: the proxy first");
+                let hook = &pod["spec"]["containers"][0]["lifecycle"]["postStart"]["exec"]["command"][1];
+                assert_eq!(hook, "await", "{name}");
+            }
+        }
         assert!(pod["status"]["podIP"].as_str().is_some_and(|ip| ip.starts_with("198.18.0.")), "{name}: {pod}");
         let app = pod["metadata"]["labels"]["app"].as_str().unwrap_or_default();
         let version = pod["metadata"]["labels"]["version"].as_str().map(|v| format!("-{v}")).unwrap_or_default();
