@@ -440,12 +440,13 @@ fn run_pod(shared: &Shared, hosts_dirs: &Mutex<Vec<PathBuf>>, pod: &Value, uid: 
         .map_err(|e| format!("writing the hosts file: {e}"))?;
 
     let volumes = volumes(shared, pod, &pod_dir, &ip)?;
+    let at = PodContext { shared, netns: &netns, pod, volumes: &volumes, ip: &ip };
     let spec = &pod["spec"];
     let mut statuses = Vec::new();
     let mut init_statuses = Vec::new();
     for c in spec["initContainers"].as_array().into_iter().flatten() {
         let cname = c["name"].as_str().unwrap_or("");
-        let mut proc = netns_proc(shared, &netns, pod, c, &volumes, &ip)?;
+        let mut proc = netns_proc(&at, c)?;
         if c["restartPolicy"] == "Always" {
             let probe = if c["startupProbe"].is_object() { &c["startupProbe"] } else { &c["readinessProbe"] };
             wait_probe(&netns, &mut proc, c, probe)?;
@@ -464,7 +465,7 @@ fn run_pod(shared: &Shared, hosts_dirs: &Mutex<Vec<PathBuf>>, pod: &Value, uid: 
     }
     let mut procs = Vec::new();
     for c in spec["containers"].as_array().into_iter().flatten() {
-        procs.push((c, netns_proc(shared, &netns, pod, c, &volumes, &ip)?));
+        procs.push((c, netns_proc(&at, c)?));
     }
     for (c, mut proc) in procs {
         wait_probe(&netns, &mut proc, c, &c["readinessProbe"])?;
@@ -604,25 +605,27 @@ fn token(shared: &Shared, pod: &Value, source: &serde_json::Map<String, Value>) 
     Ok(run.stdout.trim().to_owned())
 }
 
+/// What every container of a Pod shares.
+#[derive(Clone, Copy)]
+struct PodContext<'a> {
+    shared: &'a Shared,
+    netns: &'a Pod,
+    pod: &'a Value,
+    volumes: &'a Volumes,
+    ip: &'a str,
+}
+
 /// Starts container `c` of `pod` in its network namespace: its volumes
 /// mounted, as its user, with its environment; then runs its `postStart`
 /// exec hook, if any, to the end (the kubelet starts the next container
 /// only after that).
-fn netns_proc(
-    shared: &Shared,
-    netns: &Pod,
-    pod: &Value,
-    c: &Value,
-    volumes: &Volumes,
-    ip: &str,
-) -> Result<Proc, String> {
+fn netns_proc(at: &PodContext<'_>, c: &Value) -> Result<Proc, String> {
     let cname = c["name"].as_str().unwrap_or("");
-    let label = format!("{}/{}", pod["metadata"]["name"].as_str().unwrap_or(""), cname);
-    let mut proc = netns.spawn_command(&label, container_command(shared, netns, pod, c, volumes, ip, None)?);
+    let label = format!("{}/{}", at.pod["metadata"]["name"].as_str().unwrap_or(""), cname);
+    let mut proc = at.netns.spawn_command(&label, container_command(at, c, None)?);
     if let Some(hook) = c["lifecycle"]["postStart"]["exec"]["command"].as_array() {
         let argv: Vec<String> = hook.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect();
-        let cmd = container_command(shared, netns, pod, c, volumes, ip, Some(argv))?;
-        let mut hook = netns.spawn_command(&format!("{cname}-post-start"), cmd);
+        let mut hook = at.netns.spawn_command(&format!("{cname}-post-start"), container_command(at, c, Some(argv))?);
         let status = wait_exit(&mut hook)?;
         if !status.success() {
             let _ = proc.try_status();
@@ -634,15 +637,8 @@ fn netns_proc(
 
 /// The command that runs container `c` of `pod`, or `exec` (a hook's
 /// command) in the container's context.
-fn container_command(
-    shared: &Shared,
-    netns: &Pod,
-    pod: &Value,
-    c: &Value,
-    volumes: &Volumes,
-    ip: &str,
-    exec: Option<Vec<String>>,
-) -> Result<Command, String> {
+fn container_command(at: &PodContext<'_>, c: &Value, exec: Option<Vec<String>>) -> Result<Command, String> {
+    let PodContext { shared, netns, pod, volumes, ip } = *at;
     let cname = c["name"].as_str().unwrap_or("");
     let image_ref = c["image"].as_str().unwrap_or("");
     let image_name = image_name(image_ref);
