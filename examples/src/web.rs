@@ -2,13 +2,15 @@
 //! a counter in the store and answers with who served it:
 //!
 //! ```text
-//!   GET / ──► INCR weft-demo:count (store, through the mesh) ──► 200 {"pod":"web-v1-0","version":"v1","count":42}
+//!   GET / ──► INCR weft-demo:count (store, through the mesh) ──► 200 {"pod":"web-v1-0","version":"v1","count":42,"caller":"spiffe://…/sa/load"}
 //!                                       store unreachable    ──► 503 (the load generator counts a failure)
 //! ```
 //!
 //! `GET /healthz` answers 200 without touching the store. The app knows
 //! nothing about the mesh: it listens on a plain port and dials the store by
-//! name, exactly as it would on Kubernetes.
+//! name, exactly as it would on Kubernetes. `caller` is the `weft-client-id`
+//! header its proxy adds for a caller proven by mTLS (`null` without one):
+//! what the app can know of the mesh without linking anything of it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -120,15 +122,17 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n".into()),
         (&Method::GET, "/") => {
+            let caller = req.headers().get("weft-client-id").and_then(|v| v.to_str().ok()).map(json_string);
             if !app.delay.is_zero() {
                 tokio::time::sleep(app.delay).await;
             }
             match app.store.incr(&app.key).await {
                 Ok(count) => {
                     let body = format!(
-                        "{{\"pod\":{},\"version\":{},\"count\":{count}}}\n",
+                        "{{\"pod\":{},\"version\":{},\"count\":{count},\"caller\":{}}}\n",
                         json_string(&app.pod_name),
-                        json_string(&app.app_version)
+                        json_string(&app.app_version),
+                        caller.as_deref().unwrap_or("null")
                     );
                     let mut response = text(StatusCode::OK, body);
                     response.headers_mut().insert(header::CONTENT_TYPE, "application/json".parse().expect("valid"));
@@ -206,9 +210,9 @@ mod tests {
 
         assert_eq!(
             get(addr, "/").await,
-            (StatusCode::OK, "{\"pod\":\"web-v2-0\",\"version\":\"v2\",\"count\":1}\n".into())
+            (StatusCode::OK, "{\"pod\":\"web-v2-0\",\"version\":\"v2\",\"count\":1,\"caller\":null}\n".into())
         );
-        assert_eq!(get(addr, "/").await.1, "{\"pod\":\"web-v2-0\",\"version\":\"v2\",\"count\":2}\n");
+        assert_eq!(get(addr, "/").await.1, "{\"pod\":\"web-v2-0\",\"version\":\"v2\",\"count\":2,\"caller\":null}\n");
         assert_eq!(get(addr, "/healthz").await, (StatusCode::OK, "ok\n".into()));
         assert_eq!(get(addr, "/nope").await.0, StatusCode::NOT_FOUND);
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use weft_injector::mutate::{ProxyDefaults, Settings};
+use weft_injector::mutate::{ProxyDefaults, Settings, Sidecar};
 use weft_injector::server::{Injector, serve};
 
 #[derive(Parser, Debug)]
@@ -61,6 +61,19 @@ struct Cli {
     /// Lifetime of the projected identity token, seconds (600..=86400).
     #[arg(long, env = "WEFT_INJECTOR_TOKEN_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(600..=86400))]
     token_seconds: i64,
+    /// How the proxy runs beside the app: `native` (an init container with
+    /// restartPolicy Always, Kubernetes >= 1.29), `classic` (the first
+    /// container, holding the app back with a postStart hook), or `auto`
+    /// (native unless the API server is older than 1.29).
+    #[arg(long, env = "WEFT_INJECTOR_SIDECAR", value_enum, default_value_t = SidecarFlag::Auto)]
+    sidecar: SidecarFlag,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum SidecarFlag {
+    Auto,
+    Native,
+    Classic,
 }
 
 /// A Kubernetes quantity, checked now: a Pod patched with a bad one would
@@ -120,7 +133,23 @@ fn main() -> anyhow::Result<()> {
                 memory_limit: cli.proxy_memory_limit,
                 log: cli.proxy_log,
             },
+            sidecar: match (cli.sidecar, &client) {
+                (SidecarFlag::Native, _) => Sidecar::Native,
+                (SidecarFlag::Classic, _) => Sidecar::Classic,
+                (SidecarFlag::Auto, Some(client)) => {
+                    let v = client
+                        .apiserver_version()
+                        .await
+                        .context("asking the API server its version for --sidecar auto (or say --sidecar native|classic)")?;
+                    Sidecar::for_version(&v.major, &v.minor)
+                }
+                (SidecarFlag::Auto, None) => {
+                    tracing::warn!("--sidecar auto without an API server to ask: native sidecars (Kubernetes >= 1.29)");
+                    Sidecar::Native
+                }
+            },
         };
+        tracing::info!(sidecar = ?settings.sidecar, "proxies are injected as {:?} sidecars", settings.sidecar);
         let listener = tokio::net::TcpListener::bind(cli.listen).await.with_context(|| format!("binding {}", cli.listen))?;
         tracing::info!(addr = %listener.local_addr()?, "weft-injector ready");
         serve(listener, tls, Arc::new(Injector { settings, client })).await;

@@ -14,14 +14,16 @@
 //! `weft-init` (`weft-proxy init`, NET_ADMIN and NET_RAW only) and the
 //! proxy `weft-proxy` as a native sidecar (an init container with
 //! `restartPolicy: Always` and a startup probe on `/ready`, so the app
-//! starts once the proxy is ready and Jobs still complete); a projected
+//! starts once the proxy is ready and Jobs still complete) — or, on
+//! clusters older than 1.29 ([`Sidecar::Classic`]), as the Pod's first
+//! container with a `postStart` hook (`weft-proxy await`); a projected
 //! service-account token (audience `weft`) for its identity; and the
 //! annotation `weft.dev/injected-version`.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Probe,
-    ProjectedVolumeSource, ResourceRequirements, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
-    VolumeProjection,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, Lifecycle,
+    LifecycleHandler, ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements, SecurityContext,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -76,6 +78,36 @@ pub struct Settings {
     pub trust_anchors_pem: Option<String>,
     /// The proxy's resources and log filter where the Pod names none.
     pub proxy: ProxyDefaults,
+    /// How the proxy runs beside the app.
+    pub sidecar: Sidecar,
+}
+
+/// How the proxy container runs beside the app's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sidecar {
+    /// An init container with `restartPolicy: Always` (Kubernetes ≥ 1.29):
+    /// started before the app, which waits for its startup probe; it does
+    /// not keep a Job from completing.
+    #[default]
+    Native,
+    /// The first of the Pod's containers, whose `postStart` hook
+    /// (`weft-proxy await`) holds the next containers back until the proxy
+    /// is ready: for clusters older than 1.29. A Job's Pod then never
+    /// completes on its own (the proxy keeps running).
+    Classic,
+}
+
+impl Sidecar {
+    /// The mode for a cluster at `major.minor` (as `/version` reports them:
+    /// the minor may carry a `+`).
+    pub fn for_version(major: &str, minor: &str) -> Sidecar {
+        let number = |s: &str| s.trim_end_matches('+').parse::<u32>().ok();
+        match (number(major), number(minor)) {
+            (Some(1), Some(minor)) if minor < 29 => Sidecar::Classic,
+            (Some(0), _) => Sidecar::Classic,
+            _ => Sidecar::Native,
+        }
+    }
 }
 
 /// What every injected proxy gets unless its Pod's annotations say
@@ -189,13 +221,24 @@ fn ops(pod: &Value, spec: &Value, s: &Settings) -> Vec<Op> {
     let init = init_container(pod, s);
     let proxy = proxy_container(pod, s);
     let to_value = |c: &Container| serde_json::to_value(c).unwrap_or(Value::Null);
-    // Both before the pod's own init containers: those get the mesh too.
-    match spec.get("initContainers").and_then(Value::as_array) {
-        Some(_) => {
+    // Both before the pod's own init containers: those get the mesh too
+    // (not with a classic sidecar, which starts after every init container).
+    let has_init = spec.get("initContainers").and_then(Value::as_array).is_some();
+    match (s.sidecar, has_init) {
+        (Sidecar::Native, true) => {
             ops.push(Op::add("/spec/initContainers/0", to_value(&init)));
             ops.push(Op::add("/spec/initContainers/1", to_value(&proxy)));
         }
-        None => ops.push(Op::add("/spec/initContainers", json!([to_value(&init), to_value(&proxy)]))),
+        (Sidecar::Native, false) => {
+            ops.push(Op::add("/spec/initContainers", json!([to_value(&init), to_value(&proxy)])));
+        }
+        (Sidecar::Classic, true) => ops.push(Op::add("/spec/initContainers/0", to_value(&init))),
+        (Sidecar::Classic, false) => ops.push(Op::add("/spec/initContainers", json!([to_value(&init)]))),
+    }
+    if s.sidecar == Sidecar::Classic {
+        // First, so the kubelet starts it (and runs its postStart hook to
+        // the end) before the app's containers.
+        ops.push(Op::add("/spec/containers/0", to_value(&proxy)));
     }
     let volume = Volume {
         name: TOKEN_VOLUME.into(),
@@ -340,11 +383,28 @@ fn proxy_container(pod: &Value, s: &Settings) -> Container {
         }]),
         ..Default::default()
     };
-    // A native sidecar (Kubernetes >= 1.29): started before the app
-    // containers, which wait for its startup probe (the proxy has its
-    // certificate and is serving); it does not keep a Job from completing.
-    c.restart_policy = Some("Always".into());
-    c.startup_probe = Some(probe("/ready"));
+    match s.sidecar {
+        // A native sidecar (Kubernetes >= 1.29): started before the app
+        // containers, which wait for its startup probe (the proxy has its
+        // certificate and is serving); it does not keep a Job from completing.
+        Sidecar::Native => {
+            c.restart_policy = Some("Always".into());
+            c.startup_probe = Some(probe("/ready"));
+        }
+        // A classic sidecar: the kubelet starts the next container only
+        // once this postStart hook returns, i.e. once the proxy is ready.
+        Sidecar::Classic => {
+            c.lifecycle = Some(Lifecycle {
+                post_start: Some(LifecycleHandler {
+                    exec: Some(ExecAction {
+                        command: Some(vec!["weft-proxy".into(), "await".into(), "--timeout".into(), "2m".into()]),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+    }
     c
 }
 
@@ -363,6 +423,7 @@ mod tests {
             token_seconds: 3600,
             trust_anchors_pem: Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into()),
             proxy: ProxyDefaults::default(),
+            sidecar: Sidecar::Native,
         }
     }
 
@@ -600,5 +661,59 @@ mod tests {
         let Decision::Inject(ops) = mutate(&p, &ns("shop", Some("enabled")), &s) else { panic!("not injected") };
         let proxy = apply(p, &ops)["spec"]["initContainers"][1].clone();
         assert!(!proxy["env"].as_array().expect("env").iter().any(|e| e["name"] == "WEFT_PROXY_LOG"));
+    }
+
+    #[test]
+    fn a_classic_sidecar_is_the_first_container_and_holds_the_app_until_ready() {
+        let s = Settings { sidecar: Sidecar::Classic, ..settings() };
+        let bare = pod(json!({}), app());
+        let full = pod(
+            json!({}),
+            json!({"initContainers": [{"name": "migrate"}], "containers": [{"name": "app"}, {"name": "log"}]}),
+        );
+        for (case, p, inits_want, containers_want) in [
+            ("bare", bare, vec![INIT_CONTAINER], vec![PROXY_CONTAINER, "app"]),
+            ("full", full, vec![INIT_CONTAINER, "migrate"], vec![PROXY_CONTAINER, "app", "log"]),
+        ] {
+            let Decision::Inject(ops) = mutate(&p, &ns("shop", Some("enabled")), &s) else {
+                panic!("{case}: not injected")
+            };
+            let injected = apply(p.clone(), &ops);
+            let names = |field: &str| -> Vec<String> {
+                injected["spec"][field]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                    .collect()
+            };
+            assert_eq!(names("initContainers"), inits_want, "{case}");
+            assert_eq!(names("containers"), containers_want, "{case}");
+            let proxy = &injected["spec"]["containers"][0];
+            assert!(proxy["restartPolicy"].is_null() && proxy["startupProbe"].is_null(), "{case}: {proxy}");
+            assert_eq!(
+                proxy["lifecycle"]["postStart"]["exec"]["command"],
+                json!(["weft-proxy", "await", "--timeout", "2m"]),
+                "{case}"
+            );
+            assert_eq!(proxy["readinessProbe"]["httpGet"]["path"], "/ready", "{case}");
+            assert_eq!(mutate(&injected, &ns("shop", Some("enabled")), &s), Decision::Skip("already injected".into()));
+        }
+    }
+
+    #[test]
+    fn native_sidecars_from_kubernetes_1_29() {
+        for (major, minor, want) in [
+            ("1", "29", Sidecar::Native),
+            ("1", "36", Sidecar::Native),
+            ("1", "30+", Sidecar::Native),
+            ("1", "28", Sidecar::Classic),
+            ("1", "28+", Sidecar::Classic),
+            ("1", "21", Sidecar::Classic),
+            ("2", "0", Sidecar::Native),
+            ("1", "", Sidecar::Native),
+        ] {
+            assert_eq!(Sidecar::for_version(major, minor), want, "{major}.{minor}");
+        }
     }
 }

@@ -85,6 +85,7 @@ mod tests {
             token_seconds: 3600,
             trust_anchors_pem: None,
             proxy: Default::default(),
+            sidecar: Default::default(),
         }
     }
 

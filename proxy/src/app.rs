@@ -56,7 +56,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let identity = match (&control, config.control.as_ref().and_then(|c| c.identity.clone())) {
         (Some(control), Some((id, token))) => {
             let handle = IdentityHandle::new(id);
-            tokio::spawn(certify::run(control.clone(), handle.clone(), token, metrics.clone()));
+            let token_file = config.control.as_ref().and_then(|c| c.identity_token_file.clone());
+            let tokens = certify::Tokens::new(token, token_file);
+            tokio::spawn(certify::run(control.clone(), handle.clone(), tokens, metrics.clone()));
             tokio::spawn(certify::watch_anchors(control.clone(), handle.clone()));
             Some(handle)
         }

@@ -21,6 +21,9 @@ enum Command {
     Init(crate::init::InitArgs),
     /// Run the proxy: inbound, outbound and admin listeners.
     Run(Box<crate::config::RunArgs>),
+    /// Wait until the proxy in this pod is ready (a classic sidecar's
+    /// postStart hook, holding the app back until then).
+    Await(crate::await_ready::AwaitArgs),
 }
 
 /// Parses `args` (including the program name) and runs the command. Exits
@@ -32,6 +35,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
             crate::init::run(&args).context("weft-proxy init failed")?;
             Ok(())
         }
+        Command::Await(args) => crate::await_ready::run(&args),
         Command::Run(args) => {
             let config = match args.into_config() {
                 Ok(config) => config,

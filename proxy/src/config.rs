@@ -251,6 +251,10 @@ pub struct ControlConfig {
     pub control_plane_name: String,
     /// mTLS: this workload's identity and its bootstrap token.
     pub identity: Option<(crate::identity::SpiffeId, String)>,
+    /// The file the bootstrap token came from: read again whenever a
+    /// renewal token is refused (a projected service-account token is
+    /// rotated in place by the kubelet, and any replica can check it).
+    pub identity_token_file: Option<std::path::PathBuf>,
     pub proxy_id: String,
     pub namespace: String,
     pub workload: Option<crate::control::registry::WorkloadConfig>,
@@ -590,6 +594,7 @@ impl RunArgs {
             deregister_grace: grace?,
             trust_anchors_pem,
             control_plane_name: self.control_plane_name.trim().to_string(),
+            identity_token_file: identity.as_ref().map(|_| self.identity_token_file.trim().into()),
             identity,
             proxy_id,
             namespace: self.namespace.trim().to_string(),

@@ -20,6 +20,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod await_ready;
 pub mod balance;
 pub mod cli;
 pub mod config;

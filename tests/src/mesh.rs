@@ -41,7 +41,9 @@ pub const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 /// The first pod gets 198.18.0.11, the next .12, and so on.
 const FIRST_HOST: u8 = 11;
 
-/// A set of pods on one bridge. Create pods with [`Mesh::pod`].
+/// A set of pods on one bridge. Create pods with [`Mesh::pod`]. Clones
+/// share the bridge; the pods go when the last clone and pod are dropped.
+#[derive(Clone)]
 pub struct Mesh {
     inner: Arc<MeshInner>,
 }
@@ -298,6 +300,13 @@ impl Pod {
         let mut cmd = Command::new(tool("ip"));
         cmd.args(["netns", "exec", &self.ns]).arg(program).args(args);
         cmd
+    }
+
+    /// Starts `cmd` (made with [`Pod::command`], then adjusted), as
+    /// [`Pod::spawn`] does.
+    pub fn spawn_command(&self, label: &str, cmd: Command) -> Proc {
+        let label = format!("{}/{label}", self.name);
+        Proc::spawn(self.mesh.clone(), &label, cmd)
     }
 
     /// Runs a command in the pod to completion (at most [`EXEC_TIMEOUT`]).

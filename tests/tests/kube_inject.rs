@@ -3,89 +3,14 @@
 //! (as envtest does: no Service can be reached here), and Pods created by
 //! kube-controller-manager from Deployments applied with kubectl.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use weft_tests::{KubeCluster, eventually, free_port, injector_bin};
+use weft_tests::injector::Injector;
+use weft_tests::{KubeCluster, eventually};
 
-/// The injector process, killed by PID when dropped.
-struct Injector {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Injector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the injector on 127.0.0.1 with a fresh self-signed certificate
-/// for that address; returns it and the certificate (PEM), for the
-/// webhook's caBundle.
-fn start_injector(cluster: &KubeCluster) -> (Injector, String) {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("certificate parameters");
-    params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip"))];
-    let key = rcgen::KeyPair::generate().expect("a key");
-    let cert = params.self_signed(&key).expect("a certificate");
-    let dir = cluster.dir().join(format!("injector-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("the injector's directory");
-    std::fs::write(dir.join("tls.crt"), cert.pem()).expect("writing the certificate");
-    std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("writing the key");
-    let port = free_port();
-    let log = std::fs::File::create(dir.join("injector.stderr")).expect("the log file");
-    let child = Command::new(injector_bin())
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--cert")
-        .arg(dir.join("tls.crt"))
-        .arg("--key")
-        .arg(dir.join("tls.key"))
-        .arg("--kubeconfig")
-        .arg(cluster.kubeconfig())
-        .args(["--proxy-image", "registry.invalid/weft/proxy:test"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("starting weft-injector");
-    let injector = Injector { child, port };
-    eventually(Duration::from_secs(20), "the injector answers /ready", || {
-        let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1", "--cacert"])
-            .arg(dir.join("tls.crt"))
-            .arg(format!("https://127.0.0.1:{port}/ready"))
-            .output()
-            .expect("running curl");
-        let code = String::from_utf8_lossy(&out.stdout).into_owned();
-        if code == "200" { Ok(()) } else { Err(format!("GET /ready: {code:?}")) }
-    });
-    (injector, cert.pem())
-}
-
-fn webhook(port: u16, ca_pem: &str) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    format!(
-        "apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata: {{name: weft-injector-{pid}}}
-webhooks:
-- name: inject.weft.dev
-  admissionReviewVersions: [v1]
-  sideEffects: None
-  failurePolicy: Ignore
-  timeoutSeconds: 10
-  reinvocationPolicy: IfNeeded
-  clientConfig: {{url: \"https://127.0.0.1:{port}/inject\", caBundle: {b64}}}
-  rules: [{{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [pods]}}]
-  namespaceSelector:
-    matchExpressions:
-    - {{key: kubernetes.io/metadata.name, operator: NotIn, values: [kube-system, kube-public, kube-node-lease, weft-system]}}
-",
-        pid = std::process::id()
-    )
-}
+/// The webhook for every namespace but the system ones and Weft's own.
+const ALL_BUT_SYSTEM: &str = "{matchExpressions: [{key: kubernetes.io/metadata.name, operator: NotIn, \
+                              values: [kube-system, kube-public, kube-node-lease, weft-system]}]}";
 
 fn deployment(name: &str, annotations: &str) -> String {
     format!(
@@ -121,8 +46,8 @@ fn names(pod: &serde_json::Value, field: &str) -> Vec<String> {
 #[test]
 fn pods_of_a_deployment_in_a_labelled_namespace_get_the_proxy_as_a_native_sidecar() {
     let cluster = KubeCluster::shared();
-    let (injector, ca) = start_injector(cluster);
-    cluster.apply("default", &webhook(injector.port, &ca));
+    let injector = Injector::start(cluster, &["--proxy-image", "registry.invalid/weft/proxy:test"]);
+    cluster.apply("default", &injector.webhook(&format!("weft-injector-{}", std::process::id()), ALL_BUT_SYSTEM));
 
     let meshed = cluster.namespace("inject");
     cluster.kubectl(&["label", "namespace", &meshed, "weft.dev/inject=enabled"]);

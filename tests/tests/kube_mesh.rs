@@ -52,8 +52,12 @@ fn kube_mesh_own_cluster(prefix: &str) -> KubeMesh {
 }
 
 fn on(cluster: &'static KubeCluster, prefix: &str) -> KubeMesh {
+    on_with(cluster, prefix, &[])
+}
+
+fn on_with(cluster: &'static KubeCluster, prefix: &str, cp_args: &[&str]) -> KubeMesh {
     let mesh = Mesh::new();
-    let cp = mesh.pod("cp").run_kube_control(cluster, &[]);
+    let cp = mesh.pod("cp").run_kube_control(cluster, cp_args);
     let ns = cluster.namespace(prefix);
     let node = format!("node-{ns}");
     cluster.apply(
@@ -273,6 +277,46 @@ spec:
         servers.dedup();
         if servers == ["web0", "web1"] && got.iter().all(|(c, _)| *c == 200) { Ok(()) } else { Err(format!("{got:?}")) }
     });
+}
+
+/// The control plane runs as 2 replicas, restarted by every rollout, and
+/// the single-use renewal token a proxy got from one is unknown to the
+/// other: on Kubernetes a proxy renews by presenting its projected
+/// service-account token again, which any replica checks with TokenReview.
+#[test]
+fn a_control_plane_replica_that_never_issued_the_renewal_token_still_renews_the_certificate() {
+    let lifetime = ["--cert-lifetime", "8s"];
+    let mut km = on_with(KubeCluster::shared(), "replica", &lifetime);
+    let web0 = km.server("web0", "web", "app: web");
+    let vip = km.service("web");
+    km.slice("web", "web-a", &[(&web0, "web0")]);
+    let (client, client_proxy) = km.client("client", "client");
+    let url = format!("http://{vip}/");
+    eventually(Duration::from_secs(20), "the client reaches web0", || {
+        let got = send(&client, &url, 5);
+        if got.iter().all(|(c, _)| *c == 200) { Ok(()) } else { Err(format!("{got:?}")) }
+    });
+
+    // The replica that issued every certificate so far goes; the one the
+    // proxies reach next shares the CA but none of its renewal tokens.
+    km.cp.proc.signal(weft_tests::Signal::SIGKILL);
+    km.cp.proc.wait_exit(Duration::from_secs(10));
+    drop(km.cp.forward.take());
+    let state = km.cp.ca.as_ref().expect("the CA is on").state_dir.join("token-state.json");
+    let _ = std::fs::remove_file(&state);
+    let pod = km.cp.pod.clone();
+    km.cp = pod.run_kube_control(km.cluster, &lifetime);
+    let renewals = |proxy: &Proxy| proxy.metrics().sum("weft_identity_renewals_total", &[]);
+    let before = renewals(&client_proxy);
+
+    // Two more renewals (8 s certificates renew within about 6 s), and
+    // mTLS traffic flows on new certificates.
+    eventually(Duration::from_secs(30), "the client's proxy renews twice from the other replica", || {
+        let now = renewals(&client_proxy);
+        if now >= before + 2.0 { Ok(()) } else { Err(format!("{now} renewals, {before} before the switch")) }
+    });
+    let got = send(&client, &url, 20);
+    assert!(got.iter().all(|(c, s)| *c == 200 && s == "web0"), "{got:?}");
 }
 
 /// The 90/10 HTTPRoute of the GAMMA docs, on Service `web`.
