@@ -1,4 +1,5 @@
-//! The HTTPS server: `POST /inject` (AdmissionReview), `GET /ready`.
+//! The HTTPS server: `POST /inject` (AdmissionReview), `GET /ready` (200
+//! once a valid serving certificate is loaded, else 503 saying why).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::mutate::{NamespaceInfo, Settings};
 use crate::review;
+use crate::tls::ServingCert;
 
 /// An AdmissionReview of a large Pod is well under this.
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -29,6 +31,8 @@ pub struct Injector {
     /// Reads Namespaces (their `weft.dev/inject`); `None`: only Pods that
     /// say `weft.dev/inject: enabled` themselves are injected.
     pub client: Option<kube::Client>,
+    /// The certificate served, for `/ready`.
+    pub cert: Arc<ServingCert>,
 }
 
 impl std::fmt::Debug for Injector {
@@ -78,7 +82,12 @@ async fn handle(
     peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/ready") => return Ok(text(StatusCode::OK, "ready\n".into())),
+        (&Method::GET, "/ready") => {
+            return Ok(match injector.cert.readiness(std::time::SystemTime::now()) {
+                Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+            });
+        }
         (&Method::POST, "/inject") => {}
         (_, "/inject") => return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "POST an AdmissionReview\n".into())),
         _ => return Ok(text(StatusCode::NOT_FOUND, "POST /inject or GET /ready\n".into())),
