@@ -56,7 +56,13 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new("info")).try_init();
+    // Logs go to stderr, colored only on a terminal (as weft-control's).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
     let trust_anchors_pem = match &cli.trust_anchors {
         Some(path) => {
             let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -15,8 +15,11 @@
 //! Until a certificate is loaded, [`ServingCert`] hands out a self-signed
 //! placeholder, so that `GET /ready` can answer 503 and say why instead of
 //! failing the handshake; nothing trusts the placeholder, so the API server
-//! refuses it exactly as it would refuse no answer. Open connections keep
-//! the certificate they were made with.
+//! refuses it exactly as it would refuse no answer. Connections made
+//! under an older certificate are closed gracefully when a new one is
+//! served (`server.rs`: HTTP/2 GOAWAY, requests in flight finish), so
+//! clients such as the API server, which keep their connections for long,
+//! shake hands again with the new certificate.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -123,6 +126,8 @@ pub struct ServingCert {
     placeholder: Arc<CertifiedKey>,
     /// Where certificates come from, for `/ready` and logs.
     source: String,
+    /// Bumped at each new certificate: connections follow it to close.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 impl ResolvesServerCert for ServingCert {
@@ -142,9 +147,13 @@ impl ServingCert {
         let cert = params.self_signed(&key).map_err(|e| fail(&e))?;
         let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let provider = rustls::crypto::ring::default_provider();
-        let placeholder =
-            CertifiedKey::from_der(vec![cert.der().clone()], der, &provider).map_err(|e| fail(&e))?;
-        Ok(Arc::new(Self { current: RwLock::new(None), placeholder: Arc::new(placeholder), source }))
+        let placeholder = CertifiedKey::from_der(vec![cert.der().clone()], der, &provider).map_err(|e| fail(&e))?;
+        Ok(Arc::new(Self {
+            current: RwLock::new(None),
+            placeholder: Arc::new(placeholder),
+            source,
+            generation: tokio::sync::watch::Sender::new(0),
+        }))
     }
 
     pub fn source(&self) -> &str {
@@ -155,6 +164,11 @@ impl ServingCert {
         self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Changes whenever a new certificate is served.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
     /// Serves `next` from now on; false if it is the certificate served
     /// already (nothing changes).
     pub fn set(&self, next: Loaded) -> bool {
@@ -163,6 +177,8 @@ impl ServingCert {
             return false;
         }
         *current = Some(Arc::new(next));
+        drop(current);
+        self.generation.send_modify(|g| *g += 1);
         true
     }
 
@@ -365,13 +381,19 @@ mod tests {
         let now = SystemTime::now();
         let served = ServingCert::new("Secret weft-system/weft-injector-tls".into()).expect("placeholder");
         let e = served.readiness(now).expect_err("nothing loaded");
-        assert_eq!(e, "no serving certificate yet: waiting for Secret weft-system/weft-injector-tls (tls.crt, tls.key)");
+        assert_eq!(
+            e,
+            "no serving certificate yet: waiting for Secret weft-system/weft-injector-tls (tls.crt, tls.key)"
+        );
         let placeholder = served.resolve_current();
         assert!(placeholder.is_some(), "the placeholder is served meanwhile");
 
+        let mut changes = served.changes();
         let (crt, key) = cert(now - Duration::from_secs(60), 3600);
         served.offer(crt.as_bytes(), key.as_bytes());
         served.readiness(now).expect("ready");
+        assert!(changes.has_changed().expect("open"), "connections are told");
+        changes.borrow_and_update();
         let first = served.current().expect("loaded").serial.clone();
         assert!(!served.set(load(crt.as_bytes(), key.as_bytes(), now).expect("same")), "the same leaf changes nothing");
 
@@ -379,6 +401,7 @@ mod tests {
         served.offer(crt.as_bytes(), other_key.as_bytes());
         served.offer(b"junk", key.as_bytes());
         assert_eq!(served.current().expect("kept").serial, first, "refused rewrites keep the last good one");
+        assert!(!changes.has_changed().expect("open"), "nothing new: connections stay");
 
         let (crt2, key2) = cert(now - Duration::from_secs(60), 3600);
         served.offer(crt2.as_bytes(), key2.as_bytes());
