@@ -154,7 +154,10 @@ impl Renewal {
 pub enum Verdict {
     /// It will do. Look again at `renew_at`; `None` when a new certificate
     /// would end no later than this one (the issuer itself ends then).
-    Keep { serial: String, renew_at: Option<SystemTime> },
+    Keep {
+        serial: String,
+        renew_at: Option<SystemTime>,
+    },
     Renew(Renewal),
 }
 
@@ -280,13 +283,7 @@ pub fn issue(
         tls_crt.push_str(&pki::to_pem("CERTIFICATE", &c));
     }
     let serial = leaf_facts(&leaf.der).map(|(_, _, s)| s).unwrap_or_default();
-    Ok(Fresh {
-        tls_crt,
-        tls_key: key.serialize_pem(),
-        ca_crt: ca_bundle(anchors),
-        serial,
-        not_after: leaf.not_after,
-    })
+    Ok(Fresh { tls_crt, tls_key: key.serialize_pem(), ca_crt: ca_bundle(anchors), serial, not_after: leaf.not_after })
 }
 
 /// The anchors as one PEM text: `ca.crt`, and every webhook's `caBundle`.

@@ -148,7 +148,13 @@ impl WebhookCert {
         let configs: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
         let watches = [
             tokio::spawn(follow(secrets, s.secret.clone(), "Secret", wake.clone(), shutdown.clone())),
-            tokio::spawn(follow(configs, s.webhook_config.clone(), "MutatingWebhookConfiguration", wake.clone(), shutdown.clone())),
+            tokio::spawn(follow(
+                configs,
+                s.webhook_config.clone(),
+                "MutatingWebhookConfiguration",
+                wake.clone(),
+                shutdown.clone(),
+            )),
         ];
         let mut issuer = self.ca.subscribe_issuer();
         let mut anchors = self.ca.subscribe_anchors();
@@ -275,14 +281,17 @@ impl WebhookCert {
         let data = current.as_ref().map(|c| c.data.clone().unwrap_or_default());
         let key = |d: &BTreeMap<String, ByteString>, k: &str| d.get(k).map(|v| v.0.clone());
         let owned = data.as_ref().map(|d| (key(d, decide::TLS_CRT), key(d, decide::TLS_KEY), key(d, decide::CA_CRT)));
-        let stored = owned.as_ref().map(|(c, k, a)| Stored { tls_crt: c.as_deref(), tls_key: k.as_deref(), ca_crt: a.as_deref() });
+        let stored = owned.as_ref().map(|(c, k, a)| Stored {
+            tls_crt: c.as_deref(),
+            tls_key: k.as_deref(),
+            ca_crt: a.as_deref(),
+        });
         let now = SystemTime::now();
         let why = match decide::judge(stored.as_ref(), &s.sans, issuer, anchors, s.lifetime, now) {
             Verdict::Keep { serial, renew_at } => {
                 tracing::debug!(secret = %what, %serial, "the injector's certificate will do");
-                let at = renew_at.map_or(Instant::now() + RECHECK, |t| {
-                    Instant::now() + t.duration_since(now).unwrap_or_default()
-                });
+                let at = renew_at
+                    .map_or(Instant::now() + RECHECK, |t| Instant::now() + t.duration_since(now).unwrap_or_default());
                 return Ok(Next::At(at));
             }
             Verdict::Renew(why) => why,
