@@ -174,7 +174,8 @@ fn pods_of_a_deployment_in_a_labelled_namespace_get_the_proxy_as_a_native_sideca
 }
 
 /// `manifests/install/` (the control plane's Deployment, Service and
-/// PodDisruptionBudget; the injector's Deployment, Service, RBAC and
+/// PodDisruptionBudget; the injector's Deployment, Service, RBAC (a
+/// ClusterRole for Namespaces, a Role for its Secret) and
 /// MutatingWebhookConfiguration) is accepted whole by the real API server
 /// (`--dry-run=server`: validated and admitted, not stored), after the
 /// CRDs and the control plane's RBAC it builds on.
@@ -195,6 +196,8 @@ fn the_install_manifests_are_accepted_by_the_api_server() {
             "deployment.apps/weft-injector",
             "mutatingwebhookconfiguration.admissionregistration.k8s.io/weft-injector",
             "poddisruptionbudget.policy/weft-control",
+            "role.rbac.authorization.k8s.io/weft-injector",
+            "rolebinding.rbac.authorization.k8s.io/weft-injector",
             "service/weft-control",
             "service/weft-injector",
             "serviceaccount/weft-injector",
