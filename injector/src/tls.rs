@@ -413,6 +413,45 @@ mod tests {
         assert!(e.starts_with(&format!("the serving certificate (serial {second}) expired at")), "{e}");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn files_are_read_again_when_they_change() {
+        let dir = std::env::temp_dir().join(format!("weft-injector-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let (crt_path, key_path) = (dir.join("tls.crt"), dir.join("tls.key"));
+        let write = |crt: &str, key: &str| {
+            std::fs::write(&crt_path, crt).expect("tls.crt");
+            std::fs::write(&key_path, key).expect("tls.key");
+        };
+        let now = SystemTime::now();
+        let (a, a_key) = cert(now - Duration::from_secs(60), 3600);
+        let (b, b_key) = cert(now - Duration::from_secs(60), 3600);
+        write(&a, &a_key);
+        let served = ServingCert::new("files".into()).expect("placeholder");
+        let task = tokio::spawn(follow_files(crt_path.clone(), key_path.clone(), served.clone()));
+        // Waits (in paused time) up to three polls for `want` to be served.
+        let serves = |want: String| {
+            let served = served.clone();
+            async move {
+                for _ in 0..3 {
+                    tokio::time::sleep(FILE_POLL).await;
+                    if served.resolve_current().map(|k| k.cert[0].to_vec()) == Some(pem_der(&want)) {
+                        return true;
+                    }
+                }
+                false
+            }
+        };
+        assert!(serves(a.clone()).await, "the first certificate");
+        write(&b, &b_key);
+        assert!(serves(b.clone()).await, "a rewrite is served");
+        write("junk", &b_key);
+        assert!(serves(b.clone()).await, "a bad rewrite keeps the last good one");
+        write(&a, &a_key);
+        assert!(serves(a).await, "and a good one after it is served");
+        task.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     fn pem_der(pem: &str) -> Vec<u8> {
         CertificateDer::pem_slice_iter(pem.as_bytes()).next().expect("one").expect("PEM").to_vec()
     }
