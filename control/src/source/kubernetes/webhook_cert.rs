@@ -198,15 +198,26 @@ impl WebhookCert {
         let issuer = self.ca.issuer();
         let anchors = self.ca.anchors();
         let mut next = Instant::now() + RECHECK;
-        if let Some(n) = self.ca_bundles(&anchors).await? {
-            match n {
-                Next::Reread => return Ok(Next::Reread),
-                Next::At(at) => next = next.min(at),
+        // A caBundle that cannot be set (say, RBAC) does not hold back the
+        // Secret: a missing certificate is worse than a stale bundle.
+        let bundles = match self.ca_bundles(&anchors).await {
+            Ok(Some(Next::Reread)) => return Ok(Next::Reread),
+            Ok(Some(Next::At(at))) => {
+                next = next.min(at);
+                Ok(())
             }
-        }
-        match self.secret(&issuer, &anchors).await? {
-            Next::Reread => Ok(Next::Reread),
-            Next::At(at) => Ok(Next::At(next.min(at))),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let secret = self.secret(&issuer, &anchors).await;
+        match (bundles, secret) {
+            (Ok(()), Ok(Next::Reread)) => Ok(Next::Reread),
+            (Ok(()), Ok(Next::At(at))) => Ok(Next::At(next.min(at))),
+            (Ok(()), Err(e)) | (Err(e), Ok(_)) => Err(e),
+            (Err(e), Err(also)) => {
+                tracing::warn!(error = %also, "could not keep the injector's certificate");
+                Err(e)
+            }
         }
     }
 
