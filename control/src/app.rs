@@ -11,6 +11,9 @@
 //! TokenReview verifier into the CA, and starts the watches; gRPC is served
 //! and `/ready` turns 200 once every kind has been listed (with the files
 //! source, at once). Until then, connections wait in the listen backlog.
+//! With the CA on it also keeps the injector's serving certificate and its
+//! webhook's caBundle (`source::kubernetes::webhook_cert`), unless
+//! `--webhook-cert external` says cert-manager does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +35,7 @@ use crate::index::{Index, MeshConfig};
 use crate::metrics::Metrics;
 use crate::shutdown::{self, Trigger};
 use crate::source::files::LocalFiles;
+use crate::source::kubernetes::webhook_cert::WebhookCert;
 use crate::source::kubernetes::{KubeError, Kubernetes};
 use crate::source::registry::Registry;
 use crate::source::{Diagnostics, Sink, Source, SourceError};
@@ -192,6 +196,17 @@ pub async fn start(config: Config) -> Result<Control, StartError> {
         }
     };
 
+    let webhook_cert = match (&kubernetes, config.webhook_cert(), &ca) {
+        (Some(k), Some(settings), Some(ca)) => Some(WebhookCert::new(k.client(), ca.clone(), settings)),
+        (Some(_), Some(_), None) => {
+            tracing::warn!(
+                "the injector's serving certificate is not kept: the mesh CA is off (give --issuer-cert and --issuer-key, or --webhook-cert external when cert-manager keeps it)"
+            );
+            None
+        }
+        _ => None,
+    };
+
     let grpc = TcpListener::bind(config.grpc_addr).await.map_err(|source| StartError::Bind {
         addr: config.grpc_addr,
         what: "gRPC",
@@ -236,6 +251,9 @@ pub async fn start(config: Config) -> Result<Control, StartError> {
     tasks.push(tokio::spawn(crate::admin::serve(admin_listener, admin.clone(), shutdown.clone())));
     if let Some(k) = kubernetes {
         tasks.push(tokio::spawn(k.run(sink.clone(), shutdown.clone())));
+    }
+    if let Some(w) = webhook_cert {
+        tasks.push(tokio::spawn(w.run(shutdown.clone())));
     }
     if let Some(ca) = &ca {
         tasks.push(tokio::spawn(CaFiles::new(ca.clone(), config.reload_interval).run(sink.clone(), shutdown.clone())));

@@ -10,7 +10,9 @@ use weft_api::policy::inbound_policy::{DefaultAccess, MtlsMode};
 use clap::Args;
 
 use crate::ca::issuer::IssuerFiles;
+use crate::ca::webhook::{San, desired_sans};
 use crate::ca::{CaSettings, IssuerSource};
+use crate::source::kubernetes::webhook_cert::WebhookCertSettings;
 use crate::source::registry::{MAX_TTL, MIN_TTL};
 
 pub const ENV_GRPC_ADDR: &str = "WEFT_CONTROL_GRPC_ADDR";
@@ -30,6 +32,13 @@ pub const ENV_TOKENS: &str = "WEFT_CONTROL_TOKENS";
 pub const ENV_SOURCE: &str = "WEFT_CONTROL_SOURCE";
 pub const ENV_KUBECONFIG: &str = "WEFT_CONTROL_KUBECONFIG";
 pub const ENV_TOKEN_AUDIENCE: &str = "WEFT_CONTROL_TOKEN_AUDIENCE";
+pub const ENV_NAMESPACE: &str = "WEFT_CONTROL_NAMESPACE";
+pub const ENV_WEBHOOK_CERT: &str = "WEFT_CONTROL_WEBHOOK_CERT";
+pub const ENV_WEBHOOK_CERT_SECRET: &str = "WEFT_CONTROL_WEBHOOK_CERT_SECRET";
+pub const ENV_WEBHOOK_SERVICE: &str = "WEFT_CONTROL_WEBHOOK_SERVICE";
+pub const ENV_WEBHOOK_CONFIG: &str = "WEFT_CONTROL_WEBHOOK_CONFIG";
+pub const ENV_WEBHOOK_CERT_SAN: &str = "WEFT_CONTROL_WEBHOOK_CERT_SAN";
+pub const ENV_WEBHOOK_CERT_LIFETIME: &str = "WEFT_CONTROL_WEBHOOK_CERT_LIFETIME";
 
 /// Where Services, workloads and policy come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -41,6 +50,24 @@ pub enum SourceKind {
     /// TrafficPolicies, AccessPolicies (policy files, if given, too).
     Kubernetes,
 }
+
+/// Who keeps the injector's serving certificate (with `--source kubernetes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum WebhookCertMode {
+    /// The control plane: it issues the Secret from its CA, renews it, and
+    /// sets the webhooks' caBundle to the trust anchors.
+    #[default]
+    ControlPlane,
+    /// Someone else (cert-manager): the control plane leaves the Secret and
+    /// the caBundle alone.
+    External,
+}
+
+/// Bounds of `--webhook-cert-lifetime`: long enough to renew in (a third
+/// of it), at most a year (humantime's, 365.25 days, so it prints as
+/// `1year`).
+pub const MIN_WEBHOOK_CERT_LIFETIME: Duration = Duration::from_secs(10);
+pub const MAX_WEBHOOK_CERT_LIFETIME: Duration = Duration::from_secs(31_557_600);
 
 /// Bounds of `--cert-lifetime`: long enough to renew in, short enough
 /// that a stolen key is not worth much for long.
@@ -139,6 +166,44 @@ pub struct ControlArgs {
     /// must be issued for to prove an identity to the CA.
     #[arg(long, env = ENV_TOKEN_AUDIENCE, default_value = "weft")]
     pub token_audience: String,
+
+    /// Weft's own namespace, where the injector's Secret is kept (with
+    /// `--source kubernetes`).
+    #[arg(long, env = ENV_NAMESPACE, default_value = "weft-system")]
+    pub namespace: String,
+
+    /// Who keeps the injector's serving certificate (with `--source
+    /// kubernetes` and the CA on): `control-plane` (this control plane
+    /// issues and renews the Secret and sets the webhooks' caBundle) or
+    /// `external` (cert-manager does; both are left alone).
+    #[arg(long, env = ENV_WEBHOOK_CERT, value_enum, default_value = "control-plane")]
+    pub webhook_cert: WebhookCertMode,
+
+    /// The Secret (in --namespace) holding the injector's certificate:
+    /// tls.crt, tls.key, ca.crt.
+    #[arg(long, env = ENV_WEBHOOK_CERT_SECRET, default_value = "weft-injector-tls")]
+    pub webhook_cert_secret: String,
+
+    /// The injector's Service: the certificate names SERVICE.NAMESPACE.svc
+    /// and SERVICE.NAMESPACE.svc.cluster.local.
+    #[arg(long, env = ENV_WEBHOOK_SERVICE, default_value = "weft-injector")]
+    pub webhook_service: String,
+
+    /// The MutatingWebhookConfiguration whose webhooks' caBundle is kept
+    /// equal to the trust anchors.
+    #[arg(long, env = ENV_WEBHOOK_CONFIG, default_value = "weft-injector")]
+    pub webhook_config: String,
+
+    /// An extra name for the injector's certificate: an IP address or a DNS
+    /// name. Repeatable; the environment variable takes a comma-separated
+    /// list.
+    #[arg(long = "webhook-cert-san", env = ENV_WEBHOOK_CERT_SAN, value_name = "IP|DNS", value_delimiter = ',', value_parser = clap::value_parser!(San))]
+    pub webhook_cert_sans: Vec<San>,
+
+    /// Lifetime of the injector's certificate (10s..=1year); renewed when a
+    /// third of it is left.
+    #[arg(long, env = ENV_WEBHOOK_CERT_LIFETIME, default_value = "30days", value_parser = humantime::parse_duration)]
+    pub webhook_cert_lifetime: Duration,
 }
 
 /// Validated settings. Tests build this directly.
@@ -163,6 +228,13 @@ pub struct Config {
     pub source: SourceKind,
     pub kubeconfig: Option<PathBuf>,
     pub token_audience: String,
+    pub namespace: String,
+    pub webhook_cert: WebhookCertMode,
+    pub webhook_cert_secret: String,
+    pub webhook_service: String,
+    pub webhook_config: String,
+    pub webhook_cert_sans: Vec<San>,
+    pub webhook_cert_lifetime: Duration,
 }
 
 impl Default for Config {
@@ -187,6 +259,13 @@ impl Default for Config {
             source: SourceKind::Files,
             kubeconfig: None,
             token_audience: "weft".into(),
+            namespace: "weft-system".into(),
+            webhook_cert: WebhookCertMode::ControlPlane,
+            webhook_cert_secret: "weft-injector-tls".into(),
+            webhook_service: "weft-injector".into(),
+            webhook_config: "weft-injector".into(),
+            webhook_cert_sans: Vec::new(),
+            webhook_cert_lifetime: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -195,6 +274,25 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n  {}", .0.join("\n  "))]
 pub struct ConfigErrors(pub Vec<String>);
+
+/// A Kubernetes object name: an RFC 1123 label (`label`: namespaces,
+/// Services) or subdomain (Secrets, webhook configurations).
+fn kube_name(name: &str, label: bool) -> Result<(), &'static str> {
+    let part_ok = |p: &str| {
+        (1..=63).contains(&p.len())
+            && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !p.starts_with('-')
+            && !p.ends_with('-')
+    };
+    let ok = if label { part_ok(name) } else { name.len() <= 253 && name.split('.').all(part_ok) };
+    if ok {
+        Ok(())
+    } else if label {
+        Err("must be a DNS label: lower-case letters, digits and '-', at most 63")
+    } else {
+        Err("must be a DNS subdomain: lower-case letters, digits, '-' and '.', at most 253")
+    }
+}
 
 fn parse_default_access(s: &str) -> Result<DefaultAccess, String> {
     match s {
@@ -236,6 +334,13 @@ impl ControlArgs {
             source: self.source,
             kubeconfig: self.kubeconfig,
             token_audience: self.token_audience,
+            namespace: self.namespace,
+            webhook_cert: self.webhook_cert,
+            webhook_cert_secret: self.webhook_cert_secret,
+            webhook_service: self.webhook_service,
+            webhook_config: self.webhook_config,
+            webhook_cert_sans: self.webhook_cert_sans,
+            webhook_cert_lifetime: self.webhook_cert_lifetime,
         };
         config.validate().map(|()| config)
     }
@@ -300,7 +405,46 @@ impl Config {
         if self.token_audience.trim().is_empty() {
             errors.push("--token-audience must not be empty".into());
         }
+        for (flag, value, label) in [
+            ("--namespace", &self.namespace, true),
+            ("--webhook-service", &self.webhook_service, true),
+            ("--webhook-cert-secret", &self.webhook_cert_secret, false),
+            ("--webhook-config", &self.webhook_config, false),
+        ] {
+            if let Err(why) = kube_name(value, label) {
+                errors.push(format!("{flag} `{value}`: {why}"));
+            }
+        }
+        if !(MIN_WEBHOOK_CERT_LIFETIME..=MAX_WEBHOOK_CERT_LIFETIME).contains(&self.webhook_cert_lifetime) {
+            errors.push(format!(
+                "--webhook-cert-lifetime {} must be between {} and {}",
+                humantime::format_duration(self.webhook_cert_lifetime),
+                humantime::format_duration(MIN_WEBHOOK_CERT_LIFETIME),
+                humantime::format_duration(MAX_WEBHOOK_CERT_LIFETIME)
+            ));
+        }
+        if !self.webhook_cert_sans.is_empty()
+            && (self.source != SourceKind::Kubernetes || self.webhook_cert == WebhookCertMode::External)
+        {
+            errors.push("--webhook-cert-san needs --source kubernetes and --webhook-cert control-plane".into());
+        }
         if errors.is_empty() { Ok(()) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// What the injector's certificate task keeps, or `None` when it does
+    /// not run (not `--source kubernetes`, or `--webhook-cert external`).
+    /// It also needs the CA on ([`Self::ca`]).
+    pub fn webhook_cert(&self) -> Option<WebhookCertSettings> {
+        if self.source != SourceKind::Kubernetes || self.webhook_cert == WebhookCertMode::External {
+            return None;
+        }
+        Some(WebhookCertSettings {
+            namespace: self.namespace.clone(),
+            secret: self.webhook_cert_secret.clone(),
+            webhook_config: self.webhook_config.clone(),
+            sans: desired_sans(&self.webhook_service, &self.namespace, &self.webhook_cert_sans),
+            lifetime: self.webhook_cert_lifetime,
+        })
     }
 
     /// The CA's settings, or `None` when it is off (no issuer files and
@@ -399,5 +543,78 @@ mod tests {
         let e = parse(&["--tokens", "t.yaml", "--trust-anchors", "a.pem"]).expect_err("invalid");
         assert_eq!(e.0.len(), 2, "{e}");
         assert!(e.0.iter().all(|m| m.contains("needs the CA on: give --state-dir DIR")), "{e}");
+    }
+
+    #[test]
+    fn webhook_cert_flags() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["weft-control"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv).map(|c| c.args.into_config())
+        };
+        let c = parse(&[]).expect("parses").expect("valid");
+        assert_eq!(c.webhook_cert(), None, "not with --source files");
+
+        let c = parse(&["--source", "kubernetes"]).expect("parses").expect("valid");
+        let w = c.webhook_cert().expect("on by default with --source kubernetes");
+        assert_eq!((w.namespace.as_str(), w.secret.as_str()), ("weft-system", "weft-injector-tls"));
+        assert_eq!(w.webhook_config, "weft-injector");
+        assert_eq!(w.lifetime, Duration::from_secs(30 * 24 * 3600));
+        let names: Vec<String> = w.sans.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["DNS:weft-injector.weft-system.svc", "DNS:weft-injector.weft-system.svc.cluster.local"]);
+
+        let c = parse(&[
+            "--source",
+            "kubernetes",
+            "--namespace",
+            "mesh",
+            "--webhook-service",
+            "inj",
+            "--webhook-cert-san",
+            "127.0.0.1",
+            "--webhook-cert-san",
+            "Inj.Example.com",
+            "--webhook-cert-lifetime",
+            "15s",
+        ])
+        .expect("parses")
+        .expect("valid");
+        let w = c.webhook_cert().expect("on");
+        let names: Vec<String> = w.sans.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            names,
+            ["DNS:inj.example.com", "DNS:inj.mesh.svc", "DNS:inj.mesh.svc.cluster.local", "IP:127.0.0.1"]
+        );
+        assert_eq!((w.namespace.as_str(), w.lifetime), ("mesh", Duration::from_secs(15)));
+
+        let c = parse(&["--source", "kubernetes", "--webhook-cert", "external"]).expect("parses").expect("valid");
+        assert_eq!(c.webhook_cert(), None, "cert-manager keeps it");
+
+        assert!(parse(&["--source", "kubernetes", "--webhook-cert-san", "*.x"]).is_err(), "a wildcard is refused");
+        let e = parse(&[
+            "--webhook-cert-san",
+            "10.0.0.1",
+            "--webhook-cert-lifetime",
+            "9s",
+            "--webhook-cert-secret",
+            "Bad_Name",
+            "--namespace",
+            "a.b",
+            "--webhook-config",
+            "",
+        ])
+        .expect("parses")
+        .expect_err("invalid");
+        let text = e.to_string();
+        assert_eq!(e.0.len(), 5, "{text}");
+        for want in [
+            "--namespace `a.b`: must be a DNS label",
+            "--webhook-cert-secret `Bad_Name`: must be a DNS subdomain",
+            "--webhook-config ``: must be a DNS subdomain",
+            "--webhook-cert-lifetime 9s must be between 10s and 1year",
+            "--webhook-cert-san needs --source kubernetes and --webhook-cert control-plane",
+        ] {
+            assert!(text.contains(want), "{want}:\n{text}");
+        }
     }
 }

@@ -6,9 +6,13 @@
 //!                                                            │ review.rs: parse, answer
 //!                                                            │ mutate.rs: the decision (pure)
 //!                    ◄── allowed, JSONPatch (base64) ────────┘ patch.rs: RFC 6902 ops
+//!
+//!  Secret weft-injector-tls (watched) or --cert/--key ──► tls.rs: the serving
+//!                                                         certificate, swapped live
 //! ```
 
 pub mod mutate;
 pub mod patch;
 pub mod review;
 pub mod server;
+pub mod tls;

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use weft_injector::mutate::{ProxyDefaults, Settings, Sidecar};
 use weft_injector::server::{Injector, serve};
+use weft_injector::tls::{self, ServingCert};
 
 #[derive(Parser, Debug)]
 #[command(name = "weft-injector", version, about = "Weft's mutating admission webhook: injects the proxy into Pods")]
@@ -15,13 +16,19 @@ struct Cli {
     /// HTTPS listen address.
     #[arg(long, env = "WEFT_INJECTOR_LISTEN", default_value = "0.0.0.0:8443")]
     listen: SocketAddr,
-    /// Serving certificate chain (PEM).
-    #[arg(long, env = "WEFT_INJECTOR_CERT")]
-    cert: PathBuf,
-    /// Its private key (PEM).
-    #[arg(long, env = "WEFT_INJECTOR_KEY")]
-    key: PathBuf,
-    /// Kubeconfig for reading Namespaces [default: in-cluster, else $KUBECONFIG].
+    /// The Secret (in --namespace) holding the serving certificate: tls.crt
+    /// (leaf, then chain) and tls.key, as the control plane or cert-manager
+    /// writes it. Watched: a new certificate is served without a restart.
+    #[arg(long, env = "WEFT_INJECTOR_TLS_SECRET", value_name = "NAME", required_unless_present = "cert")]
+    tls_secret: Option<String>,
+    /// Instead of --tls-secret: the serving certificate chain (PEM file),
+    /// read again every 5 s. Needs --key.
+    #[arg(long, env = "WEFT_INJECTOR_CERT", requires = "key", conflicts_with = "tls_secret")]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM file: PKCS#8, SEC1 or PKCS#1).
+    #[arg(long, env = "WEFT_INJECTOR_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Kubeconfig for reading Namespaces and --tls-secret [default: in-cluster, else $KUBECONFIG].
     #[arg(long, env = "WEFT_INJECTOR_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
     /// The injector's own log filter (tracing EnvFilter syntax).
@@ -51,7 +58,7 @@ struct Cli {
     control_plane_name: String,
     #[arg(long, env = "WEFT_INJECTOR_TRUST_DOMAIN", default_value = "cluster.local")]
     trust_domain: String,
-    /// Weft's own namespace (never injected).
+    /// Weft's own namespace (never injected; where --tls-secret is).
     #[arg(long, env = "WEFT_INJECTOR_NAMESPACE", default_value = "weft-system")]
     namespace: String,
     /// The mesh's trust anchors (PEM bundle), handed to every proxy to pin
@@ -89,8 +96,9 @@ fn quantity(s: &str) -> Result<String, String> {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).with_context(|| format!("--log {:?}", cli.log))?;
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
-    let tls = tls_config(&cli.cert, &cli.key)?;
+    // Logs go to stderr, colored only on a terminal (as weft-control's).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
     let trust_anchors_pem = match &cli.trust_anchors {
         Some(path) => {
             let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -118,6 +126,29 @@ fn main() -> anyhow::Result<()> {
                 }
             },
         };
+        let source = match (&cli.tls_secret, &cli.cert) {
+            (Some(name), _) => format!("Secret {}/{name}", cli.namespace),
+            (None, Some(cert)) => format!("{} and its key", cert.display()),
+            (None, None) => anyhow::bail!("give --tls-secret NAME, or --cert and --key"),
+        };
+        let cert = ServingCert::new(source)?;
+        match (&cli.tls_secret, &cli.cert, &cli.key) {
+            (Some(name), _, _) => {
+                let client = client.clone().context("--tls-secret needs Kubernetes credentials (in-cluster, --kubeconfig or $KUBECONFIG)")?;
+                tokio::spawn(tls::follow_secret(client, cli.namespace.clone(), name.clone(), cert.clone()));
+            }
+            (None, Some(crt), Some(key)) => {
+                // Refuse to start on bad files, as before; later rewrites
+                // that are bad are refused and the good one stays.
+                let read = |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+                let loaded = tls::load(&read(crt)?, &read(key)?, std::time::SystemTime::now())
+                    .with_context(|| format!("{} / {}", crt.display(), key.display()))?;
+                cert.set(loaded);
+                tokio::spawn(tls::follow_files(crt.clone(), key.clone(), cert.clone()));
+            }
+            (None, _, _) => anyhow::bail!("--cert needs --key"),
+        }
+        let tls = tls::server_config(cert.clone())?;
         let settings = Settings {
             proxy_image: cli.proxy_image,
             control_plane: cli.control_plane,
@@ -151,26 +182,8 @@ fn main() -> anyhow::Result<()> {
         };
         tracing::info!(sidecar = ?settings.sidecar, "proxies are injected as {:?} sidecars", settings.sidecar);
         let listener = tokio::net::TcpListener::bind(cli.listen).await.with_context(|| format!("binding {}", cli.listen))?;
-        tracing::info!(addr = %listener.local_addr()?, "weft-injector ready");
-        serve(listener, tls, Arc::new(Injector { settings, client })).await;
+        tracing::info!(addr = %listener.local_addr()?, "weft-injector listening");
+        serve(listener, tls, Arc::new(Injector { settings, client, cert })).await;
         anyhow::Ok(())
     })
-}
-
-fn tls_config(cert: &PathBuf, key: &PathBuf) -> anyhow::Result<Arc<rustls::ServerConfig>> {
-    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
-        std::fs::File::open(cert).with_context(|| format!("opening {}", cert.display()))?,
-    ))
-    .collect::<Result<Vec<_>, _>>()
-    .with_context(|| format!("reading {}", cert.display()))?;
-    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
-        std::fs::File::open(key).with_context(|| format!("opening {}", key.display()))?,
-    ))?
-    .with_context(|| format!("{}: no private key", key.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
 }

@@ -1,4 +1,5 @@
-//! The HTTPS server: `POST /inject` (AdmissionReview), `GET /ready`.
+//! The HTTPS server: `POST /inject` (AdmissionReview), `GET /ready` (200
+//! once a valid serving certificate is loaded, else 503 saying why).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::mutate::{NamespaceInfo, Settings};
 use crate::review;
+use crate::tls::ServingCert;
 
 /// An AdmissionReview of a large Pod is well under this.
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -29,6 +31,8 @@ pub struct Injector {
     /// Reads Namespaces (their `weft.dev/inject`); `None`: only Pods that
     /// say `weft.dev/inject: enabled` themselves are injected.
     pub client: Option<kube::Client>,
+    /// The certificate served, for `/ready`.
+    pub cert: Arc<ServingCert>,
 }
 
 impl std::fmt::Debug for Injector {
@@ -51,14 +55,29 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, inject
         };
         let (acceptor, injector) = (acceptor.clone(), injector.clone());
         tokio::spawn(async move {
+            let mut changes = injector.cert.changes();
+            changes.borrow_and_update();
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
-            let service = service_fn(move |req| handle(req, injector.clone(), peer));
-            let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = conn.serve_connection(TokioIo::new(tls), service).await {
+            // The certificate this connection was (all but surely) made
+            // with, for the admission log.
+            let serial: Arc<str> = injector.cert.current().map_or_else(|| "none".into(), |c| c.serial.as_str().into());
+            let service = service_fn(move |req| handle(req, injector.clone(), peer, serial.clone()));
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(tls), service));
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                // A new certificate: finish what is in flight, then close
+                // (GOAWAY), so the client's next handshake gets it.
+                Ok(()) = changes.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
@@ -76,9 +95,15 @@ async fn handle(
     req: Request<Incoming>,
     injector: Arc<Injector>,
     peer: SocketAddr,
+    serial: Arc<str>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/ready") => return Ok(text(StatusCode::OK, "ready\n".into())),
+        (&Method::GET, "/ready") => {
+            return Ok(match injector.cert.readiness(std::time::SystemTime::now()) {
+                Ok(()) => text(StatusCode::OK, "ready\n".into()),
+                Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+            });
+        }
         (&Method::POST, "/inject") => {}
         (_, "/inject") => return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "POST an AdmissionReview\n".into())),
         _ => return Ok(text(StatusCode::NOT_FOUND, "POST /inject or GET /ready\n".into())),
@@ -101,7 +126,7 @@ async fn handle(
     };
     let ns = namespace(&injector, &request.namespace).await;
     let (review, said) = review::answer(&request, &ns, &injector.settings);
-    tracing::info!(uid = %request.uid, namespace = %request.namespace, decision = %said, "admission");
+    tracing::info!(uid = %request.uid, namespace = %request.namespace, decision = %said, %serial, "admission");
     let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec(&review).unwrap_or_default())));
     r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     Ok(r)

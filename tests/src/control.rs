@@ -269,6 +269,13 @@ impl Pod {
             "--state-dir".into(),
             ca.state_dir.display().to_string(),
         ]);
+        // Each of these control planes generates a root of its own, and
+        // several may share one cluster: left on, they would take turns
+        // re-issuing the one injector Secret. `kube_webhook_cert.rs` tests
+        // that task with two replicas of one issuer.
+        if !extra.iter().any(|a| a.starts_with("--webhook-cert")) {
+            args.push("--webhook-cert=external".into());
+        }
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         let (proc, url) = self.spawn_control(&args, true);
         ControlPlane { proc, pod: self.clone(), url, services, policy_dir, ca: Some(ca), forward: Some(forward) }

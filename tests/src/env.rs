@@ -23,6 +23,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("sh", "dash"),
     ("sha256sum", "coreutils"),
+    ("timeout", "coreutils"),
+    ("openssl", "openssl"),
 ];
 
 /// Directories searched besides `PATH`: root's tools live in sbin, which a

@@ -123,69 +123,96 @@ fn helm_is_built() {
     assert!(out.status.success() && text.starts_with("v4."), "helm version --short: {text}");
 }
 
-/// The control plane's ClusterRole (`manifests/control-plane-rbac.yaml`),
+/// The control plane's ClusterRole and Role (`manifests/control-plane-rbac.yaml`),
 /// applied to the real API server: its service account may do exactly what
-/// reading the cluster needs, and none of the things it must not. Each
-/// answer is the API server's own RBAC decision (a SubjectAccessReview), so
-/// it needs no CRD installed.
+/// reading the cluster and keeping the injector's certificate need, and none
+/// of the things it must not. Each answer is the API server's own RBAC
+/// decision (a SubjectAccessReview), so it needs no CRD installed.
 #[test]
 fn the_control_planes_role_allows_what_it_needs_and_nothing_else() {
     let cluster = KubeCluster::shared();
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/control-plane-rbac.yaml");
     cluster.kubectl(&["apply", "-f", manifest.to_str().expect("UTF-8 path")]);
     let ns = cluster.namespace("rbac");
-    let allowed = |verb: &str, group: &str, resource: &str, subresource: &str| -> bool {
-        let review = serde_json::json!({
-            "apiVersion": "authorization.k8s.io/v1",
-            "kind": "SubjectAccessReview",
-            "spec": {
-                "user": "system:serviceaccount:weft-system:weft-control",
-                "groups": ["system:serviceaccounts", "system:serviceaccounts:weft-system", "system:authenticated"],
-                "resourceAttributes": {
-                    "namespace": ns, "verb": verb, "group": group, "resource": resource, "subresource": subresource,
+    // (namespace, "" when cluster-scoped; verb; group; resource; subresource; name)
+    let allowed =
+        |(namespace, verb, group, resource, subresource, name): (&str, &str, &str, &str, &str, &str)| -> bool {
+            let review = serde_json::json!({
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SubjectAccessReview",
+                "spec": {
+                    "user": "system:serviceaccount:weft-system:weft-control",
+                    "groups": ["system:serviceaccounts", "system:serviceaccounts:weft-system", "system:authenticated"],
+                    "resourceAttributes": {
+                        "namespace": namespace, "verb": verb, "group": group, "resource": resource,
+                        "subresource": subresource, "name": name,
+                    },
                 },
-            },
-        });
-        let path = cluster.dir().join(format!("sar-{verb}-{resource}-{subresource}.json"));
-        std::fs::write(&path, review.to_string()).expect("writing the review");
-        let run = cluster.kubectl(&["create", "-f", path.to_str().expect("UTF-8 path"), "-o", "json"]);
-        let answer: serde_json::Value = serde_json::from_str(&run.stdout).expect("a SubjectAccessReview");
-        answer["status"]["allowed"].as_bool().unwrap_or(false)
-    };
-    let cases: &[(&str, &str, &str, &str, bool)] = &[
-        ("list", "", "services", "", true),
-        ("watch", "", "services", "", true),
-        ("watch", "", "pods", "", true),
-        ("watch", "", "namespaces", "", true),
-        ("list", "discovery.k8s.io", "endpointslices", "", true),
-        ("watch", "discovery.k8s.io", "endpointslices", "", true),
-        ("watch", "gateway.networking.k8s.io", "httproutes", "", true),
-        ("watch", "policy.weft.dev", "trafficpolicies", "", true),
-        ("watch", "policy.weft.dev", "accesspolicies", "", true),
-        ("patch", "gateway.networking.k8s.io", "httproutes", "status", true),
-        ("update", "policy.weft.dev", "trafficpolicies", "status", true),
-        ("update", "policy.weft.dev", "accesspolicies", "status", true),
-        ("create", "authentication.k8s.io", "tokenreviews", "", true),
-        ("create", "", "events", "", true),
-        ("create", "events.k8s.io", "events", "", true),
-        // Not: secrets, writes to workloads or to routes and policies
+            });
+            let path = cluster.dir().join(format!("sar-{namespace}-{verb}-{resource}-{subresource}-{name}.json"));
+            std::fs::write(&path, review.to_string()).expect("writing the review");
+            let run = cluster.kubectl(&["create", "-f", path.to_str().expect("UTF-8 path"), "-o", "json"]);
+            let answer: serde_json::Value = serde_json::from_str(&run.stdout).expect("a SubjectAccessReview");
+            answer["status"]["allowed"].as_bool().unwrap_or(false)
+        };
+    let n = ns.as_str();
+    let (ws, tls, mwc, adm) =
+        ("weft-system", "weft-injector-tls", "mutatingwebhookconfigurations", "admissionregistration.k8s.io");
+    let cases: &[((&str, &str, &str, &str, &str, &str), bool)] = &[
+        ((n, "list", "", "services", "", ""), true),
+        ((n, "watch", "", "services", "", ""), true),
+        ((n, "watch", "", "pods", "", ""), true),
+        ((n, "watch", "", "namespaces", "", ""), true),
+        ((n, "list", "discovery.k8s.io", "endpointslices", "", ""), true),
+        ((n, "watch", "discovery.k8s.io", "endpointslices", "", ""), true),
+        ((n, "watch", "gateway.networking.k8s.io", "httproutes", "", ""), true),
+        ((n, "watch", "policy.weft.dev", "trafficpolicies", "", ""), true),
+        ((n, "watch", "policy.weft.dev", "accesspolicies", "", ""), true),
+        ((n, "patch", "gateway.networking.k8s.io", "httproutes", "status", ""), true),
+        ((n, "update", "policy.weft.dev", "trafficpolicies", "status", ""), true),
+        ((n, "update", "policy.weft.dev", "accesspolicies", "status", ""), true),
+        ((n, "create", "authentication.k8s.io", "tokenreviews", "", ""), true),
+        ((n, "create", "", "events", "", ""), true),
+        ((n, "create", "events.k8s.io", "events", "", ""), true),
+        // The injector's certificate: its one Secret, its webhook's caBundle.
+        ((ws, "create", "", "secrets", "", ""), true),
+        ((ws, "get", "", "secrets", "", tls), true),
+        ((ws, "list", "", "secrets", "", tls), true),
+        ((ws, "watch", "", "secrets", "", tls), true),
+        ((ws, "update", "", "secrets", "", tls), true),
+        (("", "get", adm, mwc, "", "weft-injector"), true),
+        (("", "watch", adm, mwc, "", "weft-injector"), true),
+        (("", "patch", adm, mwc, "", "weft-injector"), true),
+        // Not: other secrets (the CA's issuer above all), secrets elsewhere,
+        // other webhooks, writes to workloads or to routes and policies
         // themselves, tokens, nodes.
-        ("get", "", "secrets", "", false),
-        ("list", "", "secrets", "", false),
-        ("create", "", "pods", "", false),
-        ("delete", "", "services", "", false),
-        ("update", "discovery.k8s.io", "endpointslices", "", false),
-        ("update", "gateway.networking.k8s.io", "httproutes", "", false),
-        ("delete", "policy.weft.dev", "trafficpolicies", "", false),
-        ("create", "", "serviceaccounts", "token", false),
-        ("list", "", "nodes", "", false),
-        ("update", "", "pods", "status", false),
+        ((n, "get", "", "secrets", "", ""), false),
+        ((n, "list", "", "secrets", "", ""), false),
+        ((n, "create", "", "secrets", "", ""), false),
+        ((ws, "get", "", "secrets", "", "weft-identity-issuer"), false),
+        ((ws, "list", "", "secrets", "", ""), false),
+        ((ws, "delete", "", "secrets", "", tls), false),
+        ((ws, "patch", "", "secrets", "", tls), false),
+        (("", "patch", adm, mwc, "", "another-webhook"), false),
+        (("", "update", adm, mwc, "", "weft-injector"), false),
+        (("", "patch", adm, "validatingwebhookconfigurations", "", "weft-injector"), false),
+        ((n, "create", "", "pods", "", ""), false),
+        ((n, "delete", "", "services", "", ""), false),
+        ((n, "update", "discovery.k8s.io", "endpointslices", "", ""), false),
+        ((n, "update", "gateway.networking.k8s.io", "httproutes", "", ""), false),
+        ((n, "delete", "policy.weft.dev", "trafficpolicies", "", ""), false),
+        ((n, "create", "", "serviceaccounts", "token", ""), false),
+        ((n, "list", "", "nodes", "", ""), false),
+        ((n, "update", "", "pods", "status", ""), false),
     ];
     let wrong: Vec<String> = cases
         .iter()
-        .filter(|(verb, group, resource, sub, want)| allowed(verb, group, resource, sub) != *want)
-        .map(|(verb, group, resource, sub, want)| format!("{verb} {group}/{resource} {sub}: want allowed={want}"))
+        .filter(|(attrs, want)| allowed(*attrs) != *want)
+        .map(|((ns, verb, group, resource, sub, name), want)| {
+            format!("{verb} {group}/{resource} {sub} {name} in {ns:?}: want allowed={want}")
+        })
         .collect();
+    assert_eq!(cases.iter().filter(|(_, want)| *want).count(), 23);
     assert!(wrong.is_empty(), "the control plane's role is not what it should be:\n{}", wrong.join("\n"));
 }
 

@@ -99,8 +99,10 @@ fn pods_of_a_deployment_in_a_labelled_namespace_get_the_proxy_as_a_native_sideca
 }
 
 /// `manifests/install/` (the chart rendered with its default values: the
-/// control plane's RBAC, Deployment, Service and PodDisruptionBudget; the
-/// injector's Deployment, Service, RBAC, PodDisruptionBudget and
+/// control plane's RBAC (a Role for the injector's Secret too), Deployment,
+/// Service and PodDisruptionBudget; the injector's Deployment, Service,
+/// RBAC (a ClusterRole for Namespaces, a Role for its Secret),
+/// PodDisruptionBudget and
 /// MutatingWebhookConfiguration) is accepted whole by the real API server
 /// (`--dry-run=server`: validated and admitted, not stored), after the
 /// CRDs and the namespace it builds on.
@@ -124,6 +126,10 @@ fn the_install_manifests_are_accepted_by_the_api_server() {
             "mutatingwebhookconfiguration.admissionregistration.k8s.io/weft-injector",
             "poddisruptionbudget.policy/weft-control",
             "poddisruptionbudget.policy/weft-injector",
+            "role.rbac.authorization.k8s.io/weft-control",
+            "role.rbac.authorization.k8s.io/weft-injector",
+            "rolebinding.rbac.authorization.k8s.io/weft-control",
+            "rolebinding.rbac.authorization.k8s.io/weft-injector",
             "service/weft-control",
             "service/weft-injector",
             "serviceaccount/weft-control",

@@ -76,6 +76,10 @@ pub fn render(values: &Values, namespace: &str, crds: bool) -> Result<Vec<Docume
     out.extend([r.service_account(CONTROL), r.service_account(INJECTOR)].map(Document::object));
     out.extend([r.control_cluster_role(), r.injector_cluster_role()].map(Document::object));
     out.extend([r.cluster_role_binding(CONTROL), r.cluster_role_binding(INJECTOR)].map(Document::object));
+    if !values.webhook.cert_manager.enabled {
+        out.extend([r.control_role(), r.role_binding(CONTROL)].map(Document::object));
+    }
+    out.extend([r.injector_role(), r.role_binding(INJECTOR)].map(Document::object));
     if let Some(secret) = r.issuer_secret()? {
         out.push(Document::object(secret));
     }
@@ -159,7 +163,7 @@ impl Renderer<'_> {
     /// templates/control-plane-rbac.yaml: see the comments there for why
     /// each rule.
     fn control_cluster_role(&self) -> Value {
-        json!({
+        let mut role = json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
             "metadata": {"name": CONTROL, "labels": labels(CONTROL)},
@@ -173,6 +177,50 @@ impl Renderer<'_> {
                 {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
                 {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
             ],
+        });
+        if !self.v.webhook.cert_manager.enabled {
+            // The injector webhook's caBundle, kept equal to the anchors.
+            role["rules"].as_array_mut().expect("rules").push(json!({
+                "apiGroups": ["admissionregistration.k8s.io"],
+                "resources": ["mutatingwebhookconfigurations"],
+                "resourceNames": [INJECTOR],
+                "verbs": ["get", "list", "watch", "patch"],
+            }));
+        }
+        role
+    }
+
+    /// The injector's serving certificate, which the control plane keeps:
+    /// `create` cannot be limited to a name, the rest is this one Secret.
+    fn control_role(&self) -> Value {
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": self.meta(CONTROL, CONTROL),
+            "rules": [
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+                {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [INJECTOR_TLS_SECRET], "verbs": ["get", "list", "watch", "update"]},
+            ],
+        })
+    }
+
+    /// The injector reads its own Secret (watched by name) and no other.
+    fn injector_role(&self) -> Value {
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": self.meta(INJECTOR, INJECTOR),
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "resourceNames": [INJECTOR_TLS_SECRET], "verbs": ["list", "watch"]}],
+        })
+    }
+
+    fn role_binding(&self, name: &str) -> Value {
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": self.meta(name, name),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": self.ns}],
         })
     }
 
@@ -294,7 +342,7 @@ impl Renderer<'_> {
     /// templates/control-plane.yaml.
     fn control_deployment(&self) -> Value {
         let v = self.v;
-        let args = [
+        let mut args = vec![
             "--source=kubernetes".to_owned(),
             "--grpc-addr=0.0.0.0:8090".to_owned(),
             "--admin-addr=0.0.0.0:9990".to_owned(),
@@ -306,7 +354,12 @@ impl Renderer<'_> {
             format!("--default-access={}", v.policy.default_access.as_str()),
             format!("--mtls-mode={}", v.policy.mtls_mode.as_str()),
             format!("--log={}", v.log_level),
+            format!("--namespace={}", self.ns),
         ];
+        if v.webhook.cert_manager.enabled {
+            // The Secret and the webhook's caBundle are cert-manager's.
+            args.push("--webhook-cert=external".to_owned());
+        }
         let probe =
             |path: &str, period: u32| json!({"httpGet": {"path": path, "port": "admin"}, "periodSeconds": period});
         self.deployment(
@@ -342,8 +395,7 @@ impl Renderer<'_> {
         let proxy = &v.proxy.resources;
         let args = [
             "--listen=0.0.0.0:8443".to_owned(),
-            "--cert=/var/run/weft/tls/tls.crt".to_owned(),
-            "--key=/var/run/weft/tls/tls.key".to_owned(),
+            format!("--tls-secret={INJECTOR_TLS_SECRET}"),
             "--trust-anchors=/var/run/weft/anchors/ca.crt".to_owned(),
             format!("--proxy-image={}", self.image("weft-proxy")),
             format!("--proxy-log={}", v.proxy.log_level),
@@ -374,12 +426,10 @@ impl Renderer<'_> {
                     "resources": resources(&v.injector.resources),
                     "securityContext": container_security(),
                     "volumeMounts": [
-                        {"name": "tls", "mountPath": "/var/run/weft/tls", "readOnly": true},
                         {"name": "anchors", "mountPath": "/var/run/weft/anchors", "readOnly": true},
                     ],
                 }],
                 "volumes": [
-                    {"name": "tls", "secret": {"secretName": INJECTOR_TLS_SECRET, "defaultMode": 256}},
                     {"name": "anchors", "secret": {
                         "secretName": v.identity.issuer.secret_name,
                         "items": [{"key": "ca.crt", "path": "ca.crt"}],

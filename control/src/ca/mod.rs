@@ -18,8 +18,10 @@
 //! ```
 //!
 //! The checks are plain functions of their inputs (and of `now`), tested
-//! here; `grpc::identity` maps [`Refusal`] to status codes, and
-//! `serving` turns the CA on the control plane's own gRPC port.
+//! here; `grpc::identity` maps [`Refusal`] to status codes,
+//! `serving` turns the CA on the control plane's own gRPC port, and
+//! `webhook` decides the injector's serving certificate (kept in a Secret
+//! by `source::kubernetes::webhook_cert`).
 
 pub mod anchors;
 pub mod bootstrap;
@@ -32,6 +34,7 @@ pub mod serving;
 #[cfg(test)]
 mod tests;
 pub mod tokens;
+pub mod webhook;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -21,11 +21,15 @@
 //! A policy kind whose CustomResourceDefinition is not installed is
 //! skipped with a warning (checked at start), so a cluster without the
 //! Gateway API still gets discovery.
+//!
+//! Beside the watches, [`webhook_cert`] keeps the injector's serving
+//! certificate (a Secret signed by the mesh CA) and its webhook's caBundle.
 
 pub mod convert;
 pub mod policy;
 pub mod status;
 pub mod watch;
+pub mod webhook_cert;
 
 use std::collections::HashMap;
 use std::path::Path;
