@@ -130,7 +130,7 @@ const CRDS: [&str; 2] = [
 ];
 
 /// The objects every rendering has (kubectl's names), besides the CRDs.
-const ALWAYS: [&str; 12] = [
+const ALWAYS: [&str; 14] = [
     "clusterrole.rbac.authorization.k8s.io/weft-control",
     "clusterrole.rbac.authorization.k8s.io/weft-injector",
     "clusterrolebinding.rbac.authorization.k8s.io/weft-control",
@@ -139,11 +139,18 @@ const ALWAYS: [&str; 12] = [
     "deployment.apps/weft-injector",
     "mutatingwebhookconfiguration.admissionregistration.k8s.io/weft-injector",
     "poddisruptionbudget.policy/weft-control",
+    "role.rbac.authorization.k8s.io/weft-injector",
+    "rolebinding.rbac.authorization.k8s.io/weft-injector",
     "service/weft-control",
     "service/weft-injector",
     "serviceaccount/weft-control",
     "serviceaccount/weft-injector",
 ];
+
+/// The control plane's Role for the injector's Secret: there unless
+/// cert-manager keeps that Secret.
+const CONTROL_ROLE: [&str; 2] =
+    ["role.rbac.authorization.k8s.io/weft-control", "rolebinding.rbac.authorization.k8s.io/weft-control"];
 
 fn expected(extra: &[&str], without: &[&str]) -> Vec<String> {
     let mut all: Vec<String> = CRDS
@@ -224,7 +231,8 @@ fn helm_template_with_default_values_is_accepted_by_the_api_server() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     let rendered = helm_template(&dir, "weft-system", &[]);
     let objects = dry_run(cluster, &dir, "default", &rendered.stdout);
-    assert_eq!(objects, expected(&["poddisruptionbudget.policy/weft-injector"], &[]), "{}", rendered.stdout);
+    let extra = [&["poddisruptionbudget.policy/weft-injector"][..], &CONTROL_ROLE].concat();
+    assert_eq!(objects, expected(&extra, &[]), "{}", rendered.stdout);
     // No issuer PEMs in the values: no Secret; no anchors: no caBundle.
     let docs = by_id(&documents(&rendered.stdout));
     let webhook = &docs["MutatingWebhookConfiguration/weft-injector"]["webhooks"][0];
@@ -250,7 +258,8 @@ fn helm_template_with_custom_values_is_accepted_by_the_api_server() {
     args.extend(pem.helm_args());
     let rendered = helm_template(&dir, &ns, &args.iter().map(String::as_str).collect::<Vec<_>>());
     let objects = dry_run(cluster, &dir, "custom", &rendered.stdout);
-    assert_eq!(objects, expected(&["secret/mesh-issuer"], &[]), "{}", rendered.stdout);
+    let extra = [&["secret/mesh-issuer"][..], &CONTROL_ROLE].concat();
+    assert_eq!(objects, expected(&extra, &[]), "{}", rendered.stdout);
 
     let docs = by_id(&documents(&rendered.stdout));
     let control = &docs[&format!("Deployment/{ns}/weft-control")]["spec"];
@@ -411,6 +420,8 @@ fn apply_rank(kind: &str) -> usize {
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
         "Secret",
         "Issuer",
         "Certificate",
@@ -532,6 +543,10 @@ fn weft_install_applies_twice_and_uninstall_leaves_nothing() {
         "clusterrole.rbac.authorization.k8s.io/weft-injector",
         "clusterrolebinding.rbac.authorization.k8s.io/weft-control",
         "clusterrolebinding.rbac.authorization.k8s.io/weft-injector",
+        "role.rbac.authorization.k8s.io/weft-control",
+        "role.rbac.authorization.k8s.io/weft-injector",
+        "rolebinding.rbac.authorization.k8s.io/weft-control",
+        "rolebinding.rbac.authorization.k8s.io/weft-injector",
         "secret/weft-identity-issuer",
         "service/weft-control",
         "service/weft-injector",
@@ -545,7 +560,7 @@ fn weft_install_applies_twice_and_uninstall_leaves_nothing() {
     assert_eq!(lines, created, "{applied}");
 
     // What the cluster now holds, labelled as Weft's: exactly those.
-    let kinds = "crd,namespace,serviceaccount,secret,clusterrole,clusterrolebinding,service,deployment,\
+    let kinds = "crd,namespace,serviceaccount,secret,clusterrole,clusterrolebinding,role,rolebinding,service,deployment,\
                  poddisruptionbudget,mutatingwebhookconfiguration";
     let labelled = |kinds: &str| -> Vec<String> {
         let run =

@@ -76,10 +76,15 @@ pub fn render(values: &Values, namespace: &str, crds: bool) -> Result<Vec<Docume
     out.extend([r.service_account(CONTROL), r.service_account(INJECTOR)].map(Document::object));
     out.extend([r.control_cluster_role(), r.injector_cluster_role()].map(Document::object));
     out.extend([r.cluster_role_binding(CONTROL), r.cluster_role_binding(INJECTOR)].map(Document::object));
-    if !values.webhook.cert_manager.enabled {
-        out.extend([r.control_role(), r.role_binding(CONTROL)].map(Document::object));
+    let keeps_webhook_cert = !values.webhook.cert_manager.enabled;
+    if keeps_webhook_cert {
+        out.push(Document::object(r.control_role()));
     }
-    out.extend([r.injector_role(), r.role_binding(INJECTOR)].map(Document::object));
+    out.push(Document::object(r.injector_role()));
+    if keeps_webhook_cert {
+        out.push(Document::object(r.role_binding(CONTROL)));
+    }
+    out.push(Document::object(r.role_binding(INJECTOR)));
     if let Some(secret) = r.issuer_secret()? {
         out.push(Document::object(secret));
     }
@@ -561,6 +566,10 @@ mod tests {
                 "ClusterRole/weft-injector",
                 "ClusterRoleBinding/weft-control",
                 "ClusterRoleBinding/weft-injector",
+                "Role/weft-control",
+                "Role/weft-injector",
+                "RoleBinding/weft-control",
+                "RoleBinding/weft-injector",
                 "Service/weft-control",
                 "Service/weft-injector",
                 "Deployment/weft-control",
@@ -589,6 +598,10 @@ mod tests {
                 "ClusterRole/weft-injector",
                 "ClusterRoleBinding/weft-control",
                 "ClusterRoleBinding/weft-injector",
+                // cert-manager keeps the injector's Secret: no Role for the
+                // control plane.
+                "Role/weft-injector",
+                "RoleBinding/weft-injector",
                 "Secret/weft-identity-issuer",
                 "Issuer/weft-injector-selfsigned",
                 "Certificate/weft-injector",
