@@ -7,7 +7,11 @@
 //!                                                            │ mutate.rs: the decision (pure)
 //!                    ◄── allowed, JSONPatch (base64) ────────┘ patch.rs: RFC 6902 ops
 //! ```
+//!
+//! `config.rs` holds the proxy's settings as flags, shared with `weft
+//! inject`, which runs the same `mutate` over manifests.
 
+pub mod config;
 pub mod mutate;
 pub mod patch;
 pub mod review;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use weft_injector::mutate::Settings;
+use weft_injector::config::ProxyArgs;
 use weft_injector::server::{Injector, serve};
 
 #[derive(Parser, Debug)]
@@ -24,44 +24,19 @@ struct Cli {
     /// Kubeconfig for reading Namespaces [default: in-cluster, else $KUBECONFIG].
     #[arg(long, env = "WEFT_INJECTOR_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
-    /// The image holding weft-proxy.
-    #[arg(long, env = "WEFT_INJECTOR_PROXY_IMAGE", default_value = "ghcr.io/weft-mesh/weft-proxy:0.1.0")]
-    proxy_image: String,
-    /// The control plane's gRPC URL, as proxies reach it.
-    #[arg(long, env = "WEFT_INJECTOR_CONTROL_PLANE", default_value = "https://weft-control.weft-system.svc:8090")]
-    control_plane: String,
-    /// The name the control plane's certificate is checked against.
-    #[arg(long, env = "WEFT_INJECTOR_CONTROL_PLANE_NAME", default_value = "weft-control.weft-system.svc")]
-    control_plane_name: String,
-    #[arg(long, env = "WEFT_INJECTOR_TRUST_DOMAIN", default_value = "cluster.local")]
-    trust_domain: String,
-    /// Weft's own namespace (never injected).
-    #[arg(long, env = "WEFT_INJECTOR_NAMESPACE", default_value = "weft-system")]
-    namespace: String,
-    /// The mesh's trust anchors (PEM bundle), handed to every proxy to pin
-    /// for the control plane's TLS.
-    #[arg(long, env = "WEFT_INJECTOR_TRUST_ANCHORS")]
-    trust_anchors: Option<PathBuf>,
-    /// Lifetime of the projected identity token, seconds (600..=86400).
-    #[arg(long, env = "WEFT_INJECTOR_TOKEN_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(i64).range(600..=86400))]
-    token_seconds: i64,
+    /// What goes into injected Pods (shared with `weft inject`).
+    #[command(flatten)]
+    proxy: ProxyArgs,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new("info")).try_init();
     let tls = tls_config(&cli.cert, &cli.key)?;
-    let trust_anchors_pem = match &cli.trust_anchors {
-        Some(path) => {
-            let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            anyhow::ensure!(pem.contains("BEGIN CERTIFICATE"), "{}: no PEM certificate in it", path.display());
-            Some(pem)
-        }
-        None => {
-            tracing::warn!("no --trust-anchors: injected proxies can reach only a plaintext control plane");
-            None
-        }
-    };
+    let settings = cli.proxy.settings()?;
+    if settings.trust_anchors_pem.is_none() {
+        tracing::warn!("no --trust-anchors: injected proxies can reach only a plaintext control plane");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(async {
         let client = match &cli.kubeconfig {
@@ -77,16 +52,6 @@ fn main() -> anyhow::Result<()> {
                     None
                 }
             },
-        };
-        let settings = Settings {
-            proxy_image: cli.proxy_image,
-            control_plane: cli.control_plane,
-            control_plane_name: cli.control_plane_name,
-            trust_domain: cli.trust_domain,
-            own_namespace: cli.namespace,
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            token_seconds: cli.token_seconds,
-            trust_anchors_pem,
         };
         let listener = tokio::net::TcpListener::bind(cli.listen).await.with_context(|| format!("binding {}", cli.listen))?;
         tracing::info!(addr = %listener.local_addr()?, "weft-injector ready");

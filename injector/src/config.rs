@@ -1,0 +1,121 @@
+//! What goes into an injected Pod, as flags: shared by the webhook
+//! (`weft-injector`) and `weft inject`, so that a manifest injected by hand
+//! and a Pod injected by the webhook get the same proxy from the same
+//! defaults.
+
+use std::path::PathBuf;
+
+use crate::mutate::Settings;
+
+pub const ENV_PROXY_IMAGE: &str = "WEFT_INJECTOR_PROXY_IMAGE";
+pub const ENV_CONTROL_PLANE: &str = "WEFT_INJECTOR_CONTROL_PLANE";
+pub const ENV_CONTROL_PLANE_NAME: &str = "WEFT_INJECTOR_CONTROL_PLANE_NAME";
+pub const ENV_TRUST_DOMAIN: &str = "WEFT_INJECTOR_TRUST_DOMAIN";
+pub const ENV_NAMESPACE: &str = "WEFT_INJECTOR_NAMESPACE";
+pub const ENV_TRUST_ANCHORS: &str = "WEFT_INJECTOR_TRUST_ANCHORS";
+pub const ENV_TOKEN_SECONDS: &str = "WEFT_INJECTOR_TOKEN_SECONDS";
+
+/// The proxy's settings as flags (each with a `WEFT_INJECTOR_*` twin).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ProxyArgs {
+    /// The image holding weft-proxy (both `weft-init` and the sidecar run it).
+    #[arg(long, env = ENV_PROXY_IMAGE, default_value = "ghcr.io/weft-mesh/weft-proxy:0.1.0")]
+    pub proxy_image: String,
+    /// The control plane's gRPC URL, as proxies reach it.
+    #[arg(long, env = ENV_CONTROL_PLANE, default_value = "https://weft-control.weft-system.svc:8090")]
+    pub control_plane: String,
+    /// The name the control plane's certificate is checked against.
+    #[arg(long, env = ENV_CONTROL_PLANE_NAME, default_value = "weft-control.weft-system.svc")]
+    pub control_plane_name: String,
+    /// The mesh's trust domain (identities are spiffe://TRUST_DOMAIN/ns/NS/sa/SA).
+    #[arg(long, env = ENV_TRUST_DOMAIN, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Weft's own namespace (never injected).
+    #[arg(long, env = ENV_NAMESPACE, default_value = "weft-system")]
+    pub namespace: String,
+    /// The mesh's trust anchors (PEM bundle), handed to every proxy to pin
+    /// for the control plane's TLS. Without it, proxies can reach only a
+    /// plaintext control plane.
+    #[arg(long, env = ENV_TRUST_ANCHORS)]
+    pub trust_anchors: Option<PathBuf>,
+    /// Lifetime of the projected identity token, seconds (600..=86400).
+    #[arg(long, env = ENV_TOKEN_SECONDS, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(600..=86400))]
+    pub token_seconds: i64,
+}
+
+/// Why the flags cannot become [`Settings`].
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading the trust anchors {path}: {source}")]
+    ReadAnchors { path: PathBuf, source: std::io::Error },
+    #[error("{path}: no PEM certificate in it (--trust-anchors wants the mesh's CA bundle)")]
+    NoCertificate { path: PathBuf },
+}
+
+impl ProxyArgs {
+    /// The settings `mutate` takes, the trust anchors read from their file.
+    /// The injected-version recorded on Pods is this crate's version, which
+    /// is the workspace's: the webhook and `weft inject` write the same one.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let trust_anchors_pem = match &self.trust_anchors {
+            Some(path) => {
+                let pem = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::ReadAnchors { path: path.clone(), source })?;
+                if !pem.contains("BEGIN CERTIFICATE") {
+                    return Err(ConfigError::NoCertificate { path: path.clone() });
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        Ok(Settings {
+            proxy_image: self.proxy_image.clone(),
+            control_plane: self.control_plane.clone(),
+            control_plane_name: self.control_plane_name.clone(),
+            trust_domain: self.trust_domain.clone(),
+            own_namespace: self.namespace.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            token_seconds: self.token_seconds,
+            trust_anchors_pem,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        proxy: ProxyArgs,
+    }
+
+    #[test]
+    fn defaults_and_bad_anchors() {
+        let dir = std::env::temp_dir().join(format!("weft-injector-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "hello").expect("writing");
+        let pem = dir.join("ca.pem");
+        std::fs::write(&pem, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").expect("writing");
+
+        let s = Cli::parse_from(["x"]).proxy.settings().expect("defaults are valid");
+        assert_eq!(s.proxy_image, "ghcr.io/weft-mesh/weft-proxy:0.1.0");
+        assert_eq!(s.own_namespace, "weft-system");
+        assert_eq!(s.token_seconds, 3600);
+        assert_eq!(s.trust_anchors_pem, None);
+        assert_eq!(s.version, env!("CARGO_PKG_VERSION"));
+
+        let with = |path: &std::path::Path| {
+            Cli::parse_from(["x", "--trust-anchors", &path.display().to_string()]).proxy.settings()
+        };
+        assert!(with(&pem).expect("a PEM bundle").trust_anchors_pem.is_some_and(|p| p.contains("MIIB")));
+        assert!(matches!(with(&not_pem), Err(ConfigError::NoCertificate { .. })));
+        assert!(matches!(with(&dir.join("missing.pem")), Err(ConfigError::ReadAnchors { .. })));
+        assert!(Cli::try_parse_from(["x", "--token-seconds", "30"]).is_err(), "below 600 s is refused");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
