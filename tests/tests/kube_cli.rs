@@ -543,6 +543,21 @@ fn weft_check_passes_a_healthy_mesh_and_names_pods_created_while_the_injector_wa
     cluster.install_weft();
     let install = manifests_dir().join("install").join("control-plane.yaml");
     cluster.kubectl(&["apply", "-f", &install.display().to_string()]);
+    let kubeconfig = cluster.kubeconfig().display().to_string();
+    // Before any of its Pods runs, the control plane is not ready (and
+    // nothing else is installed yet).
+    let bare = weft(&["check", "--kubeconfig", &kubeconfig], None);
+    assert_eq!(bare.code, Some(1), "{bare:?}");
+    assert!(
+        bare.stdout.contains(
+            "√ control plane Namespace exists
+× control plane pods are ready
+    no ready pod of Deployment weft-control (0 of 2 available)
+"
+        ),
+        "{}",
+        bare.stdout
+    );
     let node = format!("node-{}", std::process::id());
     cluster.apply("default", &format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {node}}}\n"));
     let _cp = run_control_plane_pod(&cluster, &mesh, &node);
@@ -590,7 +605,6 @@ spec:
     for (pod, inits) in pods_init_containers(&cluster, &shop, "web", 2) {
         assert_eq!(inits, ["weft-init", "weft-proxy"], "{pod}");
     }
-    let kubeconfig = cluster.kubeconfig().display().to_string();
     let healthy = weft(&["check", "--kubeconfig", &kubeconfig], None);
     assert_eq!((healthy.code, healthy.stdout.as_str()), (Some(0), HEALTHY), "{}", healthy.stderr);
 
