@@ -106,6 +106,9 @@ struct Segment<'a> {
     first_line: usize,
     /// Starts with a `---` line (the first document may not).
     marked: bool,
+    /// `false` for what comes before the first `---` when it holds only
+    /// comments, blank lines or directives: printed, but not counted.
+    document: bool,
 }
 
 /// `---` at column 0, then nothing or whitespace: a document start, which
@@ -114,31 +117,32 @@ fn is_marker(line: &str) -> bool {
     line.strip_prefix("---").is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r', '\n']))
 }
 
-/// Splits the input into its documents. The text before the first `---`
-/// is a document only if it holds something besides blank lines,
-/// comments and directives (as a YAML parser sees it).
+/// Splits the input into its documents, which together are the whole
+/// input. The text before the first `---` is a document only if it holds
+/// something besides blank lines, comments and directives (as a YAML
+/// parser sees it).
 fn split(text: &str) -> Vec<Segment<'_>> {
     let mut segments = Vec::new();
     let (mut start, mut first_line, mut marked) = (0, 1, false);
     let mut offset = 0;
     for (n, line) in text.split_inclusive('\n').enumerate() {
         if is_marker(line) && offset > 0 {
-            segments.push(Segment { text: &text[start..offset], first_line, marked });
+            segments.push(Segment { text: &text[start..offset], first_line, marked, document: true });
             (start, first_line, marked) = (offset, n + 1, true);
         } else if is_marker(line) {
             marked = true;
         }
         offset += line.len();
     }
-    segments.push(Segment { text: &text[start..], first_line, marked });
-    if let Some(first) = segments.first()
+    segments.push(Segment { text: &text[start..], first_line, marked, document: true });
+    if let Some(first) = segments.first_mut()
         && !first.marked
         && first.text.lines().all(|l| {
             let l = l.trim();
             l.is_empty() || l.starts_with('#') || l.starts_with('%')
         })
     {
-        segments.remove(0);
+        first.document = false;
     }
     segments
 }
@@ -204,8 +208,13 @@ pub fn inject(text: &str, settings: &Settings) -> Result<Injected, InjectError> 
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut yaml = String::with_capacity(text.len() * 2);
     let mut report = Vec::new();
-    for (i, segment) in split(text).iter().enumerate() {
-        let doc = i + 1;
+    let mut doc = 0;
+    for segment in &split(text) {
+        if !segment.document {
+            yaml.push_str(segment.text);
+            continue;
+        }
+        doc += 1;
         // Blank lines in front keep the parser's line numbers the input's.
         let padded = format!("{}{}", "\n".repeat(segment.first_line - 1), segment.text);
         let mut value: Value = serde_yaml_ng::from_str(&padded).map_err(|error| InjectError::Yaml { doc, error })?;
@@ -215,7 +224,8 @@ pub fn inject(text: &str, settings: &Settings) -> Result<Injected, InjectError> 
             yaml.push_str(segment.text);
             continue;
         }
-        let changed = object(&mut value, doc, Item(None), Some(&padded), settings, &mut report)?;
+        let at = Place { doc, item: Item(None), text: Some(&padded) };
+        let changed = object(&mut value, at, settings, &mut report)?;
         if changed {
             if segment.marked {
                 yaml.push_str("---\n");
@@ -236,17 +246,24 @@ fn str_at<'v>(v: &'v Value, path: &[&str]) -> Option<&'v str> {
     path.iter().try_fold(v, |v, k| v.get(*k))?.as_str()
 }
 
-/// Handles one object (recursing into a `List`); `Ok(true)` if it changed.
-/// `text` is the document's text, for errors with a path and a line.
-fn object(
-    value: &mut Value,
+/// Where an object is in the input.
+#[derive(Clone, Copy)]
+struct Place<'t> {
     doc: usize,
     item: Item,
-    text: Option<&str>,
+    /// The document's text, for errors with a path and a line (`None` for a
+    /// List's item).
+    text: Option<&'t str>,
+}
+
+/// Handles one object (recursing into a `List`); `Ok(true)` if it changed.
+fn object(
+    value: &mut Value,
+    at: Place<'_>,
     settings: &Settings,
     report: &mut Vec<String>,
 ) -> Result<bool, InjectError> {
-    let not_object = |why: String| InjectError::NotObject { doc, item, why };
+    let not_object = |why: String| InjectError::NotObject { doc: at.doc, item: at.item, why };
     let Some(map) = value.as_mapping() else {
         return Err(not_object(format!("a {}, not a mapping", shape(value))));
     };
@@ -262,12 +279,12 @@ fn object(
         };
         let mut changed = false;
         for (i, v) in items.iter_mut().enumerate() {
-            changed |= object(v, doc, Item(Some(i)), None, settings, report)?;
+            changed |= object(v, Place { doc: at.doc, item: Item(Some(i)), text: None }, settings, report)?;
         }
         return Ok(changed);
     }
     let Some(workload) = Workload::of(&api_version, &kind) else { return Ok(false) };
-    workload_object(value, workload, &kind, doc, item, text, settings, report)
+    workload_object(value, (workload, &kind), at, settings, report)
 }
 
 fn shape(v: &Value) -> &'static str {
@@ -282,17 +299,14 @@ fn shape(v: &Value) -> &'static str {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn workload_object(
     value: &mut Value,
-    workload: Workload,
-    kind: &str,
-    doc: usize,
-    item: Item,
-    text: Option<&str>,
+    (workload, kind): (Workload, &str),
+    at: Place<'_>,
     settings: &Settings,
     report: &mut Vec<String>,
 ) -> Result<bool, InjectError> {
+    let Place { doc, item, text } = at;
     let name = str_at(value, &["metadata", "name"])
         .or_else(|| str_at(value, &["metadata", "generateName"]))
         .unwrap_or("(unnamed)")

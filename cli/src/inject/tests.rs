@@ -29,10 +29,11 @@ fn documents_are_split_on_column_zero_markers_only() {
         ("CRLF", "a: 1\r\n---\r\nb: 2\r\n", vec![(1, false), (2, true)]),
     ];
     for (case, input, want) in cases {
-        let got: Vec<(usize, bool)> = split(input).iter().map(|s| (s.first_line, s.marked)).collect();
+        let got: Vec<(usize, bool)> =
+            split(input).iter().filter(|s| s.document).map(|s| (s.first_line, s.marked)).collect();
         assert_eq!(got, want, "{case}");
         let joined: String = split(input).iter().map(|s| s.text).collect();
-        assert!(input.ends_with(&joined), "{case}: the documents are the input's own text");
+        assert_eq!(joined, input, "{case}: the segments are the whole input");
     }
 }
 
@@ -98,7 +99,7 @@ fn docs(yaml: &str) -> Vec<Value> {
 #[test]
 fn non_workloads_and_workloads_left_alone_are_printed_byte_for_byte() {
     let input = format!(
-        "{SERVICE}---\n{CONFIGMAP}---\n# an empty document\n---\n{}",
+        "# a header\n---\n{SERVICE}---\n{CONFIGMAP}---\n# an empty document\n---\n{}",
         deployment("off", "weft.dev/inject: disabled")
     );
     let out = inject(&input, &settings()).expect("injects");
@@ -232,6 +233,19 @@ fn who_is_left_alone() {
         assert_eq!(out.report, [want], "{case}");
         assert_eq!(out.yaml == input, want.contains("not injected"), "{case}: printed as it came unless injected");
     }
+}
+
+#[test]
+fn a_header_before_the_first_marker_is_kept_and_not_counted() {
+    let input = format!("# generated\n---\n{}---\nkind: [\n", deployment("w", ""));
+    match inject(&input, &settings()) {
+        Err(InjectError::Yaml { doc: 2, .. }) => {}
+        other => panic!("the broken document is the second: {other:?}"),
+    }
+    let input = format!("# generated\n---\n{}", deployment("w", ""));
+    let out = inject(&input, &settings()).expect("injects");
+    assert!(out.yaml.starts_with("# generated\n---\napiVersion: apps/v1\n"), "{}", out.yaml);
+    assert_eq!(inject(&out.yaml, &settings()).expect("again").yaml, out.yaml);
 }
 
 #[test]
