@@ -5,6 +5,8 @@
 //!                        ─► runtime (namespaces, processes; supervise) ─► Ctrl-C ─► teardown
 //!   weft demo            ─► the same, on examples/demo/mesh.yaml ─► metrics ─► report table
 //!   weft check -f mesh.yaml ─► meshfile + policies, validated ─► the policy each service runs with
+//!   weft check          ─► the kubeconfig's cluster ─► Linkerd-style checklist (cluster_check)
+//!   weft inject FILE|-  ─► each document: a workload? ─► weft_injector::mutate on its pod template ─► stdout
 //!   weft rollout …       ─► run.json of the running mesh ─► one HTTPRoute, step by step ─► proxies' metrics
 //!   weft proxy|control|example … ─► the built-in programs (embedded)
 //!   weft install|uninstall …   ─► the Helm chart's objects, rendered here ─► stdout (| kubectl apply/delete -f -)
@@ -19,15 +21,18 @@
 //! mesh ([`summary`] says what is up),
 //! [`runrecord`] lets other commands find a running mesh,
 //! [`probe`] and [`metrics`] read the proxies, [`demo`] is `weft demo`,
-//! [`rollout`] is `weft rollout`, and [`install`] is `weft install` and
-//! `weft uninstall` (Kubernetes; docs/kubernetes.md).
+//! [`rollout`] is `weft rollout`, [`install`] is `weft install` and
+//! `weft uninstall` (Kubernetes; docs/kubernetes.md), [`inject`] is
+//! `weft inject`, and [`cluster_check`] is `weft check` for a cluster.
 //! See `docs/local-mesh.md`.
 
 pub mod check;
+pub mod cluster_check;
 pub mod demo;
 pub mod embedded;
 pub mod hosts;
 pub mod identity;
+pub mod inject;
 pub mod install;
 pub mod meshfile;
 pub mod metrics;
@@ -60,7 +65,7 @@ use crate::stop::{Interrupted, Stop};
 #[command(
     name = "weft",
     version,
-    about = "Weft service mesh: run a mesh on this machine, or install it on Kubernetes",
+    about = "Weft service mesh: run a mesh on this machine, or install, inject and check it on Kubernetes",
     after_help = "The local mesh runs the proxy, the control plane and the demo workloads from this same \
                   binary (`weft proxy …`, `weft control …`, `weft example …`). See docs/local-mesh.md."
 )]
@@ -81,9 +86,12 @@ enum Command {
     /// Run the micro-service demo: a counter web service (two versions), its
     /// Redis store, and a load generator, with a report from the proxies.
     Demo(DemoArgs),
-    /// Validate a LocalMesh file and its policies as the control plane
-    /// would, and print the policy every service port runs with (built-in
-    /// defaults included). Exits 1 if anything is refused.
+    /// With -f: validate a LocalMesh file and its policies as the control
+    /// plane would, and print the policy every service port runs with
+    /// (built-in defaults included). Without: check Weft in the cluster of
+    /// the kubeconfig (control plane ready, webhook reachable with a valid
+    /// certificate, every pod meant to be injected has the proxy, proxies'
+    /// versions). Exits 1 if anything is refused or fails.
     Check(CheckArgs),
     /// Roll a new version of a service out on the running local mesh
     /// (canary, ramped, blue-green or A/B) by rewriting one HTTPRoute, and
@@ -100,13 +108,37 @@ enum Command {
     /// delete them: `weft uninstall | kubectl delete -f -` (the webhook
     /// configuration first, the CRDs and with them every policy last).
     Uninstall(install::UninstallArgs),
+    /// Add the proxy to the workloads of Kubernetes manifests (Pods,
+    /// Deployments, StatefulSets, DaemonSets, ReplicaSets,
+    /// ReplicationControllers, Jobs, CronJobs, and those in Lists) and print
+    /// them, with every other object as it came.
+    #[command(long_about = INJECT_ABOUT)]
+    Inject(Box<inject::InjectArgs>),
 }
+
+const INJECT_ABOUT: &str = "Add the proxy to the workloads of Kubernetes manifests and print them (multi-document \
+YAML, in the input's order), with the injector's own decision and patch: Pods, Deployments, StatefulSets, DaemonSets, \
+ReplicaSets, ReplicationControllers, Jobs and CronJobs, also inside Lists, get the proxy in their pod template; every \
+other object, and every workload left alone, is printed exactly as it came. Injected output can be injected again \
+(nothing changes) and the webhook leaves its Pods alone.
+
+weft inject reads no cluster, so it cannot see Namespaces: every workload counts as opted in, as if its Namespace \
+said weft.dev/inject: enabled, even when the Namespace you apply it to says disabled. It leaves alone a workload \
+whose own metadata or pod template says weft.dev/inject: disabled, hostNetwork Pods, Pods that already run a \
+proxy, and objects whose metadata.namespace is kube-system, kube-public, kube-node-lease or Weft's own \
+(--namespace); an object without metadata.namespace is injected wherever you apply it.
+
+Malformed YAML, or a document that is not a Kubernetes object, stops it with an error naming the document (counted \
+from 1) and nothing on stdout. The flags are the injector's (with the same WEFT_INJECTOR_* environment twins); \
+see docs/injection.md.";
 
 #[derive(clap::Args, Debug)]
 struct CheckArgs {
-    /// The LocalMesh file.
+    /// The LocalMesh file to check; without it, the cluster is checked.
     #[arg(short = 'f', long = "file")]
-    file: PathBuf,
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    cluster: cluster_check::ClusterArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -192,10 +224,14 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     exit(runtime.block_on(async {
         match cli.command {
             Command::Up(args) => up(args, &cli.log).await,
-            Command::Check(args) => check::run(&args.file),
+            Command::Check(args) => match &args.file {
+                Some(file) => check::run(file),
+                None => cluster_check::run(&args.cluster).await,
+            },
             Command::Rollout(args) => rollout::run(*args).await,
             Command::Install(args) => install::install(&args),
             Command::Uninstall(args) => install::uninstall(&args),
+            Command::Inject(args) => inject::run(&args),
             Command::Demo(args) => {
                 let settings = settings(&args.mesh, &cli.log)?;
                 demo::run(settings, args.rate, args.duration.map(Into::into), args.mesh.keep_logs).await

@@ -10,7 +10,11 @@
 //!  Secret weft-injector-tls (watched) or --cert/--key ──► tls.rs: the serving
 //!                                                         certificate, swapped live
 //! ```
+//!
+//! `config.rs` holds the proxy's settings as flags, shared with `weft
+//! inject`, which runs the same `mutate` over manifests.
 
+pub mod config;
 pub mod mutate;
 pub mod patch;
 pub mod review;

@@ -134,6 +134,28 @@ fn build_bin(package: &str, bin: &str) -> PathBuf {
         .arg(&manifest)
         .arg("--target-dir")
         .arg(target);
+    // What cargo set for this test binary is not the caller's environment:
+    // ring's build script declares rerun-if-env-changed on
+    // CARGO_MANIFEST_DIR and CARGO_PKG_*, so passing them on made every
+    // test run rebuild ring and everything above it (rustls, kube, tonic,
+    // the binaries), and the next `cargo nextest` rebuild them back.
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_")
+            || matches!(
+                key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            )
+        {
+            cmd.env_remove(key);
+        }
+    }
     // The profile directory names the profile, except `debug` for `dev`.
     match profile.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => {}
