@@ -1,9 +1,10 @@
 //! `weft-injector` as the tests' real API server calls it: on
-//! `https://127.0.0.1:PORT` with a fresh certificate for that address, and
-//! a MutatingWebhookConfiguration pointing at it by URL (as envtest does:
-//! no Service can be reached here).
+//! `https://127.0.0.1:PORT` with a fresh certificate for that address
+//! (signed by a CA of its own, as an install has it), and a
+//! MutatingWebhookConfiguration pointing at it by URL (as envtest does: no
+//! Service can be reached here).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -15,10 +16,34 @@ use crate::kube::{KubeCluster, free_port};
 pub struct Injector {
     child: Child,
     pub port: u16,
-    /// Its certificate (PEM): the webhook's caBundle.
+    /// The CA that signed its certificate (PEM): the webhook's caBundle.
     pub ca_pem: String,
-    /// Its stderr.
-    pub log: PathBuf,
+    /// Its PKI: `tls.crt`, `tls.key`, `ca.crt`; and its stderr,
+    /// `injector.stderr`.
+    pub dir: PathBuf,
+}
+
+/// The webhook's PKI, as an install has it: a CA (the caBundle) and the
+/// serving certificate it signed, for 127.0.0.1 (the webhook URL's host),
+/// as `tls.crt`, `tls.key` and `ca.crt` in `dir`; returns the CA (PEM).
+pub fn write_webhook_pki(dir: &Path) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+    std::fs::create_dir_all(dir).expect("the PKI directory");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca.distinguished_name.push(DnType::CommonName, "weft-injector-ca");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().expect("a key");
+    let ca_pem = ca.self_signed(&ca_key).expect("the CA").pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).expect("parameters");
+    leaf.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip"))];
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let key = KeyPair::generate().expect("a key");
+    let crt = leaf.signed_by(&key, &issuer).expect("the serving certificate");
+    for (name, pem) in [("tls.crt", crt.pem()), ("tls.key", key.serialize_pem()), ("ca.crt", ca_pem.clone())] {
+        std::fs::write(dir.join(name), pem).expect("writing the PKI");
+    }
+    ca_pem
 }
 
 impl Drop for Injector {
@@ -33,15 +58,20 @@ impl Injector {
     /// flags, and waits until `/ready` answers 200.
     #[track_caller]
     pub fn start(cluster: &KubeCluster, extra: &[&str]) -> Injector {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("certificate parameters");
-        params.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip"))];
-        let key = rcgen::KeyPair::generate().expect("a key");
-        let cert = params.self_signed(&key).expect("a certificate");
         let port = free_port();
         let dir = cluster.dir().join(format!("injector-{port}"));
-        std::fs::create_dir_all(&dir).expect("the injector's directory");
-        std::fs::write(dir.join("tls.crt"), cert.pem()).expect("writing the certificate");
-        std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("writing the key");
+        Injector::start_with_pki(cluster, &dir, port, extra)
+    }
+
+    /// [`Injector::start`] with the PKI in `dir` (made by
+    /// [`write_webhook_pki`] unless it is there), listening on `port`.
+    #[track_caller]
+    pub fn start_with_pki(cluster: &KubeCluster, dir: &Path, port: u16, extra: &[&str]) -> Injector {
+        let ca_pem = match std::fs::read_to_string(dir.join("ca.crt")) {
+            Ok(pem) => pem,
+            Err(_) => write_webhook_pki(dir),
+        };
+        let dir = dir.to_owned();
         let log = dir.join("injector.stderr");
         let child = Command::new(injector_bin())
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -57,11 +87,11 @@ impl Injector {
             .stderr(std::fs::File::create(&log).expect("the log file"))
             .spawn()
             .expect("starting weft-injector");
-        let injector = Injector { child, port, ca_pem: cert.pem(), log };
+        let injector = Injector { child, port, ca_pem, dir: dir.clone() };
         eventually(Duration::from_secs(20), "the injector answers /ready", || {
             let out = Command::new("curl")
                 .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1", "--cacert"])
-                .arg(dir.join("tls.crt"))
+                .arg(dir.join("ca.crt"))
                 .arg(format!("https://127.0.0.1:{port}/ready"))
                 .output()
                 .expect("running curl");
@@ -69,6 +99,11 @@ impl Injector {
             if code == "200" { Ok(()) } else { Err(format!("GET /ready: {code:?}")) }
         });
         injector
+    }
+
+    /// `dir/name`, as a string (for flags).
+    pub fn file(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
     }
 
     /// A MutatingWebhookConfiguration named `name` sending this injector the

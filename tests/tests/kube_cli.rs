@@ -15,116 +15,20 @@
 //! The Deployment's status is never written by the test.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde::Deserialize as _;
 use serde_json::Value;
-use weft_tests::{CONTROL_ADMIN, KubeCluster, Mesh, eventually, free_port, injector_bin, manifests_dir, weft_bin};
-
-/// The injector process, killed by PID when dropped.
-struct Injector {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Injector {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The webhook's PKI, as the install has it: a CA (the webhook's caBundle)
-/// and the serving certificate it signed, for 127.0.0.1 (the webhook URL's
-/// host), as files in `dir`.
-struct WebhookPki {
-    dir: PathBuf,
-    ca_pem: String,
-}
-
-impl WebhookPki {
-    fn write(dir: &Path) -> WebhookPki {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
-        std::fs::create_dir_all(dir).expect("the PKI directory");
-        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
-        ca.distinguished_name.push(DnType::CommonName, "weft-injector-ca");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_key = KeyPair::generate().expect("a key");
-        let ca_pem = ca.self_signed(&ca_key).expect("the CA").pem();
-        let issuer = Issuer::new(ca, ca_key);
-        let mut leaf = CertificateParams::new(Vec::<String>::new()).expect("parameters");
-        leaf.subject_alt_names = vec![rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip"))];
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let key = KeyPair::generate().expect("a key");
-        let crt = leaf.signed_by(&key, &issuer).expect("the serving certificate");
-        for (name, pem) in [("tls.crt", crt.pem()), ("tls.key", key.serialize_pem()), ("ca.crt", ca_pem.clone())] {
-            std::fs::write(dir.join(name), pem).expect("writing the PKI");
-        }
-        WebhookPki { dir: dir.to_owned(), ca_pem }
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.dir.join(name).display().to_string()
-    }
-}
-
-/// Starts the injector on 127.0.0.1 with the PKI's serving certificate.
-fn start_injector(cluster: &KubeCluster, pki: &WebhookPki) -> Injector {
-    let port = free_port();
-    let log = std::fs::File::create(pki.dir.join("injector.stderr")).expect("the log file");
-    let child = Command::new(injector_bin())
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--cert", &pki.file("tls.crt"), "--key", &pki.file("tls.key")])
-        .arg("--kubeconfig")
-        .arg(cluster.kubeconfig())
-        .args(["--proxy-image", PROXY_IMAGE])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("starting weft-injector");
-    let injector = Injector { child, port };
-    eventually(Duration::from_secs(20), "the injector answers /ready", || {
-        let out = Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "1", "--cacert", &pki.file("ca.crt")])
-            .arg(format!("https://127.0.0.1:{port}/ready"))
-            .output()
-            .expect("running curl");
-        let code = String::from_utf8_lossy(&out.stdout).into_owned();
-        if code == "200" { Ok(()) } else { Err(format!("GET /ready: {code:?}")) }
-    });
-    injector
-}
+use weft_tests::injector::{Injector, write_webhook_pki};
+use weft_tests::{CONTROL_ADMIN, KubeCluster, Mesh, eventually, free_port, manifests_dir, weft_bin};
 
 const PROXY_IMAGE: &str = "registry.invalid/weft/proxy:test";
 
-/// The shipped webhook (manifests/install/injector.yaml: failurePolicy
-/// Ignore, its selectors), called by URL on 127.0.0.1.
-fn webhook(name: &str, port: u16, ca_pem: &str) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(ca_pem);
-    format!(
-        "apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata: {{name: {name}}}
-webhooks:
-- name: inject.weft.dev
-  admissionReviewVersions: [v1]
-  sideEffects: None
-  failurePolicy: Ignore
-  timeoutSeconds: 10
-  reinvocationPolicy: IfNeeded
-  clientConfig: {{url: \"https://127.0.0.1:{port}/inject\", caBundle: {b64}}}
-  rules: [{{operations: [CREATE], apiGroups: [\"\"], apiVersions: [v1], resources: [pods]}}]
-  namespaceSelector:
-    matchExpressions:
-    - {{key: kubernetes.io/metadata.name, operator: NotIn, values: [kube-system, kube-public, kube-node-lease, weft-system]}}
-    - {{key: weft.dev/injector, operator: NotIn, values: [disabled]}}
-"
-    )
-}
+/// The shipped webhook's selectors (manifests/install/injector.yaml).
+const SHIPPED_SELECTOR: &str = "{matchExpressions: [\
+    {key: kubernetes.io/metadata.name, operator: NotIn, values: [kube-system, kube-public, kube-node-lease, weft-system]}, \
+    {key: weft.dev/injector, operator: NotIn, values: [disabled]}]}";
 
 /// What a `weft` run did.
 #[derive(Debug)]
@@ -311,9 +215,8 @@ fn pods_init_containers(cluster: &KubeCluster, ns: &str, app: &str, n: usize) ->
 fn weft_inject_puts_the_proxy_in_every_workload_kind_the_api_server_takes_and_the_webhook_leaves_alone() {
     let cluster = KubeCluster::shared();
     let dir = cluster.dir().join(format!("kube-cli-inject-{}", std::process::id()));
-    let pki = WebhookPki::write(&dir);
-    let injector = start_injector(cluster, &pki);
-    cluster.apply("default", &webhook(&format!("weft-injector-{}", std::process::id()), injector.port, &pki.ca_pem));
+    let injector = Injector::start_with_pki(cluster, &dir, free_port(), &["--proxy-image", PROXY_IMAGE]);
+    cluster.apply("default", &injector.webhook(&format!("weft-injector-{}", std::process::id()), SHIPPED_SELECTOR));
     let ns = cluster.namespace("inject");
     cluster.kubectl(&["label", "namespace", &ns, "weft.dev/inject=enabled"]);
 
@@ -321,7 +224,7 @@ fn weft_inject_puts_the_proxy_in_every_workload_kind_the_api_server_takes_and_th
     let input_path = dir.join("every-kind.yaml");
     std::fs::write(&input_path, &input).expect("writing the manifests");
     let input_file = input_path.display().to_string();
-    let flags = ["--proxy-image", PROXY_IMAGE, "--trust-anchors", &pki.file("ca.crt")];
+    let flags = ["--proxy-image", PROXY_IMAGE, "--trust-anchors", &injector.file("ca.crt")];
     let once = weft(&[&["inject", input_file.as_str()][..], &flags[..]].concat(), None);
     assert_eq!(once.code, Some(0), "{once:?}");
 
@@ -569,7 +472,9 @@ fn weft_check_passes_a_healthy_mesh_and_names_pods_created_while_the_injector_wa
 
     // The injector serves the certificate of Secret weft-injector-tls, and
     // the webhook's caBundle is the CA that signed it.
-    let pki = WebhookPki::write(&cluster.dir().join("webhook-pki"));
+    let pki = cluster.dir().join("webhook-pki");
+    write_webhook_pki(&pki);
+    let pki_file = |name: &str| pki.join(name).display().to_string();
     cluster.kubectl(&[
         "create",
         "secret",
@@ -578,12 +483,12 @@ fn weft_check_passes_a_healthy_mesh_and_names_pods_created_while_the_injector_wa
         "-n",
         "weft-system",
         "--type=kubernetes.io/tls",
-        &format!("--from-file=tls.crt={}", pki.file("tls.crt")),
-        &format!("--from-file=tls.key={}", pki.file("tls.key")),
-        &format!("--from-file=ca.crt={}", pki.file("ca.crt")),
+        &format!("--from-file=tls.crt={}", pki_file("tls.crt")),
+        &format!("--from-file=tls.key={}", pki_file("tls.key")),
+        &format!("--from-file=ca.crt={}", pki_file("ca.crt")),
     ]);
-    let injector = start_injector(&cluster, &pki);
-    cluster.apply("default", &webhook("weft-injector", injector.port, &pki.ca_pem));
+    let injector = Injector::start_with_pki(&cluster, &pki, free_port(), &["--proxy-image", PROXY_IMAGE]);
+    cluster.apply("default", &injector.webhook("weft-injector", SHIPPED_SELECTOR));
 
     let shop = cluster.namespace("shop");
     cluster.kubectl(&["label", "namespace", &shop, "weft.dev/inject=enabled"]);
