@@ -227,7 +227,7 @@ pub async fn start(config: Config) -> Result<Control, StartError> {
 
     let (serving, tls) = match &ca {
         Some(ca) => {
-            let serving = ServingCert::new(ca.clone(), grpc_addr.ip())?;
+            let serving = ServingCert::new(ca.clone(), grpc_addr.ip(), &config.namespace)?;
             let tls = crate::ca::serving::server_config(serving.clone()).map_err(ServingError::from)?;
             (Some(serving), Some(tls))
         }

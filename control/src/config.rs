@@ -167,8 +167,9 @@ pub struct ControlArgs {
     #[arg(long, env = ENV_TOKEN_AUDIENCE, default_value = "weft")]
     pub token_audience: String,
 
-    /// Weft's own namespace, where the injector's Secret is kept (with
-    /// `--source kubernetes`).
+    /// Weft's own namespace: where the injector's Secret is kept (with
+    /// `--source kubernetes`), and the one the control plane's serving
+    /// certificate names (`weft-control.NS.svc`).
     #[arg(long, env = ENV_NAMESPACE, default_value = "weft-system")]
     pub namespace: String,
 

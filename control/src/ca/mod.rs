@@ -305,9 +305,9 @@ struct Inner {
     counter: Arc<dyn CertifyCounter>,
 }
 
-/// `spiffe://TD/ns/weft-system/sa/weft-control`.
-pub fn control_plane_identity(trust_domain: &str) -> SpiffeId {
-    SpiffeId::new(trust_domain, serving::NAMESPACE, serving::SERVICE_ACCOUNT)
+/// `spiffe://TD/ns/NAMESPACE/sa/weft-control`.
+pub fn control_plane_identity(trust_domain: &str, namespace: &str) -> SpiffeId {
+    SpiffeId::new(trust_domain, namespace, serving::SERVICE_ACCOUNT)
 }
 
 impl Ca {

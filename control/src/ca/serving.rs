@@ -1,12 +1,13 @@
 //! The control plane's own serving certificate, from its own CA.
 //!
 //! Proxies reach the control plane over TLS 1.3, pin the mesh trust
-//! anchors and verify the name [`SERVER_NAME`]; no client certificate is
-//! asked for (tokens authenticate). The certificate carries:
+//! anchors and verify the name [`server_name`] of its namespace
+//! (`--namespace`, default `weft-system`); no client certificate is asked
+//! for (tokens authenticate). The certificate carries:
 //!
-//! - DNS `weft-control.weft-system.svc` (the name proxies verify),
+//! - DNS `weft-control.NAMESPACE.svc` (the name proxies verify),
 //! - the IP of `--grpc-addr` when it is a specific address,
-//! - URI `spiffe://TRUST_DOMAIN/ns/weft-system/sa/weft-control`,
+//! - URI `spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/weft-control`,
 //!
 //! lives `--cert-lifetime` like workload certificates, and is renewed at
 //! 70 % of its life, or at once when the issuer changes. The resolver hands
@@ -26,10 +27,18 @@ use super::issuer::IssuerError;
 use super::{Ca, control_plane_identity};
 use crate::shutdown::Shutdown;
 
-/// The name proxies verify the control plane's certificate against.
+/// The name proxies verify the control plane's certificate against, in
+/// the default namespace.
 pub const SERVER_NAME: &str = "weft-control.weft-system.svc";
+/// The control plane's namespace unless `--namespace` says otherwise.
 pub const NAMESPACE: &str = "weft-system";
 pub const SERVICE_ACCOUNT: &str = "weft-control";
+
+/// The name proxies verify for a control plane in `namespace`: its
+/// Service's (what the injector and the chart give the proxies).
+pub fn server_name(namespace: &str) -> String {
+    format!("{SERVICE_ACCOUNT}.{namespace}.svc")
+}
 /// ALPN: gRPC is HTTP/2.
 pub const ALPN_H2: &[u8] = b"h2";
 
@@ -56,6 +65,7 @@ struct Current {
 pub struct ServingCert {
     ca: Ca,
     ip: Option<IpAddr>,
+    namespace: String,
     current: RwLock<Current>,
 }
 
@@ -65,11 +75,11 @@ impl ResolvesServerCert for ServingCert {
     }
 }
 
-fn issue(ca: &Ca, ip: Option<IpAddr>, now: SystemTime) -> Result<Current, ServingError> {
+fn issue(ca: &Ca, ip: Option<IpAddr>, namespace: &str, now: SystemTime) -> Result<Current, ServingError> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut sans = vec![SanType::DnsName(SERVER_NAME.try_into()?)];
+    let mut sans = vec![SanType::DnsName(server_name(namespace).try_into()?)];
     sans.extend(ip.map(SanType::IpAddress));
-    sans.push(SanType::URI(control_plane_identity(ca.trust_domain()).to_string().try_into()?));
+    sans.push(SanType::URI(control_plane_identity(ca.trust_domain(), namespace).to_string().try_into()?));
     let issuer = ca.issuer();
     let leaf = issuer.sign_leaf(&key, sans, ca.lifetime(), now)?;
     let mut chain = vec![leaf.der];
@@ -80,12 +90,13 @@ fn issue(ca: &Ca, ip: Option<IpAddr>, now: SystemTime) -> Result<Current, Servin
 }
 
 impl ServingCert {
-    /// Issues the first certificate. `grpc_addr`'s IP goes into the SANs
-    /// unless it is unspecified (0.0.0.0 names no one).
-    pub fn new(ca: Ca, grpc_ip: IpAddr) -> Result<Arc<Self>, ServingError> {
+    /// Issues the first certificate, for a control plane in `namespace`.
+    /// `grpc_addr`'s IP goes into the SANs unless it is unspecified
+    /// (0.0.0.0 names no one).
+    pub fn new(ca: Ca, grpc_ip: IpAddr, namespace: &str) -> Result<Arc<Self>, ServingError> {
         let ip = (!grpc_ip.is_unspecified()).then_some(grpc_ip);
-        let current = issue(&ca, ip, SystemTime::now())?;
-        Ok(Arc::new(Self { ca, ip, current: RwLock::new(current) }))
+        let current = issue(&ca, ip, namespace, SystemTime::now())?;
+        Ok(Arc::new(Self { ca, ip, namespace: namespace.to_owned(), current: RwLock::new(current) }))
     }
 
     /// The chain currently served (leaf first), DER.
@@ -102,7 +113,7 @@ impl ServingCert {
     }
 
     fn renew_now(&self) -> Result<(), ServingError> {
-        let next = issue(&self.ca, self.ip, SystemTime::now())?;
+        let next = issue(&self.ca, self.ip, &self.namespace, SystemTime::now())?;
         tracing::debug!(not_after = %super::pki::rfc3339(next.not_after), "serving certificate renewed");
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = next;
         Ok(())

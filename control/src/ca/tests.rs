@@ -365,7 +365,8 @@ async fn the_serving_certificate_names_the_control_plane() {
     let dir = tempfile::tempdir().expect("tempdir");
     tokens_file(&dir.path().join("tokens.yaml"), &[]);
     let ca = Ca::open(settings(dir.path()), Arc::new(Metrics::default()), SystemTime::now()).expect("opens");
-    let serving = serving::ServingCert::new(ca.clone(), "10.0.0.7".parse().expect("ip")).expect("issued");
+    let serving =
+        serving::ServingCert::new(ca.clone(), "10.0.0.7".parse().expect("ip"), "weft-system").expect("issued");
     let chain: Vec<CertificateDer<'static>> = serving.chain().into_iter().map(CertificateDer::from).collect();
     verify(&chain, &ca.anchors().certs, SystemTime::now());
     let leaf = webpki::EndEntityCert::try_from(&chain[0]).expect("leaf");
@@ -378,9 +379,20 @@ async fn the_serving_certificate_names_the_control_plane() {
     let all = uris(&chain[0]);
     assert!(all.contains(&"spiffe://cluster.local/ns/weft-system/sa/weft-control".to_owned()), "{all:?}");
     // 0.0.0.0 names no one and is left out.
-    let serving = serving::ServingCert::new(ca, "0.0.0.0".parse().expect("ip")).expect("issued");
+    let serving = serving::ServingCert::new(ca.clone(), "0.0.0.0".parse().expect("ip"), "weft-system").expect("issued");
     let all = uris(&serving.chain()[0]);
     assert_eq!(all.len(), 2, "{all:?}");
+
+    // Installed in another namespace, the control plane is named after it
+    // (the chart gives proxies `weft-control.NAMESPACE.svc`).
+    let serving = serving::ServingCert::new(ca, "0.0.0.0".parse().expect("ip"), "mesh").expect("issued");
+    let chain: Vec<CertificateDer<'static>> = serving.chain().into_iter().map(CertificateDer::from).collect();
+    let leaf = webpki::EndEntityCert::try_from(&chain[0]).expect("leaf");
+    let mesh = rustls::pki_types::ServerName::try_from("weft-control.mesh.svc").expect("name");
+    leaf.verify_is_valid_for_subject_name(&mesh).expect("valid for its own namespace's name");
+    let default = rustls::pki_types::ServerName::try_from(serving::SERVER_NAME).expect("name");
+    assert!(leaf.verify_is_valid_for_subject_name(&default).is_err(), "not for weft-system's");
+    assert!(uris(&chain[0]).contains(&"spiffe://cluster.local/ns/mesh/sa/weft-control".to_owned()));
 }
 
 #[tokio::test]

@@ -51,8 +51,7 @@ pub fn incoming(listener: TcpListener, config: Arc<ServerConfig>, mut shutdown: 
                     Ok(Err(e)) => tracing::info!(
                         %peer,
                         error = %e,
-                        "TLS handshake with a proxy failed; it must connect with TLS, pin the mesh trust anchors and verify the name {}",
-                        crate::ca::serving::SERVER_NAME
+                        "TLS handshake with a proxy failed; it must connect with TLS, pin the mesh trust anchors and verify the name weft-control.NAMESPACE.svc (this control plane's --namespace)"
                     ),
                     Err(_) => tracing::info!(%peer, "TLS handshake timed out after {HANDSHAKE_TIMEOUT:?}"),
                 }
