@@ -108,7 +108,7 @@ impl Mtls {
 }
 
 /// Whether an inbound proxy accepts plaintext from outside the mesh.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum MtlsMode {
     /// Plaintext from clients without an identity is accepted (as
@@ -129,7 +129,7 @@ impl MtlsMode {
 }
 
 /// The control plane's `--default-access`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum DefaultAccess {
     AllowAll,

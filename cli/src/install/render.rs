@@ -356,8 +356,8 @@ impl Renderer<'_> {
             "--trust-anchors=/var/run/weft/issuer/ca.crt".to_owned(),
             format!("--trust-domain={}", v.identity.trust_domain),
             format!("--cert-lifetime={}", v.identity.cert_lifetime),
-            format!("--default-access={}", v.policy.default_access.as_str()),
-            format!("--mtls-mode={}", v.policy.mtls_mode.as_str()),
+            format!("--default-access={}", v.policy.default_access.as_flag()),
+            format!("--mtls-mode={}", v.policy.mtls_mode.as_flag()),
             format!("--log={}", v.log_level),
             format!("--namespace={}", self.ns),
         ];

@@ -80,21 +80,9 @@ pub struct Policy {
     pub mtls_mode: MtlsMode,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DefaultAccess {
-    AllowAll,
-    AllowAuthenticated,
-    AllowSameNamespace,
-    Deny,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MtlsMode {
-    Permissive,
-    Strict,
-}
+/// The same control-plane settings as a mesh file's (`policy.defaultAccess`,
+/// `policy.mtlsMode`), spelled the same way.
+pub use crate::meshfile::{DefaultAccess, MtlsMode};
 
 /// The control plane's or the injector's Deployment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -180,13 +168,6 @@ macro_rules! names {
     };
 }
 names!(PullPolicy { Always => "Always", IfNotPresent => "IfNotPresent", Never => "Never" });
-names!(DefaultAccess {
-    AllowAll => "allow-all",
-    AllowAuthenticated => "allow-authenticated",
-    AllowSameNamespace => "allow-same-namespace",
-    Deny => "deny",
-});
-names!(MtlsMode { Permissive => "permissive", Strict => "strict" });
 names!(FailurePolicy { Ignore => "Ignore", Fail => "Fail" });
 names!(IssuerKind { Issuer => "Issuer", ClusterIssuer => "ClusterIssuer" });
 
@@ -606,12 +587,12 @@ mod tests {
             (json!(PullPolicy::Always), PullPolicy::Always.as_str()),
             (json!(PullPolicy::IfNotPresent), PullPolicy::IfNotPresent.as_str()),
             (json!(PullPolicy::Never), PullPolicy::Never.as_str()),
-            (json!(DefaultAccess::AllowAll), DefaultAccess::AllowAll.as_str()),
-            (json!(DefaultAccess::AllowAuthenticated), DefaultAccess::AllowAuthenticated.as_str()),
-            (json!(DefaultAccess::AllowSameNamespace), DefaultAccess::AllowSameNamespace.as_str()),
-            (json!(DefaultAccess::Deny), DefaultAccess::Deny.as_str()),
-            (json!(MtlsMode::Permissive), MtlsMode::Permissive.as_str()),
-            (json!(MtlsMode::Strict), MtlsMode::Strict.as_str()),
+            (json!(DefaultAccess::AllowAll), DefaultAccess::AllowAll.as_flag()),
+            (json!(DefaultAccess::AllowAuthenticated), DefaultAccess::AllowAuthenticated.as_flag()),
+            (json!(DefaultAccess::AllowSameNamespace), DefaultAccess::AllowSameNamespace.as_flag()),
+            (json!(DefaultAccess::Deny), DefaultAccess::Deny.as_flag()),
+            (json!(MtlsMode::Permissive), MtlsMode::Permissive.as_flag()),
+            (json!(MtlsMode::Strict), MtlsMode::Strict.as_flag()),
             (json!(FailurePolicy::Ignore), FailurePolicy::Ignore.as_str()),
             (json!(FailurePolicy::Fail), FailurePolicy::Fail.as_str()),
             (json!(IssuerKind::Issuer), IssuerKind::Issuer.as_str()),
