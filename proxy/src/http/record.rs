@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::ResponseBody;
-use crate::metrics::{AuthorityStats, Direction, Metrics, OTHER_AUTHORITY};
+use crate::metrics::{AuthorityStats, Direction, EdgePeer, Metrics, OTHER_AUTHORITY, UNKNOWN_PEER};
 
 /// Wraps a stack in [`Record`].
 #[derive(Clone, Debug)]
@@ -103,10 +103,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Ok(rsp) = ready!(this.inner.poll(cx));
+        let Ok(mut rsp) = ready!(this.inner.poll(cx));
         let status = rsp.status().as_u16();
+        let latency = this.start.elapsed();
         this.stats.response(status);
-        this.metrics.record_latency(*this.direction, status, this.start.elapsed());
+        this.metrics.record_latency(*this.direction, status, latency);
+        if let Some(edge) = rsp.extensions_mut().remove::<EdgePeer>() {
+            let peer = match (&edge.peer, *this.direction) {
+                (Some(peer), Direction::Outbound) => &**peer,
+                (None, Direction::Outbound) => UNKNOWN_PEER,
+                (_, Direction::Inbound) => "",
+            };
+            this.metrics.edge(*this.direction, peer, edge.peer_id(), edge.tls()).response(status, latency);
+        }
         Poll::Ready(Ok(rsp))
     }
 }

@@ -20,7 +20,7 @@ use crate::drain;
 use crate::http::Version;
 use crate::http::server::{self, Conn};
 use crate::http::stack::stack;
-use crate::identity::{ALPN_OPAQUE, Peer};
+use crate::identity::{ALPN_OPAQUE, Peer, SpiffeId};
 use crate::metrics::Direction;
 use crate::metrics::counted;
 use crate::transport::detect::{self, Outcome, Protocol};
@@ -87,13 +87,15 @@ struct Accepted {
     orig: OrigDstAddr,
     /// The verified mesh identity, for `weft-client-id`.
     client_id: Option<HeaderValue>,
+    peer_id: Option<SpiffeId>,
     /// `None` when this workload has no inbound policies.
     authz: Option<Arc<ConnAuthz>>,
 }
 
 impl Accepted {
     async fn new(inbound: &Inbound, orig: OrigDstAddr, peer: Peer) -> Self {
-        let client_id = peer.identity().and_then(|id| HeaderValue::from_str(id.as_str()).ok());
+        let peer_id = peer.identity().cloned();
+        let client_id = peer_id.as_ref().and_then(|id| HeaderValue::from_str(id.as_str()).ok());
         let authz = match inbound.policies.clone() {
             Some(policies) => {
                 let (ns, metrics) = (inbound.namespace.clone(), inbound.http.metrics.clone());
@@ -101,7 +103,7 @@ impl Accepted {
             }
             None => None,
         };
-        Self { orig, client_id, authz }
+        Self { orig, client_id, peer_id, authz }
     }
 }
 
@@ -179,7 +181,7 @@ async fn serve_detected<I>(
     metrics.detected(DIR, outcome);
     let protocol = outcome.protocol();
     let (io, _open) = counted::open(io, prefix, metrics, DIR, protocol);
-    let Accepted { orig, client_id, authz } = accepted;
+    let Accepted { orig, client_id, peer_id, authz } = accepted;
     let app = app_addr(orig);
     match protocol {
         Protocol::Http1 | Protocol::Http2 => {
@@ -188,7 +190,7 @@ async fn serve_detected<I>(
             let stack = stack(
                 metrics.clone(),
                 DIR,
-                InboundService { inbound: inbound.clone(), app, version, drain, client_id, authz },
+                InboundService { inbound: inbound.clone(), app, version, drain, client_id, peer_id, authz },
             );
             server::serve(io, conn, stack, &inbound.config.http).await;
         }
