@@ -53,9 +53,11 @@ fn config(args: &[&str]) -> Config {
 /// The outbound side of a proxy with no control plane; `listener` is the
 /// outbound listener's address (never a destination).
 fn outbound(config: Config, listener: SocketAddr) -> Arc<Outbound> {
+    let metrics = Metrics::new();
     let http = Arc::new(Shared {
         pool: Pool::new(config.connect_timeout, config.http.pool_idle_timeout),
-        metrics: Metrics::new(),
+        taps: crate::tap::Taps::new(None, metrics.clone()),
+        metrics,
         request_timeout: config.http.request_timeout,
         tcp_idle_timeout: config.tcp_idle_timeout,
         identity: None,
