@@ -35,4 +35,5 @@ pub mod metrics;
 pub mod outbound;
 pub mod policy;
 pub mod telemetry;
+pub mod trace;
 pub mod transport;

@@ -11,8 +11,8 @@
 //! It wraps a stack, never a stage: the stages inside stay plain async code
 //! that tests can call. Its future is a named, pinned struct, so the layer
 //! adds no allocation per request; the stack below is boxed once per request
-//! (one `async` body at the stage boundary). Tracing context and tap plug in
-//! here the same way, without touching the stages.
+//! (one `async` body at the stage boundary). The trace layer opens each
+//! request's server span here (`crate::trace`); tap plugs in the same way.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,17 +28,19 @@ use tower::{Layer, Service};
 
 use super::ResponseBody;
 use crate::metrics::{AuthorityStats, Direction, Metrics, OTHER_AUTHORITY};
+use crate::trace::{ServerSpan, Tracer};
 
 /// Wraps a stack in [`Record`].
 #[derive(Clone, Debug)]
 pub struct RecordLayer {
     metrics: Arc<Metrics>,
     direction: Direction,
+    trace: Tracer,
 }
 
 impl RecordLayer {
-    pub fn new(metrics: Arc<Metrics>, direction: Direction) -> Self {
-        Self { metrics, direction }
+    pub fn new(metrics: Arc<Metrics>, direction: Direction, trace: Tracer) -> Self {
+        Self { metrics, direction, trace }
     }
 }
 
@@ -46,7 +48,7 @@ impl<S> Layer<S> for RecordLayer {
     type Service = Record<S>;
 
     fn layer(&self, inner: S) -> Record<S> {
-        Record { inner, metrics: self.metrics.clone(), direction: self.direction }
+        Record { inner, metrics: self.metrics.clone(), direction: self.direction, trace: self.trace.clone() }
     }
 }
 
@@ -56,6 +58,7 @@ pub struct Record<S> {
     inner: S,
     metrics: Arc<Metrics>,
     direction: Direction,
+    trace: Tracer,
 }
 
 impl<S> Service<Request<Incoming>> for Record<S>
@@ -70,10 +73,13 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         let stats = self.metrics.authority(self.direction, authority(&req));
         stats.request();
+        // The server span of this hop; one atomic load when tracing is off.
+        let span = self.trace.server_span(self.direction, &mut req);
         RecordFuture {
+            span,
             inner: self.inner.call(req),
             stats,
             metrics: self.metrics.clone(),
@@ -88,6 +94,7 @@ pin_project! {
     pub struct RecordFuture<F> {
         #[pin]
         inner: F,
+        span: Option<ServerSpan>,
         stats: Arc<AuthorityStats>,
         metrics: Arc<Metrics>,
         direction: Direction,
@@ -107,6 +114,9 @@ where
         let status = rsp.status().as_u16();
         this.stats.response(status);
         this.metrics.record_latency(*this.direction, status, this.start.elapsed());
+        if let Some(span) = this.span.take() {
+            span.finish(status);
+        }
         Poll::Ready(Ok(rsp))
     }
 }

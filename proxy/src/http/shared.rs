@@ -21,6 +21,8 @@ pub struct Shared {
     pub tcp_idle_timeout: Duration,
     /// The proxy's mesh identity; `None` runs without mTLS.
     pub identity: Option<IdentityHandle>,
+    /// Spans of both stacks (off without a collector).
+    pub trace: crate::trace::Tracer,
 }
 
 impl Shared {

@@ -60,7 +60,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, outbound: Arc<Outbound>,
             let version = if protocol == Protocol::Http1 { Version::Http1 } else { Version::Http2 };
             let conn = Conn { version, drain: drain.clone(), metrics: metrics.clone(), direction: DIR };
             let stack =
-                stack(metrics.clone(), DIR, OutboundService { outbound: outbound.clone(), upstream, version, drain });
+                stack(&outbound.http, DIR, OutboundService { outbound: outbound.clone(), upstream, version, drain });
             server::serve(io, conn, stack, &outbound.config.http).await;
         }
         Protocol::Opaque => super::tcp::forward(io, &upstream, &outbound).await,

@@ -59,6 +59,7 @@ fn outbound(config: Config, listener: SocketAddr) -> Arc<Outbound> {
         request_timeout: config.http.request_timeout,
         tcp_idle_timeout: config.tcp_idle_timeout,
         identity: None,
+        trace: Default::default(),
     });
     Arc::new(Outbound {
         resolver: Resolver::new(None, Duration::from_secs(1)),
@@ -100,7 +101,7 @@ async fn serve_stack(outbound: Arc<Outbound>, upstream: Resolution) -> (SocketAd
                     direction: Direction::Outbound,
                 };
                 let svc = OutboundService { outbound: outbound.clone(), upstream, version: Version::Http1, drain };
-                let stack = stack(metrics, Direction::Outbound, svc);
+                let stack = stack(&outbound.http, Direction::Outbound, svc);
                 server::serve(stream, conn, stack, &outbound.config.http).await;
             });
         }
