@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use weft_tests::{ControlPlane, Mesh, Pod, Proc, Proxy, eventually};
+use weft_tests::{ControlPlane, Mesh, Pod, Proc, Proxy, Signal, eventually};
 
 const WEB: &str = "198.18.0.200:80";
 const SERVICES: &str = "services:
@@ -249,12 +249,11 @@ fn a_w3c_trace_crosses_two_proxies_with_retries_as_sibling_attempts() {
         assert!(m.sum("weft_trace_spans_exported_total", &[]) >= 2.0, "{}", proxy.metrics_text());
         assert_eq!(m.sum("weft_trace_spans_dropped_total", &[]), 0.0, "{}", proxy.metrics_text());
     }
-    let _ = &t.cp;
 }
 
 #[test]
 fn unsampled_contexts_are_not_traced_and_b3_comes_back_as_b3() {
-    let t = traced("0", "0");
+    let mut t = traced("0", "0");
 
     // The caller decided not to sample: the proxies pass its context on
     // untouched and record nothing.
@@ -309,4 +308,33 @@ fn unsampled_contexts_are_not_traced_and_b3_comes_back_as_b3() {
         "{unsampled_trace}: {all:#?}"
     );
     assert_eq!(all.len(), 6, "{all:#?}");
+
+    // A new sampling ratio reaches the running proxies: the control plane
+    // comes back with --trace-sampling 1, and a request without context
+    // now starts a trace at the client's proxy.
+    t.cp.proc.signal(Signal::SIGTERM);
+    t.cp.proc.wait_exit(Duration::from_secs(10));
+    let collector = format!("{}:{OTLP_PORT}", t.cp.pod.ip());
+    let cp = t.cp.pod.start_control(
+        t.cp.services.clone(),
+        t.cp.policy_dir.clone(),
+        t.cp.ca.clone(),
+        &["--trace-collector", &collector, "--trace-sampling", "1"],
+    );
+    t.cp = cp;
+    eventually(Duration::from_secs(15), "the proxies follow the new ratio", || {
+        let ratios: Vec<Value> = [&t.client_proxy, &t.web_proxy]
+            .iter()
+            .map(|p| p.config_json()["tracing"]["sampling_ratio"].clone())
+            .collect();
+        if ratios.iter().all(|r| r.as_f64() == Some(1.0)) { Ok(()) } else { Err(format!("ratios {ratios:?}")) }
+    });
+    let plain = t.client.curl(&["http://198.18.0.200/head"]);
+    assert_eq!(plain.status(), 200, "{}", plain.run);
+    let tp = echoed(plain.body(), "traceparent").expect("a trace started for a request without context").to_owned();
+    let trace_new = tp.split('-').nth(1).expect("trace id");
+    let spans = t.spans(trace_new, 3);
+    let outbound = side(&spans, SERVER, Some("outbound"));
+    assert_eq!(outbound.len(), 1, "{spans:#?}");
+    assert_eq!(outbound[0]["parent_span_id"], "", "a trace the proxy started has a root span: {spans:#?}");
 }
