@@ -60,3 +60,51 @@ impl ProxyConfig for ConfigService {
         Ok(Response::new(stream))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    use super::*;
+    use crate::index::{Index, MeshConfig};
+    use crate::metrics::Metrics;
+
+    #[tokio::test]
+    async fn a_new_setting_reaches_a_watching_proxy() {
+        let (tx, rx) = watch::channel(Arc::new(TraceSettings {
+            version: 1,
+            collector: Some("otel:4317".into()),
+            sampling_ratio: 0.0,
+            service_name: String::new(),
+        }));
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let metrics = Arc::new(Metrics::default());
+        let streams = Streams { index: Index::new(MeshConfig::default()), metrics: metrics.clone(), shutdown };
+        let service = ConfigService { streams, settings: rx };
+        let req = Request::new(ConfigRequest { proxy_id: "web-0.default".into(), ..Default::default() });
+        let mut stream = service.watch(req).await.expect("stream").into_inner();
+
+        let first = stream.next().await.expect("snapshot").expect("ok");
+        let tracing = first.tracing.expect("tracing");
+        assert_eq!((first.version, tracing.collector.as_str(), tracing.sampling_ratio), (1, "otel:4317", 0.0));
+        assert_eq!(metrics.streams(StreamKind::ProxyConfig), 1);
+
+        // Off, then a ratio: each arrives as a whole update.
+        tx.send_replace(Arc::new(TraceSettings { version: 2, ..Default::default() }));
+        let off = stream.next().await.expect("update").expect("ok");
+        assert_eq!((off.version, off.tracing.expect("tracing").collector.as_str()), (2, ""));
+        tx.send_replace(Arc::new(TraceSettings {
+            version: 3,
+            collector: Some("otel:4317".into()),
+            sampling_ratio: 0.25,
+            service_name: "mesh".into(),
+        }));
+        let on = stream.next().await.expect("update").expect("ok");
+        let tracing = on.tracing.expect("tracing");
+        assert_eq!((tracing.sampling_ratio, tracing.service_name.as_str()), (0.25, "mesh"));
+
+        trigger.fire();
+        let last = stream.next().await.expect("status");
+        assert_eq!(last.expect_err("unavailable").code(), tonic::Code::Unavailable);
+    }
+}
