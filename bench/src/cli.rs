@@ -43,8 +43,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Scenario>,
     /// Measure these setups (repeat or comma-separate): direct, weft,
-    /// weft-mtls, weft-policy, haproxy-mtls [default: all but weft-policy;
-    /// all in --smoke].
+    /// weft-mtls, weft-policy, weft-trace-0, weft-trace-100, haproxy-mtls
+    /// [default: all but weft-policy and weft-trace-*; all in --smoke].
     #[arg(long, value_enum, value_delimiter = ',')]
     pub setups: Vec<SetupKind>,
     /// Directory for latest.md, latest.json and latest.svg
@@ -100,6 +100,9 @@ pub enum Command {
     /// Registers endpoints with the control plane.
     #[command(hide = true)]
     CpRegister(crate::cplane::register::RegisterArgs),
+    /// An OTLP/gRPC trace sink that counts spans (`weft-trace-*` setups).
+    #[command(hide = true)]
+    OtlpSink(crate::setup::trace::SinkArgs),
     /// mTLS handshake cost on one core: full and resumed handshakes per
     /// second, and the client's and the server's CPU µs per handshake, with
     /// the proxy's TLS configurations driven in memory. Writes

@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Some(Command::App(args)) => weft_bench::app::run(args).map(|()| true),
+        Some(Command::OtlpSink(args)) => weft_bench::setup::trace::run(args).map(|()| true),
         Some(Command::Load(args)) => weft_bench::load::run(args).map(|()| true),
         Some(Command::Idle(args)) => weft_bench::load::idle::run(args).map(|()| true),
         Some(Command::CpPush(args)) => weft_bench::cplane::push::run(args).map(|()| true),

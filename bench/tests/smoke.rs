@@ -62,20 +62,30 @@ fn smoke_run_serves_through_every_setup_and_writes_the_results() {
     assert_eq!(json["failures"].as_array().map(Vec::len), Some(0), "{}", json["failures"]);
     let setups = json["setups"].as_array().expect("setups");
     let names: Vec<&str> = setups.iter().filter_map(|s| s["name"].as_str()).collect();
-    assert_eq!(names, ["direct", "weft", "weft-mtls", "weft-policy", "haproxy-mtls"]);
-    // Five setups × four workloads, every cell served.
+    assert_eq!(names, ["direct", "weft", "weft-mtls", "weft-policy", "weft-trace-0", "weft-trace-100", "haproxy-mtls"]);
+    // Seven setups × four workloads, every cell served.
     let cells = json["latency"].as_array().expect("latency cells");
-    assert_eq!(cells.len(), 20, "{}", json["latency"]);
+    assert_eq!(cells.len(), 28, "{}", json["latency"]);
     for cell in cells {
         let ok: u64 = cell["runs"].as_array().unwrap().iter().map(|r| r["ok"].as_u64().unwrap()).sum();
         assert!(ok > 0, "nothing served in {} {}", cell["setup"], cell["workload"]);
     }
     // The weft proxies were really on the path, and the mTLS pair proved
     // that it speaks mTLS.
-    for name in ["weft", "weft-mtls", "weft-policy"] {
+    for name in ["weft", "weft-mtls", "weft-policy", "weft-trace-0", "weft-trace-100"] {
         let setup = setups.iter().find(|s| s["name"] == name).unwrap();
         assert!(setup["accounting"].to_string().contains("HTTP requests"), "{setup}");
     }
+    // Traced at ratio 1, not at 0.
+    let sink = |name: &str| {
+        let setup = setups.iter().find(|s| s["name"] == name).unwrap();
+        let accounting = setup["accounting"].to_string();
+        let n =
+            accounting.split("the OTLP sink received ").nth(1).and_then(|r| r.split(' ').next()?.parse::<u64>().ok());
+        n.unwrap_or_else(|| panic!("no sink count: {setup}"))
+    };
+    assert_eq!(sink("weft-trace-0"), 0);
+    assert!(sink("weft-trace-100") > 0);
     let mtls = setups.iter().find(|s| s["name"] == "weft-mtls").unwrap();
     assert!(mtls["checks"].to_string().contains("verified client identity"), "{mtls}");
     let policy = setups.iter().find(|s| s["name"] == "weft-policy").unwrap();

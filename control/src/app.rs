@@ -72,9 +72,23 @@ pub struct Control {
     serving: Option<Arc<ServingCert>>,
     trigger: Trigger,
     tasks: Vec<JoinHandle<()>>,
+    trace: tokio::sync::watch::Sender<Arc<crate::grpc::config::TraceSettings>>,
 }
 
 impl Control {
+    /// Changes the proxies' tracing settings (collector `None`: off); every
+    /// connected proxy gets them on its `ProxyConfig.Watch` stream.
+    pub fn set_tracing(&self, collector: Option<String>, sampling_ratio: f64) {
+        self.trace.send_modify(|s| {
+            *s = Arc::new(crate::grpc::config::TraceSettings {
+                version: s.version + 1,
+                collector,
+                sampling_ratio,
+                service_name: s.service_name.clone(),
+            });
+        });
+    }
+
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
     }
@@ -244,6 +258,14 @@ pub async fn start(config: Config) -> Result<Control, StartError> {
         ready: false.into(),
     });
     let streams = Streams { index: index.clone(), metrics: metrics.clone(), shutdown: shutdown.clone() };
+    // The proxies' tracing settings, streamed by `ProxyConfig.Watch`; kept
+    // in `Control` so that a running control plane can change them.
+    let (trace, trace_rx) = tokio::sync::watch::channel(Arc::new(crate::grpc::config::TraceSettings {
+        version: 1,
+        collector: config.trace_collector.clone(),
+        sampling_ratio: config.trace_sampling,
+        service_name: String::new(),
+    }));
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(files.run(sink.clone(), shutdown.clone())));
@@ -272,12 +294,12 @@ pub async fn start(config: Config) -> Result<Control, StartError> {
             }
             admin.ready.store(true, Ordering::Release);
             tracing::info!(%grpc_addr, %admin_addr, version = index.state().version, tls = tls_on, "control plane ready");
-            if let Err(e) = crate::grpc::serve(grpc, streams, registry, ca, tls, shutdown).await {
+            if let Err(e) = crate::grpc::serve(grpc, streams, registry, ca, tls, trace_rx, shutdown).await {
                 tracing::error!(error = %e, "the gRPC server failed");
             }
         }));
     }
-    Ok(Control { grpc_addr, admin_addr, index, registry, metrics, diagnostics, ca, serving, trigger, tasks })
+    Ok(Control { grpc_addr, admin_addr, index, registry, metrics, diagnostics, ca, serving, trigger, tasks, trace })
 }
 
 /// Runs until SIGINT or SIGTERM, then shuts down.

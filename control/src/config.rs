@@ -205,6 +205,17 @@ pub struct ControlArgs {
     /// third of it is left.
     #[arg(long, env = ENV_WEBHOOK_CERT_LIFETIME, default_value = "30days", value_parser = humantime::parse_duration)]
     pub webhook_cert_lifetime: Duration,
+
+    /// OpenTelemetry collector (OTLP/gRPC, plaintext) the proxies export
+    /// spans to, `HOST:PORT`. Unset: tracing off (proxies record nothing).
+    /// Streamed to proxies (`ProxyConfig.Watch`): no proxy restart needed.
+    #[arg(long, env = "WEFT_CONTROL_TRACE_COLLECTOR", value_name = "HOST:PORT")]
+    pub trace_collector: Option<String>,
+
+    /// 0.0–1.0: the share of requests without a trace context that the
+    /// proxies start a trace for. Callers' own decisions are always followed.
+    #[arg(long, env = "WEFT_CONTROL_TRACE_SAMPLING", default_value = "0", value_name = "RATIO")]
+    pub trace_sampling: f64,
 }
 
 /// Validated settings. Tests build this directly.
@@ -236,6 +247,10 @@ pub struct Config {
     pub webhook_config: String,
     pub webhook_cert_sans: Vec<San>,
     pub webhook_cert_lifetime: Duration,
+    /// `--trace-collector`: `None` is tracing off.
+    pub trace_collector: Option<String>,
+    /// `--trace-sampling`, 0.0–1.0.
+    pub trace_sampling: f64,
 }
 
 impl Default for Config {
@@ -267,6 +282,8 @@ impl Default for Config {
             webhook_config: "weft-injector".into(),
             webhook_cert_sans: Vec::new(),
             webhook_cert_lifetime: Duration::from_secs(30 * 24 * 3600),
+            trace_collector: None,
+            trace_sampling: 0.0,
         }
     }
 }
@@ -342,6 +359,8 @@ impl ControlArgs {
             webhook_config: self.webhook_config,
             webhook_cert_sans: self.webhook_cert_sans,
             webhook_cert_lifetime: self.webhook_cert_lifetime,
+            trace_collector: self.trace_collector.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()),
+            trace_sampling: self.trace_sampling,
         };
         config.validate().map(|()| config)
     }
@@ -366,6 +385,14 @@ impl Config {
         }
         if self.grpc_addr == self.admin_addr && self.grpc_addr.port() != 0 {
             errors.push(format!("--grpc-addr and --admin-addr are both {}", self.grpc_addr));
+        }
+        if !(0.0..=1.0).contains(&self.trace_sampling) {
+            errors.push(format!("--trace-sampling {} must be between 0 and 1", self.trace_sampling));
+        }
+        if let Some(c) = &self.trace_collector
+            && c.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            errors.push(format!("--trace-collector `{c}` must be HOST:PORT (e.g. otel-collector.observability:4317)"));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_filter) {
             errors.push(format!("--log `{}`: {e}", self.log_filter));

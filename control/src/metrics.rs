@@ -3,7 +3,7 @@
 //!
 //! | metric | type | meaning |
 //! | --- | --- | --- |
-//! | `weft_control_streams{kind}` | gauge | open watch streams (discovery, outbound, inbound, trust_anchors) |
+//! | `weft_control_streams{kind}` | gauge | open watch streams (discovery, outbound, inbound, trust_anchors, proxy_config) |
 //! | `weft_control_connected_proxies` | gauge | distinct proxy ids with at least one open stream |
 //! | `weft_control_pushes_total{kind}` | counter | messages handed to streams (snapshots and updates) |
 //! | `weft_control_push_latency_seconds` | histogram | state change → update handed to the stream |
@@ -37,11 +37,17 @@ pub enum StreamKind {
     Outbound,
     Inbound,
     TrustAnchors,
+    ProxyConfig,
 }
 
 impl StreamKind {
-    pub const ALL: [StreamKind; 4] =
-        [StreamKind::Discovery, StreamKind::Outbound, StreamKind::Inbound, StreamKind::TrustAnchors];
+    pub const ALL: [StreamKind; 5] = [
+        StreamKind::Discovery,
+        StreamKind::Outbound,
+        StreamKind::Inbound,
+        StreamKind::TrustAnchors,
+        StreamKind::ProxyConfig,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,6 +55,7 @@ impl StreamKind {
             StreamKind::Outbound => "outbound",
             StreamKind::Inbound => "inbound",
             StreamKind::TrustAnchors => "trust_anchors",
+            StreamKind::ProxyConfig => "proxy_config",
         }
     }
 
@@ -66,8 +73,8 @@ const MAX_MICROS: u64 = 60_000_000;
 
 #[derive(Debug)]
 pub struct Metrics {
-    streams: [AtomicI64; 4],
-    pushes: [AtomicU64; 4],
+    streams: [AtomicI64; 5],
+    pushes: [AtomicU64; 5],
     issued: AtomicU64,
     refused: [AtomicU64; Reason::ALL.len()],
     /// Open streams per proxy id.

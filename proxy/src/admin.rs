@@ -38,6 +38,7 @@ pub struct Admin {
     pub registration: Arc<Registration>,
     pub identity: Option<crate::identity::IdentityHandle>,
     pub inbound_policies: Option<Arc<crate::control::inbound_policy::InboundPolicies>>,
+    pub trace: crate::trace::Tracer,
 }
 
 pub async fn serve(listener: TcpListener, admin: Arc<Admin>) {
@@ -81,6 +82,7 @@ fn handle(admin: &Admin, peer: SocketAddr, req: &Request<Incoming>) -> Response<
         (&Method::GET, "/metrics") => {
             let mut text = crate::metrics::render(&admin.metrics);
             crate::metrics::render_circuits(&mut text, &admin.resolver.circuits());
+            admin.trace.render(&mut text);
             let mut rsp = Response::new(Full::new(Bytes::from(text)));
             rsp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -97,6 +99,10 @@ fn handle(admin: &Admin, peer: SocketAddr, req: &Request<Incoming>) -> Response<
                 "identity": admin.identity.as_ref().map(|i| i.describe()),
                 "inbound_policies": admin.inbound_policies.as_ref().map(|p| p.describe()),
                 "discovery": admin.resolver.describe(),
+                "tracing": {
+                    "collector": admin.trace.settings().collector,
+                    "sampling_ratio": admin.trace.settings().sampling_ratio,
+                },
             });
             let mut rsp = text(StatusCode::OK, &format!("{body:#}\n"));
             rsp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));

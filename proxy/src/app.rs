@@ -27,6 +27,7 @@ use crate::outbound::Outbound;
 use crate::outbound::mirror::MAX_MIRRORS_IN_FLIGHT;
 use crate::policy::compiled::CompiledPolicy;
 use crate::tap::{self, Taps};
+use crate::trace::Tracer;
 
 /// Runs the proxy until it is asked to stop and has drained.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -94,6 +95,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    // Tracing: off until the control plane names a collector.
+    let (trace, exporter) = Tracer::new();
+    {
+        let c = config.control.as_ref();
+        let service = c.and_then(|c| c.workload_name.clone()).unwrap_or_else(|| "weft-proxy".into());
+        let proxy_id = c.map_or("", |c| c.proxy_id.as_str());
+        let namespace = c.map_or("", |c| c.namespace.as_str());
+        let exporter =
+            exporter.with_resource(&service, &[("weft.proxy_id", proxy_id), ("k8s.namespace.name", namespace)]);
+        tokio::spawn(exporter.run());
+    }
+    if let (Some(control), Some(c)) = (&control, config.control.as_ref()) {
+        let workload = c.workload_name.clone().unwrap_or_default();
+        tokio::spawn(crate::trace::watch::run(control.clone(), workload, trace.clone()));
+    }
     let (mut signal, watch) = drain::channel();
     let admin = Arc::new(Admin {
         metrics: metrics.clone(),
@@ -104,6 +120,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         registration: registration.clone(),
         identity: identity.clone(),
         inbound_policies: inbound_policies.clone(),
+        trace: trace.clone(),
     });
     let taps = Taps::new(identity.as_ref().map(|i| i.local().clone()), metrics.clone());
     let http = Arc::new(Shared {
@@ -113,6 +130,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         request_timeout: config.http.request_timeout,
         tcp_idle_timeout: config.tcp_idle_timeout,
         identity: identity.clone(),
+        trace,
     });
     let stacks = Arc::new(Stacks {
         inbound: Arc::new(Inbound {

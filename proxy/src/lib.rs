@@ -36,4 +36,5 @@ pub mod outbound;
 pub mod policy;
 pub mod tap;
 pub mod telemetry;
+pub mod trace;
 pub mod transport;

@@ -24,6 +24,8 @@ fn color(kind: SetupKind) -> &'static str {
         SetupKind::Weft => "#1f77b4",
         SetupKind::WeftMtls => "#2ca02c",
         SetupKind::WeftPolicy => "#9467bd",
+        SetupKind::WeftTrace0 => "#8c564b",
+        SetupKind::WeftTrace100 => "#e377c2",
         SetupKind::HaproxyMtls => "#d62728",
     }
 }

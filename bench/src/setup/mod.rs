@@ -12,6 +12,9 @@
 //!  weft-policy   pa: load ─► VIP ─► weft-proxy ══ mTLS ══► weft-proxy ─► pb: app
 //!                                  (as weft-mtls, plus an HTTPRoute and a TrafficPolicy
 //!                                   on the service, from weft-control in pod pc)
+//!  weft-trace-0, weft-trace-100
+//!                as weft-mtls, tracing on: spans to an OTLP sink in the control plane's
+//!                pod, sampling ratio 0 or 1 (pods t*, u*)
 //!  haproxy-mtls  ha: load ─► haproxy 127.0.0.1 ─TLS 1.3, client certs─► haproxy ─► hb: app
 //! ```
 //!
@@ -22,6 +25,7 @@ pub mod control;
 pub mod haproxy;
 pub mod mtls;
 pub mod policy;
+pub mod trace;
 pub mod weft;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -42,13 +46,22 @@ pub enum SetupKind {
     Weft,
     WeftMtls,
     WeftPolicy,
+    WeftTrace0,
+    WeftTrace100,
     HaproxyMtls,
 }
 
 impl SetupKind {
     /// In report order; `direct` first, as the floor the others add to.
-    pub const ALL: [SetupKind; 5] =
-        [SetupKind::Direct, SetupKind::Weft, SetupKind::WeftMtls, SetupKind::WeftPolicy, SetupKind::HaproxyMtls];
+    pub const ALL: [SetupKind; 7] = [
+        SetupKind::Direct,
+        SetupKind::Weft,
+        SetupKind::WeftMtls,
+        SetupKind::WeftPolicy,
+        SetupKind::WeftTrace0,
+        SetupKind::WeftTrace100,
+        SetupKind::HaproxyMtls,
+    ];
 
     /// What `--quick` and `--full` measure unless `--setups` says otherwise:
     /// the mesh against the direct path and the HAProxy mTLS pair, which
@@ -63,6 +76,8 @@ impl SetupKind {
             SetupKind::Weft => "weft",
             SetupKind::WeftMtls => "weft-mtls",
             SetupKind::WeftPolicy => "weft-policy",
+            SetupKind::WeftTrace0 => "weft-trace-0",
+            SetupKind::WeftTrace100 => "weft-trace-100",
             SetupKind::HaproxyMtls => "haproxy-mtls",
         }
     }
@@ -87,6 +102,14 @@ impl SetupKind {
                  backendRequest timeouts; circuit breaker after 5 consecutive failures). Every request is \
                  route-matched, filtered, split, buffered for replay, timed and recorded by the breaker"
             }
+            SetupKind::WeftTrace0 => {
+                "weft-mtls with tracing on (spans to an OTLP/gRPC sink in the control plane's pod) and a sampling \
+                 ratio of 0: every request is checked for a trace context, none is traced"
+            }
+            SetupKind::WeftTrace100 => {
+                "weft-mtls with tracing on and a sampling ratio of 1: every request is traced (a server span on \
+                 each proxy, a client span per attempt) and its spans exported in batches to the OTLP sink"
+            }
             SetupKind::HaproxyMtls => {
                 "generator → HAProxy on 127.0.0.1 (pod A) → TLS 1.3 with client certificates, kept-alive upstream \
                  connections → HAProxy (pod B) → app on 127.0.0.1"
@@ -96,7 +119,23 @@ impl SetupKind {
 
     /// Whether the setup runs weft-proxy (and so has its `/metrics`).
     pub fn is_weft(self) -> bool {
-        matches!(self, SetupKind::Weft | SetupKind::WeftMtls | SetupKind::WeftPolicy)
+        matches!(
+            self,
+            SetupKind::Weft
+                | SetupKind::WeftMtls
+                | SetupKind::WeftPolicy
+                | SetupKind::WeftTrace0
+                | SetupKind::WeftTrace100
+        )
+    }
+
+    /// The control plane's `--trace-sampling` of a tracing setup.
+    fn trace_sampling(self) -> Option<&'static str> {
+        match self {
+            SetupKind::WeftTrace0 => Some("0"),
+            SetupKind::WeftTrace100 => Some("1"),
+            _ => None,
+        }
     }
 
     /// Pod names: `<prefix>a` (client) and `<prefix>b` (server).
@@ -106,6 +145,8 @@ impl SetupKind {
             SetupKind::Weft => "w",
             SetupKind::WeftMtls => "m",
             SetupKind::WeftPolicy => "p",
+            SetupKind::WeftTrace0 => "t",
+            SetupKind::WeftTrace100 => "u",
             SetupKind::HaproxyMtls => "h",
         }
     }
@@ -144,6 +185,8 @@ pub struct Setup {
     pub control: Option<control::ControlPlane>,
     /// The app and the proxies; killed when the setup is dropped.
     procs: Vec<Proc>,
+    /// The tracing setups' OTLP sink: its index in `procs`.
+    sink: Option<usize>,
 }
 
 impl Setup {
@@ -162,8 +205,16 @@ impl Setup {
             &["app", "--http", &format!("0.0.0.0:{APP_HTTP_PORT}"), "--echo", &format!("0.0.0.0:{APP_ECHO_PORT}")],
         );
         wait_listening(&server, &mut app, &[APP_HTTP_PORT, APP_ECHO_PORT])?;
-        let mut setup =
-            Setup { kind, client, server, proxies: Vec::new(), checks: Vec::new(), control: None, procs: vec![app] };
+        let mut setup = Setup {
+            kind,
+            client,
+            server,
+            proxies: Vec::new(),
+            checks: Vec::new(),
+            control: None,
+            procs: vec![app],
+            sink: None,
+        };
         match kind {
             SetupKind::Direct => {}
             SetupKind::Weft => {
@@ -173,12 +224,28 @@ impl Setup {
                     setup.procs.push(proc);
                 }
             }
-            SetupKind::WeftMtls | SetupKind::WeftPolicy => {
+            SetupKind::WeftMtls | SetupKind::WeftPolicy | SetupKind::WeftTrace0 | SetupKind::WeftTrace100 => {
                 let cp_pod = mesh.pod(&format!("{}c", kind.pod_prefix()));
                 let services =
                     if kind == SetupKind::WeftPolicy { policy::services_yaml() } else { mtls::services_yaml() };
-                let started =
-                    mtls::start(&setup.client, &setup.server, &cp_pod, bins, &dir.join(kind.name()), &services)?;
+                let mut control_extra = Vec::new();
+                if let Some(ratio) = kind.trace_sampling() {
+                    let (sink, collector) = trace::start_sink(&cp_pod, &bins.exe)?;
+                    setup.sink = Some(setup.procs.len());
+                    setup.procs.push(sink);
+                    control_extra =
+                        vec!["--trace-collector".to_owned(), collector, "--trace-sampling".into(), ratio.into()];
+                }
+                let control_extra: Vec<&str> = control_extra.iter().map(String::as_str).collect();
+                let started = mtls::start(
+                    &setup.client,
+                    &setup.server,
+                    &cp_pod,
+                    bins,
+                    &dir.join(kind.name()),
+                    &services,
+                    &control_extra,
+                )?;
                 for (proc, role) in [(started.client, "pod A, outbound"), (started.server, "pod B, inbound")] {
                     setup.proxies.push(ProxyProcess { name: format!("weft-proxy ({role})"), pid: proc.pid() });
                     setup.procs.push(proc);
@@ -211,7 +278,9 @@ impl Setup {
             // The app's own address: interception (weft) is transparent.
             SetupKind::Direct | SetupKind::Weft => self.server.addr(workload.app_port()),
             // The service's virtual IP, resolved by the outbound proxy.
-            SetupKind::WeftMtls | SetupKind::WeftPolicy => SocketAddr::from((mtls::VIP, workload.app_port())),
+            SetupKind::WeftMtls | SetupKind::WeftPolicy | SetupKind::WeftTrace0 | SetupKind::WeftTrace100 => {
+                SocketAddr::from((mtls::VIP, workload.app_port()))
+            }
             SetupKind::HaproxyMtls => SocketAddr::from((Ipv4Addr::LOCALHOST, haproxy::frontend_port(workload))),
         }
     }
@@ -231,6 +300,9 @@ impl Setup {
                 .map(|m| format!("{:.1} MiB", m.rss_kib as f64 / 1024.0))
                 .unwrap_or_else(|e| format!("unknown ({e:#})"));
             out.push(format!("weft-control (pod C, off the data path) had an RSS of {rss}"));
+        }
+        if let Some(sink) = self.sink.and_then(|i| self.procs.get(i)) {
+            out.push(format!("the OTLP sink received {} spans", trace::received(sink)));
         }
         out
     }

@@ -77,8 +77,9 @@ pub fn start(
     bins: &super::Binaries,
     dir: &Path,
     services: &str,
+    control_extra: &[&str],
 ) -> anyhow::Result<Started> {
-    let spec = ControlSpec { services, with_ca: true, extra: &[] };
+    let spec = ControlSpec { services, with_ca: true, extra: control_extra };
     let mut control = control::start(cp_pod, &bins.control, &dir.join("control"), &spec)?;
     let anchors = control.anchors().context("the control plane has a CA")?.to_string_lossy().into_owned();
     let url = control.url.clone();

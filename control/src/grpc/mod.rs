@@ -7,10 +7,12 @@
 //! | `Policy.WatchOutbound` / `WatchInbound` | [`policy`] | `State::outbound` / `State::inbound` |
 //! | `Registry.Register/Heartbeat/Deregister` | [`registry`] | the lease table (`source::registry`) |
 //! | `Identity.Certify` / `WatchTrustAnchors` | [`identity`] | the mesh CA (`crate::ca`) |
+//! | `ProxyConfig.Watch` | [`config`] | the tracing flags (`--trace-collector`, `--trace-sampling`) |
 //!
 //! With the CA on, the listener speaks TLS 1.3 ([`tls`]) with a serving
 //! certificate from the CA; with it off, plaintext HTTP/2.
 
+pub mod config;
 pub mod discovery;
 pub mod identity;
 pub mod policy;
@@ -31,6 +33,7 @@ use tonic::codegen::Service;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use weft_api::config::proxy_config_server::ProxyConfigServer;
 use weft_api::discovery::discovery_server::DiscoveryServer;
 use weft_api::identity::identity_server::IdentityServer;
 use weft_api::policy::policy_server::PolicyServer;
@@ -57,9 +60,11 @@ pub async fn serve(
     registry: Registry,
     ca: Option<Ca>,
     tls: Option<Arc<rustls::ServerConfig>>,
+    trace: tokio::sync::watch::Receiver<Arc<config::TraceSettings>>,
     shutdown: Shutdown,
 ) -> Result<(), tonic::transport::Error> {
     let api = Api {
+        config: ProxyConfigServer::new(config::ConfigService { streams: streams.clone(), settings: trace }),
         discovery: DiscoveryServer::new(discovery::DiscoveryService { streams: streams.clone() }),
         policy: PolicyServer::new(policy::PolicyService { streams: streams.clone() }),
         registry: RegistryServer::new(registry::RegistryService { registry }),
@@ -86,7 +91,7 @@ pub async fn serve(
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
 
-/// Routes `/<package.Service>/<Method>` to the four services. Tonic's own
+/// Routes `/<package.Service>/<Method>` to the five services. Tonic's own
 /// router needs its `router` feature, which pulls in axum for four prefix
 /// matches; this is the whole of what we need from it.
 #[derive(Clone)]
@@ -95,6 +100,7 @@ struct Api {
     policy: PolicyServer<policy::PolicyService>,
     registry: RegistryServer<registry::RegistryService>,
     identity: IdentityServer<identity::IdentityService>,
+    config: ProxyConfigServer<config::ConfigService>,
 }
 
 fn call<S>(svc: &mut S, req: http::Request<Body>) -> BoxFuture
@@ -129,6 +135,8 @@ impl Service<http::Request<Body>> for Api {
             call(&mut self.registry, req)
         } else if is(&self.identity, &path) {
             call(&mut self.identity, req)
+        } else if is(&self.config, &path) {
+            call(&mut self.config, req)
         } else {
             let status = tonic::Status::unimplemented(format!("no such service: {path}"));
             Box::pin(std::future::ready(Ok(status.into_http())))

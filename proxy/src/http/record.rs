@@ -11,8 +11,8 @@
 //! It wraps a stack, never a stage: the stages inside stay plain async code
 //! that tests can call. Its future is a named, pinned struct, so the layer
 //! adds no allocation per request; the stack below is boxed once per request
-//! (one `async` body at the stage boundary). Tracing context plugs in here
-//! the same way, without touching the stages.
+//! (one `async` body at the stage boundary). The trace layer opens each
+//! request's server span here (`crate::trace`).
 //!
 //! Tap (`crate::tap`): when no one taps, a request costs one relaxed
 //! atomic load more; when someone does, a request their match selects emits
@@ -36,17 +36,19 @@ use tower::{Layer, Service};
 use super::ResponseBody;
 use crate::metrics::{AuthorityStats, Direction, EdgePeer, Metrics, OTHER_AUTHORITY, UNKNOWN_PEER};
 use crate::tap::{TapBody, TapConn, Tapped, Taps};
+use crate::trace::{ServerSpan, Tracer};
 
 /// Wraps a stack in [`Record`].
 #[derive(Clone, Debug)]
 pub struct RecordLayer {
     metrics: Arc<Metrics>,
     direction: Direction,
+    trace: Tracer,
 }
 
 impl RecordLayer {
-    pub fn new(metrics: Arc<Metrics>, direction: Direction) -> Self {
-        Self { metrics, direction }
+    pub fn new(metrics: Arc<Metrics>, direction: Direction, trace: Tracer) -> Self {
+        Self { metrics, direction, trace }
     }
 }
 
@@ -54,7 +56,7 @@ impl<S> Layer<S> for RecordLayer {
     type Service = Record<S>;
 
     fn layer(&self, inner: S) -> Record<S> {
-        Record { inner, metrics: self.metrics.clone(), direction: self.direction, tap: None }
+        Record { inner, metrics: self.metrics.clone(), direction: self.direction, trace: self.trace.clone(), tap: None }
     }
 }
 
@@ -64,6 +66,7 @@ pub struct Record<S> {
     inner: S,
     metrics: Arc<Metrics>,
     direction: Direction,
+    trace: Tracer,
     tap: Option<Arc<(Arc<Taps>, TapConn)>>,
 }
 
@@ -87,14 +90,19 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         let stats = self.metrics.authority(self.direction, authority(&req));
         stats.request();
+        // Tap sees the request as the client sent it, before the trace
+        // context is rewritten for the next hop.
         let tapped = match &self.tap {
             Some(tap) if tap.0.is_open() => tap.0.request(self.direction, &req, &tap.1),
             _ => None,
         };
+        // The server span of this hop; one atomic load when tracing is off.
+        let span = self.trace.server_span(self.direction, &mut req);
         RecordFuture {
+            span,
             tapped,
             inner: self.inner.call(req),
             stats,
@@ -110,6 +118,7 @@ pin_project! {
     pub struct RecordFuture<F> {
         #[pin]
         inner: F,
+        span: Option<ServerSpan>,
         stats: Arc<AuthorityStats>,
         metrics: Arc<Metrics>,
         direction: Direction,
@@ -131,6 +140,9 @@ where
         let latency = this.start.elapsed();
         this.stats.response(status);
         this.metrics.record_latency(*this.direction, status, latency);
+        if let Some(span) = this.span.take() {
+            span.finish(status);
+        }
         let edge = rsp.extensions_mut().remove::<EdgePeer>();
         if let Some(edge) = &edge {
             let peer = match (&edge.peer, *this.direction) {

@@ -6,7 +6,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -15,7 +14,8 @@ use tower::{Layer as _, Service};
 
 use super::ResponseBody;
 use super::record::{Record, RecordLayer};
-use crate::metrics::{Direction, Metrics};
+use super::shared::Shared;
+use crate::metrics::Direction;
 
 /// A direction's per-request stage: every failure is already the proxy's
 /// own answer (`respond`), so it never errs. Cloned per request.
@@ -43,6 +43,6 @@ impl<S: Stage> Service<Request<Incoming>> for Stack<S> {
 }
 
 /// `stage` inside the per-request middleware, ready for [`super::server::serve`].
-pub fn stack<S: Stage>(metrics: Arc<Metrics>, direction: Direction, stage: S) -> Record<Stack<S>> {
-    RecordLayer::new(metrics, direction).layer(Stack(stage))
+pub fn stack<S: Stage>(http: &Shared, direction: Direction, stage: S) -> Record<Stack<S>> {
+    RecordLayer::new(http.metrics.clone(), direction, http.trace.clone()).layer(Stack(stage))
 }

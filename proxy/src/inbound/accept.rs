@@ -191,7 +191,7 @@ async fn serve_detected<I>(
             let version = if protocol == Protocol::Http1 { Version::Http1 } else { Version::Http2 };
             let conn = Conn { version, drain: drain.clone(), metrics: metrics.clone(), direction: DIR };
             let stack = stack(
-                metrics.clone(),
+                &inbound.http,
                 DIR,
                 InboundService {
                     inbound: inbound.clone(),

@@ -21,6 +21,7 @@ use crate::http::upgrade::Upgrade;
 use crate::http::{ResponseBody, Version, streamed};
 use crate::identity::SpiffeId;
 use crate::metrics::EdgePeer;
+use crate::trace::SpanHandle;
 
 /// The header that tells the app who called it.
 pub const CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("weft-client-id");
@@ -81,6 +82,9 @@ impl InboundService {
         req.headers_mut().remove(&CLIENT_ID_HEADER);
         if let Some(id) = &self.client_id {
             req.headers_mut().insert(CLIENT_ID_HEADER, id.clone());
+            if let (Some(span), Ok(id)) = (req.extensions().get::<Arc<SpanHandle>>(), id.to_str()) {
+                span.set("weft.peer_id", id);
+            }
         }
         let upgrade = Upgrade::take(&mut req, self.version);
         strip_hop_by_hop(req.headers_mut(), upgrade.as_ref().is_some_and(Upgrade::keeps_headers));

@@ -61,7 +61,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, outbound: Arc<Outbound>,
             let version = if protocol == Protocol::Http1 { Version::Http1 } else { Version::Http2 };
             let conn = Conn { version, drain: drain.clone(), metrics: metrics.clone(), direction: DIR };
             let stack =
-                stack(metrics.clone(), DIR, OutboundService { outbound: outbound.clone(), upstream, version, drain })
+                stack(&outbound.http, DIR, OutboundService { outbound: outbound.clone(), upstream, version, drain })
                     .tapped(
                         outbound.http.taps.clone(),
                         TapConn { source: Some(peer), destination: Some(orig.0), client_id: None },

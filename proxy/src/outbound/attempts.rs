@@ -7,6 +7,7 @@
 //! it was written, only a buffered body can be sent again (a copy of the
 //! head per attempt).
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
@@ -20,10 +21,11 @@ use crate::control::discovery::Resolution;
 use crate::http::Version;
 use crate::http::body::RequestBody;
 use crate::http::client::SendError;
-use crate::http::respond::ProxyError;
+use crate::http::respond::{LocalAnswer as _, ProxyError};
 use crate::metrics::EdgePeer;
 use crate::policy::compiled::{CompiledPolicy, RouteRuntime};
 use crate::policy::retry::{Decision, Outcome, grpc_status};
+use crate::trace::SpanHandle;
 
 /// Where one request goes, decided before its first attempt: the policy
 /// version it runs under, its route, and the backend it resolved to.
@@ -49,8 +51,12 @@ pub async fn send_with_retries(
     let metrics = &to.outbound.http.metrics;
     let rt = to.rt;
     let retry = &rt.retry;
+    // The outbound server span, when this request is traced: each attempt
+    // gets a client span under it.
+    let span = parts.extensions.get::<Arc<SpanHandle>>().cloned();
+    let span = span.as_ref();
     if retry.attempts == 0 {
-        return attempt(to, None, Request::from_parts(parts, body.into())).await.result;
+        return attempt(to, None, Request::from_parts(parts, body.into()), span, 0).await.result;
     }
     rt.budget.deposit(std::time::Instant::now());
     let method = parts.method.clone();
@@ -65,7 +71,7 @@ pub async fn send_with_retries(
     let mut avoid = None;
     let mut retries = 0u32;
     loop {
-        let Attempt { result, addr, unsent } = attempt(to, avoid, req).await;
+        let Attempt { result, addr, unsent } = attempt(to, avoid, req, span, retries).await;
         let outcome = match &result {
             Ok(rsp) => Outcome::Response { status: rsp.status(), grpc_status: grpc_status(rsp.headers()) },
             Err(e) => e.retry_outcome(),
@@ -84,6 +90,9 @@ pub async fn send_with_retries(
             (Decision::Retry, Some(next)) if rt.budget.try_withdraw(std::time::Instant::now()) => {
                 retries += 1;
                 metrics.policy.retries.fetch_add(1, Relaxed);
+                if let Some(span) = span {
+                    span.set_int("weft.retry_count", i64::from(retries));
+                }
                 tracing::debug!(route = %rt.name, ?outcome, retry = retries, "retrying");
                 avoid = addr;
                 req = next;
@@ -111,8 +120,15 @@ struct Attempt {
 }
 
 /// One attempt: pick an endpoint, send, apply the per-try timeout, feed
-/// the circuit breaker.
-async fn attempt(to: &Routed<'_>, avoid: Option<std::net::SocketAddr>, req: Request<RequestBody>) -> Attempt {
+/// the circuit breaker; traced as a client span of `span` when the request
+/// is (`retry`: how many attempts came before).
+async fn attempt(
+    to: &Routed<'_>,
+    avoid: Option<std::net::SocketAddr>,
+    mut req: Request<RequestBody>,
+    span: Option<&Arc<SpanHandle>>,
+    retry: u32,
+) -> Attempt {
     let Routed { outbound, version, policy, rt, upstream } = *to;
     let shared = &outbound.http;
     let (addr, pick) = match choose(outbound, upstream, policy, &rt.balance, req.headers(), avoid) {
@@ -120,7 +136,8 @@ async fn attempt(to: &Routed<'_>, avoid: Option<std::net::SocketAddr>, req: Requ
         Err(e) => return Attempt { result: Err(e), addr: None, unsent: Some(req) },
     };
     let tls = pick.as_ref().and_then(|p| shared.tls_target(&p.endpoint, false));
-    let tls_id = tls.as_ref().map(|t| t.expected.clone());
+    let client_span = span.map(|s| s.attempt(req.headers_mut(), addr, retry));
+    let peer_id = tls.as_ref().map(|t| t.expected.clone());
     let send = shared.pool.try_send(addr, version, req, tls, rt.timeouts.connect);
     let sent = match rt.timeouts.per_try {
         Some(t) => match tokio::time::timeout(t, send).await {
@@ -132,16 +149,22 @@ async fn attempt(to: &Routed<'_>, avoid: Option<std::net::SocketAddr>, req: Requ
         },
         None => send.await,
     };
-    let (result, unsent) = match sent {
+    let (result, unsent): (Result<_, OutboundError>, _) = match sent {
         Ok(mut rsp) => {
             // Who answered, for the record layer (edges, tap); the peer's
             // name and the route are added by the stage.
-            let peer_id = tls_id;
-            rsp.extensions_mut().insert(EdgePeer::upstream(peer_id, addr));
+            rsp.extensions_mut().insert(EdgePeer::upstream(peer_id.clone(), addr));
             (Ok(rsp), None)
         }
         Err(SendError { error, unsent }) => (Err(error.into()), unsent),
     };
+    if let Some(client_span) = client_span {
+        let peer = peer_id.as_ref().map(|id| id.as_str());
+        match &result {
+            Ok(rsp) => client_span.finish(Ok(rsp.status().as_u16()), peer),
+            Err(e) => client_span.finish(Err((e.status().as_u16(), &e.to_string())), peer),
+        }
+    }
     if let Some(pick) = pick {
         if let (Some(cfg), Resolution::Service(target)) = (&policy.circuit, upstream) {
             let success = result.as_ref().is_ok_and(|r| !r.status().is_server_error());

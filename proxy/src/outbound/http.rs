@@ -47,6 +47,7 @@ use crate::http::upgrade::Upgrade;
 use crate::http::{ResponseBody, Version, streamed};
 use crate::metrics::EdgePeer;
 use crate::policy::compiled::{BackendRef, CompiledPolicy, RouteRuntime};
+use crate::trace::SpanHandle;
 
 /// The outbound stack for the requests of one downstream connection,
 /// whose destination was resolved once for the connection. Cloned per
@@ -134,6 +135,13 @@ async fn forward(svc: &OutboundService, mut req: Request<Incoming>) -> Result<Re
         Some(b) if !b.is_parent => resolve_backend(outbound, b).await?,
         _ => svc.upstream.clone(),
     };
+    if let Some(span) = parts.extensions.get::<Arc<SpanHandle>>() {
+        span.set("weft.route", if rt.name.is_empty() { "default" } else { &rt.name });
+        let service = backend.map_or(policy.service.as_str(), |b| b.service.as_str());
+        if !service.is_empty() {
+            span.set("weft.backend", service);
+        }
+    }
     if let Some(b) = backend {
         if let Some(m) = &b.filters.request_headers {
             m.apply(&mut parts.headers);

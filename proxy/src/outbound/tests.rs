@@ -64,6 +64,7 @@ fn outbound(config: Config, listener: SocketAddr) -> Arc<Outbound> {
         request_timeout: config.http.request_timeout,
         tcp_idle_timeout: config.tcp_idle_timeout,
         identity: None,
+        trace: Default::default(),
     });
     Arc::new(Outbound {
         resolver: Resolver::new(None, Duration::from_secs(1)),
@@ -106,7 +107,7 @@ async fn serve_stack(outbound: Arc<Outbound>, upstream: Resolution) -> (SocketAd
                 };
                 let svc = OutboundService { outbound: outbound.clone(), upstream, version: Version::Http1, drain };
                 let taps = outbound.http.taps.clone();
-                let stack = stack(metrics, Direction::Outbound, svc).tapped(taps, TapConn::default());
+                let stack = stack(&outbound.http, Direction::Outbound, svc).tapped(taps, TapConn::default());
                 server::serve(stream, conn, stack, &outbound.config.http).await;
             });
         }

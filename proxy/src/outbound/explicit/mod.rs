@@ -68,7 +68,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, outbound: Arc<Outbou
     // Served as HTTP/1 whatever detection said: hyper answers what is not.
     let (io, _open) = counted::open(stream, prefix.freeze(), metrics, dir, Protocol::Http1);
     let conn = Conn { version: Version::Http1, drain: drain.clone(), metrics: metrics.clone(), direction: dir };
-    let stack = stack(metrics.clone(), dir, service::ExplicitService { outbound: outbound.clone(), drain }).tapped(
+    let stack = stack(&outbound.http, dir, service::ExplicitService { outbound: outbound.clone(), drain }).tapped(
         outbound.http.taps.clone(),
         crate::tap::TapConn { source: Some(peer), destination: stream_local, client_id: None },
     );
