@@ -34,5 +34,6 @@ pub mod listen;
 pub mod metrics;
 pub mod outbound;
 pub mod policy;
+pub mod tap;
 pub mod telemetry;
 pub mod transport;

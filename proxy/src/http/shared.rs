@@ -21,6 +21,8 @@ pub struct Shared {
     pub tcp_idle_timeout: Duration,
     /// The proxy's mesh identity; `None` runs without mTLS.
     pub identity: Option<IdentityHandle>,
+    /// Open taps (`crate::tap`).
+    pub taps: Arc<crate::tap::Taps>,
 }
 
 impl Shared {

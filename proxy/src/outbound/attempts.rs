@@ -21,6 +21,7 @@ use crate::http::Version;
 use crate::http::body::RequestBody;
 use crate::http::client::SendError;
 use crate::http::respond::ProxyError;
+use crate::metrics::EdgePeer;
 use crate::policy::compiled::{CompiledPolicy, RouteRuntime};
 use crate::policy::retry::{Decision, Outcome, grpc_status};
 
@@ -119,6 +120,7 @@ async fn attempt(to: &Routed<'_>, avoid: Option<std::net::SocketAddr>, req: Requ
         Err(e) => return Attempt { result: Err(e), addr: None, unsent: Some(req) },
     };
     let tls = pick.as_ref().and_then(|p| shared.tls_target(&p.endpoint, false));
+    let tls_id = tls.as_ref().map(|t| t.expected.clone());
     let send = shared.pool.try_send(addr, version, req, tls, rt.timeouts.connect);
     let sent = match rt.timeouts.per_try {
         Some(t) => match tokio::time::timeout(t, send).await {
@@ -131,7 +133,13 @@ async fn attempt(to: &Routed<'_>, avoid: Option<std::net::SocketAddr>, req: Requ
         None => send.await,
     };
     let (result, unsent) = match sent {
-        Ok(rsp) => (Ok(rsp), None),
+        Ok(mut rsp) => {
+            // Who answered, for the record layer (edges, tap); the peer's
+            // name and the route are added by the stage.
+            let peer_id = tls_id;
+            rsp.extensions_mut().insert(EdgePeer::upstream(peer_id, addr));
+            (Ok(rsp), None)
+        }
         Err(SendError { error, unsent }) => (Err(error.into()), unsent),
     };
     if let Some(pick) = pick {
