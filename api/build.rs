@@ -2,7 +2,7 @@
 //! compiler), so building needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["discovery", "policy", "registry", "identity"].map(|p| format!("proto/weft/{p}.proto"));
+    let protos = ["discovery", "policy", "registry", "identity", "tap"].map(|p| format!("proto/weft/{p}.proto"));
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -19,3 +19,7 @@ pub mod registry {
 pub mod identity {
     tonic::include_proto!("weft.identity.v1");
 }
+
+pub mod tap {
+    tonic::include_proto!("weft.tap.v1");
+}
