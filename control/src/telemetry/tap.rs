@@ -10,7 +10,8 @@
 //! ```
 //!
 //! A pod that cannot be tapped (no tap listener, refused, denied) sends
-//! one `event: error` with its name and why; the others go on. When the
+//! one `event: error` with its name and why; the others go on, and the
+//! response ends once every pod's stream has. When the
 //! HTTP client goes, the body (the channel's receiver) is dropped, and
 //! every pod's task ends, cancelling its RPC; a comment every few seconds
 //! makes a silent stream notice a client that left.
@@ -396,12 +397,21 @@ pub fn relay(d: &Dashboard, q: &Query) -> Response<Body> {
         });
     }
     // Keep-alive comments: a write is how a silent stream learns that
-    // its client left.
+    // its client left. Once every pod's stream has ended (each refused,
+    // say), so does the response.
     tokio::spawn(async move {
+        let mut quiet = Duration::ZERO;
         loop {
-            tokio::time::sleep(KEEPALIVE).await;
-            if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if tx.strong_count() <= 1 {
                 return;
+            }
+            quiet += Duration::from_millis(200);
+            if quiet >= KEEPALIVE {
+                quiet = Duration::ZERO;
+                if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                    return;
+                }
             }
         }
     });
