@@ -287,7 +287,7 @@ pub async fn start(config: Config) -> Result<Control, StartError> {
                     (Some(ca), Some(serving)) => Some(TapClient {
                         ca: ca.clone(),
                         serving: serving.clone(),
-                        port: crate::telemetry::PROXY_TAP_PORT,
+                        port: config.telemetry.tap_port,
                         connect_timeout: Duration::from_secs(2),
                     }),
                     _ => None,

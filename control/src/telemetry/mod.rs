@@ -48,6 +48,8 @@ pub struct Settings {
     pub concurrency: usize,
     /// The proxies' admin port (4191; tests use others).
     pub admin_port: u16,
+    /// The proxies' tap port (4190; tests use others).
+    pub tap_port: u16,
     /// Pods the index does not know (the local mesh's clients, which do
     /// not register): scraped too.
     pub extra: Vec<ExtraTarget>,
@@ -61,6 +63,7 @@ impl Default for Settings {
             timeout: Duration::from_secs(2),
             concurrency: 16,
             admin_port: PROXY_ADMIN_PORT,
+            tap_port: PROXY_TAP_PORT,
             extra: Vec::new(),
         }
     }
