@@ -19,16 +19,25 @@
 //! - `/api/tap`: a live event, or, from proxies without a tap listener, a
 //!   clear `event: error` per pod and the stream's end.
 //!
-//! Needs root, iproute2, iptables, util-linux's setpriv and curl; never
-//! skips.
+//! And with `--source kubernetes`: the demo's manifests applied to the
+//! tests' real API server (injected, run by the test kubelet, as in
+//! `kube_demo.rs`); the control plane finds the Pods' IPs in the API and
+//! `/api/stat` groups them by Deployment (`pod-template-hash`) and version.
+//!
+//! Needs root, iproute2, iptables, util-linux's setpriv and curl (and for
+//! the Kubernetes test what `kube_demo.rs` needs); never skips.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
 use serde_json::Value;
+use weft_tests::injector::Injector;
+use weft_tests::kubelet::{Image, Kubelet};
 use weft_tests::weft::WeftProcess;
-use weft_tests::{eventually, preflight, testkit_bin, tool, weft_bin};
+use weft_tests::{KubeCluster, Mesh, eventually, manifests_dir, preflight, proxy_bin, testkit_bin, tool, weft_bin};
 
 /// The load generator's rate, requests per second.
 const RATE: f64 = 40.0;
@@ -303,4 +312,102 @@ fn stat_routes_edges_and_tap_from_the_control_plane() {
         );
     }
     stop(up);
+}
+
+/// What stands for each image the demo's Pods name (as in kube_demo.rs).
+fn images() -> HashMap<String, Image> {
+    let redis = tool("redis-server");
+    HashMap::from([
+        ("ghcr.io/weft-mesh/weft-proxy".to_owned(), Image::new(&["weft-proxy"]).binary("weft-proxy", proxy_bin())),
+        ("ghcr.io/weft-mesh/weft".to_owned(), Image::new(&["weft"]).binary("weft", weft_bin())),
+        ("redis".to_owned(), Image::new(&["redis-server", "--protected-mode", "no"]).binary("redis-server", redis)),
+        ("busybox".to_owned(), Image::new(&["sh"]).binary("sleep", tool("sleep")).binary("sh", tool("sh"))),
+    ])
+}
+
+#[test]
+fn stat_from_a_kubernetes_source() {
+    let started = Instant::now();
+    let step = |what: &str| eprintln!("views (kubernetes): {what} after {:.1?}", started.elapsed());
+    let cluster = KubeCluster::shared();
+    let mesh = Mesh::new();
+    let cp = mesh.pod("cp").run_kube_control(cluster, &["--telemetry-interval", "1s"]);
+    let anchors = cp.ca.as_ref().expect("the CA is on").anchors();
+    let ns = cluster.namespace("views");
+    cluster.kubectl(&["label", "namespace", &ns, "weft.dev/inject=enabled"]);
+    let injector = Injector::start(
+        cluster,
+        &[
+            "--control-plane",
+            &cp.url,
+            "--trust-anchors",
+            &anchors.display().to_string(),
+            "--proxy-image",
+            "ghcr.io/weft-mesh/weft-proxy:0.1.0",
+        ],
+    );
+    let webhook = format!("weft-injector-{ns}");
+    cluster.apply(
+        "default",
+        &injector.webhook(
+            &webhook,
+            &format!("{{matchLabels: {{kubernetes.io/metadata.name: {ns}, weft.dev/inject: enabled}}}}"),
+        ),
+    );
+    let kubelet = Kubelet::start(cluster, &mesh, &format!("node-{ns}"), std::slice::from_ref(&ns), images());
+    cluster.kubectl(&["apply", "-n", &ns, "-f", &manifests_dir().join("examples").display().to_string()]);
+    let wait = cluster.try_kubectl(
+        &["wait", "-n", &ns, "--for=condition=Available", "deployment", "--all", "--timeout=180s"],
+        Duration::from_secs(200),
+    );
+    assert!(
+        wait.status.success(),
+        "the demo's Deployments are not available:\n{wait}\nkubelet: {:?}",
+        kubelet.errors()
+    );
+    step("the Deployments are available");
+
+    // The dashboard listens on the control plane pod's loopback (the default).
+    let get = |path: &str| -> Result<Value, String> {
+        let run = cp.pod.exec("curl", &["-sS", "-f", "-m", "10", &format!("http://127.0.0.1:8084{path}")]);
+        if !run.status.success() {
+            return Err(format!("{path}: {run}"));
+        }
+        serde_json::from_str(&run.stdout).map_err(|e| format!("{path}: {e}: {}", run.stdout))
+    };
+    let stat = eventually(Duration::from_secs(60), "the load generator's traffic in /api/stat", || {
+        let stat = get(&format!("/api/stat?by=workload&namespace={ns}&window=10s"))?;
+        let flowing = ["web-v1", "web-v2"]
+            .iter()
+            .all(|w| row(&stat["rows"], &[("name", w)]).is_some_and(|r| r["rps"].as_f64() > Some(0.0)));
+        if flowing { Ok(stat) } else { Err(stat.to_string()) }
+    });
+    step("traffic seen by the control plane");
+    for (name, version, meshed) in
+        [("web-v1", "v1", "2/2"), ("web-v2", "v2", "1/1"), ("store", "", "1/1"), ("load", "", "1/1")]
+    {
+        let r = row(&stat["rows"], &[("name", name)]).unwrap_or_else(|| panic!("no {name} row: {stat:#}"));
+        assert_eq!(
+            (r["version"].as_str(), r["meshed"].as_str(), r["namespace"].as_str()),
+            (Some(version), Some(meshed), Some(ns.as_str())),
+            "{r}"
+        );
+    }
+    for name in ["web-v1", "web-v2"] {
+        let r = row(&stat["rows"], &[("name", name)]).unwrap();
+        assert_eq!(r["success"].as_f64(), Some(1.0), "{r}");
+    }
+    let services = get(&format!("/api/stat?by=service&namespace={ns}&window=10s")).unwrap();
+    let web = row(&services["rows"], &[("name", "web"), ("version", "")]).unwrap_or_else(|| panic!("{services:#}"));
+    assert_eq!(web["meshed"].as_str(), Some("3/3"), "{web}");
+    for v in ["v1", "v2"] {
+        assert!(row(&services["rows"], &[("name", "web"), ("version", v)]).is_some(), "no web {v} row: {services:#}");
+    }
+    let sd = get("/api/prometheus/sd").unwrap();
+    let ours: Vec<&Value> = sd.as_array().unwrap().iter().filter(|t| t["labels"]["namespace"] == ns.as_str()).collect();
+    assert_eq!(ours.len(), 5, "web-v1 ×2, web-v2, store, load: {sd:#}");
+
+    drop(kubelet);
+    cluster.kubectl(&["delete", "mutatingwebhookconfiguration", &webhook]);
+    drop(injector);
 }
