@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use weft_tests::browser::Browser;
 use weft_tests::weft::WeftProcess;
-use weft_tests::{Metrics, eventually, free_port, preflight, testkit_bin, tool, weft_bin};
+use weft_tests::{Metrics, eventually, preflight, testkit_bin, tool, weft_bin};
 
 /// Requests `client` sends to `echo`.
 const REQUESTS: u32 = 120;
@@ -156,13 +156,22 @@ fn the_dashboard_shows_what_the_proxies_counted_and_follows_a_rollout() {
     let began = Instant::now();
     let step = |what: &str| eprintln!("dashboard: {what} after {:.1?}", began.elapsed());
     let dir = Dir::new();
-    let port = free_port();
-    let dashboard = format!("http://127.0.0.1:{port}");
     let mut cmd = Command::new(weft_bin());
-    cmd.args(["up", "-f", "mesh.yaml", "--dashboard-addr", &format!("127.0.0.1:{port}")]).current_dir(&dir.0);
+    cmd.args(["up", "-f", "mesh.yaml"]).current_dir(&dir.0);
     let up = WeftProcess::spawn(cmd, &dir.0, "up");
     let run = up.pid();
     let up = up.with_logs(PathBuf::from(format!("/run/weft/{run}/logs")));
+    // `weft up` prints where the dashboard is (8084 on the host's loopback,
+    // or another port when that one is taken).
+    let dashboard = eventually(Duration::from_secs(90), "weft up printing the dashboard's address", || {
+        let out = up.stdout();
+        out.lines()
+            .find_map(|l| l.strip_prefix("Dashboard: "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(|url| url.trim_end_matches('/').to_owned())
+            .ok_or_else(|| up.output())
+    });
+    eprintln!("dashboard: {dashboard}");
 
     // Every pod scraped at least once before any counted request, so the
     // window's first sample of echo is its zero.
@@ -170,7 +179,7 @@ fn the_dashboard_shows_what_the_proxies_counted_and_follows_a_rollout() {
         let body = http_get(&format!("{dashboard}/api/workloads")).map_err(|e| format!("{e}\n{}", up.output()))?;
         let json: serde_json::Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
         let rows = json["workloads"].as_array().cloned().unwrap_or_default();
-        let scraped = rows.iter().filter(|w| !w["last_scrape_unix"].is_null() && w["error"].is_null()).count();
+        let scraped = rows.iter().filter(|w| !w["last_scrape"].is_null() && w["error"].is_null()).count();
         if scraped == 6 { Ok(json) } else { Err(format!("{scraped} of 6 scraped: {body}")) }
     });
     step("the control plane scrapes every pod");
@@ -246,7 +255,7 @@ fn the_dashboard_shows_what_the_proxies_counted_and_follows_a_rollout() {
     let mut rollout = Command::new(weft_bin())
         .args(["rollout", "--service", "web", "--stable", "web-v1", "--canary", "web-v2", "--run"])
         .arg(run.to_string())
-        .args(["--steps", "50,100", "--interval", "15s"])
+        .args(["--strategy", "canary", "--steps", "50,100", "--interval", "15s"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

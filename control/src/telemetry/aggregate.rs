@@ -216,6 +216,8 @@ pub struct StatRow {
     pub kind: &'static str,
     pub version: String,
     pub meshed: String,
+    /// Responses in the window (the increase of the pods' counters).
+    pub requests: f64,
     pub success: Option<f64>,
     pub rps: f64,
     pub p50_ms: Option<f64>,
@@ -253,6 +255,7 @@ fn stat_row(
         kind,
         version: version.to_owned(),
         meshed: format!("{meshed}/{}", members.len()),
+        requests: golden.requests(),
         success: golden.success_ratio(),
         rps: golden.rps,
         p50_ms: golden.quantile_ms(0.5),
@@ -405,6 +408,8 @@ pub struct EdgeRow {
     pub client_id: String,
     pub server_id: String,
     pub secured: bool,
+    /// Responses in the window.
+    pub requests: f64,
     pub success: Option<f64>,
     pub rps: f64,
     pub p50_ms: Option<f64>,
@@ -500,6 +505,7 @@ pub fn edges(pods: &[Pod], spans: &[Option<Span>], services: &[ServicePods], nam
                 client_id,
                 server_id,
                 secured,
+                requests: g.requests(),
                 success: g.success_ratio(),
                 rps: g.rps,
                 p50_ms: g.quantile_ms(0.5),
