@@ -2,7 +2,8 @@
 //! compiler), so building needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["discovery", "policy", "registry", "identity", "config"].map(|p| format!("proto/weft/{p}.proto"));
+    let protos =
+        ["discovery", "policy", "registry", "identity", "tap", "config"].map(|p| format!("proto/weft/{p}.proto"));
     for p in &protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -23,3 +23,7 @@ pub mod identity {
 pub mod config {
     tonic::include_proto!("weft.config.v1");
 }
+
+pub mod tap {
+    tonic::include_proto!("weft.tap.v1");
+}

@@ -53,6 +53,8 @@ const PROXY_UID: i64 = 2102;
 /// `/shutdown` and `/config` to any peer but loopback, and `weft-init`
 /// never redirects it.
 const ADMIN_PORT: i32 = 4191;
+/// The proxy's tap server (gRPC over mTLS, only the control plane may call).
+const TAP_PORT: i32 = 4190;
 /// Containers of other meshes: a Pod has one proxy.
 const OTHER_PROXIES: &[&str] = &["linkerd-proxy", "istio-proxy"];
 const SYSTEM_NAMESPACES: &[&str] = &["kube-system", "kube-public", "kube-node-lease"];
@@ -363,6 +365,7 @@ fn proxy_container(pod: &Value, s: &Settings) -> Container {
         ports: Some(vec![
             ContainerPort { name: Some("weft-admin".into()), container_port: ADMIN_PORT, ..Default::default() },
             ContainerPort { name: Some("weft-inbound".into()), container_port: 4143, ..Default::default() },
+            ContainerPort { name: Some("weft-tap".into()), container_port: TAP_PORT, ..Default::default() },
         ]),
         liveness_probe: Some(probe("/live")),
         readiness_probe: Some(probe("/ready")),
@@ -601,6 +604,12 @@ mod tests {
             assert_eq!(proxy["restartPolicy"], "Always", "{case}: a native sidecar");
             assert_eq!(proxy["startupProbe"]["httpGet"]["path"], "/ready");
             assert_eq!(proxy["startupProbe"]["httpGet"]["port"], 4191);
+            assert!(
+                proxy["ports"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|p| p["containerPort"] == 4190 && p["name"] == "weft-tap")),
+                "no tap port: {proxy:#}"
+            );
             assert_eq!(proxy["securityContext"]["runAsUser"], 2102);
             assert_eq!(proxy["securityContext"]["runAsNonRoot"], true);
             let init = &injected["spec"]["initContainers"][0];

@@ -26,6 +26,7 @@ use crate::metrics::{Direction, Metrics};
 use crate::outbound::Outbound;
 use crate::outbound::mirror::MAX_MIRRORS_IN_FLIGHT;
 use crate::policy::compiled::CompiledPolicy;
+use crate::tap::{self, Taps};
 use crate::trace::Tracer;
 
 /// Runs the proxy until it is asked to stop and has drained.
@@ -121,8 +122,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         inbound_policies: inbound_policies.clone(),
         trace: trace.clone(),
     });
+    let taps = Taps::new(identity.as_ref().map(|i| i.local().clone()), metrics.clone());
     let http = Arc::new(Shared {
         pool: Pool::new(config.connect_timeout, config.http.pool_idle_timeout),
+        taps: taps.clone(),
         metrics: metrics.clone(),
         request_timeout: config.http.request_timeout,
         tcp_idle_timeout: config.tcp_idle_timeout,
@@ -153,6 +156,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!(identity = %identity.local(), "waiting for a certificate before serving");
         identity.ready().await;
     }
+    start_tap(&config, identity.as_ref(), taps).await;
     tokio::spawn(accept_loop(inbound, Direction::Inbound, stacks.clone(), watch.clone()));
     tokio::spawn(accept_loop(outbound, Direction::Outbound, stacks, watch));
     admin.ready.store(true, Ordering::Release);
@@ -189,4 +193,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Starts the tap server when the proxy has a mesh identity and a tap
+/// address. A tap port that cannot be bound is logged, not fatal: tap is
+/// for observing, and the data path does not need it.
+async fn start_tap(config: &Config, identity: Option<&IdentityHandle>, taps: Arc<Taps>) {
+    let Some(addr) = config.tap_addr else {
+        return;
+    };
+    let Some(identity) = identity else {
+        tracing::info!("no mesh identity: the tap listener is not started (tap needs mTLS)");
+        return;
+    };
+    let control_plane_name = config.control.as_ref().map_or("", |c| c.control_plane_name.as_str());
+    let Some(allowed) = tap::server::control_identity(identity.local(), control_plane_name) else {
+        tracing::warn!(
+            control_plane_name,
+            "cannot tell the control plane's identity from --control-plane-name (weft-control.NAMESPACE.svc): the tap listener is not started"
+        );
+        return;
+    };
+    match TcpListener::bind(addr).await {
+        Ok(listener) => {
+            tracing::info!(%addr, %allowed, "tap listening");
+            tokio::spawn(tap::server::serve(listener, taps, identity.clone(), allowed));
+        }
+        Err(e) => tracing::warn!(%addr, error = %e, "cannot bind the tap listener; tap is off"),
+    }
 }

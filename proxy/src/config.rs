@@ -15,6 +15,7 @@ use weft_api::policy::inbound_policy::DefaultAccess;
 pub const ENV_INBOUND_ADDR: &str = "WEFT_PROXY_INBOUND_ADDR";
 pub const ENV_OUTBOUND_ADDR: &str = "WEFT_PROXY_OUTBOUND_ADDR";
 pub const ENV_ADMIN_ADDR: &str = "WEFT_PROXY_ADMIN_ADDR";
+pub const ENV_TAP_ADDR: &str = "WEFT_PROXY_TAP_ADDR";
 pub const ENV_INBOUND_DETECT_TIMEOUT: &str = "WEFT_PROXY_INBOUND_DETECT_TIMEOUT";
 pub const ENV_OUTBOUND_DETECT_TIMEOUT: &str = "WEFT_PROXY_OUTBOUND_DETECT_TIMEOUT";
 pub const ENV_INBOUND_OPAQUE_PORTS: &str = "WEFT_PROXY_INBOUND_OPAQUE_PORTS";
@@ -87,6 +88,12 @@ pub struct RunArgs {
     /// Admin listener (/ready, /live, /metrics, /shutdown). Keep it on loopback.
     #[arg(long, env = ENV_ADMIN_ADDR, default_value = "127.0.0.1:4191")]
     pub admin_addr: String,
+    /// Tap listener: gRPC over mTLS (`weft.tap.v1.Tap`), only the control
+    /// plane's identity (`spiffe://TRUST_DOMAIN/ns/NS/sa/weft-control`, NS
+    /// from --control-plane-name `weft-control.NS.svc`) may call it. Started
+    /// only with a mesh identity; `off` disables it.
+    #[arg(long, env = ENV_TAP_ADDR, default_value = "0.0.0.0:4190")]
+    pub tap_addr: String,
     /// How long inbound protocol detection waits for the client's first bytes
     /// before treating the connection as opaque TCP.
     #[arg(long, env = ENV_INBOUND_DETECT_TIMEOUT, default_value = "1s")]
@@ -222,6 +229,8 @@ pub struct Config {
     pub inbound_addr: SocketAddr,
     pub outbound_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// `None`: no tap listener.
+    pub tap_addr: Option<SocketAddr>,
     pub inbound: DirectionConfig,
     pub outbound: DirectionConfig,
     pub http: HttpConfig,
@@ -405,6 +414,10 @@ impl RunArgs {
         let inbound_addr = f!(inbound_addr, ENV_INBOUND_ADDR, addr);
         let outbound_addr = f!(outbound_addr, ENV_OUTBOUND_ADDR, addr);
         let admin_addr = f!(admin_addr, ENV_ADMIN_ADDR, addr);
+        let tap_addr = f!(tap_addr, ENV_TAP_ADDR, |s: &str| match s {
+            "off" => Ok(None),
+            s => addr(s).map(Some),
+        });
         let in_detect = f!(inbound_detect_timeout, ENV_INBOUND_DETECT_TIMEOUT, positive_duration);
         let out_detect = f!(outbound_detect_timeout, ENV_OUTBOUND_DETECT_TIMEOUT, positive_duration);
         let in_opaque = f!(inbound_opaque_ports, ENV_INBOUND_OPAQUE_PORTS, PortSet::parse);
@@ -441,6 +454,7 @@ impl RunArgs {
             inbound_addr: some(inbound_addr)?,
             outbound_addr: some(outbound_addr)?,
             admin_addr: some(admin_addr)?,
+            tap_addr: some(tap_addr)?,
             inbound: DirectionConfig { detect_timeout: some(in_detect)?, opaque_ports: some(in_opaque)? },
             outbound: DirectionConfig { detect_timeout: some(out_detect)?, opaque_ports: some(out_opaque)? },
             http: HttpConfig {

@@ -34,6 +34,7 @@ pub mod listen;
 pub mod metrics;
 pub mod outbound;
 pub mod policy;
+pub mod tap;
 pub mod telemetry;
 pub mod trace;
 pub mod transport;

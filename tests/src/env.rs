@@ -25,6 +25,9 @@ const TOOLS: &[(&str, &str)] = &[
     ("sha256sum", "coreutils"),
     ("timeout", "coreutils"),
     ("openssl", "openssl"),
+    ("chromium", "chromium"),
+    ("node", "nodejs"),
+    ("tar", "tar"),
 ];
 
 /// Directories searched besides `PATH`: root's tools live in sbin, which a

@@ -17,6 +17,7 @@
 //! Everything runs as separate processes, so a failing test shows the logs of
 //! every process it started (see [`Mesh`]). See `tests/README.md`.
 
+pub mod browser;
 mod control;
 mod curl;
 mod env;

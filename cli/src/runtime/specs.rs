@@ -23,6 +23,10 @@ use crate::plan::{
 use crate::supervise::Spec;
 use crate::system::{self, Tools};
 
+/// The proxy's tap port (gRPC over mTLS; `weft-proxy run --tap-addr`): each
+/// loopback-mode pod binds it on its own address.
+const PROXY_TAP_PORT: u16 = 4190;
+
 /// The proxies' own drain deadline, well inside the lifecycle's grace
 /// period between SIGTERM and SIGKILL.
 const PROXY_DRAIN: &str = "2s";
@@ -235,6 +239,7 @@ fn proxy_args(s: &Specs<'_>, pod: &PodPlan) -> Vec<String> {
             ("--inbound-addr", PROXY_INBOUND_PORT),
             ("--outbound-addr", PROXY_OUTBOUND_PORT),
             ("--admin-addr", PROXY_ADMIN_PORT),
+            ("--tap-addr", PROXY_TAP_PORT),
         ] {
             args.extend([flag.into(), format!("{}:{port}", pod.ip)]);
         }
@@ -404,13 +409,13 @@ mod tests {
                      --service-account web --drain-timeout 2s --log info --workload-name web-0 \
                      --workload-address 127.33.1.1 --workload-ports 8080,9090 --workload-labels app=web,tier=front \
                      --default-inbound-policy allow-all --explicit-proxy --inbound-addr 127.33.1.1:4143 --outbound-addr 127.33.1.1:4140 \
-                     --admin-addr 127.33.1.1:4191",
+                     --admin-addr 127.33.1.1:4191 --tap-addr 127.33.1.1:4190",
                 ),
                 client_proxy: (
                     EXE,
                     "proxy run --control-plane http://127.33.0.1:8090 --proxy-id client-0 --namespace shop \
                      --service-account default --drain-timeout 2s --log info --explicit-proxy \
-                     --inbound-addr 127.33.1.2:4143 --outbound-addr 127.33.1.2:4140 --admin-addr 127.33.1.2:4191",
+                     --inbound-addr 127.33.1.2:4143 --outbound-addr 127.33.1.2:4140 --admin-addr 127.33.1.2:4191 --tap-addr 127.33.1.2:4190",
                 ),
                 web_app: (EXE, "example echo"),
             },

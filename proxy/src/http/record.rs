@@ -12,7 +12,14 @@
 //! that tests can call. Its future is a named, pinned struct, so the layer
 //! adds no allocation per request; the stack below is boxed once per request
 //! (one `async` body at the stage boundary). The trace layer opens each
-//! request's server span here (`crate::trace`); tap plugs in the same way.
+//! request's server span here (`crate::trace`), without touching the stages.
+//!
+//! Tap (`crate::tap`): when no one taps, a request costs one relaxed
+//! atomic load more; when someone does, a request their match selects emits
+//! RequestInit here, ResponseInit when the stack answers, and ResponseEnd
+//! from the body ([`TapBody`]). The stage says who answered (outbound) or
+//! asked (inbound) in an [`EdgePeer`] response extension, read here for
+//! the edge metrics and tap.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,7 +34,8 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::ResponseBody;
-use crate::metrics::{AuthorityStats, Direction, Metrics, OTHER_AUTHORITY};
+use crate::metrics::{AuthorityStats, Direction, EdgePeer, Metrics, OTHER_AUTHORITY, UNKNOWN_PEER};
+use crate::tap::{TapBody, TapConn, Tapped, Taps};
 use crate::trace::{ServerSpan, Tracer};
 
 /// Wraps a stack in [`Record`].
@@ -48,7 +56,7 @@ impl<S> Layer<S> for RecordLayer {
     type Service = Record<S>;
 
     fn layer(&self, inner: S) -> Record<S> {
-        Record { inner, metrics: self.metrics.clone(), direction: self.direction, trace: self.trace.clone() }
+        Record { inner, metrics: self.metrics.clone(), direction: self.direction, tap: None, trace: self.trace.clone() }
     }
 }
 
@@ -59,13 +67,22 @@ pub struct Record<S> {
     metrics: Arc<Metrics>,
     direction: Direction,
     trace: Tracer,
+    tap: Option<Arc<(Arc<Taps>, TapConn)>>,
+}
+
+impl<S> Record<S> {
+    /// Makes this connection's requests tappable.
+    pub fn tapped(mut self, taps: Arc<Taps>, conn: TapConn) -> Self {
+        self.tap = Some(Arc::new((taps, conn)));
+        self
+    }
 }
 
 impl<S> Service<Request<Incoming>> for Record<S>
 where
     S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>,
 {
-    type Response = Response<ResponseBody>;
+    type Response = Response<TapBody>;
     type Error = Infallible;
     type Future = RecordFuture<S::Future>;
 
@@ -76,9 +93,14 @@ where
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         let stats = self.metrics.authority(self.direction, authority(&req));
         stats.request();
+        let tapped = match &self.tap {
+            Some(tap) if tap.0.is_open() => tap.0.request(self.direction, &req, &tap.1),
+            _ => None,
+        };
         // The server span of this hop; one atomic load when tracing is off.
         let span = self.trace.server_span(self.direction, &mut req);
         RecordFuture {
+            tapped,
             span,
             inner: self.inner.call(req),
             stats,
@@ -99,6 +121,7 @@ pin_project! {
         metrics: Arc<Metrics>,
         direction: Direction,
         start: Instant,
+        tapped: Option<Box<Tapped>>,
     }
 }
 
@@ -106,18 +129,32 @@ impl<F> Future for RecordFuture<F>
 where
     F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
 {
-    type Output = Result<Response<ResponseBody>, Infallible>;
+    type Output = Result<Response<TapBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Ok(rsp) = ready!(this.inner.poll(cx));
+        let Ok(mut rsp) = ready!(this.inner.poll(cx));
         let status = rsp.status().as_u16();
+        let latency = this.start.elapsed();
         this.stats.response(status);
-        this.metrics.record_latency(*this.direction, status, this.start.elapsed());
+        this.metrics.record_latency(*this.direction, status, latency);
         if let Some(span) = this.span.take() {
             span.finish(status);
         }
-        Poll::Ready(Ok(rsp))
+        let edge = rsp.extensions_mut().remove::<EdgePeer>();
+        if let Some(edge) = &edge {
+            let peer = match (&edge.peer, *this.direction) {
+                (Some(peer), Direction::Outbound) => &**peer,
+                (None, Direction::Outbound) => UNKNOWN_PEER,
+                (_, Direction::Inbound) => "",
+            };
+            this.metrics.edge(*this.direction, peer, edge.peer_id(), edge.tls()).response(status, latency);
+        }
+        let mut tapped = this.tapped.take();
+        if let Some(t) = tapped.as_mut() {
+            t.response(&rsp, edge.as_ref());
+        }
+        Poll::Ready(Ok(rsp.map(|body| TapBody::new(body, tapped))))
     }
 }
 

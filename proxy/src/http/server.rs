@@ -12,10 +12,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{ResponseBody, Version};
+use super::Version;
 use crate::config::HttpConfig;
 use crate::drain;
 use crate::metrics::{Direction, Metrics};
+use crate::tap::TapBody;
 
 /// What the server needs to know about a downstream connection.
 #[derive(Debug)]
@@ -33,10 +34,7 @@ pub struct Conn {
 pub async fn serve<I, S>(io: I, conn: Conn, stack: S, cfg: &HttpConfig)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: tower::Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<TapBody>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     let Conn { version, drain, metrics, direction } = conn;

@@ -23,6 +23,8 @@ pub struct Shared {
     pub identity: Option<IdentityHandle>,
     /// Spans of both stacks (off without a collector).
     pub trace: crate::trace::Tracer,
+    /// Open taps (`crate::tap`).
+    pub taps: Arc<crate::tap::Taps>,
 }
 
 impl Shared {

@@ -20,9 +20,10 @@ use crate::drain;
 use crate::http::Version;
 use crate::http::server::{self, Conn};
 use crate::http::stack::stack;
-use crate::identity::{ALPN_OPAQUE, Peer};
+use crate::identity::{ALPN_OPAQUE, Peer, SpiffeId};
 use crate::metrics::Direction;
 use crate::metrics::counted;
+use crate::tap::TapConn;
 use crate::transport::detect::{self, Outcome, Protocol};
 use crate::transport::orig_dst::{OrigDstAddr, orig_dst};
 use crate::transport::prefixed::PrefixedIo;
@@ -65,7 +66,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound
     }
     let Some(server) = mesh_server else {
         tracing::debug!(direction = DIR.as_str(), %peer, %orig, outcome = outcome.as_str(), "accepted");
-        let peer = Accepted::new(&inbound, orig, Peer::Unauthenticated).await;
+        let peer = Accepted::new(&inbound, peer, orig, Peer::Unauthenticated).await;
         return serve_detected(stream, prefix.freeze(), outcome, peer, &inbound, drain).await;
     };
     match complete_hello(&mut stream, prefix, dcfg.detect_timeout).await {
@@ -75,7 +76,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound
         }
         Ok((_, prefix)) => {
             let outcome = if opaque_port { Outcome::OpaquePort } else { outcome };
-            let peer = Accepted::new(&inbound, orig, Peer::Unauthenticated).await;
+            let peer = Accepted::new(&inbound, peer, orig, Peer::Unauthenticated).await;
             serve_detected(stream, prefix, outcome, peer, &inbound, drain).await
         }
         Err(e) => tracing::debug!(%peer, error = %e, "connection failed while reading a TLS hello"),
@@ -84,16 +85,20 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound
 
 /// Who a connection is from and where it goes, with its authorization.
 struct Accepted {
+    /// The client's address, for tap.
+    source: SocketAddr,
     orig: OrigDstAddr,
     /// The verified mesh identity, for `weft-client-id`.
     client_id: Option<HeaderValue>,
+    peer_id: Option<SpiffeId>,
     /// `None` when this workload has no inbound policies.
     authz: Option<Arc<ConnAuthz>>,
 }
 
 impl Accepted {
-    async fn new(inbound: &Inbound, orig: OrigDstAddr, peer: Peer) -> Self {
-        let client_id = peer.identity().and_then(|id| HeaderValue::from_str(id.as_str()).ok());
+    async fn new(inbound: &Inbound, source: SocketAddr, orig: OrigDstAddr, peer: Peer) -> Self {
+        let peer_id = peer.identity().cloned();
+        let client_id = peer_id.as_ref().and_then(|id| HeaderValue::from_str(id.as_str()).ok());
         let authz = match inbound.policies.clone() {
             Some(policies) => {
                 let (ns, metrics) = (inbound.namespace.clone(), inbound.http.metrics.clone());
@@ -101,7 +106,7 @@ impl Accepted {
             }
             None => None,
         };
-        Self { orig, client_id, authz }
+        Self { source, orig, client_id, peer_id, authz }
     }
 }
 
@@ -145,7 +150,7 @@ async fn serve_mesh(
         }
     };
     tracing::debug!(%peer, %orig, client = %verified.id(), "mesh TLS accepted");
-    let accepted = Accepted::new(inbound, orig, Peer::Authenticated(verified)).await;
+    let accepted = Accepted::new(inbound, peer, orig, Peer::Authenticated(verified)).await;
     if alpn == ALPN_OPAQUE {
         return serve_detected(tls, Bytes::new(), Outcome::OpaquePort, accepted, inbound, drain).await;
     }
@@ -179,7 +184,7 @@ async fn serve_detected<I>(
     metrics.detected(DIR, outcome);
     let protocol = outcome.protocol();
     let (io, _open) = counted::open(io, prefix, metrics, DIR, protocol);
-    let Accepted { orig, client_id, authz } = accepted;
+    let Accepted { source, orig, client_id, peer_id, authz } = accepted;
     let app = app_addr(orig);
     match protocol {
         Protocol::Http1 | Protocol::Http2 => {
@@ -188,7 +193,19 @@ async fn serve_detected<I>(
             let stack = stack(
                 &inbound.http,
                 DIR,
-                InboundService { inbound: inbound.clone(), app, version, drain, client_id, authz },
+                InboundService {
+                    inbound: inbound.clone(),
+                    app,
+                    version,
+                    drain,
+                    client_id,
+                    peer_id: peer_id.clone(),
+                    authz,
+                },
+            )
+            .tapped(
+                inbound.http.taps.clone(),
+                TapConn { source: Some(source), destination: Some(orig.0), client_id: peer_id },
             );
             server::serve(io, conn, stack, &inbound.config.http).await;
         }

@@ -19,6 +19,8 @@ use crate::http::respond::{ProxyError, respond};
 use crate::http::stack::Stage;
 use crate::http::upgrade::Upgrade;
 use crate::http::{ResponseBody, Version, streamed};
+use crate::identity::SpiffeId;
+use crate::metrics::EdgePeer;
 use crate::trace::SpanHandle;
 
 /// The header that tells the app who called it.
@@ -36,6 +38,8 @@ pub struct InboundService {
     /// The client's verified mesh identity, sent to the app as
     /// `weft-client-id` (any such header from the client is dropped).
     pub client_id: Option<HeaderValue>,
+    /// The same identity, for metrics and tap.
+    pub peer_id: Option<SpiffeId>,
     /// Authorization, decided under the current policy; `None` for a proxy
     /// that serves no registered workload (no inbound policies).
     pub authz: Option<Arc<ConnAuthz>>,
@@ -43,7 +47,7 @@ pub struct InboundService {
 
 impl Stage for InboundService {
     async fn serve(self, req: Request<Incoming>) -> Response<ResponseBody> {
-        match self.forward(req).await {
+        let mut rsp = match self.forward(req).await {
             Ok(rsp) => rsp.map(|b| streamed(b, None)),
             Err(e) => {
                 if let InboundError::Proxy(_) = e {
@@ -51,7 +55,11 @@ impl Stage for InboundService {
                 }
                 respond(&e)
             }
-        }
+        };
+        // Who asked, for the record layer (edges, tap): every answer,
+        // the proxy's own refusals included.
+        rsp.extensions_mut().insert(EdgePeer::client(self.peer_id.clone()));
+        rsp
     }
 }
 

@@ -18,6 +18,8 @@ pub const DEFAULT_INBOUND_PORT: u16 = 4143;
 pub const DEFAULT_OUTBOUND_PORT: u16 = 4140;
 /// Default port of the proxy's admin server.
 pub const DEFAULT_ADMIN_PORT: u16 = 4191;
+/// The proxy's tap port (gRPC over mTLS, for the control plane).
+pub const DEFAULT_TAP_PORT: u16 = 4190;
 /// Default UID of the proxy process, whose traffic is never redirected.
 pub const DEFAULT_PROXY_UID: u32 = 2102;
 
@@ -146,6 +148,8 @@ pub struct InitConfig {
     pub outbound_port: u16,
     /// The admin port, never redirected inbound.
     pub admin_port: u16,
+    /// The tap port, never redirected inbound.
+    pub tap_port: u16,
     /// The proxy's UID: its own connections are never redirected.
     pub proxy_uid: u32,
     /// Inbound destination ports left alone (besides the proxy's own ports).
@@ -168,6 +172,7 @@ impl Default for InitConfig {
             inbound_port: DEFAULT_INBOUND_PORT,
             outbound_port: DEFAULT_OUTBOUND_PORT,
             admin_port: DEFAULT_ADMIN_PORT,
+            tap_port: DEFAULT_TAP_PORT,
             proxy_uid: DEFAULT_PROXY_UID,
             skip_inbound_ports: Vec::new(),
             skip_outbound_ports: Vec::new(),
@@ -200,6 +205,7 @@ impl InitConfig {
             (Flag::InboundPort, &args.inbound_port, &mut config.inbound_port),
             (Flag::OutboundPort, &args.outbound_port, &mut config.outbound_port),
             (Flag::AdminPort, &args.admin_port, &mut config.admin_port),
+            (Flag::TapPort, &args.tap_port, &mut config.tap_port),
         ];
         for (flag, value, slot) in ports {
             check(flag, value, parse_port(value.trim()).map(|p| *slot = p));
@@ -237,6 +243,7 @@ impl InitConfig {
             (Flag::InboundPort, config.inbound_port, &args.inbound_port),
             (Flag::OutboundPort, config.outbound_port, &args.outbound_port),
             (Flag::AdminPort, config.admin_port, &args.admin_port),
+            (Flag::TapPort, config.tap_port, &args.tap_port),
         ];
         let mut clashes = Vec::new();
         for (i, (flag_a, port_a, _)) in named.iter().enumerate() {
@@ -246,7 +253,7 @@ impl InitConfig {
                         *flag_b,
                         value_b,
                         format!(
-                            "port {port_b} is also the {}; the inbound, outbound and admin ports must differ",
+                            "port {port_b} is also the {}; the inbound, outbound, admin and tap ports must differ",
                             flag_a.what()
                         ),
                     ));
@@ -259,8 +266,8 @@ impl InitConfig {
     }
 
     /// The proxy's own ports, which inbound traffic always reaches directly.
-    pub fn proxy_ports(&self) -> [u16; 3] {
-        [self.inbound_port, self.outbound_port, self.admin_port]
+    pub fn proxy_ports(&self) -> [u16; 4] {
+        [self.inbound_port, self.outbound_port, self.admin_port, self.tap_port]
     }
 }
 
@@ -297,6 +304,8 @@ pub enum Flag {
     OutboundPort,
     /// `--admin-port`
     AdminPort,
+    /// `--tap-port`
+    TapPort,
     /// `--proxy-uid`
     ProxyUid,
     /// `--skip-inbound-ports`
@@ -316,6 +325,7 @@ impl Flag {
             Self::InboundPort => "--inbound-port",
             Self::OutboundPort => "--outbound-port",
             Self::AdminPort => "--admin-port",
+            Self::TapPort => "--tap-port",
             Self::ProxyUid => "--proxy-uid",
             Self::SkipInboundPorts => "--skip-inbound-ports",
             Self::SkipOutboundPorts => "--skip-outbound-ports",
@@ -330,6 +340,7 @@ impl Flag {
             Self::InboundPort => "WEFT_INIT_INBOUND_PORT",
             Self::OutboundPort => "WEFT_INIT_OUTBOUND_PORT",
             Self::AdminPort => "WEFT_INIT_ADMIN_PORT",
+            Self::TapPort => "WEFT_INIT_TAP_PORT",
             Self::ProxyUid => "WEFT_INIT_PROXY_UID",
             Self::SkipInboundPorts => "WEFT_INIT_SKIP_INBOUND_PORTS",
             Self::SkipOutboundPorts => "WEFT_INIT_SKIP_OUTBOUND_PORTS",
@@ -343,6 +354,7 @@ impl Flag {
             Self::InboundPort => "inbound port",
             Self::OutboundPort => "outbound port",
             Self::AdminPort => "admin port",
+            Self::TapPort => "tap port",
             _ => self.long(),
         }
     }
@@ -406,7 +418,7 @@ mod tests {
     fn defaults_follow_the_conventions() {
         let config = InitConfig::from_args(&InitArgs::default()).unwrap();
         assert_eq!(config, InitConfig::default());
-        assert_eq!(config.proxy_ports(), [4143, 4140, 4191]);
+        assert_eq!(config.proxy_ports(), [4143, 4140, 4191, 4190]);
         assert_eq!(config.proxy_uid, 2102);
         assert_eq!(config.ipv6, Ipv6Mode::Auto);
         assert_eq!(config.action, Action::Install);

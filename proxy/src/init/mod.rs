@@ -48,6 +48,11 @@ pub struct InitArgs {
     #[arg(long, env = "WEFT_INIT_ADMIN_PORT", value_name = "PORT", default_value = "4191")]
     pub admin_port: String,
 
+    /// Port of the proxy's tap server (gRPC over mTLS, for the control
+    /// plane). Inbound TCP to it is never redirected.
+    #[arg(long, env = "WEFT_INIT_TAP_PORT", value_name = "PORT", default_value = "4190")]
+    pub tap_port: String,
+
     /// UID the proxy runs as. Its own outbound connections are never
     /// redirected (iptables owner match), which is what prevents a loop.
     #[arg(long, env = "WEFT_INIT_PROXY_UID", value_name = "UID", default_value = "2102")]
@@ -113,6 +118,7 @@ impl Default for InitArgs {
             inbound_port: config::DEFAULT_INBOUND_PORT.to_string(),
             outbound_port: config::DEFAULT_OUTBOUND_PORT.to_string(),
             admin_port: config::DEFAULT_ADMIN_PORT.to_string(),
+            tap_port: config::DEFAULT_TAP_PORT.to_string(),
             proxy_uid: config::DEFAULT_PROXY_UID.to_string(),
             skip_inbound_ports: Vec::new(),
             skip_outbound_ports: Vec::new(),
@@ -321,6 +327,7 @@ mod tests {
                 inbound_port: 15006,
                 outbound_port: 15001,
                 admin_port: 15000,
+                tap_port: 4190,
                 proxy_uid: 1337,
                 skip_inbound_ports: vec!["22".parse().unwrap(), "4000-4010".parse().unwrap()],
                 skip_outbound_ports: vec!["25".parse().unwrap(), "6000-6100".parse().unwrap()],
@@ -372,7 +379,7 @@ mod tests {
         assert_eq!(
             line,
             "weft-proxy init: installed IPv4 interception in chains WEFT_INBOUND/WEFT_OUTBOUND: \
-             inbound TCP -> :4143 except to ports 4143,4140,4191,22,4000-4010; outbound TCP -> \
+             inbound TCP -> :4143 except to ports 4143,4140,4191,4190,22,4000-4010; outbound TCP -> \
              :4140 except from uid 2102, to loopback, to 10.0.0.0/8 (IPv6 is not set up, so \
              fd00::/8 is unused); no IPv6 (no IPv6 address besides ::1) (7 rules; jumps: 2 \
              added, 0 already present)"

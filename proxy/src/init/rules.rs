@@ -398,7 +398,7 @@ mod tests {
         let got = lines(&install_plan(&InitConfig::default(), &[Family::V4]));
         let want = [
             "iptables -w 60 -t nat -N WEFT_INBOUND 2>/dev/null || iptables -w 60 -t nat -F WEFT_INBOUND",
-            "iptables -w 60 -t nat -A WEFT_INBOUND -p tcp -m multiport --dports 4143,4140,4191 -m comment --comment weft/proxy-ports -j RETURN",
+            "iptables -w 60 -t nat -A WEFT_INBOUND -p tcp -m multiport --dports 4143,4140,4191,4190 -m comment --comment weft/proxy-ports -j RETURN",
             "iptables -w 60 -t nat -A WEFT_INBOUND -p tcp -m comment --comment weft/redirect -j REDIRECT --to-ports 4143",
             "iptables -w 60 -t nat -N WEFT_OUTBOUND 2>/dev/null || iptables -w 60 -t nat -F WEFT_OUTBOUND",
             "iptables -w 60 -t nat -A WEFT_OUTBOUND -m owner --uid-owner 2102 -m comment --comment weft/proxy-uid -j RETURN",
@@ -459,13 +459,14 @@ mod tests {
             inbound_port: 15006,
             outbound_port: 15001,
             admin_port: 15000,
+            tap_port: 15002,
             skip_inbound_ports: ports(&[(22, 22), (4000, 4010)]),
             ..InitConfig::default()
         };
         assert_eq!(
             specs(&inbound_rules(&config)),
             [
-                "-A WEFT_INBOUND -p tcp -m multiport --dports 15006,15001,15000 -m comment --comment weft/proxy-ports -j RETURN",
+                "-A WEFT_INBOUND -p tcp -m multiport --dports 15006,15001,15000,15002 -m comment --comment weft/proxy-ports -j RETURN",
                 "-A WEFT_INBOUND -p tcp -m multiport --dports 22,4000:4010 -m comment --comment weft/skip-ports -j RETURN",
                 "-A WEFT_INBOUND -p tcp -m comment --comment weft/redirect -j REDIRECT --to-ports 15006",
             ]

@@ -14,6 +14,14 @@ pub fn render(m: &Metrics) -> String {
     render_http(m, &mut out);
     render_tcp(m, &mut out);
     render_policy(m, &mut out);
+    render_edges(m, &mut out);
+    header(
+        &mut out,
+        "weft_tap_events_dropped_total",
+        "counter",
+        "Tap events dropped because the tap's queue was full.",
+    );
+    let _ = writeln!(out, "weft_tap_events_dropped_total {}", m.tap_dropped.load(Relaxed));
 
     header(&mut out, "weft_detect_total", "counter", "Protocol detection outcomes of accepted connections.");
     for dir in Direction::ALL {
@@ -180,16 +188,85 @@ fn render_policy(m: &Metrics, out: &mut String) {
         "counter",
         "Outbound requests by HTTPRoute rule and backend (name.namespace:port); route is empty without routes.",
     );
-    for (route, backend, ok, failed) in p.route_rows() {
-        for (class, v) in [("success", ok), ("failure", failed)] {
+    let routes = p.route_rows();
+    for (route, backend, stats) in &routes {
+        for (class, v) in [("success", &stats.success), ("failure", &stats.failure)] {
             let _ = writeln!(
                 out,
-                "weft_route_requests_total{{route=\"{}\",backend=\"{}\",classification=\"{class}\"}} {v}",
-                escape(&route),
-                escape(&backend)
+                "weft_route_requests_total{{route=\"{}\",backend=\"{}\",classification=\"{class}\"}} {}",
+                escape(route),
+                escape(backend),
+                v.load(Relaxed)
             );
         }
     }
+    header(
+        out,
+        "weft_route_response_latency_seconds",
+        "histogram",
+        "Outbound time from request to response headers (retries included), by HTTPRoute rule and backend.",
+    );
+    for (route, backend, stats) in &routes {
+        for (i, class) in ["success", "failure"].into_iter().enumerate() {
+            let labels =
+                format!("route=\"{}\",backend=\"{}\",classification=\"{class}\"", escape(route), escape(backend));
+            histogram(out, "weft_route_response_latency_seconds", &labels, &stats.latency[i]);
+        }
+    }
+}
+
+/// The edge families: responses by who answered (outbound) or asked (inbound).
+fn render_edges(m: &Metrics, out: &mut String) {
+    let mut rows = Vec::new();
+    for dir in Direction::ALL {
+        let v = m.edges[dir as usize].0.read().unwrap_or_else(|p| p.into_inner());
+        let mut entries: Vec<_> = v.iter().cloned().collect();
+        drop(v);
+        entries.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+        for (peer, peer_id, tls, stats) in entries {
+            let labels = format!(
+                "direction=\"{}\",peer=\"{}\",peer_id=\"{}\",tls=\"{tls}\"",
+                dir.as_str(),
+                escape(&peer),
+                escape(&peer_id)
+            );
+            rows.push((labels, stats));
+        }
+    }
+    header(
+        out,
+        "weft_edge_responses_total",
+        "counter",
+        "HTTP responses by edge: outbound by destination service and server identity, inbound by client identity.",
+    );
+    for (labels, stats) in &rows {
+        for (class, v) in [("success", &stats.success), ("failure", &stats.failure)] {
+            let _ =
+                writeln!(out, "weft_edge_responses_total{{{labels},classification=\"{class}\"}} {}", v.load(Relaxed));
+        }
+    }
+    header(
+        out,
+        "weft_edge_response_latency_seconds",
+        "histogram",
+        "Time from request to response headers, by edge (as weft_edge_responses_total, without classification).",
+    );
+    for (labels, stats) in &rows {
+        histogram(out, "weft_edge_response_latency_seconds", labels, &stats.latency);
+    }
+}
+
+/// One histogram series (nothing when it recorded nothing yet).
+fn histogram(out: &mut String, name: &str, labels: &str, h: &super::LatencyHistogram) {
+    let Some(snap) = h.snapshot() else {
+        return;
+    };
+    for (le, n) in BUCKETS.iter().zip(&snap.cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", snap.count);
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", snap.sum_seconds);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", snap.count);
 }
 
 /// `weft_circuit_open`: per (target, endpoint) under a circuit breaker,
@@ -286,6 +363,40 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn renders_routes_and_edges() {
+        let m = Metrics::new();
+        let (route, backend): (std::sync::Arc<str>, std::sync::Arc<str>) = ("".into(), "web.default:80".into());
+        m.policy.route(&route, &backend).response_timed(200, Duration::from_millis(2));
+        let named: std::sync::Arc<str> = "default/web#0".into();
+        m.policy.route(&named, &backend).response_timed(503, Duration::from_millis(20));
+        m.edge(Direction::Outbound, "web.default", "spiffe://td/ns/default/sa/web", true)
+            .response(200, Duration::from_millis(2));
+        m.edge(Direction::Inbound, "", "spiffe://td/ns/x/sa/\"q\"", true).response(500, Duration::from_millis(2));
+        m.edge(Direction::Inbound, "", "", false).response(200, Duration::from_millis(2));
+        let text = render(&m);
+        for line in [
+            "weft_route_requests_total{route=\"default\",backend=\"web.default:80\",classification=\"success\"} 1",
+            "weft_route_response_latency_seconds_bucket{route=\"default\",backend=\"web.default:80\",classification=\"success\",le=\"0.002\"} 1",
+            "weft_route_response_latency_seconds_count{route=\"default\",backend=\"web.default:80\",classification=\"success\"} 1",
+            "weft_route_response_latency_seconds_bucket{route=\"default/web#0\",backend=\"web.default:80\",classification=\"failure\",le=\"0.015\"} 0",
+            "weft_route_response_latency_seconds_bucket{route=\"default/web#0\",backend=\"web.default:80\",classification=\"failure\",le=\"0.02\"} 1",
+            "weft_edge_responses_total{direction=\"outbound\",peer=\"web.default\",peer_id=\"spiffe://td/ns/default/sa/web\",tls=\"true\",classification=\"success\"} 1",
+            "weft_edge_responses_total{direction=\"outbound\",peer=\"web.default\",peer_id=\"spiffe://td/ns/default/sa/web\",tls=\"true\",classification=\"failure\"} 0",
+            "weft_edge_responses_total{direction=\"inbound\",peer=\"\",peer_id=\"spiffe://td/ns/x/sa/\\\"q\\\"\",tls=\"true\",classification=\"failure\"} 1",
+            "weft_edge_responses_total{direction=\"inbound\",peer=\"\",peer_id=\"\",tls=\"false\",classification=\"success\"} 1",
+            "weft_edge_response_latency_seconds_bucket{direction=\"inbound\",peer=\"\",peer_id=\"\",tls=\"false\",le=\"+Inf\"} 1",
+            "weft_edge_response_latency_seconds_count{direction=\"outbound\",peer=\"web.default\",peer_id=\"spiffe://td/ns/default/sa/web\",tls=\"true\"} 1",
+            "weft_tap_events_dropped_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        // No classification on the edge histogram.
+        assert!(
+            !text.lines().any(|l| l.starts_with("weft_edge_response_latency_seconds") && l.contains("classification"))
+        );
     }
 
     #[test]

@@ -93,7 +93,71 @@ pub struct Metrics {
     authz: Mutex<std::collections::BTreeMap<(bool, String, &'static str), Arc<AtomicU64>>>,
     /// The traffic policy stack's counters.
     pub policy: PolicyCounters,
+    /// Responses by upstream (outbound) or client (inbound) identity.
+    edges: [EdgeIndex; 2],
+    /// Tap events dropped (the subscriber's queue was full).
+    pub tap_dropped: AtomicU64,
 }
+
+/// Distinct (peer, peer_id, tls) edges kept per direction.
+pub const MAX_EDGES: usize = 100;
+/// The `peer` of an outbound edge whose destination is not a mesh service.
+pub const UNKNOWN_PEER: &str = "unknown";
+
+/// Who answered (outbound: the upstream) or asked (inbound: the client),
+/// set by a stage as a response extension for the record layer.
+#[derive(Clone, Debug)]
+pub struct EdgePeer {
+    /// Outbound: the destination service `name.namespace` (`None`:
+    /// [`UNKNOWN_PEER`]); inbound: `None` (rendered empty).
+    pub peer: Option<Arc<str>>,
+    /// The SPIFFE ID the connection was verified as; `None` when plaintext.
+    pub peer_id: Option<crate::identity::SpiffeId>,
+    /// The upstream's address (outbound), for tap.
+    pub addr: Option<std::net::SocketAddr>,
+    /// Outbound: the route and backend that answered, for tap.
+    pub route: Option<(Arc<str>, Arc<str>)>,
+}
+
+impl EdgePeer {
+    /// An upstream that answered, before the stage names it.
+    pub fn upstream(peer_id: Option<crate::identity::SpiffeId>, addr: std::net::SocketAddr) -> Self {
+        Self { peer: None, peer_id, addr: Some(addr), route: None }
+    }
+
+    /// A client of the inbound side.
+    pub fn client(peer_id: Option<crate::identity::SpiffeId>) -> Self {
+        Self { peer: None, peer_id, addr: None, route: None }
+    }
+
+    pub fn tls(&self) -> bool {
+        self.peer_id.is_some()
+    }
+
+    pub fn peer_id(&self) -> &str {
+        self.peer_id.as_ref().map_or("", |id| id.as_str())
+    }
+}
+
+/// Responses and their latency on one edge.
+#[derive(Debug, Default)]
+pub struct EdgeStats {
+    success: AtomicU64,
+    failure: AtomicU64,
+    latency: LatencyHistogram,
+}
+
+impl EdgeStats {
+    pub fn response(&self, status: u16, latency: Duration) {
+        if is_failure(status) { &self.failure } else { &self.success }.fetch_add(1, Relaxed);
+        self.latency.record(latency);
+    }
+}
+
+/// One direction's edges: a short list scanned under a read lock (at most
+/// [`MAX_EDGES`] + 2 entries, usually a handful).
+#[derive(Debug, Default)]
+struct EdgeIndex(RwLock<Vec<(Arc<str>, Arc<str>, bool, Arc<EdgeStats>)>>);
 
 /// Routes × backends counted at most; past it, `route="other"`.
 pub const MAX_ROUTE_SERIES: usize = 1000;
@@ -128,18 +192,30 @@ pub struct PolicyCounters {
     routes: Mutex<std::collections::BTreeMap<(Arc<str>, Arc<str>), Arc<RouteStats>>>,
 }
 
-/// Requests by route and backend, split into success and failure.
+/// Requests by route and backend, split into success and failure, and
+/// their time to response headers by the same split.
 #[derive(Debug, Default)]
 pub struct RouteStats {
     success: AtomicU64,
     failure: AtomicU64,
+    latency: [LatencyHistogram; 2],
 }
 
 impl RouteStats {
     pub fn response(&self, status: u16) {
         if is_failure(status) { &self.failure } else { &self.success }.fetch_add(1, Relaxed);
     }
+
+    /// Counts the response and records its latency (request start to
+    /// response headers, retries included).
+    pub fn response_timed(&self, status: u16, latency: Duration) {
+        self.response(status);
+        self.latency[usize::from(is_failure(status))].record(latency);
+    }
 }
+
+/// The route label of requests to a service without routes.
+pub const DEFAULT_ROUTE: &str = "default";
 
 impl PolicyCounters {
     /// The counters of (`route`, `backend`), created while under the cap.
@@ -153,10 +229,16 @@ impl PolicyCounters {
         map.entry(key).or_default().clone()
     }
 
-    /// (route, backend, successes, failures), for rendering.
-    pub fn route_rows(&self) -> Vec<(Arc<str>, Arc<str>, u64, u64)> {
+    /// (route, backend, stats), for rendering; the route is `default`
+    /// for a service without routes.
+    pub fn route_rows(&self) -> Vec<(Arc<str>, Arc<str>, Arc<RouteStats>)> {
         let map = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter().map(|((r, b), s)| (r.clone(), b.clone(), s.success.load(Relaxed), s.failure.load(Relaxed))).collect()
+        map.iter()
+            .map(|((r, b), s)| {
+                let route: Arc<str> = if r.is_empty() { Arc::from(DEFAULT_ROUTE) } else { r.clone() };
+                (route, b.clone(), s.clone())
+            })
+            .collect()
     }
 }
 
@@ -232,6 +314,30 @@ impl Metrics {
         map.entry(key.to_string()).or_default().clone()
     }
 
+    /// The stats of an edge, created while under the cap (past it, the
+    /// edge counts as `peer="other",peer_id="other"` with its `tls`).
+    pub fn edge(&self, dir: Direction, peer: &str, peer_id: &str, tls: bool) -> Arc<EdgeStats> {
+        let index = &self.edges[dir as usize].0;
+        let find = |v: &[(Arc<str>, Arc<str>, bool, Arc<EdgeStats>)], p: &str, id: &str| {
+            v.iter().find(|(vp, vid, vt, _)| **vp == *p && **vid == *id && *vt == tls).map(|e| e.3.clone())
+        };
+        if let Some(stats) = find(&index.read().unwrap_or_else(|p| p.into_inner()), peer, peer_id) {
+            return stats;
+        }
+        let mut v = index.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(stats) = find(&v, peer, peer_id) {
+            return stats;
+        }
+        let named = v.iter().filter(|(p, id, _, _)| !(&**p == OTHER_AUTHORITY && &**id == OTHER_AUTHORITY)).count();
+        let (peer, peer_id) = if named < MAX_EDGES { (peer, peer_id) } else { (OTHER_AUTHORITY, OTHER_AUTHORITY) };
+        if let Some(stats) = find(&v, peer, peer_id) {
+            return stats;
+        }
+        let stats = Arc::new(EdgeStats::default());
+        v.push((Arc::from(peer), Arc::from(peer_id), tls, stats.clone()));
+        stats
+    }
+
     /// The counter for an authorization decision.
     pub fn authz_counter(&self, allowed: bool, policy: &str, reason: &'static str) -> Arc<AtomicU64> {
         let mut map = self.authz.lock().unwrap_or_else(|p| p.into_inner());
@@ -263,6 +369,33 @@ impl TcpCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edges_are_capped_per_direction() {
+        let m = Metrics::new();
+        for i in 0..MAX_EDGES + 5 {
+            let id = format!("spiffe://td/ns/default/sa/s{i}");
+            m.edge(Direction::Inbound, "", &id, true).response(200, Duration::from_millis(1));
+        }
+        // Plaintext past the cap keeps its tls label under "other".
+        m.edge(Direction::Inbound, "", "", false).response(503, Duration::from_millis(1));
+        // The other direction has its own budget.
+        m.edge(Direction::Outbound, "web.default", "spiffe://td/ns/default/sa/web", true)
+            .response(200, Duration::from_millis(1));
+        let v = m.edges[0].0.read().expect("lock");
+        assert_eq!(v.len(), MAX_EDGES + 2);
+        let other: Vec<_> = v.iter().filter(|e| &*e.0 == "other" && &*e.1 == "other").collect();
+        assert_eq!(other.len(), 2, "one other key per tls value");
+        let tls_other = other.iter().find(|e| e.2).expect("tls other");
+        assert_eq!(tls_other.3.success.load(Relaxed), 5);
+        drop(v);
+        // A key admitted before the cap keeps its own series.
+        m.edge(Direction::Inbound, "", "spiffe://td/ns/default/sa/s0", true).response(200, Duration::from_millis(1));
+        let v = m.edges[0].0.read().expect("lock");
+        let s0 = v.iter().find(|e| &*e.1 == "spiffe://td/ns/default/sa/s0").expect("s0");
+        assert_eq!(s0.3.success.load(Relaxed), 2);
+        assert_eq!(m.edges[1].0.read().expect("lock").len(), 1);
+    }
 
     #[test]
     fn authorities_are_capped() {

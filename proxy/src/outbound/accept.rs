@@ -14,6 +14,7 @@ use crate::http::server::{self, Conn};
 use crate::http::stack::stack;
 use crate::metrics::Direction;
 use crate::metrics::counted;
+use crate::tap::TapConn;
 use crate::transport::detect::{self, Outcome, Protocol};
 use crate::transport::orig_dst::orig_dst;
 
@@ -60,7 +61,11 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, outbound: Arc<Outbound>,
             let version = if protocol == Protocol::Http1 { Version::Http1 } else { Version::Http2 };
             let conn = Conn { version, drain: drain.clone(), metrics: metrics.clone(), direction: DIR };
             let stack =
-                stack(&outbound.http, DIR, OutboundService { outbound: outbound.clone(), upstream, version, drain });
+                stack(&outbound.http, DIR, OutboundService { outbound: outbound.clone(), upstream, version, drain })
+                    .tapped(
+                        outbound.http.taps.clone(),
+                        TapConn { source: Some(peer), destination: Some(orig.0), client_id: None },
+                    );
             server::serve(io, conn, stack, &outbound.config.http).await;
         }
         Protocol::Opaque => super::tcp::forward(io, &upstream, &outbound).await,

@@ -22,6 +22,7 @@ use crate::http::Version;
 use crate::http::body::RequestBody;
 use crate::http::client::SendError;
 use crate::http::respond::{LocalAnswer as _, ProxyError};
+use crate::metrics::EdgePeer;
 use crate::policy::compiled::{CompiledPolicy, RouteRuntime};
 use crate::policy::retry::{Decision, Outcome, grpc_status};
 use crate::trace::SpanHandle;
@@ -136,7 +137,9 @@ async fn attempt(
     };
     let tls = pick.as_ref().and_then(|p| shared.tls_target(&p.endpoint, false));
     let client_span = span.map(|s| s.attempt(req.headers_mut(), addr, retry));
-    let peer_id = tls.as_ref().map(|t| t.expected.clone());
+    let tls_id = tls.as_ref().map(|t| t.expected.clone());
+    // The span names the identity the connection was verified as.
+    let peer_id = client_span.as_ref().and_then(|_| tls_id.clone());
     let send = shared.pool.try_send(addr, version, req, tls, rt.timeouts.connect);
     let sent = match rt.timeouts.per_try {
         Some(t) => match tokio::time::timeout(t, send).await {
@@ -149,7 +152,13 @@ async fn attempt(
         None => send.await,
     };
     let (result, unsent): (Result<_, OutboundError>, _) = match sent {
-        Ok(rsp) => (Ok(rsp), None),
+        Ok(mut rsp) => {
+            // Who answered, for the record layer (edges, tap); the peer's
+            // name and the route are added by the stage.
+            let peer_id = tls_id;
+            rsp.extensions_mut().insert(EdgePeer::upstream(peer_id, addr));
+            (Ok(rsp), None)
+        }
         Err(SendError { error, unsent }) => (Err(error.into()), unsent),
     };
     if let Some(client_span) = client_span {

@@ -45,6 +45,7 @@ use crate::http::respond::{LocalAnswer, ProxyError, respond};
 use crate::http::stack::Stage;
 use crate::http::upgrade::Upgrade;
 use crate::http::{ResponseBody, Version, streamed};
+use crate::metrics::EdgePeer;
 use crate::policy::compiled::{BackendRef, CompiledPolicy, RouteRuntime};
 use crate::trace::SpanHandle;
 
@@ -80,6 +81,7 @@ impl OutboundService {
 
 /// Sends `req` under the outbound policy of the service it resolved to.
 async fn forward(svc: &OutboundService, mut req: Request<Incoming>) -> Result<Response<ResponseBody>, OutboundError> {
+    let start = std::time::Instant::now();
     let outbound = &*svc.outbound;
     let metrics = &outbound.http.metrics;
     let policy: Arc<CompiledPolicy> = policy_for(outbound, &svc.upstream).await?;
@@ -155,7 +157,11 @@ async fn forward(svc: &OutboundService, mut req: Request<Incoming>) -> Result<Re
         let (addr, pick) = choose(outbound, &upstream, &policy, &rt.balance, &parts.headers, None)?;
         let tls = pick.as_ref().and_then(|p| outbound.http.tls_target(&p.endpoint, false));
         let req = Request::from_parts(parts, RequestBody::from(body));
-        let rsp = upgrade.proxy(&outbound.http, svc.drain.clone(), req, addr, pick, tls).await?;
+        let tls_id = tls.as_ref().map(|t| t.expected.clone());
+        let mut rsp = upgrade.proxy(&outbound.http, svc.drain.clone(), req, addr, pick, tls).await?;
+        let mut edge = EdgePeer::upstream(tls_id, addr);
+        edge.peer = peer_name(&policy, backend);
+        rsp.extensions_mut().insert(edge);
         return Ok(rsp.map(|b| streamed(b, None)));
     }
 
@@ -196,7 +202,7 @@ async fn forward(svc: &OutboundService, mut req: Request<Incoming>) -> Result<Re
     let deadline = rt.timeouts.request.or(outbound.http.request_timeout);
     let routed = Routed { outbound, version: svc.version, policy: &policy, rt, upstream: &upstream };
     let attempts = send_with_retries(&routed, parts, body, replayable);
-    let result = match deadline {
+    let mut result = match deadline {
         Some(t) => match tokio::time::timeout(t, attempts).await {
             Ok(r) => r,
             Err(_) => {
@@ -214,7 +220,14 @@ async fn forward(svc: &OutboundService, mut req: Request<Incoming>) -> Result<Re
             Err(e) => e.status(),
         };
         let stats = b.stats.get_or_init(|| metrics.policy.route(&rt.name, &b.label));
-        stats.response(status.as_u16());
+        stats.response_timed(status.as_u16(), start.elapsed());
+    }
+    // Name who answered for the record layer (the attempt set its identity).
+    if let Ok(rsp) = &mut result
+        && let Some(edge) = rsp.extensions_mut().get_mut::<EdgePeer>()
+    {
+        edge.peer = peer_name(&policy, backend);
+        edge.route = backend.map(|b| (rt.name.clone(), b.label.clone()));
     }
     let mut rsp = result?;
     strip_hop_by_hop(rsp.headers_mut(), false);
@@ -225,6 +238,13 @@ async fn forward(svc: &OutboundService, mut req: Request<Incoming>) -> Result<Re
         m.apply(rsp.headers_mut());
     }
     Ok(rsp.map(|b| streamed(b, rt.timeouts.idle.map(|t| (t, metrics)))))
+}
+
+/// The edge's `peer`: the backend's service (`name.namespace`), else the
+/// policy's; `None` (unknown) outside the mesh.
+fn peer_name(policy: &CompiledPolicy, backend: Option<&BackendRef>) -> Option<Arc<str>> {
+    let name = backend.map_or(policy.service.as_str(), |b| b.service.as_str());
+    (!name.is_empty()).then(|| Arc::from(name))
 }
 
 /// A backend other than the parent service, through discovery.

@@ -36,6 +36,9 @@ use crate::inbound::Inbound;
 use crate::listen::{Stacks, accept_loop};
 use crate::metrics::{Direction, Metrics};
 use crate::policy::compiled::CompiledPolicy;
+use crate::tap::TapConn;
+use crate::tap::filter::Filter;
+use weft_api::tap::tap_event::Event;
 
 #[derive(clap::Parser)]
 struct Cli {
@@ -53,9 +56,11 @@ fn config(args: &[&str]) -> Config {
 /// The outbound side of a proxy with no control plane; `listener` is the
 /// outbound listener's address (never a destination).
 fn outbound(config: Config, listener: SocketAddr) -> Arc<Outbound> {
+    let metrics = Metrics::new();
     let http = Arc::new(Shared {
         pool: Pool::new(config.connect_timeout, config.http.pool_idle_timeout),
-        metrics: Metrics::new(),
+        taps: crate::tap::Taps::new(None, metrics.clone()),
+        metrics,
         request_timeout: config.http.request_timeout,
         tcp_idle_timeout: config.tcp_idle_timeout,
         identity: None,
@@ -101,7 +106,8 @@ async fn serve_stack(outbound: Arc<Outbound>, upstream: Resolution) -> (SocketAd
                     direction: Direction::Outbound,
                 };
                 let svc = OutboundService { outbound: outbound.clone(), upstream, version: Version::Http1, drain };
-                let stack = stack(&outbound.http, Direction::Outbound, svc);
+                let taps = outbound.http.taps.clone();
+                let stack = stack(&outbound.http, Direction::Outbound, svc).tapped(taps, TapConn::default());
                 server::serve(stream, conn, stack, &outbound.config.http).await;
             });
         }
@@ -356,4 +362,124 @@ async fn the_explicit_proxy_forwards_absolute_form_and_answers_the_rest_itself()
         assert_eq!(rsp.status(), want, "{uri}");
         assert_eq!(rsp.headers()[PROXY_ERROR_HEADER], reason, "{uri}");
     }
+}
+
+/// A web.default service over `endpoints`, without routes.
+fn web(endpoints: &[SocketAddr]) -> (Resolution, impl Sized + use<>) {
+    service(endpoints, api::OutboundPolicy { service: "web.default".into(), port: 80, ..Default::default() })
+}
+
+fn path_match(prefix: &str) -> Filter {
+    let m = weft_api::tap::Match { path_prefix: prefix.into(), ..Default::default() };
+    Filter::from_api(Some(&m)).expect("match")
+}
+
+#[tokio::test]
+async fn a_tap_sees_what_its_match_selects_and_closes_with_its_caller() {
+    let (upstream, _keep) = web(&[app("good", false).await]);
+    let outbound = outbound(config(&[]), refusing().await);
+    let (proxy, _signal) = serve_stack(outbound.clone(), upstream).await;
+    let taps = outbound.http.taps.clone();
+    assert!(!taps.is_open());
+    let (subscription, mut rx) = taps.subscribe(path_match("/tap"), 0, true);
+    assert!(taps.is_open());
+
+    let other = Request::post("http://web/other").body(Full::new(Bytes::from_static(b"no"))).expect("request");
+    assert_eq!(send(proxy, other).await.0, StatusCode::OK);
+    let req = Request::post("http://web/tap/1")
+        .header("authorization", "Bearer SECRET")
+        .header("x-visible", "1")
+        .body(Full::new(Bytes::from_static(b"hello")))
+        .expect("request");
+    assert_eq!(send(proxy, req).await.0, StatusCode::OK);
+
+    let mut events = Vec::new();
+    while events.len() < 3 {
+        let e = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("an event").expect("open");
+        events.push(e);
+    }
+    assert!(events.iter().all(|e| e.id == events[0].id && e.direction == "outbound"), "{events:#?}");
+    let Some(Event::Request(req)) = &events[0].event else { panic!("{events:#?}") };
+    assert_eq!((req.method.as_str(), req.authority.as_str(), req.path.as_str()), ("POST", "web", "/tap/1"));
+    let names: Vec<&str> = req.headers.iter().map(|h| h.name.as_str()).collect();
+    assert!(names.contains(&"x-visible") && !names.contains(&"authorization"), "{names:?}");
+    let Some(Event::Response(rsp)) = &events[1].event else { panic!("{events:#?}") };
+    assert_eq!((rsp.status, rsp.route.as_str(), rsp.backend.as_str()), (200, "default", "web.default:80"));
+    let Some(Event::End(end)) = &events[2].event else { panic!("{events:#?}") };
+    assert_eq!((end.response_bytes, end.grpc_status, end.reason.as_str()), (5, -1, ""), "{end:?}");
+    assert!(end.duration_us >= rsp.latency_us);
+    assert!(!events[2].destination.is_empty(), "the upstream's address: {:?}", events[2]);
+    assert!(rx.try_recv().is_err(), "more than the one selected request");
+
+    drop(subscription);
+    assert!(!taps.is_open(), "the tap stays open after its caller went");
+    // Both requests on the edge to web.default, plaintext.
+    let text = crate::metrics::render(&outbound.http.metrics);
+    let line = "weft_edge_responses_total{direction=\"outbound\",peer=\"web.default\",peer_id=\"\",tls=\"false\",classification=\"success\"} 2";
+    assert!(text.lines().any(|l| l == line), "{text}");
+}
+
+/// What tap costs on the request path: sequential requests over one
+/// keep-alive connection through the outbound stack, with no tap, with a
+/// tap whose match selects nothing, and with one selecting every request
+/// (at the 100/s cap), interleaved in rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: cargo test --release -p weft-proxy --lib tap_cost -- --ignored --nocapture"]
+async fn tap_cost() {
+    const PER_ROUND: usize = 5000;
+    const ROUNDS: usize = 7;
+    let (upstream, _keep) = web(&[app("good", false).await]);
+    let outbound = outbound(config(&[]), refusing().await);
+    let (proxy, _signal) = serve_stack(outbound.clone(), upstream).await;
+    let taps = outbound.http.taps.clone();
+    let stream = TcpStream::connect(proxy).await.expect("connect");
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let modes = ["closed", "open, matching nothing", "open, matching all (100/s tapped)"];
+    let mut results: Vec<Vec<(f64, u64, u64)>> = vec![Vec::new(); modes.len()];
+    for round in 0..=ROUNDS {
+        for (m, _) in modes.iter().enumerate() {
+            let tap = match m {
+                0 => None,
+                1 => Some(taps.subscribe(path_match("/nothing"), 100, false)),
+                _ => Some(taps.subscribe(Filter::default(), 100, true)),
+            };
+            let drained =
+                tap.map(|(sub, mut rx)| (sub, tokio::spawn(async move { while rx.recv().await.is_some() {} })));
+            let mut lat = Vec::with_capacity(PER_ROUND);
+            let start = std::time::Instant::now();
+            for _ in 0..PER_ROUND {
+                let t = std::time::Instant::now();
+                tx.ready().await.expect("ready");
+                let rsp = tx
+                    .send_request(Request::get("http://web/cost").body(Full::new(Bytes::new())).expect("req"))
+                    .await
+                    .expect("rsp");
+                rsp.into_body().collect().await.expect("body");
+                lat.push(t.elapsed().as_nanos() as u64);
+            }
+            let rps = PER_ROUND as f64 / start.elapsed().as_secs_f64();
+            drop(drained);
+            lat.sort_unstable();
+            // Round 0 warms up.
+            if round > 0 {
+                results[m].push((rps, lat[lat.len() / 2], lat[lat.len() * 99 / 100]));
+            }
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!("mode | req/s (median of {ROUNDS} rounds of {PER_ROUND}) | p50 µs | p99 µs");
+    for (m, name) in modes.iter().enumerate() {
+        let r = &results[m];
+        println!(
+            "{name} | {:.0} | {:.1} | {:.1}",
+            median(r.iter().map(|x| x.0).collect()),
+            median(r.iter().map(|x| x.1 as f64 / 1e3).collect()),
+            median(r.iter().map(|x| x.2 as f64 / 1e3).collect()),
+        );
+    }
+    println!("tap events dropped: {}", outbound.http.metrics.tap_dropped.load(Relaxed));
 }

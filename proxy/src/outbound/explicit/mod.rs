@@ -39,6 +39,7 @@ use crate::transport::detect::{self, Outcome, Protocol};
 pub async fn serve(mut stream: TcpStream, peer: SocketAddr, outbound: Arc<Outbound>, drain: drain::Watch) {
     let dir = Direction::Outbound;
     let metrics = &outbound.http.metrics;
+    let stream_local = stream.local_addr().ok();
     // One bounded, deadlined read, only to turn away HTTP/2 prior knowledge:
     // everything else is HTTP/1 or nothing, and hyper bounds the head
     // (--max-header-bytes → 431, --header-read-timeout) and answers garbage
@@ -67,6 +68,9 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, outbound: Arc<Outbou
     // Served as HTTP/1 whatever detection said: hyper answers what is not.
     let (io, _open) = counted::open(stream, prefix.freeze(), metrics, dir, Protocol::Http1);
     let conn = Conn { version: Version::Http1, drain: drain.clone(), metrics: metrics.clone(), direction: dir };
-    let stack = stack(&outbound.http, dir, service::ExplicitService { outbound: outbound.clone(), drain });
+    let stack = stack(&outbound.http, dir, service::ExplicitService { outbound: outbound.clone(), drain }).tapped(
+        outbound.http.taps.clone(),
+        crate::tap::TapConn { source: Some(peer), destination: stream_local, client_id: None },
+    );
     server::serve(io, conn, stack, &outbound.config.http).await;
 }
