@@ -90,7 +90,14 @@ impl Browser {
     /// Waits until `selector`'s `attr` equals `equals` (views refresh
     /// themselves), then screenshots.
     #[track_caller]
-    pub fn wait_attr(&mut self, selector: &str, attr: &str, equals: &str, within: Duration, shot: &str) -> serde_json::Value {
+    pub fn wait_attr(
+        &mut self,
+        selector: &str,
+        attr: &str,
+        equals: &str,
+        within: Duration,
+        shot: &str,
+    ) -> serde_json::Value {
         self.send(serde_json::json!({
             "op": "wait", "selector": selector, "attr": attr, "equals": equals,
             "timeout_ms": within.as_millis() as u64, "shot": shot,

@@ -231,11 +231,13 @@ fn the_dashboard_shows_what_the_proxies_counted_and_follows_a_rollout() {
         curl.join().unwrap();
         page
     });
-    let lines: Vec<String> =
-        serde_json::from_value(tap["tap"]["lines"].take()).expect("tap lines");
+    let lines: Vec<String> = serde_json::from_value(tap["tap"]["lines"].take()).expect("tap lines");
     assert!(lines.len() >= 6, "{lines:?}");
     assert!(lines.iter().all(|l| l.contains("/tapped") || !l.starts_with("req")), "{lines:?}");
-    assert!(lines.iter().any(|l| l.starts_with("req") && l.contains(":path=/tapped") && l.contains("tls=true")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("req") && l.contains(":path=/tapped") && l.contains("tls=true")),
+        "{lines:?}"
+    );
     step("the tap view");
 
     // The canary view follows a rollout: open it, then step web-v2 to 50.
