@@ -20,10 +20,10 @@ pub mod identity {
     tonic::include_proto!("weft.identity.v1");
 }
 
-pub mod config {
-    tonic::include_proto!("weft.config.v1");
-}
-
 pub mod tap {
     tonic::include_proto!("weft.tap.v1");
+}
+
+pub mod config {
+    tonic::include_proto!("weft.config.v1");
 }

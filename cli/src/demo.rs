@@ -65,6 +65,42 @@ pub fn demo_mesh(redis_installed: bool, rate: f64, dir: &Path) -> anyhow::Result
     Ok(mesh)
 }
 
+/// Where an operator's browser reaches the control plane's dashboard: in
+/// loopback mode its own address; with network namespaces it listens in
+/// the hub, so a forwarder on this machine's 127.0.0.1:8084 (or another
+/// free port) relays each connection into the hub. Returns the URL and
+/// the forwarder's task (abort it when the mesh stops).
+pub async fn dashboard(mesh: &LocalMesh) -> (String, Option<tokio::task::JoinHandle<()>>) {
+    let target = std::net::SocketAddr::from((mesh.plan.control_ip, crate::runtime::CONTROL_DASHBOARD_PORT));
+    if let Mode::Loopback { .. } = mesh.plan.mode {
+        return (format!("http://{target}/"), None);
+    }
+    let listener = match tokio::net::TcpListener::bind(("127.0.0.1", crate::runtime::CONTROL_DASHBOARD_PORT)).await {
+        Ok(l) => l,
+        Err(_) => match tokio::net::TcpListener::bind(("127.0.0.1", 0)).await {
+            Ok(l) => l,
+            Err(e) => return (format!("http://{target}/ (inside network namespace {}; {e})", mesh.hub()), None),
+        },
+    };
+    let url = listener.local_addr().map_or_else(|_| format!("http://{target}/"), |a| format!("http://{a}/"));
+    let hub = mesh.hub();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else { continue };
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                match crate::netns::connect_in(Some(&hub), target, Duration::from_secs(5)).await {
+                    Ok(mut upstream) => {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                    Err(e) => tracing::warn!("cannot reach the dashboard at {target} in {hub}: {e}"),
+                }
+            });
+        }
+    });
+    (url, Some(task))
+}
+
 /// Each pod's metrics, `None` where a scrape failed.
 pub type Scrape = Vec<Option<Vec<Sample>>>;
 
@@ -255,9 +291,18 @@ pub async fn run(settings: Settings, rate: f64, duration: Option<Duration>, keep
     println!(
         "  roll it out     weft rollout --service web --stable web-v1 --canary web-v2 --steps 50,100 --interval 10s"
     );
+    let (dashboard_url, forwarder) = dashboard(&local).await;
+    println!("  dashboard       {dashboard_url} (open it in a browser while the demo runs)");
+    println!(
+        "  from the CLI    weft stat services --control {}   (also routes --service web, edges, top, tap)",
+        dashboard_url.split_whitespace().next().unwrap_or_default().trim_end_matches('/')
+    );
     println!();
 
     let Ok(start) = baseline(&local, &stop).await else {
+        if let Some(f) = &forwarder {
+            f.abort();
+        }
         report_leftovers(local.shutdown(keep_logs, &stop).await);
         eprintln!("weft: stopped before traffic flowed; everything the demo created is removed");
         return Ok(false);
@@ -284,6 +329,9 @@ pub async fn run(settings: Settings, rate: f64, duration: Option<Duration>, keep
         _ => Ok(traffic),
     });
     let logs = local.logs_dir.clone();
+    if let Some(f) = &forwarder {
+        f.abort();
+    }
     let source = match local.plan.mode {
         Mode::Netns => "the inbound proxies of each service's pods",
         Mode::Loopback { .. } => "the callers' outbound proxies (loopback mode)",

@@ -10,6 +10,7 @@
 //!   weft rollout …       ─► run.json of the running mesh ─► one HTTPRoute, step by step ─► proxies' metrics
 //!   weft proxy|control|example … ─► the built-in programs (embedded)
 //!   weft install|uninstall …   ─► the Helm chart's objects, rendered here ─► stdout (| kubectl apply/delete -f -)
+//!   weft stat|routes|edges|top|tap ─► the control plane's dashboard API (or a Prometheus) ─► tables, lines
 //! ```
 //!
 //! Modules by stage: [`meshfile`] reads the LocalMesh file, [`plan`] decides
@@ -23,7 +24,8 @@
 //! [`probe`] and [`metrics`] read the proxies, [`demo`] is `weft demo`,
 //! [`rollout`] is `weft rollout`, [`install`] is `weft install` and
 //! `weft uninstall` (Kubernetes; docs/kubernetes.md), [`inject`] is
-//! `weft inject`, and [`cluster_check`] is `weft check` for a cluster.
+//! `weft inject`, [`cluster_check`] is `weft check` for a cluster, and
+//! [`views`] are `weft stat`, `routes`, `edges`, `top` and `tap`.
 //! See `docs/local-mesh.md`.
 
 pub mod check;
@@ -47,6 +49,7 @@ pub mod stop;
 pub mod summary;
 pub mod supervise;
 pub mod system;
+pub mod views;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -114,6 +117,21 @@ enum Command {
     /// them, with every other object as it came.
     #[command(long_about = INJECT_ABOUT)]
     Inject(Box<inject::InjectArgs>),
+    /// Golden metrics per workload or service (MESHED SUCCESS RPS
+    /// LATENCY_P50/P95/P99 TCP_CONN, a row per version), from the control
+    /// plane's dashboard API or a Prometheus.
+    Stat(views::StatArgs),
+    /// Per HTTPRoute rule and backend of a service: weight, success, rate
+    /// and latency, from its callers' proxies.
+    Routes(views::RoutesArgs),
+    /// Who calls whom: source and destination workloads, their identities
+    /// and whether the connection is mTLS.
+    Edges(views::EdgesArgs),
+    /// The busiest paths, live, from the proxies' tap (refreshing; --once
+    /// DURATION prints one table).
+    Top(views::TopArgs),
+    /// The live stream of requests and responses from the proxies' tap.
+    Tap(views::TapArgs),
 }
 
 const INJECT_ABOUT: &str = "Add the proxy to the workloads of Kubernetes manifests and print them (multi-document \
@@ -232,6 +250,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             Command::Install(args) => install::install(&args),
             Command::Uninstall(args) => install::uninstall(&args),
             Command::Inject(args) => inject::run(&args),
+            Command::Stat(args) => views::stat(args).await,
+            Command::Routes(args) => views::routes(args).await,
+            Command::Edges(args) => views::edges(args).await,
+            Command::Top(args) => views::top(args).await,
+            Command::Tap(args) => views::tap(args).await,
             Command::Demo(args) => {
                 let settings = settings(&args.mesh, &cli.log)?;
                 demo::run(settings, args.rate, args.duration.map(Into::into), args.mesh.keep_logs).await
@@ -308,8 +331,13 @@ async fn up(args: UpArgs, log: &str) -> anyhow::Result<bool> {
         return Err(e.context(format!("the mesh did not start; logs kept in {}", local.logs_dir.display())));
     }
     println!("{}", local.summary());
+    let (dashboard, forwarder) = demo::dashboard(&local).await;
+    println!("Dashboard: {dashboard} (weft stat, routes, edges, top and tap read it too)");
     println!("Press Ctrl-C to stop the mesh and remove everything it created.");
     stop.wait().await;
+    if let Some(f) = forwarder {
+        f.abort();
+    }
     eprintln!("weft: stopping…");
     let started = std::time::Instant::now();
     let problems = local.shutdown(args.mesh.keep_logs, &stop).await;

@@ -18,67 +18,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-/// One sample line: `name{labels} value`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-/// Parses Prometheus text exposition format (version 0.0.4); lines that do
-/// not parse are skipped (a report must not fail on one odd series).
-pub fn parse(text: &str) -> Vec<Sample> {
-    text.lines().filter_map(parse_line).collect()
-}
-
-/// `k="v",k2="v2"}` → the labels and what follows the `}`.
-fn parse_labels(mut rest: &str) -> Option<(BTreeMap<String, String>, &str)> {
-    let mut labels = BTreeMap::new();
-    loop {
-        rest = rest.trim_start_matches(|c: char| c == ',' || c.is_whitespace());
-        if let Some(after) = rest.strip_prefix('}') {
-            return Some((labels, after));
-        }
-        let (key, after) = rest.split_once('=')?;
-        let after = after.trim_start().strip_prefix('"')?;
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let end = loop {
-            match chars.next()? {
-                (i, '"') => break i,
-                (_, '\\') => match chars.next()?.1 {
-                    'n' => value.push('\n'),
-                    escaped => value.push(escaped),
-                },
-                (_, c) => value.push(c),
-            }
-        };
-        labels.insert(key.trim().to_owned(), value);
-        rest = &after[end + 1..];
-    }
-}
-
-fn parse_line(line: &str) -> Option<Sample> {
-    let line = line.trim();
-    if line.is_empty() || line.starts_with('#') {
-        return None;
-    }
-    let name_end = line.find(|c: char| c == '{' || c.is_whitespace())?;
-    let name = &line[..name_end];
-    let mut rest = &line[name_end..];
-    let mut labels = BTreeMap::new();
-    if let Some(inner) = rest.strip_prefix('{') {
-        (labels, rest) = parse_labels(inner)?;
-    }
-    let value = rest.split_whitespace().next()?;
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        v => v.parse().ok()?,
-    };
-    Some(Sample { name: name.to_owned(), labels, value })
-}
+use weft_control::telemetry::prom::parse_le;
+pub use weft_control::telemetry::prom::{Le, Sample, parse};
 
 /// HTTP traffic seen by proxies in one direction: response counts and the
 /// latency histogram, summed over the scraped pods.
@@ -88,30 +29,6 @@ pub struct HttpStats {
     pub failure: f64,
     /// Cumulative bucket counts by upper bound (`le`), in seconds.
     pub buckets: BTreeMap<Le, f64>,
-}
-
-/// A bucket bound that sorts (`+Inf` last).
-#[derive(Debug, Clone, Copy)]
-pub struct Le(pub f64);
-
-impl PartialEq for Le {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-
-impl Eq for Le {}
-
-impl PartialOrd for Le {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Le {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.0.total_cmp(&other.0)
-    }
 }
 
 impl HttpStats {
@@ -175,29 +92,8 @@ impl HttpStats {
     /// linear inside the bucket that holds it; the highest finite bound if
     /// it falls in the +Inf bucket; `None` without observations.
     pub fn quantile(&self, q: f64) -> Option<Duration> {
-        let total = self.buckets.iter().next_back().map(|(_, n)| *n)?;
-        if total <= 0.0 {
-            return None;
-        }
-        let rank = q * total;
-        let (mut lower, mut below) = (0.0, 0.0);
-        for (Le(upper), cumulative) in &self.buckets {
-            if *cumulative >= rank {
-                if upper.is_infinite() {
-                    return Some(Duration::from_secs_f64(lower));
-                }
-                let inside = cumulative - below;
-                let fraction = if inside > 0.0 { (rank - below) / inside } else { 1.0 };
-                return Some(Duration::from_secs_f64(lower + (upper - lower) * fraction));
-            }
-            (lower, below) = (*upper, *cumulative);
-        }
-        Some(Duration::from_secs_f64(lower))
+        weft_control::telemetry::prom::quantile(&self.buckets, q).map(Duration::from_secs_f64)
     }
-}
-
-fn parse_le(le: &str) -> Option<f64> {
-    if le == "+Inf" { Some(f64::INFINITY) } else { le.parse().ok() }
 }
 
 /// One line of the report.

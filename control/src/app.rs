@@ -39,6 +39,8 @@ use crate::source::kubernetes::webhook_cert::WebhookCert;
 use crate::source::kubernetes::{KubeError, Kubernetes};
 use crate::source::registry::Registry;
 use crate::source::{Diagnostics, Sink, Source, SourceError};
+use crate::telemetry::Telemetry;
+use crate::telemetry::tap::TapClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -64,6 +66,8 @@ pub enum StartError {
 pub struct Control {
     grpc_addr: SocketAddr,
     admin_addr: SocketAddr,
+    dashboard_addr: Option<SocketAddr>,
+    telemetry: Telemetry,
     index: Index,
     registry: Registry,
     metrics: Arc<Metrics>,
@@ -95,6 +99,15 @@ impl Control {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Where the dashboard and its JSON API listen, when on.
+    pub fn dashboard_addr(&self) -> Option<SocketAddr> {
+        self.dashboard_addr
+    }
+
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     pub fn index(&self) -> &Index {
@@ -283,6 +296,32 @@ pub async fn start(config: Config) -> Result<Control, StartError> {
     if let Some(serving) = &serving {
         tasks.push(tokio::spawn(serving.clone().run(shutdown.clone())));
     }
+    let telemetry = Telemetry::new(index.clone(), config.telemetry.clone());
+    tasks.push(tokio::spawn(telemetry.clone().run(shutdown.clone())));
+    // The dashboard is a view: a port already taken is a warning, not a
+    // reason to stop serving the proxies.
+    let mut dashboard_addr = None;
+    if let Some(addr) = config.dashboard_addr {
+        match TcpListener::bind(addr).await.and_then(|l| Ok((l.local_addr()?, l))) {
+            Ok((bound, listener)) => {
+                dashboard_addr = Some(bound);
+                let tap = match (&ca, &serving) {
+                    (Some(ca), Some(serving)) => Some(TapClient {
+                        ca: ca.clone(),
+                        serving: serving.clone(),
+                        port: config.telemetry.tap_port,
+                        connect_timeout: Duration::from_secs(2),
+                    }),
+                    _ => None,
+                };
+                let dashboard = Arc::new(crate::dashboard::Dashboard { telemetry: telemetry.clone(), tap });
+                tasks.push(tokio::spawn(crate::dashboard::serve(listener, dashboard, shutdown.clone())));
+            }
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "cannot listen for the dashboard; it is off (--dashboard-addr)")
+            }
+        }
+    }
     {
         let (registry, mut shutdown, ca, admin, index) =
             (registry.clone(), shutdown.clone(), ca.clone(), admin.clone(), index.clone());
@@ -293,13 +332,28 @@ pub async fn start(config: Config) -> Result<Control, StartError> {
                 () = shutdown.signaled() => return,
             }
             admin.ready.store(true, Ordering::Release);
-            tracing::info!(%grpc_addr, %admin_addr, version = index.state().version, tls = tls_on, "control plane ready");
+            let dashboard = dashboard_addr.map_or_else(|| "off".to_owned(), |a| format!("http://{a}/"));
+            tracing::info!(%grpc_addr, %admin_addr, %dashboard, version = index.state().version, tls = tls_on, "control plane ready");
             if let Err(e) = crate::grpc::serve(grpc, streams, registry, ca, tls, trace_rx, shutdown).await {
                 tracing::error!(error = %e, "the gRPC server failed");
             }
         }));
     }
-    Ok(Control { grpc_addr, admin_addr, index, registry, metrics, diagnostics, ca, serving, trigger, tasks, trace })
+    Ok(Control {
+        grpc_addr,
+        admin_addr,
+        dashboard_addr,
+        telemetry,
+        index,
+        registry,
+        metrics,
+        diagnostics,
+        ca,
+        serving,
+        trigger,
+        tasks,
+        trace,
+    })
 }
 
 /// Runs until SIGINT or SIGTERM, then shuts down.

@@ -39,6 +39,10 @@ pub const ENV_WEBHOOK_SERVICE: &str = "WEFT_CONTROL_WEBHOOK_SERVICE";
 pub const ENV_WEBHOOK_CONFIG: &str = "WEFT_CONTROL_WEBHOOK_CONFIG";
 pub const ENV_WEBHOOK_CERT_SAN: &str = "WEFT_CONTROL_WEBHOOK_CERT_SAN";
 pub const ENV_WEBHOOK_CERT_LIFETIME: &str = "WEFT_CONTROL_WEBHOOK_CERT_LIFETIME";
+pub const ENV_DASHBOARD_ADDR: &str = "WEFT_CONTROL_DASHBOARD_ADDR";
+pub const ENV_TELEMETRY_INTERVAL: &str = "WEFT_CONTROL_TELEMETRY_INTERVAL";
+pub const ENV_TELEMETRY_RETENTION: &str = "WEFT_CONTROL_TELEMETRY_RETENTION";
+pub const ENV_TELEMETRY_TARGET: &str = "WEFT_CONTROL_TELEMETRY_TARGET";
 
 /// Where Services, workloads and policy come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -216,6 +220,38 @@ pub struct ControlArgs {
     /// proxies start a trace for. Callers' own decisions are always followed.
     #[arg(long, env = "WEFT_CONTROL_TRACE_SAMPLING", default_value = "0", value_name = "RATIO")]
     pub trace_sampling: f64,
+    /// The dashboard and its JSON API (HTTP/1.1): an address, or `off`.
+    /// Loopback by default; on Kubernetes, `kubectl port-forward` to it.
+    #[arg(long, env = ENV_DASHBOARD_ADDR, default_value = "127.0.0.1:8084", value_parser = parse_dashboard_addr)]
+    pub dashboard_addr: DashboardAddr,
+
+    /// How often every meshed pod's proxy metrics are scraped
+    /// (`http://POD_IP:4191/metrics`) for the dashboard and `weft stat`;
+    /// `0` turns scraping off.
+    #[arg(long, env = ENV_TELEMETRY_INTERVAL, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub telemetry_interval: Duration,
+
+    /// How much scrape history is kept per pod (the longest window the
+    /// API answers).
+    #[arg(long, env = ENV_TELEMETRY_RETENTION, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub telemetry_retention: Duration,
+
+    /// A pod to scrape that the sources do not know (the local mesh's
+    /// clients, which do not register): `NAMESPACE/POD/SERVICE_ACCOUNT=IP`.
+    /// Repeatable; the environment variable takes a comma-separated list.
+    #[arg(long = "telemetry-target", env = ENV_TELEMETRY_TARGET, value_name = "NS/POD/SA=IP", value_delimiter = ',')]
+    pub telemetry_targets: Vec<crate::telemetry::ExtraTarget>,
+}
+
+/// `--dashboard-addr`: where the dashboard listens, if anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DashboardAddr(pub Option<SocketAddr>);
+
+fn parse_dashboard_addr(s: &str) -> Result<DashboardAddr, String> {
+    if s == "off" {
+        return Ok(DashboardAddr(None));
+    }
+    s.parse().map(|a| DashboardAddr(Some(a))).map_err(|_| "expected IP:PORT or off".to_owned())
 }
 
 /// Validated settings. Tests build this directly.
@@ -251,6 +287,11 @@ pub struct Config {
     pub trace_collector: Option<String>,
     /// `--trace-sampling`, 0.0–1.0.
     pub trace_sampling: f64,
+    /// The dashboard's address; `None`: off (the default here, so tests
+    /// that build a Config do not collide on a port; the flag's default
+    /// is 127.0.0.1:8084).
+    pub dashboard_addr: Option<SocketAddr>,
+    pub telemetry: crate::telemetry::Settings,
 }
 
 impl Default for Config {
@@ -284,6 +325,8 @@ impl Default for Config {
             webhook_cert_lifetime: Duration::from_secs(30 * 24 * 3600),
             trace_collector: None,
             trace_sampling: 0.0,
+            dashboard_addr: None,
+            telemetry: crate::telemetry::Settings::default(),
         }
     }
 }
@@ -361,6 +404,13 @@ impl ControlArgs {
             webhook_cert_lifetime: self.webhook_cert_lifetime,
             trace_collector: self.trace_collector.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()),
             trace_sampling: self.trace_sampling,
+            dashboard_addr: self.dashboard_addr.0,
+            telemetry: crate::telemetry::Settings {
+                interval: self.telemetry_interval,
+                retention: self.telemetry_retention,
+                extra: self.telemetry_targets,
+                ..crate::telemetry::Settings::default()
+            },
         };
         config.validate().map(|()| config)
     }
@@ -393,6 +443,19 @@ impl Config {
             && c.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
         {
             errors.push(format!("--trace-collector `{c}` must be HOST:PORT (e.g. otel-collector.observability:4317)"));
+        }
+        let t = &self.telemetry;
+        if !t.interval.is_zero() && t.interval < Duration::from_millis(100) {
+            errors.push(format!("--telemetry-interval {:?} must be 0 (off) or at least 100ms", t.interval));
+        }
+        if !t.interval.is_zero() && t.retention < t.interval {
+            errors.push(format!("--telemetry-retention {:?} must be at least --telemetry-interval", t.retention));
+        }
+        if !t.interval.is_zero() && t.retention.as_secs_f64() / t.interval.as_secs_f64() > 100_000.0 {
+            errors.push(format!(
+                "--telemetry-retention {:?} / --telemetry-interval {:?}: at most 100000 scrapes per pod are kept",
+                t.retention, t.interval
+            ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_filter) {
             errors.push(format!("--log `{}`: {e}", self.log_filter));
@@ -511,6 +574,8 @@ mod tests {
         let c = Cli::try_parse_from(["weft-control"]).expect("defaults").args.into_config().expect("valid");
         assert_eq!(c.grpc_addr.to_string(), "127.0.0.1:8090");
         assert_eq!(c.admin_addr.to_string(), "127.0.0.1:9990");
+        assert_eq!(c.dashboard_addr, Some(SocketAddr::from(([127, 0, 0, 1], 8084))));
+        assert_eq!((c.telemetry.interval, c.telemetry.retention), (Duration::from_secs(5), Duration::from_secs(900)));
         assert_eq!(c.lease_ttl, Duration::from_secs(10));
         assert_eq!(c.trust_domain, "cluster.local");
 
@@ -528,6 +593,41 @@ mod tests {
             .into_config()
             .expect_err("invalid");
         assert_eq!(e.0.len(), 2, "{e}");
+    }
+
+    #[test]
+    fn dashboard_and_telemetry_flags() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["weft-control"];
+            argv.extend_from_slice(args);
+            Cli::try_parse_from(argv)
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.args.into_config().map_err(|e| e.to_string()))
+        };
+        let c = parse(&[
+            "--dashboard-addr",
+            "off",
+            "--telemetry-interval",
+            "0",
+            "--telemetry-target",
+            "a/b-0/sa=10.1.2.3,c/d/e=::1",
+        ])
+        .expect("valid");
+        assert_eq!((c.dashboard_addr, c.telemetry.interval.is_zero()), (None, true));
+        assert_eq!(c.telemetry.extra.len(), 2);
+        let c = parse(&["--dashboard-addr", "0.0.0.0:9", "--telemetry-interval", "1s", "--telemetry-retention", "1m"])
+            .unwrap();
+        assert_eq!(c.dashboard_addr, Some(SocketAddr::from(([0, 0, 0, 0], 9))));
+        assert_eq!(c.telemetry.retention, Duration::from_secs(60));
+        for bad in [
+            &["--dashboard-addr", "nowhere"][..],
+            &["--telemetry-target", "a/b=1.2.3.4"],
+            &["--telemetry-interval", "10ms"],
+            &["--telemetry-interval", "10s", "--telemetry-retention", "5s"],
+            &["--telemetry-interval", "100ms", "--telemetry-retention", "1year"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

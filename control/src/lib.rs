@@ -9,6 +9,9 @@
 //!   issuer, anchors, tokens ─► ca ─┼────────────► └─► Identity.Certify / WatchTrustAnchors
 //!                                  └─► admin: /ready /live /metrics /state
 //!
+//!   proxies' /metrics ─scrape─► telemetry (history, aggregation) ─► dashboard: page + /api/*
+//!   proxies' tap (4190, mTLS) ─► telemetry::tap ─► /api/tap (Server-Sent Events)
+//!
 //!   (gRPC is TLS 1.3 with a serving certificate from the CA when it is on)
 //! ```
 //!
@@ -25,6 +28,9 @@
 //!   signs a SPIFFE certificate; trust anchors are streamed; the gRPC port
 //!   itself is served over TLS with a certificate from the CA.
 //! - [`admin`] and [`metrics`]: the control plane's own observability.
+//! - [`telemetry`] and [`dashboard`]: the mesh's — the proxies' metrics
+//!   scraped and aggregated, the tap relayed, served as a page and a JSON
+//!   API on `--dashboard-addr`.
 //!
 //! Entry points: [`cli::main`] (the whole binary, used by `weft up`) and
 //! [`start`] (in-process, used by tests).
@@ -34,12 +40,14 @@ pub mod app;
 pub mod ca;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod grpc;
 pub mod index;
 pub mod metrics;
 pub mod policy;
 pub mod shutdown;
 pub mod source;
+pub mod telemetry;
 
 pub use app::{Control, StartError, run, start};
 pub use config::Config;

@@ -2,6 +2,8 @@
 """Writes Weft's Grafana dashboards (manifests/grafana/*.json).
 
     python3 manifests/grafana/generate.py      # after editing this file
+    python3 manifests/grafana/generate.py DIR  # into DIR instead (the test
+                                               # compares it with these)
 
 The dashboards are generated so that every panel uses the same selectors and
 the same quantile expression; edit this file, not the JSON. Every query of
@@ -20,8 +22,10 @@ only metrics that existed before it.
 
 import json
 import os
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+OUT_DIR = sys.argv[1] if len(sys.argv) > 1 else HERE
 DS = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
 
@@ -177,7 +181,7 @@ class Dashboard:
         }
 
     def write(self, name):
-        with open(os.path.join(HERE, name), "w") as f:
+        with open(os.path.join(OUT_DIR, name), "w") as f:
             json.dump(self.json(), f, indent=2, ensure_ascii=False)
             f.write("\n")
 

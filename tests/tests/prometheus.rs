@@ -648,6 +648,25 @@ fn dashboards_and_rules_answer_from_a_real_prometheus() {
         );
     }
 
+    // The JSON is what manifests/grafana/generate.py writes.
+    let regenerated = std::env::temp_dir().join(format!("weft-grafana-{}", std::process::id()));
+    std::fs::create_dir_all(&regenerated).expect("a temp dir");
+    let out = Command::new("/usr/bin/python3")
+        .arg(grafana_dir().join("generate.py"))
+        .arg(&regenerated)
+        .output()
+        .expect("python3 (apt-get install -y python3)");
+    assert!(out.status.success(), "generate.py: {}", String::from_utf8_lossy(&out.stderr));
+    for name in &listed {
+        let generated = std::fs::read_to_string(regenerated.join(name)).unwrap_or_default();
+        let shipped = std::fs::read_to_string(grafana_dir().join(name)).expect("the dashboard");
+        assert!(
+            generated == shipped,
+            "{name} differs from what generate.py writes: run python3 manifests/grafana/generate.py"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&regenerated);
+
     let mut p = start("current");
 
     // Prometheus holds exactly what the proxies count: for each pod, the

@@ -24,6 +24,8 @@
 
 mod pods;
 mod specs;
+
+pub use specs::CONTROL_DASHBOARD_PORT;
 mod sweep;
 
 use std::net::{Ipv4Addr, SocketAddr};

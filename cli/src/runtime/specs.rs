@@ -26,6 +26,8 @@ use crate::system::{self, Tools};
 /// The proxy's tap port (gRPC over mTLS; `weft-proxy run --tap-addr`): each
 /// loopback-mode pod binds it on its own address.
 const PROXY_TAP_PORT: u16 = 4190;
+/// The control plane's dashboard and JSON API port (on its address).
+pub const CONTROL_DASHBOARD_PORT: u16 = 8084;
 
 /// The proxies' own drain deadline, well inside the lifecycle's grace
 /// period between SIGTERM and SIGKILL.
@@ -160,7 +162,18 @@ fn control_args(s: &Specs<'_>) -> Vec<String> {
         s.state_dir.join("services.yaml").to_string_lossy().into_owned(),
         "--log".into(),
         s.log.to_owned(),
+        "--dashboard-addr".into(),
+        format!("{ip}:{CONTROL_DASHBOARD_PORT}"),
     ];
+    // Pods that serve nothing do not register, so the control plane
+    // would not know to scrape their proxies' metrics (the callers' side
+    // of `weft edges` and `weft routes`).
+    for pod in s.plan.pods.iter().filter(|p| p.ports.is_empty()) {
+        args.extend([
+            "--telemetry-target".into(),
+            format!("{}/{}/{}={}", pod.namespace, pod.name, pod.service_account, pod.ip),
+        ]);
+    }
     for policy in s.policies {
         args.extend(["--policy".into(), policy.to_string_lossy().into_owned()]);
     }
@@ -230,6 +243,11 @@ fn proxy_args(s: &Specs<'_>, pod: &PodPlan) -> Vec<String> {
         if let Some(access) = plan.default_access {
             args.extend(["--default-inbound-policy".into(), access.as_flag().into()]);
         }
+    }
+    if plan.mode == Mode::Netns {
+        // As in Kubernetes pods: the control plane scrapes /metrics at
+        // the pod's address (/config and /shutdown answer loopback only).
+        args.extend(["--admin-addr".into(), format!("0.0.0.0:{PROXY_ADMIN_PORT}")]);
     }
     if let Mode::Loopback { .. } = plan.mode {
         // Nothing intercepts in loopback mode: apps send their requests
@@ -341,6 +359,7 @@ mod tests {
                     "/sbin/ip",
                     "netns exec weft-7-hub /run/weft/7/weft control --grpc-addr 198.18.0.1:8090 \
                      --admin-addr 198.18.0.1:9990 --services /run/weft/7/services.yaml --log info \
+                     --dashboard-addr 198.18.0.1:8084 --telemetry-target shop/client-0/default=198.18.1.2 \
                      --policy /srv/policy --state-dir /run/weft/7/ca --tokens /run/weft/7/tokens.yaml \
                      --trust-domain cluster.local --mtls-mode strict --cert-lifetime 1h \
                      --default-access allow-authenticated",
@@ -352,7 +371,7 @@ mod tests {
                      --namespace default --service-account web --drain-timeout 2s --log info \
                      --workload-name web-0 --workload-address 198.18.1.1 --workload-ports 8080,9090 \
                      --workload-labels app=web,tier=front --default-inbound-policy allow-authenticated \
-                     --trust-anchors /run/weft/7/anchors.pem \
+                     --admin-addr 0.0.0.0:4191 --trust-anchors /run/weft/7/anchors.pem \
                      --identity-token-file /run/weft/7/identity/web-0.token --trust-domain cluster.local",
                 ),
                 client_proxy: (
@@ -360,7 +379,7 @@ mod tests {
                     "netns exec weft-7-client-0 /bin/setpriv --reuid=2102 --regid=2102 --clear-groups -- \
                      /run/weft/7/weft proxy run --control-plane https://198.18.0.1:8090 --proxy-id client-0 \
                      --namespace shop --service-account default --drain-timeout 2s --log info \
-                     --trust-anchors /run/weft/7/anchors.pem \
+                     --admin-addr 0.0.0.0:4191 --trust-anchors /run/weft/7/anchors.pem \
                      --identity-token-file /run/weft/7/identity/client-0.token --trust-domain cluster.local",
                 ),
                 web_app: ("/sbin/ip", "netns exec weft-7-web-0 /run/weft/7/weft example echo"),
@@ -374,6 +393,7 @@ mod tests {
                     "/sbin/ip",
                     "netns exec weft-7-hub /run/weft/7/weft control --grpc-addr 198.18.0.1:8090 \
                      --admin-addr 198.18.0.1:9990 --services /run/weft/7/services.yaml --log info \
+                     --dashboard-addr 198.18.0.1:8084 --telemetry-target shop/client-0/default=198.18.1.2 \
                      --policy /srv/policy",
                 ),
                 web_proxy: (
@@ -382,13 +402,14 @@ mod tests {
                      /run/weft/7/weft proxy run --control-plane http://198.18.0.1:8090 --proxy-id web-0 \
                      --namespace default --service-account web --drain-timeout 2s --log info \
                      --workload-name web-0 --workload-address 198.18.1.1 --workload-ports 8080,9090 \
-                     --workload-labels app=web,tier=front",
+                     --workload-labels app=web,tier=front --admin-addr 0.0.0.0:4191",
                 ),
                 client_proxy: (
                     "/sbin/ip",
                     "netns exec weft-7-client-0 /bin/setpriv --reuid=2102 --regid=2102 --clear-groups -- \
                      /run/weft/7/weft proxy run --control-plane http://198.18.0.1:8090 --proxy-id client-0 \
-                     --namespace shop --service-account default --drain-timeout 2s --log info",
+                     --namespace shop --service-account default --drain-timeout 2s --log info \
+                     --admin-addr 0.0.0.0:4191",
                 ),
                 web_app: ("/sbin/ip", "netns exec weft-7-web-0 /run/weft/7/weft example echo"),
             },
@@ -400,7 +421,8 @@ mod tests {
                 control: (
                     EXE,
                     "control --grpc-addr 127.33.0.1:8090 --admin-addr 127.33.0.1:9990 \
-                     --services /run/weft/7/services.yaml --log info --policy /srv/policy \
+                     --services /run/weft/7/services.yaml --log info --dashboard-addr 127.33.0.1:8084 \
+                     --telemetry-target shop/client-0/default=127.33.1.2 --policy /srv/policy \
                      --default-access allow-all",
                 ),
                 web_proxy: (

@@ -104,6 +104,12 @@ impl ServingCert {
         self.current.read().unwrap_or_else(|p| p.into_inner()).key.cert.iter().map(|c| c.to_vec()).collect()
     }
 
+    /// The current certificate and key, for the control plane's own
+    /// client connections (its EKU includes clientAuth): the proxies' tap.
+    pub fn certified_key(&self) -> Arc<CertifiedKey> {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).key.clone()
+    }
+
     /// When the current certificate should be replaced: at 70 % of its life.
     fn renew_in(&self, now: SystemTime) -> Duration {
         let c = self.current.read().unwrap_or_else(|p| p.into_inner());

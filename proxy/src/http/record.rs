@@ -12,7 +12,7 @@
 //! that tests can call. Its future is a named, pinned struct, so the layer
 //! adds no allocation per request; the stack below is boxed once per request
 //! (one `async` body at the stage boundary). The trace layer opens each
-//! request's server span here (`crate::trace`), without touching the stages.
+//! request's server span here (`crate::trace`).
 //!
 //! Tap (`crate::tap`): when no one taps, a request costs one relaxed
 //! atomic load more; when someone does, a request their match selects emits
@@ -56,7 +56,7 @@ impl<S> Layer<S> for RecordLayer {
     type Service = Record<S>;
 
     fn layer(&self, inner: S) -> Record<S> {
-        Record { inner, metrics: self.metrics.clone(), direction: self.direction, tap: None, trace: self.trace.clone() }
+        Record { inner, metrics: self.metrics.clone(), direction: self.direction, trace: self.trace.clone(), tap: None }
     }
 }
 
@@ -93,6 +93,8 @@ where
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         let stats = self.metrics.authority(self.direction, authority(&req));
         stats.request();
+        // Tap sees the request as the client sent it, before the trace
+        // context is rewritten for the next hop.
         let tapped = match &self.tap {
             Some(tap) if tap.0.is_open() => tap.0.request(self.direction, &req, &tap.1),
             _ => None,
@@ -100,8 +102,8 @@ where
         // The server span of this hop; one atomic load when tracing is off.
         let span = self.trace.server_span(self.direction, &mut req);
         RecordFuture {
-            tapped,
             span,
+            tapped,
             inner: self.inner.call(req),
             stats,
             metrics: self.metrics.clone(),

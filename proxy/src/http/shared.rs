@@ -21,10 +21,10 @@ pub struct Shared {
     pub tcp_idle_timeout: Duration,
     /// The proxy's mesh identity; `None` runs without mTLS.
     pub identity: Option<IdentityHandle>,
-    /// Spans of both stacks (off without a collector).
-    pub trace: crate::trace::Tracer,
     /// Open taps (`crate::tap`).
     pub taps: Arc<crate::tap::Taps>,
+    /// Spans of both stacks (off without a collector).
+    pub trace: crate::trace::Tracer,
 }
 
 impl Shared {

@@ -137,9 +137,7 @@ async fn attempt(
     };
     let tls = pick.as_ref().and_then(|p| shared.tls_target(&p.endpoint, false));
     let client_span = span.map(|s| s.attempt(req.headers_mut(), addr, retry));
-    let tls_id = tls.as_ref().map(|t| t.expected.clone());
-    // The span names the identity the connection was verified as.
-    let peer_id = client_span.as_ref().and_then(|_| tls_id.clone());
+    let peer_id = tls.as_ref().map(|t| t.expected.clone());
     let send = shared.pool.try_send(addr, version, req, tls, rt.timeouts.connect);
     let sent = match rt.timeouts.per_try {
         Some(t) => match tokio::time::timeout(t, send).await {
@@ -155,8 +153,7 @@ async fn attempt(
         Ok(mut rsp) => {
             // Who answered, for the record layer (edges, tap); the peer's
             // name and the route are added by the stage.
-            let peer_id = tls_id;
-            rsp.extensions_mut().insert(EdgePeer::upstream(peer_id, addr));
+            rsp.extensions_mut().insert(EdgePeer::upstream(peer_id.clone(), addr));
             (Ok(rsp), None)
         }
         Err(SendError { error, unsent }) => (Err(error.into()), unsent),

@@ -317,8 +317,8 @@ impl TapBody {
     pub fn new(inner: ResponseBody, tapped: Option<Box<Tapped>>) -> Self {
         let mut body = Self { inner, tapped };
         // A response without a body ends with its headers.
-        if body.inner.is_end_stream()
-            && let Some(t) = body.tapped.as_mut()
+        if let Some(t) = body.tapped.as_mut()
+            && body.inner.is_end_stream()
         {
             t.end("");
         }

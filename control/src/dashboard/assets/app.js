@@ -1,0 +1,1 @@
+// Placeholder: the lead writes the dashboard page script.
