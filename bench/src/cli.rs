@@ -133,6 +133,8 @@ mod tests {
         let cli =
             Cli::try_parse_from(["weft-bench", "--setups", "weft-mtls,weft-policy", "--setups", "direct"]).unwrap();
         assert_eq!(cli.bench.setups, [SetupKind::WeftMtls, SetupKind::WeftPolicy, SetupKind::Direct]);
+        let cli = Cli::try_parse_from(["weft-bench", "--setups", "weft-trace-0,weft-trace-100"]).unwrap();
+        assert_eq!(cli.bench.setups, [SetupKind::WeftTrace0, SetupKind::WeftTrace100]);
         assert!(Cli::try_parse_from(["weft-bench", "--setups", "nope"]).is_err());
     }
 

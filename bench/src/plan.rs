@@ -294,7 +294,8 @@ mod tests {
 
     #[test]
     fn modes_fit_their_time_budgets() {
-        for (mode, budget) in [(Mode::Smoke, 30), (Mode::Quick, 180), (Mode::Full, 20 * 60)] {
+        // Smoke runs all seven setups (the two tracing ones since issue 13).
+        for (mode, budget) in [(Mode::Smoke, 40), (Mode::Quick, 180), (Mode::Full, 20 * 60)] {
             let estimate = Plan::new(mode, &[]).estimate();
             assert!(estimate < Duration::from_secs(budget), "{mode:?}: {estimate:?} > {budget}s");
         }

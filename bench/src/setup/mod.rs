@@ -46,7 +46,11 @@ pub enum SetupKind {
     Weft,
     WeftMtls,
     WeftPolicy,
+    #[value(name = "weft-trace-0")]
+    #[serde(rename = "weft-trace-0")]
     WeftTrace0,
+    #[value(name = "weft-trace-100")]
+    #[serde(rename = "weft-trace-100")]
     WeftTrace100,
     HaproxyMtls,
 }
