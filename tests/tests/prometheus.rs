@@ -8,15 +8,18 @@
 //! succeed with a non-empty result.
 //!
 //! ```text
-//!   hub netns: prometheus 127.0.0.1:9090 ──► 127.0.0.1:191NN ─ weft-testkit forward ─► pod netns 127.0.0.1:4191 (proxy admin)
+//!   hub netns: prometheus 127.0.0.1:9090 ──http_sd──► control plane 198.18.0.1:8084 /api/prometheus/sd
+//!                 │
+//!                 └──scrape──► each pod's address :4191 (proxy admin, bound on 0.0.0.0 in its netns)
 //!   test ── ip netns exec HUB curl /api/v1/query ──► prometheus
 //! ```
 //!
-//! The proxies' admin listener is on each pod's loopback today, so a
-//! forwarder per pod stands in for the control plane's service discovery
-//! (`http_sd_configs` to `/api/prometheus/sd`, which is not built yet): the
-//! test swaps that one key for a `file_sd_configs` with the same labels the
-//! control plane will serve.
+//! The scrape job is shipped `prometheus.yml`'s, HTTP service discovery
+//! included; only the discovery URL's host changes, from the local
+//! default 127.0.0.1:8084 to where this run's control plane listens in the
+//! hub (`weft up` prints a forwarder into the hub on the host's loopback,
+//! which Prometheus in the hub cannot reach). Prometheus must discover
+//! exactly the run's pods, with the labels the dashboards use.
 //!
 //! `weft-routes.json`, `weft-edges.json` and the `weft-routes` rule group use
 //! metrics new with issue 13 (`PENDING`); they are checked by
@@ -88,7 +91,11 @@ const RATE_INTERVAL: &str = "1m";
 
 const PROMETHEUS_PORT: u16 = 9090;
 const KUBE_PROMETHEUS_PORT: u16 = 9091;
-const FIRST_FORWARD_PORT: u16 = 19100;
+/// The control plane's dashboard listener in `weft up`'s hub namespace
+/// (the hub's bridge address and `--dashboard-addr`'s port).
+const HUB_DASHBOARD: &str = "198.18.0.1:8084";
+/// The discovery URL as shipped in `prometheus.yml`.
+const SHIPPED_SD_URL: &str = "http://127.0.0.1:8084/api/prometheus/sd";
 
 /// A process killed when dropped, output kept in files for failures.
 struct Bg {
@@ -193,7 +200,8 @@ fn grafana_dir() -> PathBuf {
 struct Target {
     pod: String,
     labels: BTreeMap<String, String>,
-    /// The forwarder's address in the hub.
+    /// The proxy's admin at the pod's address, as the control plane's
+    /// discovery lists it (reachable from the hub).
     scrape: String,
 }
 
@@ -203,14 +211,16 @@ impl Target {
         self.pod.rsplit_once('-').map_or(self.pod.clone(), |(w, _)| w.to_owned())
     }
 
-    /// The labels the control plane's `/api/prometheus/sd` gives a target.
+    /// The labels the control plane's `/api/prometheus/sd` must give this
+    /// pod: `service` is the first by name of the services selecting it
+    /// (web, web-v1 and web-v2 select `app: web`; nothing selects load).
     fn sd_labels(&self) -> Value {
         let mut labels = json!({"namespace": NAMESPACE, "workload": self.workload(), "pod": self.pod});
         if let Some(v) = self.labels.get("version") {
             labels["version"] = json!(v);
         }
-        if let Some(app) = self.labels.get("app") {
-            labels["service"] = json!(app);
+        if self.labels.get("app").is_some_and(|a| a == "web") {
+            labels["service"] = json!(SERVICE);
         }
         labels
     }
@@ -221,9 +231,8 @@ struct Scraped {
     dir: PathBuf,
     hub: String,
     targets: Vec<Target>,
-    // Dropped in this order: Prometheus, the forwarders, then the mesh.
+    // Dropped in this order: Prometheus, then the mesh.
     prometheus: Bg,
-    _forwarders: Vec<Bg>,
     up: WeftProcess,
 }
 
@@ -235,10 +244,10 @@ impl Drop for Scraped {
     }
 }
 
-/// `weft up` on [`MESH`], a forwarder to each proxy's admin, and
-/// Prometheus with the local scrape job (service discovery swapped for a
-/// file) and the recording rules, every second; returns once every target
-/// is up and the load shows in a rate.
+/// `weft up` on [`MESH`] and, in its hub, Prometheus with the local scrape
+/// job (discovering the proxies from the control plane) and the recording
+/// rules, every second; returns once exactly the run's pods are discovered
+/// with their labels, every target is up and the load shows in a rate.
 fn start(name: &str) -> Scraped {
     preflight();
     let (prometheus, _) = prometheus_tools();
@@ -266,39 +275,63 @@ fn start(name: &str) -> Scraped {
     assert_eq!(record["mode"], "netns", "{record}");
     let hub = format!("weft-{run}-hub");
 
-    let mut targets = Vec::new();
-    let mut forwarders = Vec::new();
-    for (i, pod) in record["pods"].as_array().expect("pods").iter().enumerate() {
-        let name = pod["name"].as_str().expect("pod name").to_owned();
-        let netns = pod["netns"].as_str().expect("a netns pod").to_owned();
-        let admin = pod["admin"].as_str().expect("admin address").to_owned();
-        let labels: BTreeMap<String, String> = serde_json::from_value(pod["labels"].clone()).expect("labels");
-        let scrape = format!("127.0.0.1:{}", FIRST_FORWARD_PORT + u16::try_from(i).expect("few pods"));
-        // Runs in the pod (dials its loopback admin), listens in the hub.
-        let mut fwd = Command::new(tool("ip"));
-        fwd.args(["netns", "exec", &netns])
-            .arg(testkit_bin())
-            .args(["forward", "--netns", &hub, "--listen", &scrape, "--to", &admin]);
-        let mut bg = Bg::spawn(&dir, &format!("forward-{name}"), fwd);
-        eventually(Duration::from_secs(10), &format!("the forwarder to {name}"), || {
-            bg.alive()?;
-            let out = std::fs::read_to_string(&bg.stdout).unwrap_or_default();
-            if out.contains("listening") { Ok(()) } else { Err("not listening yet".into()) }
-        });
-        forwarders.push(bg);
-        targets.push(Target { pod: name, labels, scrape });
+    // Once `weft up` prints the dashboard, the control plane serves it.
+    eventually(Duration::from_secs(90), "weft up printing the dashboard's address", || {
+        if up.stdout().lines().any(|l| l.starts_with("Dashboard: ")) { Ok(()) } else { Err(up.output()) }
+    });
+    let pods = record["pods"].as_array().expect("pods");
+    assert_eq!(pods.len(), 4, "web-v1 ×2, web-v2, load: {record}");
+    let mut targets: Vec<Target> = pods
+        .iter()
+        .map(|pod| {
+            assert!(pod["netns"].is_string(), "a netns pod: {pod}");
+            Target {
+                pod: pod["name"].as_str().expect("pod name").to_owned(),
+                labels: serde_json::from_value(pod["labels"].clone()).expect("labels"),
+                scrape: String::new(),
+            }
+        })
+        .collect();
+    // What Prometheus will discover: one target per pod of the run, no
+    // other, each with the labels the dashboards use. The control plane
+    // learns the pods' addresses as the proxies register, so wait for all.
+    let sd_url = format!("http://{HUB_DASHBOARD}/api/prometheus/sd");
+    let sd = eventually(Duration::from_secs(30), "the control plane's discovery listing every pod", || {
+        let out = Command::new(tool("ip"))
+            .args(["netns", "exec", &hub])
+            .arg(tool("curl"))
+            .args(["-sS", "-f", "--max-time", "5", &sd_url])
+            .output()
+            .map_err(|e| format!("running curl: {e}"))?;
+        let body = String::from_utf8_lossy(&out.stdout);
+        let sd: Vec<Value> = serde_json::from_str(&body)
+            .map_err(|e| format!("{sd_url}: {e}: {body}{}", String::from_utf8_lossy(&out.stderr)))?;
+        if sd.len() == targets.len() { Ok(sd) } else { Err(format!("{} targets: {body}", sd.len())) }
+    });
+    for t in &mut targets {
+        let group = sd
+            .iter()
+            .find(|g| g["labels"]["pod"] == t.pod.as_str())
+            .unwrap_or_else(|| panic!("{}: not in the discovery document {sd:?}", t.pod));
+        let mut labels = group["labels"].clone();
+        // Prometheus drops empty labels: the load has no version.
+        labels.as_object_mut().expect("labels").retain(|_, v| v != "");
+        assert_eq!(labels, t.sd_labels(), "{}: its discovered labels", t.pod);
+        let scrape = group["targets"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let [scrape] = scrape else { panic!("{}: one address: {group}", t.pod) };
+        let scrape = scrape.as_str().expect("an address");
+        assert!(scrape.ends_with(":4191"), "{}: the proxy's admin port: {scrape}", t.pod);
+        t.scrape = scrape.to_owned();
     }
-    assert_eq!(targets.len(), 4, "web-v1 ×2, web-v2, load: {record}");
 
     // The local scrape job and rules, every second.
-    let sd: Vec<Value> = targets.iter().map(|t| json!({"targets": [t.scrape], "labels": t.sd_labels()})).collect();
-    std::fs::write(dir.join("targets.json"), serde_json::to_string_pretty(&sd).expect("JSON")).expect("writing");
     let config = local_config(&dir);
     promtool(&["check", "config", &config.to_string_lossy()]);
 
     let prometheus = spawn_prometheus(&dir, &hub, &prometheus, &config, PROMETHEUS_PORT, "prometheus");
-    let mut scraped = Scraped { dir, hub, targets, prometheus, _forwarders: forwarders, up };
+    let mut scraped = Scraped { dir, hub, targets, prometheus, up };
     scraped.wait_targets_up(PROMETHEUS_PORT, 4);
+    scraped.discovered_exactly_the_run();
     // A rate needs two scrapes of a series that already existed.
     eventually(Duration::from_secs(30), "the load's requests in a rate", || {
         let v = scraped.scalar("sum(rate(weft_responses_total{direction=\"inbound\",service=\"web\"}[1m]))")?;
@@ -308,8 +341,8 @@ fn start(name: &str) -> Scraped {
     scraped
 }
 
-/// `manifests/prometheus/prometheus.yml` with its service discovery swapped
-/// for the file the control plane's would serve, scrapes and rule
+/// `manifests/prometheus/prometheus.yml` as shipped, its discovery URL
+/// pointed at this run's control plane in the hub, scrapes and rule
 /// evaluations every second; written into `dir`.
 fn local_config(dir: &Path) -> PathBuf {
     let mut config = read_yaml(&prometheus_dir().join("prometheus.yml"));
@@ -325,9 +358,10 @@ fn local_config(dir: &Path) -> PathBuf {
     let jobs = config["scrape_configs"].as_array_mut().expect("scrape_configs");
     assert_eq!(jobs.len(), 1, "one job: the proxies");
     let job = jobs[0].as_object_mut().expect("a job");
-    let sd = job.remove("http_sd_configs").expect("the proxies are found by http_sd_configs");
-    assert_eq!(sd[0]["url"], "http://127.0.0.1:8084/api/prometheus/sd", "the control plane's discovery URL");
-    job.insert("file_sd_configs".into(), json!([{"files": [dir.join("targets.json")], "refresh_interval": "1s"}]));
+    let sd = job.get_mut("http_sd_configs").expect("the proxies are found by http_sd_configs");
+    assert_eq!(sd.as_array().map(Vec::len), Some(1), "one discovery: {sd}");
+    assert_eq!(sd[0]["url"], SHIPPED_SD_URL, "the control plane's discovery URL");
+    sd[0]["url"] = json!(SHIPPED_SD_URL.replace("127.0.0.1:8084", HUB_DASHBOARD));
     let path = dir.join("prometheus.yml");
     write_yaml(&path, &config);
     path
@@ -404,8 +438,31 @@ impl Scraped {
         });
     }
 
+    /// Prometheus' active targets are the run's pods, each at the address
+    /// and with the labels the control plane gave it (besides `instance`
+    /// and `job`).
+    fn discovered_exactly_the_run(&self) {
+        let data = self.api(PROMETHEUS_PORT, "/api/v1/targets", &[("state", "active")]).expect("targets");
+        let mut got: Vec<(String, Value)> = data["activeTargets"]
+            .as_array()
+            .expect("active")
+            .iter()
+            .map(|t| {
+                let mut l = t["labels"].clone();
+                let l = l.as_object_mut().expect("labels");
+                assert_eq!(l.remove("job"), Some(json!("weft-proxy")), "{t}");
+                let instance = l.remove("instance").and_then(|i| i.as_str().map(str::to_owned)).unwrap_or_default();
+                (instance, json!(l))
+            })
+            .collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut want: Vec<(String, Value)> = self.targets.iter().map(|t| (t.scrape.clone(), t.sd_labels())).collect();
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, want, "Prometheus' targets are the run's pods");
+    }
+
     /// The proxy's own count of `name{direction="inbound"}` (its `/metrics`
-    /// through the forwarder).
+    /// at the pod's address).
     fn direct_inbound(&self, target: &Target) -> f64 {
         let url = format!("http://{}/metrics", target.scrape);
         let out = Command::new(tool("ip"))
