@@ -240,6 +240,13 @@ fn helm_template_with_default_values_is_accepted_by_the_api_server() {
     assert_eq!(webhook["timeoutSeconds"], 10);
     assert_eq!(webhook["sideEffects"], "None");
     assert!(webhook["clientConfig"].get("caBundle").is_none());
+    // The dashboard on the Pod's loopback, scraping every 5 s, no tracing.
+    let container = &docs["Deployment/weft-system/weft-control"]["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"].as_array().expect("args").iter().filter_map(Value::as_str).collect();
+    for want in ["--dashboard-addr=127.0.0.1:8084", "--telemetry-interval=5s", "--telemetry-retention=15m"] {
+        assert!(args.contains(&want), "{want} not in {args:?}");
+    }
+    assert!(!args.iter().any(|a| a.starts_with("--trace-")), "{args:?}");
 }
 
 /// Every value changed (ci/custom-values.yaml) in a namespace of its own,
@@ -274,6 +281,11 @@ fn helm_template_with_custom_values_is_accepted_by_the_api_server() {
         "--default-access=allow-authenticated",
         "--mtls-mode=strict",
         "--log=info,weft_control=debug",
+        "--trace-collector=otel-collector.observability:4317",
+        "--trace-sampling=0.25",
+        "--dashboard-addr=off",
+        "--telemetry-interval=10s",
+        "--telemetry-retention=30m",
     ] {
         assert!(args.contains(&want), "{want} not in {args:?}");
     }
@@ -428,6 +440,7 @@ fn apply_rank(kind: &str) -> usize {
         "Service",
         "Deployment",
         "PodDisruptionBudget",
+        "PodMonitor",
         "MutatingWebhookConfiguration",
     ];
     ORDER.iter().position(|k| *k == kind).unwrap_or_else(|| panic!("{kind} has no place in the apply order"))
@@ -462,6 +475,7 @@ fn weft_install_renders_what_helm_template_renders() {
             ],
         ),
         ("external issuer", "weft-system", vec!["--identity-external-issuer", "--set-file", &anchors_arg]),
+        ("pod monitor", "weft-system", vec!["--set", "podMonitor.enabled=true"]),
     ];
     for (case, ns, args) in cases {
         let mut weft_args = vec!["install", "--namespace", ns];
@@ -644,7 +658,7 @@ fn bad_values_fail_with_a_clear_error() {
     let cases: &[(&[&str], &str, &str)] = &[
         (
             &["--set", "nosuch=1"],
-            "nosuch: no such value (known here: controlPlane, identity",
+            "nosuch: no such value (known here: controlPlane, dashboard, identity",
             "additional properties 'nosuch' not allowed",
         ),
         (
@@ -662,6 +676,7 @@ fn bad_values_fail_with_a_clear_error() {
             r#"controlPlane.replicas: expected an integer, got the string "two""#,
             "/controlPlane/replicas",
         ),
+        (&["--set", "tracing.sampling=2"], "tracing.sampling: 2 is more than 1", "/tracing/sampling"),
         (&["--values", &malformed], "is not a values file: ", "malformed.yaml"),
     ];
     let chart = chart().display().to_string();

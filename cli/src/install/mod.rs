@@ -337,6 +337,15 @@ mod tests {
         let e =
             check_control_plane_args(&render(&[r"logLevel=info\,weft=notalevel"])).expect_err("bad filter").to_string();
         assert!(e.contains("--log"), "{e}");
+        check_control_plane_args(&render(&[
+            "tracing.collector=otel-collector.observability:4317",
+            "tracing.sampling=1",
+            "dashboard.enabled=false",
+            "telemetry.interval=0s",
+        ]))
+        .expect("tracing on, dashboard and scraping off");
+        let e = check_control_plane_args(&render(&["telemetry.interval=30m"])).expect_err("retention").to_string();
+        assert!(e.contains("--telemetry-retention"), "{e}");
     }
 
     #[test]

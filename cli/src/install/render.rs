@@ -10,7 +10,7 @@
 //! ```text
 //!  CRDs ─► Namespace ─► ServiceAccounts ─► ClusterRoles ─► ClusterRoleBindings ─► Secret (issuer)
 //!      ─► cert-manager Issuer, Certificate ─► Services ─► Deployments ─► PodDisruptionBudgets
-//!      ─► MutatingWebhookConfiguration (last: no Pod is sent to an injector that does not exist yet)
+//!      ─► PodMonitor (Prometheus Operator) ─► MutatingWebhookConfiguration (last: no Pod is sent to an injector that does not exist yet)
 //! ```
 
 use base64::Engine as _;
@@ -26,6 +26,10 @@ pub const CRDS: &[&str] = &[
     include_str!("../../../manifests/crds/accesspolicies.policy.weft.dev.yaml"),
     include_str!("../../../manifests/crds/trafficpolicies.policy.weft.dev.yaml"),
 ];
+
+/// The Prometheus Operator's PodMonitor for the proxies, as shipped for
+/// `kubectl apply`; the chart's templates/podmonitor.yaml has the same spec.
+const POD_MONITOR: &str = include_str!("../../../manifests/prometheus/podmonitor.yaml");
 
 /// The version the chart calls `appVersion`: the images' default tag and
 /// the `app.kubernetes.io/version` label.
@@ -95,6 +99,9 @@ pub fn render(values: &Values, namespace: &str, crds: bool) -> Result<Vec<Docume
         if replicas > 1 {
             out.push(Document::object(r.disruption_budget(name)));
         }
+    }
+    if values.pod_monitor.enabled {
+        out.push(Document::object(r.pod_monitor()?));
     }
     out.push(Document::object(r.webhook()));
     Ok(out)
@@ -365,6 +372,16 @@ impl Renderer<'_> {
             // The Secret and the webhook's caBundle are cert-manager's.
             args.push("--webhook-cert=external".to_owned());
         }
+        if !v.tracing.collector.is_empty() {
+            args.push(format!("--trace-collector={}", v.tracing.collector));
+            args.push(format!("--trace-sampling={}", v.tracing.sampling));
+        }
+        // Loopback in the Pod: `kubectl port-forward` reaches it, nothing
+        // else in the cluster does.
+        let dashboard = if v.dashboard.enabled { "127.0.0.1:8084" } else { "off" };
+        args.push(format!("--dashboard-addr={dashboard}"));
+        args.push(format!("--telemetry-interval={}", v.telemetry.interval));
+        args.push(format!("--telemetry-retention={}", v.telemetry.retention));
         let probe =
             |path: &str, period: u32| json!({"httpGet": {"path": path, "port": "admin"}, "periodSeconds": period});
         self.deployment(
@@ -442,6 +459,20 @@ impl Renderer<'_> {
                 ],
             }),
         )
+    }
+
+    /// templates/podmonitor.yaml: [`POD_MONITOR`]'s spec, in the release's
+    /// namespace with the chart's labels.
+    fn pod_monitor(&self) -> Result<Value, String> {
+        let yaml: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(POD_MONITOR).map_err(|e| format!("podmonitor.yaml does not parse: {e}"))?;
+        let shipped = serde_json::to_value(yaml).map_err(|e| format!("podmonitor.yaml: {e}"))?;
+        Ok(json!({
+            "apiVersion": shipped["apiVersion"],
+            "kind": shipped["kind"],
+            "metadata": self.meta("weft-proxy", "weft-proxy"),
+            "spec": shipped["spec"],
+        }))
     }
 
     /// templates/disruption-budgets.yaml: a drain leaves one replica.
@@ -585,6 +616,7 @@ mod tests {
         v.identity.trust_anchors_pem = "anchors".into();
         v.webhook.cert_manager.enabled = true;
         v.injector.replicas = 1;
+        v.pod_monitor.enabled = true;
         let docs = render(&v, "mesh", true).expect("render");
         assert_eq!(
             kinds(&docs),
@@ -610,9 +642,14 @@ mod tests {
                 "Deployment/weft-control",
                 "Deployment/weft-injector",
                 "PodDisruptionBudget/weft-control",
+                "PodMonitor/weft-proxy",
                 "MutatingWebhookConfiguration/weft-injector",
             ]
         );
+        let monitor = &docs[docs.len() - 2].object;
+        assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+        assert_eq!(monitor["metadata"]["namespace"], "mesh");
+        assert_eq!(monitor["spec"]["podMetricsEndpoints"][0]["port"], "weft-admin");
         let webhook = &docs.last().expect("webhook").object;
         assert_eq!(webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"], "mesh/weft-injector");
         assert!(webhook["webhooks"][0]["clientConfig"].get("caBundle").is_none(), "cert-manager's to inject");
@@ -624,6 +661,38 @@ mod tests {
         assert_eq!(
             cert.object["spec"]["issuerRef"],
             json!({"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "corp-ca"})
+        );
+    }
+
+    /// The control plane's tracing, dashboard and telemetry flags.
+    #[test]
+    fn observability_values_become_control_plane_flags() {
+        let control_args = |v: &Values| -> Vec<String> {
+            let docs = render(v, "weft-system", false).expect("render");
+            let control = docs.iter().find(|d| d.kind() == "Deployment" && d.name() == CONTROL).expect("control");
+            serde_json::from_value(control.object["spec"]["template"]["spec"]["containers"][0]["args"].clone())
+                .expect("args")
+        };
+        let mut v = Values::default();
+        let args = control_args(&v);
+        let tail: Vec<&str> = args[args.len() - 3..].iter().map(String::as_str).collect();
+        assert_eq!(tail, ["--dashboard-addr=127.0.0.1:8084", "--telemetry-interval=5s", "--telemetry-retention=15m"]);
+        assert!(!args.iter().any(|a| a.starts_with("--trace-")), "no collector, no tracing flags: {args:?}");
+        v.tracing.collector = "otel-collector.observability:4317".into();
+        v.tracing.sampling = 0.25;
+        v.dashboard.enabled = false;
+        v.telemetry.interval = "0s".into();
+        let args = control_args(&v);
+        let tail: Vec<&str> = args[args.len() - 5..].iter().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            [
+                "--trace-collector=otel-collector.observability:4317",
+                "--trace-sampling=0.25",
+                "--dashboard-addr=off",
+                "--telemetry-interval=0s",
+                "--telemetry-retention=15m",
+            ]
         );
     }
 

@@ -33,6 +33,10 @@ pub struct Values {
     pub injector: Workload,
     pub proxy: Proxy,
     pub webhook: Webhook,
+    pub tracing: Tracing,
+    pub dashboard: Enabled,
+    pub telemetry: Telemetry,
+    pub pod_monitor: Enabled,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -149,6 +153,33 @@ pub struct IssuerRef {
     pub kind: IssuerKind,
 }
 
+/// The control plane's `--trace-collector` and `--trace-sampling`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// `HOST:PORT`; empty: tracing off.
+    pub collector: String,
+    /// 0 to 1.
+    pub sampling: f64,
+}
+
+/// A part of the chart that is on or off (`dashboard`, `podMonitor`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enabled {
+    pub enabled: bool,
+}
+
+/// The control plane's `--telemetry-interval` and `--telemetry-retention`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// A duration such as `5s`; `0s`: no scraping.
+    pub interval: String,
+    /// A duration such as `15m`.
+    pub retention: String,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IssuerKind {
     Issuer,
@@ -209,6 +240,10 @@ impl Default for Values {
                     issuer_ref: IssuerRef { name: String::new(), kind: IssuerKind::Issuer },
                 },
             },
+            tracing: Tracing { collector: String::new(), sampling: 0.0 },
+            dashboard: Enabled { enabled: true },
+            telemetry: Telemetry { interval: "5s".into(), retention: "15m".into() },
+            pod_monitor: Enabled { enabled: false },
         }
     }
 }
