@@ -86,7 +86,15 @@ pub async fn dashboard(mesh: &LocalMesh) -> (String, Option<tokio::task::JoinHan
     let hub = mesh.hub();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut client, _)) = listener.accept().await else { continue };
+            let mut client = match listener.accept().await {
+                Ok((client, _)) => client,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait instead of spinning.
+                    tracing::warn!("the dashboard forwarder cannot accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let hub = hub.clone();
             tokio::spawn(async move {
                 match crate::netns::connect_in(Some(&hub), target, Duration::from_secs(5)).await {

@@ -375,11 +375,15 @@ fn stat_from_a_kubernetes_source() {
         }
         serde_json::from_str(&run.stdout).map_err(|e| format!("{path}: {e}: {}", run.stdout))
     };
-    let stat = eventually(Duration::from_secs(60), "the load generator's traffic in /api/stat", || {
+    // Right after the Deployments are available, web may still answer 5xx
+    // while its first connections to the store are made: wait for a whole
+    // window of traffic that succeeded.
+    let stat = eventually(Duration::from_secs(90), "a 10 s window of successful traffic in /api/stat", || {
         let stat = get(&format!("/api/stat?by=workload&namespace={ns}&window=10s"))?;
-        let flowing = ["web-v1", "web-v2"]
-            .iter()
-            .all(|w| row(&stat["rows"], &[("name", w)]).is_some_and(|r| r["rps"].as_f64() > Some(0.0)));
+        let flowing = ["web-v1", "web-v2"].iter().all(|w| {
+            row(&stat["rows"], &[("name", w)])
+                .is_some_and(|r| r["rps"].as_f64() > Some(0.0) && r["success"].as_f64() == Some(1.0))
+        });
         if flowing { Ok(stat) } else { Err(stat.to_string()) }
     });
     step("traffic seen by the control plane");
