@@ -198,3 +198,18 @@ pub fn alive(p: &ProcId) -> bool {
 pub fn running(needle: &str) -> Vec<String> {
     process_table().keys().map(|&pid| cmdline(pid)).filter(|c| c.contains(needle)).collect()
 }
+
+/// The metrics of `pod`'s proxy in the `weft up` run `run`: its admin
+/// `/metrics`, read inside the pod's network namespace as an operator would.
+pub fn pod_metrics(run: u32, pod: &str) -> Result<crate::Metrics, String> {
+    let out = Command::new(crate::tool("ip"))
+        .args(["netns", "exec", &format!("weft-{run}-{pod}")])
+        .arg(crate::tool("curl"))
+        .args(["-sS", "-f", "-m", "3", "http://127.0.0.1:4191/metrics"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("{pod}: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(crate::Metrics::parse(&String::from_utf8_lossy(&out.stdout)))
+}

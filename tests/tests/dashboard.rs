@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use weft_tests::browser::Browser;
-use weft_tests::weft::WeftProcess;
+use weft_tests::weft::{WeftProcess, pod_metrics};
 use weft_tests::{Metrics, eventually, preflight, testkit_bin, tool, weft_bin};
 
 /// Requests `client` sends to `echo`.
@@ -85,20 +85,6 @@ impl Drop for Dir {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
-}
-
-/// `pod`'s proxy metrics, read inside the pod as an operator would.
-fn metrics(run: u32, pod: &str) -> Result<Metrics, String> {
-    let out = Command::new(tool("ip"))
-        .args(["netns", "exec", &format!("weft-{run}-{pod}")])
-        .arg(tool("curl"))
-        .args(["-sS", "-f", "-m", "3", "http://127.0.0.1:4191/metrics"])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!("{pod}: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    Ok(Metrics::parse(&String::from_utf8_lossy(&out.stdout)))
 }
 
 /// `q` of the inbound latency histogram in `m`, interpolated inside its
@@ -192,7 +178,7 @@ fn the_dashboard_shows_what_the_proxies_counted_and_follows_a_rollout() {
     // Exactly REQUESTS requests to echo, then the services view.
     curl_from_client(run, "http://echo/hello", REQUESTS);
     step("the client's requests");
-    let echo = metrics(run, "echo-0").unwrap();
+    let echo = pod_metrics(run, "echo-0").unwrap();
     let counted = echo.sum("weft_responses_total", &[("direction", "inbound")]);
     assert_eq!(counted, f64::from(REQUESTS), "echo's proxy counted every request:\n{}", echo.text);
     let page = eventually(Duration::from_secs(20), "the services view showing echo's requests", || {

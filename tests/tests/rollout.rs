@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use weft_tests::weft::WeftProcess;
-use weft_tests::{Metrics, eventually, preflight, testkit_bin, tool, weft_bin};
+use weft_tests::weft::{WeftProcess, pod_metrics};
+use weft_tests::{eventually, preflight, testkit_bin, tool, weft_bin};
 
 /// The mesh; `FAIL_EVERY` is v2's `--fail-every` (0: never, 1: always).
 const MESH: &str = r#"
@@ -87,20 +87,9 @@ fn up(dir: &Path) -> WeftProcess {
     proc.with_logs(logs)
 }
 
-/// Requests `pod`'s inbound proxy answered so far (its admin `/metrics`,
-/// read inside the pod as an operator would).
+/// Requests `pod`'s inbound proxy answered so far.
 fn inbound(run: u32, pod: &str) -> Result<f64, String> {
-    let out = Command::new(tool("ip"))
-        .args(["netns", "exec", &format!("weft-{run}-{pod}")])
-        .arg(tool("curl"))
-        .args(["-sS", "-f", "-m", "3", "http://127.0.0.1:4191/metrics"])
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!("{pod}: {}", String::from_utf8_lossy(&out.stderr)));
-    }
-    let metrics = Metrics::parse(&String::from_utf8_lossy(&out.stdout));
-    Ok(metrics.sum("weft_responses_total", &[("direction", "inbound")]))
+    Ok(pod_metrics(run, pod)?.sum("weft_responses_total", &[("direction", "inbound")]))
 }
 
 /// Inbound requests of v1 (both pods) and v2.

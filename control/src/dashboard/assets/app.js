@@ -188,18 +188,27 @@ function routeRows(routes) {
       cell("p99_ms", r.p99_ms, fmt.ms)));
 }
 
+// Axis and legend units of the charts.
+const pct = (v) => (v * 100).toFixed(1) + "%";
+const ms = (v) => v.toFixed(v < 10 ? 2 : 1) + " ms";
+const rps = (v) => v.toFixed(1);
+
+// A service's series and routes, read together; the charts they replace
+// are destroyed only once both arrived.
+async function seriesAndRoutes(id) {
+  const both = await Promise.all([
+    api(`/api/series?service=${encodeURIComponent(id)}&window=${SERIES_WINDOW}`),
+    api(`/api/routes?service=${encodeURIComponent(id)}&window=${WINDOW}`),
+  ]);
+  for (const f of cleanup.splice(0)) f();
+  return both;
+}
+
 function serviceView(ns, name) {
   return async () => {
     const id = `${ns}/${name}`;
-    const [series, routes] = await Promise.all([
-      api(`/api/series?service=${encodeURIComponent(id)}&window=${SERIES_WINDOW}`),
-      api(`/api/routes?service=${encodeURIComponent(id)}&window=${WINDOW}`),
-    ]);
-    for (const f of cleanup.splice(0)) f();
+    const [series, routes] = await seriesAndRoutes(id);
     const all = series.series.all || { rps: [], success: [], p50_ms: [], p95_ms: [], p99_ms: [] };
-    const pct = (v) => (v * 100).toFixed(1) + "%";
-    const ms = (v) => v.toFixed(v < 10 ? 2 : 1) + " ms";
-    const rps = (v) => v.toFixed(1);
     const charts = el("div", { class: "charts" },
       chart("Latency", ms, series.t, [["p50", all.p50_ms], ["p95", all.p95_ms], ["p99", all.p99_ms]]),
       chart("Success rate", pct, series.t, [["success", all.success]], [0, 1]),
@@ -222,11 +231,7 @@ function serviceView(ns, name) {
 function canaryView(ns, name) {
   return async () => {
     const id = `${ns}/${name}`;
-    const [series, routes] = await Promise.all([
-      api(`/api/series?service=${encodeURIComponent(id)}&window=${SERIES_WINDOW}`),
-      api(`/api/routes?service=${encodeURIComponent(id)}&window=${WINDOW}`),
-    ]);
-    for (const f of cleanup.splice(0)) f();
+    const [series, routes] = await seriesAndRoutes(id);
     // One card per backend of the routes (a canary's leaves), with its weight.
     const total = routes.rows.reduce((s, r) => s + (r.weight || 0), 0);
     const cards = routes.rows.map((r) => {
@@ -245,9 +250,6 @@ function canaryView(ns, name) {
     });
     const versions = Object.keys(series.series).filter((v) => v !== "all").sort();
     const pick = (k) => versions.map((v) => [v, series.series[v][k]]);
-    const pct = (v) => (v * 100).toFixed(1) + "%";
-    const ms = (v) => v.toFixed(v < 10 ? 2 : 1) + " ms";
-    const rps = (v) => v.toFixed(1);
     view.replaceChildren(
       el("h1", {}, `Canary: ${id}`),
       el("p", { class: "note" }, "Each backend of the service's routes, as its callers saw it, with the weight in force now; "
