@@ -91,6 +91,14 @@ async fn handle(d: &Dashboard, req: Request<Incoming>) -> Response<Body> {
     if req.method() != Method::GET {
         return error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
     }
+    if let Some(host) = req.headers().get(header::HOST)
+        && !host.to_str().is_ok_and(host_allowed)
+    {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the dashboard answers only requests for an IP address or localhost (Host header)",
+        );
+    }
     if let Some((_, content_type, body)) = ASSETS.iter().find(|(p, ..)| *p == path) {
         return with_type(full(Bytes::from_static(body.as_bytes())), content_type);
     }
@@ -117,6 +125,18 @@ async fn handle(d: &Dashboard, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
+/// Whether a request's Host names the dashboard by IP address or as
+/// `localhost` (with any port). A web page loaded from elsewhere could point
+/// a DNS name of its own at 127.0.0.1 (DNS rebinding) and read the API, tap
+/// included, through the user's browser; it cannot make the browser send an
+/// address or `localhost` as that page's Host, so those are all we answer.
+fn host_allowed(host: &str) -> bool {
+    let Ok(authority) = host.parse::<http::uri::Authority>() else { return false };
+    let name = authority.host();
+    let bare = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')).unwrap_or(name);
+    bare.parse::<std::net::IpAddr>().is_ok() || name.eq_ignore_ascii_case("localhost")
+}
+
 pub fn full(bytes: Bytes) -> Response<Body> {
     Response::new(Full::new(bytes).boxed())
 }
@@ -139,4 +159,29 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 
 pub fn error(status: StatusCode, message: &str) -> Response<Body> {
     json(status, &serde_json::json!({ "error": message }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_allowed;
+
+    #[test]
+    fn only_addresses_and_localhost_are_answered() {
+        for (host, allowed) in [
+            ("127.0.0.1:8084", true),
+            ("127.0.0.1", true),
+            ("198.18.0.1:8084", true),
+            ("[::1]:8084", true),
+            ("[::1]", true),
+            ("localhost:8084", true),
+            ("LOCALHOST", true),
+            ("evil.example:8084", false),
+            ("localhost.evil.example", false),
+            ("127.0.0.1.nip.io:8084", false),
+            ("", false),
+            ("not a host", false),
+        ] {
+            assert_eq!(host_allowed(host), allowed, "{host:?}");
+        }
+    }
 }
