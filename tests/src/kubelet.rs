@@ -799,6 +799,24 @@ fn wait_probe(netns: &Pod, proc: &mut Proc, c: &Value, probe: &Value) -> Result<
     }
 }
 
+/// What stands for each image the demo's manifests (`manifests/examples/`)
+/// name: the binaries under test and Debian's redis-server.
+pub fn demo_images() -> HashMap<String, Image> {
+    let redis = tool("redis-server");
+    HashMap::from([
+        // The proxy's image: `weft-proxy init` and `weft-proxy run`.
+        (
+            "ghcr.io/weft-mesh/weft-proxy".to_owned(),
+            Image::new(&["weft-proxy"]).binary("weft-proxy", crate::proxy_bin()),
+        ),
+        // The demo's apps: `weft example web|load`.
+        ("ghcr.io/weft-mesh/weft".to_owned(), Image::new(&["weft"]).binary("weft", crate::weft_bin())),
+        // The official image runs with protected mode off (its own build).
+        ("redis".to_owned(), Image::new(&["redis-server", "--protected-mode", "no"]).binary("redis-server", redis)),
+        ("busybox".to_owned(), Image::new(&["sh"]).binary("sleep", tool("sleep")).binary("sh", tool("sh"))),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

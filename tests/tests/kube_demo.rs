@@ -15,26 +15,12 @@
 //! hand: the injector, the test kubelet (`weft_tests::kubelet`) and the
 //! controllers do, from what kubectl applied.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use weft_tests::injector::Injector;
-use weft_tests::kubelet::{Image, Kubelet};
-use weft_tests::{KubeCluster, Mesh, eventually, manifests_dir, proxy_bin, tool, weft_bin};
-
-/// What stands for each image the demo's Pods name.
-fn images() -> HashMap<String, Image> {
-    let redis = tool("redis-server");
-    HashMap::from([
-        // The proxy's image: `weft-proxy init` and `weft-proxy run`.
-        ("ghcr.io/weft-mesh/weft-proxy".to_owned(), Image::new(&["weft-proxy"]).binary("weft-proxy", proxy_bin())),
-        // The demo's apps: `weft example web|load`.
-        ("ghcr.io/weft-mesh/weft".to_owned(), Image::new(&["weft"]).binary("weft", weft_bin())),
-        // The official image runs with protected mode off (its own build).
-        ("redis".to_owned(), Image::new(&["redis-server", "--protected-mode", "no"]).binary("redis-server", redis)),
-        ("busybox".to_owned(), Image::new(&["sh"]).binary("sleep", tool("sleep")).binary("sh", tool("sh"))),
-    ])
-}
+use weft_tests::kubelet::{Kubelet, demo_images};
+use weft_tests::{KubeCluster, Mesh, eventually, manifests_dir};
 
 /// One answer of `web`.
 #[derive(Debug)]
@@ -139,7 +125,7 @@ fn demo(sidecar: Sidecar) {
         ),
     );
     step("the webhook is configured");
-    let kubelet = Kubelet::start(cluster, &mesh, &format!("node-{ns}"), std::slice::from_ref(&ns), images());
+    let kubelet = Kubelet::start(cluster, &mesh, &format!("node-{ns}"), std::slice::from_ref(&ns), demo_images());
 
     step("the control plane, the injector and the kubelet are up");
     // The user's part: apply the examples, and a client to call from.

@@ -754,41 +754,26 @@ fn dashboards_and_rules_answer_from_a_real_prometheus() {
     assert!(success["v1"] > 0.99, "v1 never fails: {success:?}");
     assert!((0.7..0.9).contains(&success["v2"]), "v2 fails one in 5: {success:?}");
 
-    let route = web_route(&p);
-    let mut failures = Vec::new();
-    let mut queries = 0;
-    for file in DASHBOARDS {
-        let (n, f) = check_dashboard(&p, file, &route);
-        queries += n;
-        failures.extend(f);
-    }
-    let (n, f) = check_rules(&p, false);
-    failures.extend(f);
-    assert!(
-        failures.is_empty(),
-        "{} of {queries} panel queries and {n} rules failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    eprintln!("{queries} panel queries and {n} recording rules answered");
+    answer_all(&p, &DASHBOARDS, false);
 
     kubernetes_relabeling(&mut p);
     eprintln!("done in {:.1?}", began.elapsed());
     p.up.interrupt(Duration::from_secs(30));
 }
 
-#[test]
-fn route_and_edge_panels_answer() {
-    let p = start("pending");
-    let route = web_route(&p);
+/// Runs every panel query of `dashboards` and the recording rules (the
+/// route rules when `pending`), and fails listing every one that did not
+/// answer.
+fn answer_all(p: &Scraped, dashboards: &[&str], pending: bool) {
+    let route = web_route(p);
     let mut failures = Vec::new();
     let mut queries = 0;
-    for file in PENDING_DASHBOARDS {
-        let (n, f) = check_dashboard(&p, file, &route);
+    for file in dashboards {
+        let (n, f) = check_dashboard(p, file, &route);
         queries += n;
         failures.extend(f);
     }
-    let (n, f) = check_rules(&p, true);
+    let (n, f) = check_rules(p, pending);
     failures.extend(f);
     assert!(
         failures.is_empty(),
@@ -797,6 +782,12 @@ fn route_and_edge_panels_answer() {
         failures.join("\n")
     );
     eprintln!("{queries} panel queries and {n} recording rules answered");
+}
+
+#[test]
+fn route_and_edge_panels_answer() {
+    let p = start("pending");
+    answer_all(&p, &PENDING_DASHBOARDS, true);
     let mut p = p;
     p.up.interrupt(Duration::from_secs(30));
 }

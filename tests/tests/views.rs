@@ -31,13 +31,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use std::collections::HashMap;
-
 use serde_json::Value;
 use weft_tests::injector::Injector;
-use weft_tests::kubelet::{Image, Kubelet};
+use weft_tests::kubelet::{Kubelet, demo_images};
 use weft_tests::weft::WeftProcess;
-use weft_tests::{KubeCluster, Mesh, eventually, manifests_dir, preflight, proxy_bin, testkit_bin, tool, weft_bin};
+use weft_tests::{KubeCluster, Mesh, eventually, manifests_dir, preflight, testkit_bin, tool, weft_bin};
 
 /// The load generator's rate, requests per second.
 const RATE: f64 = 40.0;
@@ -282,17 +280,6 @@ fn stat_routes_edges_and_tap_from_the_control_plane() {
     stop(up);
 }
 
-/// What stands for each image the demo's Pods name (as in kube_demo.rs).
-fn images() -> HashMap<String, Image> {
-    let redis = tool("redis-server");
-    HashMap::from([
-        ("ghcr.io/weft-mesh/weft-proxy".to_owned(), Image::new(&["weft-proxy"]).binary("weft-proxy", proxy_bin())),
-        ("ghcr.io/weft-mesh/weft".to_owned(), Image::new(&["weft"]).binary("weft", weft_bin())),
-        ("redis".to_owned(), Image::new(&["redis-server", "--protected-mode", "no"]).binary("redis-server", redis)),
-        ("busybox".to_owned(), Image::new(&["sh"]).binary("sleep", tool("sleep")).binary("sh", tool("sh"))),
-    ])
-}
-
 #[test]
 fn stat_from_a_kubernetes_source() {
     let started = Instant::now();
@@ -322,7 +309,7 @@ fn stat_from_a_kubernetes_source() {
             &format!("{{matchLabels: {{kubernetes.io/metadata.name: {ns}, weft.dev/inject: enabled}}}}"),
         ),
     );
-    let kubelet = Kubelet::start(cluster, &mesh, &format!("node-{ns}"), std::slice::from_ref(&ns), images());
+    let kubelet = Kubelet::start(cluster, &mesh, &format!("node-{ns}"), std::slice::from_ref(&ns), demo_images());
     cluster.kubectl(&["apply", "-n", &ns, "-f", &manifests_dir().join("examples").display().to_string()]);
     let wait = cluster.try_kubectl(
         &["wait", "-n", &ns, "--for=condition=Available", "deployment", "--all", "--timeout=180s"],
