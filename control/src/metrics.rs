@@ -6,6 +6,7 @@
 //! | `weft_control_streams{kind}` | gauge | open watch streams (discovery, outbound, inbound, trust_anchors, proxy_config) |
 //! | `weft_control_connected_proxies` | gauge | distinct proxy ids with at least one open stream |
 //! | `weft_control_pushes_total{kind}` | counter | messages handed to streams (snapshots and updates) |
+//! | `weft_control_recomputations_skipped_total{kind}` | counter | state changes a stream did not recompute for: nothing it depends on changed |
 //! | `weft_control_push_latency_seconds` | histogram | state change → update handed to the stream |
 //! | `weft_control_policy_rejected_total` | counter | refused file contents (each distinct bad content once) |
 //! | `weft_control_rejected_files` | gauge | files currently refused (their last good content in force) |
@@ -75,6 +76,7 @@ const MAX_MICROS: u64 = 60_000_000;
 pub struct Metrics {
     streams: [AtomicI64; 5],
     pushes: [AtomicU64; 5],
+    skipped: [AtomicU64; 5],
     issued: AtomicU64,
     refused: [AtomicU64; Reason::ALL.len()],
     /// Open streams per proxy id.
@@ -87,6 +89,7 @@ impl Default for Metrics {
         Self {
             streams: Default::default(),
             pushes: Default::default(),
+            skipped: Default::default(),
             issued: AtomicU64::new(0),
             refused: Default::default(),
             proxies: Mutex::default(),
@@ -138,6 +141,15 @@ impl Metrics {
         }
     }
 
+    /// Counts a state change a stream skipped: its answer's stamp held.
+    pub fn skipped(&self, kind: StreamKind) {
+        self.skipped[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn skips(&self, kind: StreamKind) -> u64 {
+        self.skipped[kind.index()].load(Ordering::Relaxed)
+    }
+
     pub fn certificate_issued(&self) {
         self.issued.fetch_add(1, Ordering::Relaxed);
     }
@@ -185,6 +197,16 @@ impl Metrics {
         header(&mut out, "weft_control_pushes_total", "counter", "Messages handed to watch streams.");
         for k in StreamKind::ALL {
             let _ = writeln!(out, "weft_control_pushes_total{{kind=\"{}\"}} {}", k.as_str(), self.pushes(k));
+        }
+        header(
+            &mut out,
+            "weft_control_recomputations_skipped_total",
+            "counter",
+            "State changes a stream did not recompute for: nothing its answer depends on changed.",
+        );
+        for k in StreamKind::ALL {
+            let _ =
+                writeln!(out, "weft_control_recomputations_skipped_total{{kind=\"{}\"}} {}", k.as_str(), self.skips(k));
         }
         header(
             &mut out,

@@ -55,8 +55,14 @@ impl ProxyConfig for ConfigService {
     async fn watch(&self, req: Request<ConfigRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let proxy = super::proxy_name(&req, &req.get_ref().proxy_id);
         tracing::debug!(%proxy, "proxy config watch");
-        let stream =
-            self.streams.spawn_on(self.settings.clone(), |_| None, StreamKind::ProxyConfig, proxy, |s| update(s));
+        let stream = self.streams.spawn_on(
+            self.settings.clone(),
+            |_| None,
+            StreamKind::ProxyConfig,
+            proxy,
+            |_| None::<()>,
+            |s| update(s),
+        );
         Ok(Response::new(stream))
     }
 }

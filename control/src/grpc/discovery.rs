@@ -24,7 +24,13 @@ impl Discovery for DiscoveryService {
         let target: Target =
             target.parse().map_err(|e: crate::index::TargetError| Status::invalid_argument(e.to_string()))?;
         tracing::debug!(%proxy, %target, "discovery watch");
-        let stream = self.streams.spawn(StreamKind::Discovery, proxy, move |state| state.resolve(&target, &namespace));
+        let (t, ns) = (target.clone(), namespace.clone());
+        let stream = self.streams.spawn(
+            StreamKind::Discovery,
+            proxy,
+            move |state| state.resolve_stamp(&t, &ns),
+            move |state| state.resolve(&target, &namespace),
+        );
         Ok(Response::new(stream))
     }
 }

@@ -93,8 +93,14 @@ impl Identity for IdentityService {
         let proxy = super::proxy_name(&req, &req.get_ref().proxy_id);
         let Some(ca) = &self.ca else { return Err(status(&Refusal::Off)) };
         tracing::debug!(%proxy, "trust anchors watch");
-        let stream =
-            self.streams.spawn_on(ca.subscribe_anchors(), |_| None, StreamKind::TrustAnchors, proxy, |a| a.to_api());
+        let stream = self.streams.spawn_on(
+            ca.subscribe_anchors(),
+            |_| None,
+            StreamKind::TrustAnchors,
+            proxy,
+            |_| None::<()>,
+            |a| a.to_api(),
+        );
         Ok(Response::new(stream))
     }
 }

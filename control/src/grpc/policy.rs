@@ -28,7 +28,12 @@ impl Policy for PolicyService {
         let target: Target =
             target.parse().map_err(|e: crate::index::TargetError| Status::invalid_argument(e.to_string()))?;
         tracing::debug!(%proxy, %target, "outbound policy watch");
-        let stream = self.streams.spawn(StreamKind::Outbound, proxy, move |state| state.outbound(&target, &namespace));
+        let stream = self.streams.spawn(
+            StreamKind::Outbound,
+            proxy,
+            |state| state.outbound_stamp(),
+            move |state| state.outbound(&target, &namespace),
+        );
         Ok(Response::new(stream))
     }
 
@@ -43,7 +48,13 @@ impl Policy for PolicyService {
             .filter(|p| *p != 0)
             .ok_or_else(|| Status::invalid_argument(format!("port {port} is not 1..=65535")))?;
         tracing::debug!(%proxy, workload = %name, port, "inbound policy watch");
-        let stream = self.streams.spawn(StreamKind::Inbound, proxy, move |state| state.inbound(&name, port));
+        let own = name.clone();
+        let stream = self.streams.spawn(
+            StreamKind::Inbound,
+            proxy,
+            move |state| state.inbound_stamp(&own),
+            move |state| state.inbound(&name, port),
+        );
         Ok(Response::new(stream))
     }
 }

@@ -10,6 +10,11 @@
 //! The same task serves any `watch` channel ([`Streams::spawn_on`]): the
 //! CA's trust anchors are streamed that way.
 //!
+//! A task over the index also takes the answer's [`Stamp`]: when a new
+//! state leaves the stamp as it was, the answer cannot have changed and is
+//! not recomputed, so a change wakes every stream but costs work only in
+//! those that watch what changed.
+//!
 //! The mpsc has room for one message: a slow client slows only its own
 //! task, and since `watch` keeps only the newest state, the task skips
 //! straight to the latest answer once the client catches up. The task ends
@@ -23,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use crate::index::{Index, State};
+use crate::index::{Index, Stamp, State};
 use crate::metrics::{Metrics, StreamKind};
 use crate::shutdown::Shutdown;
 
@@ -67,27 +72,46 @@ pub struct Streams {
 impl Streams {
     /// Starts a stream task answering with `compute` and returns the
     /// response stream.
-    pub fn spawn<T, F>(&self, kind: StreamKind, proxy: String, compute: F) -> ReceiverStream<Result<T, Status>>
+    /// `stamp` says what the answer depends on (see [`Stamp`]).
+    pub fn spawn<T, G, F>(
+        &self,
+        kind: StreamKind,
+        proxy: String,
+        stamp: G,
+        compute: F,
+    ) -> ReceiverStream<Result<T, Status>>
     where
         T: Snapshot,
+        G: Fn(&State) -> Stamp + Send + 'static,
         F: Fn(&State) -> T + Send + 'static,
     {
-        self.spawn_on(self.index.subscribe(), |s: &Arc<State>| Some(s.changed_at), kind, proxy, move |s| compute(s))
+        self.spawn_on(
+            self.index.subscribe(),
+            |s: &Arc<State>| Some(s.changed_at),
+            kind,
+            proxy,
+            move |s: &Arc<State>| Some(stamp(s)),
+            move |s| compute(s),
+        )
     }
 
     /// [`Self::spawn`] over any watched value (the trust anchors, say);
-    /// `changed_at` gives the push latency metric its start, if known.
-    pub fn spawn_on<S, T, F>(
+    /// `changed_at` gives the push latency metric its start, if known, and
+    /// `stamp` what the answer depends on (`None`: recompute every time).
+    pub fn spawn_on<S, K, T, G, F>(
         &self,
         mut states: watch::Receiver<S>,
         changed_at: fn(&S) -> Option<Instant>,
         kind: StreamKind,
         proxy: String,
+        stamp: G,
         compute: F,
     ) -> ReceiverStream<Result<T, Status>>
     where
         S: Clone + Send + Sync + 'static,
+        K: PartialEq + Send + 'static,
         T: Snapshot,
+        G: Fn(&S) -> Option<K> + Send + 'static,
         F: Fn(&S) -> T + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(1);
@@ -96,21 +120,29 @@ impl Streams {
         tokio::spawn(async move {
             let _guard = metrics.open_stream(kind, &proxy);
             let mut last: Option<T> = None;
+            let mut last_stamp: Option<K> = None;
             loop {
                 let state = states.borrow_and_update().clone();
-                let mut answer = compute(&state);
-                let version = std::mem::take(answer.version_mut());
-                if last.as_ref() != Some(&answer) {
-                    let first = last.is_none();
-                    last = Some(answer.clone());
-                    *answer.version_mut() = version;
-                    tokio::select! {
-                        sent = tx.send(Ok(answer)) => if sent.is_err() { return },
-                        () = shutdown.signaled() => break,
+                let stamp = stamp(&state);
+                let unchanged = last.is_some() && stamp.is_some() && stamp == last_stamp;
+                last_stamp = stamp;
+                if unchanged {
+                    metrics.skipped(kind);
+                } else {
+                    let mut answer = compute(&state);
+                    let version = std::mem::take(answer.version_mut());
+                    if last.as_ref() != Some(&answer) {
+                        let first = last.is_none();
+                        last = Some(answer.clone());
+                        *answer.version_mut() = version;
+                        tokio::select! {
+                            sent = tx.send(Ok(answer)) => if sent.is_err() { return },
+                            () = shutdown.signaled() => break,
+                        }
+                        let latency = if first { None } else { changed_at(&state).map(|t| t.elapsed()) };
+                        metrics.pushed(kind, latency);
+                        tracing::debug!(kind = kind.as_str(), %proxy, version, "pushed");
                     }
-                    let latency = if first { None } else { changed_at(&state).map(|t| t.elapsed()) };
-                    metrics.pushed(kind, latency);
-                    tracing::debug!(kind = kind.as_str(), %proxy, version, "pushed");
                 }
                 tokio::select! {
                     changed = states.changed() => if changed.is_err() { break },
@@ -166,8 +198,13 @@ mod tests {
         let (trigger, shutdown) = crate::shutdown::channel();
         let streams = Streams { index: index.clone(), metrics: metrics.clone(), shutdown };
         let target: Target = "web:80".parse().expect("target");
-        let mut stream: ReceiverStream<Result<EndpointSet, Status>> =
-            streams.spawn(StreamKind::Discovery, "p".into(), move |s| s.resolve(&target, "default"));
+        let t = target.clone();
+        let mut stream: ReceiverStream<Result<EndpointSet, Status>> = streams.spawn(
+            StreamKind::Discovery,
+            "p".into(),
+            move |s| s.resolve_stamp(&t, "default"),
+            move |s| s.resolve(&target, "default"),
+        );
         let quiet = Duration::from_secs(1);
 
         let first = stream.next().await.expect("snapshot").expect("ok");
@@ -177,6 +214,7 @@ mod tests {
         // A change elsewhere bumps the version but not this answer.
         index.apply([Event::WorkloadApplied(workload("other", "x"))]);
         assert!(tokio::time::timeout(quiet, stream.next()).await.is_err(), "unchanged answers are not sent");
+        assert_eq!(metrics.skips(StreamKind::Discovery), 1, "nor recomputed: no workload of web changed");
 
         index.apply([Event::WorkloadApplied(workload("default", "web-0"))]);
         let update = stream.next().await.expect("update").expect("ok");

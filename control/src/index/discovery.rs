@@ -134,9 +134,8 @@ impl State {
             set.port = u32::from(port.port);
             set.endpoints = match svc.endpoints {
                 EndpointSource::Selector => self
-                    .workloads
-                    .values()
-                    .filter(|w| w.ready && svc.selects(w))
+                    .selected(svc)
+                    .filter(|w| w.ready)
                     .map(|w| self.endpoint(w, port.target_port, hint(port.protocol)))
                     .collect(),
                 EndpointSource::Slices => self.slice_endpoints(svc, port),
