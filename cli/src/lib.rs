@@ -274,6 +274,20 @@ fn exit(result: anyhow::Result<bool>) -> ExitCode {
     }
 }
 
+/// `--mode auto`: network namespaces when this process can make them, or
+/// the one line that says why the mesh runs in loopback mode instead.
+fn auto_mode(root: bool, tools: Result<system::Tools, system::MissingTools>) -> Result<system::Tools, String> {
+    const LOOPBACK: &str = "running in loopback mode instead (pods on 127.x.y.z, apps use their proxy as \
+                            HTTP_PROXY, no mTLS; docs/local-mesh.md)";
+    match (root, tools) {
+        (false, _) => Err(format!(
+            "weft: not root, so no network namespaces or interception: {LOOPBACK}; run as root for the real thing"
+        )),
+        (true, Err(missing)) => Err(format!("weft: {missing}: {LOOPBACK}")),
+        (true, Ok(tools)) => Ok(tools),
+    }
+}
+
 /// Decides the mode (and checks that it can run here).
 fn settings(args: &MeshArgs, log: &str) -> anyhow::Result<Settings> {
     let root = system::is_root();
@@ -283,16 +297,13 @@ fn settings(args: &MeshArgs, log: &str) -> anyhow::Result<Settings> {
         ),
         ModeChoice::Netns => true,
         ModeChoice::Loopback => false,
-        ModeChoice::Auto if root => true,
-        ModeChoice::Auto => {
-            eprintln!(
-                "weft: not running as root, so pods cannot have their own network namespaces and traffic cannot be \
-                 intercepted transparently. Running in loopback mode instead: each pod on its own 127.x.y.z \
-                 address, apps reaching services through their proxy as HTTP_PROXY (see docs/local-mesh.md). \
-                 Run as root for the real thing."
-            );
-            false
-        }
+        ModeChoice::Auto => match auto_mode(root, system::Tools::find()) {
+            Ok(_) => true,
+            Err(why) => {
+                eprintln!("{why}");
+                false
+            }
+        },
     };
     let (mode, tools) = if netns {
         (Mode::Netns, Some(system::Tools::find()?))
@@ -353,6 +364,41 @@ async fn up(args: UpArgs, log: &str) -> anyhow::Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    use super::system::{MissingTools, Tools};
+
+    #[test]
+    fn auto_mode_falls_back_to_loopback_with_one_line_saying_why() {
+        let tools = || Ok(Tools { ip: "/sbin/ip".into(), setpriv: "/bin/setpriv".into() });
+        let missing = || Err(MissingTools::of(&[&("iptables", "iptables")]));
+        let cases = [
+            (true, tools(), None),
+            (
+                false,
+                tools(),
+                Some("weft: not root, so no network namespaces or interception: running in loopback mode"),
+            ),
+            (false, missing(), Some("weft: not root")),
+            (
+                true,
+                missing(),
+                Some(
+                    "weft: the network-namespace mode needs iptables, which is not installed: apt-get install -y \
+                     iptables: running in loopback mode instead (pods on 127.x.y.z",
+                ),
+            ),
+        ];
+        for (root, found, want) in cases {
+            match (super::auto_mode(root, found), want) {
+                (Ok(_), None) => {}
+                (Err(line), Some(want)) => {
+                    assert!(line.starts_with(want), "root={root}: {line}");
+                    assert!(!line.contains('\n'), "one line: {line}");
+                }
+                (got, want) => panic!("root={root}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
     #[test]
     fn clap_definition_is_valid() {
         use clap::CommandFactory as _;

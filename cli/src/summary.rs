@@ -1,7 +1,7 @@
 //! What `weft up` prints once the mesh is up: services with their virtual
 //! IPs, pods with their addresses, and the commands to look around.
 
-use crate::plan::{Mode, PROXY_ADMIN_PORT};
+use crate::plan::{Mode, PROXY_ADMIN_PORT, PROXY_OUTBOUND_PORT};
 use crate::runtime::LocalMesh;
 
 impl LocalMesh {
@@ -26,18 +26,26 @@ impl LocalMesh {
             (None, Mode::Netns) => writeln!(out, "weft: mTLS off (--mtls off or spec.mtls): pods talk in plaintext"),
             (None, Mode::Loopback { .. }) => writeln!(out, "weft: mTLS off (loopback mode)"),
         };
-        let _ = writeln!(out, "\nSERVICES");
+        let _ = match plan.mode {
+            Mode::Netns => writeln!(out, "\nSERVICES"),
+            // The virtual IPs exist only inside the pods' namespaces.
+            Mode::Loopback { .. } => writeln!(
+                out,
+                "\nSERVICES (no virtual IPs in loopback mode: the first replica's address, or any pod's proxy as \
+                 shown under LOOK)"
+            ),
+        };
         for s in &plan.services {
             let ports: Vec<String> = s.ports.iter().map(|p| format!("{}→{}", p.port, p.target())).collect();
             let pods: Vec<&str> = s.pods.iter().map(|&i| plan.pods[i].name.as_str()).collect();
-            let _ = writeln!(
-                out,
-                "  {:<24} {:<15} {:<12} {}",
-                s.qualified(),
-                s.vip.to_string(),
-                ports.join(","),
-                pods.join(" ")
-            );
+            let address = match plan.mode {
+                Mode::Netns => s.vip.to_string(),
+                Mode::Loopback { .. } => match (s.pods.first(), s.ports.first()) {
+                    (Some(&i), Some(p)) => format!("{}:{}", plan.pods[i].ip, p.target()),
+                    _ => "-".to_owned(),
+                },
+            };
+            let _ = writeln!(out, "  {:<24} {:<15} {:<12} {}", s.qualified(), address, ports.join(","), pods.join(" "));
         }
         let _ = writeln!(out, "\nPODS");
         let places: Vec<String> = plan
@@ -73,15 +81,25 @@ impl LocalMesh {
                 let _ = writeln!(out, "  its identity    {}curl -s http://{proxy}/config", exec(&pod.netns));
             }
         }
-        if let (Mode::Netns, Some(s)) = (plan.mode, first) {
+        if let Some(s) = first {
             let caller = (0..plan.pods.len()).rev().find(|i| !s.pods.contains(i)).unwrap_or(0);
             let port = match s.ports.first().map_or(80, |p| p.port) {
                 80 => String::new(),
                 port => format!(":{port}"),
             };
-            if let Some(pod) = plan.pods.get(caller) {
-                let _ = writeln!(out, "  call a service  {}curl -s http://{}{port}/", exec(&pod.netns), s.name);
-            }
+            let _ = match (plan.mode, plan.pods.get(caller)) {
+                (Mode::Netns, Some(pod)) => {
+                    writeln!(out, "  call a service  {}curl -s http://{}{port}/", exec(&pod.netns), s.name)
+                }
+                // From the host, through a pod's outbound proxy: what its
+                // app does with HTTP_PROXY.
+                (Mode::Loopback { .. }, Some(pod)) => writeln!(
+                    out,
+                    "  call a service  curl -s -x http://{}:{PROXY_OUTBOUND_PORT} http://{}{port}/",
+                    pod.ip, s.name
+                ),
+                (_, None) => Ok(()),
+            };
         }
         let _ = writeln!(out, "  logs            {}/", self.logs_dir.display());
         out
@@ -96,6 +114,37 @@ mod tests {
     use crate::plan::{Mode, MtlsChoice};
     use crate::runtime::{LocalMesh, Settings};
     use crate::system::Tools;
+
+    fn two_pods() -> LoadedMesh {
+        LoadedMesh::parse(
+            "apiVersion: weft.dev/v1alpha1\nkind: LocalMesh\nmetadata: {name: s}\nspec:\n  services:\n    \
+             - {name: web, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}\n  workloads:\n    \
+             - {name: web, labels: {app: web}, command: [weft], ports: [8080]}\n    \
+             - {name: client, command: [weft]}\n",
+            Path::new("m.yaml"),
+            PathBuf::from("/"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn loopback_mode_gives_addresses_one_can_call_from_the_host() {
+        let settings = Settings {
+            mode: Mode::Loopback { block: 9 },
+            tools: None,
+            state_root: "/run/weft".into(),
+            log: "info".into(),
+            mtls: MtlsChoice::Auto,
+        };
+        let summary = LocalMesh::new(&two_pods(), settings).unwrap().summary();
+        for line in [
+            "  web.default              127.9.1.1:8080  80→8080      web-0",
+            "  call a service  curl -s -x http://127.9.1.2:4140 http://web/",
+        ] {
+            assert!(summary.lines().any(|l| l == line), "{line:?} missing from:\n{summary}");
+        }
+        assert!(!summary.contains("198.19."), "no virtual IP, which only exists in namespaces:\n{summary}");
+    }
 
     #[test]
     fn says_where_everything_is() {

@@ -58,16 +58,23 @@ impl Tools {
     pub fn find() -> Result<Tools, MissingTools> {
         let missing: Vec<&(&str, &str)> = NETNS_TOOLS.iter().filter(|(name, _)| find(name).is_none()).collect();
         if !missing.is_empty() {
-            let names: Vec<&str> = missing.iter().map(|(n, _)| *n).collect();
-            let mut packages: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
-            packages.dedup();
-            return Err(MissingTools {
-                names: names.join(", "),
-                verb: if names.len() == 1 { "is" } else { "are" },
-                packages: packages.join(" "),
-            });
+            return Err(MissingTools::of(&missing));
         }
         let get = |name| find(name).expect("checked above");
         Ok(Tools { ip: get("ip"), setpriv: get("setpriv") })
+    }
+}
+
+impl MissingTools {
+    /// The error for these (command, Debian package) pairs.
+    pub fn of(missing: &[&(&str, &str)]) -> MissingTools {
+        let names: Vec<&str> = missing.iter().map(|(n, _)| *n).collect();
+        let mut packages: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+        packages.dedup();
+        MissingTools {
+            names: names.join(", "),
+            verb: if names.len() == 1 { "is" } else { "are" },
+            packages: packages.join(" "),
+        }
     }
 }
