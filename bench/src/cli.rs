@@ -56,7 +56,7 @@ pub struct BenchArgs {
     #[arg(long, env = "WEFT_BENCH_PROXY_BIN")]
     pub proxy_bin: Option<PathBuf>,
     /// Endpoints the control-plane section registers [default: 200 in
-    /// --smoke, 2,000 in --quick, 10,000 in --full].
+    /// --smoke, 10,000 in --quick and --full].
     #[arg(long)]
     pub endpoints: Option<usize>,
     /// Run this weft-control binary (the CA and discovery of weft-mtls, the

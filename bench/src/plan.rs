@@ -184,10 +184,7 @@ impl Plan {
                 }),
                 max: Some(MaxPlan { workers: 16, reps: 3, phase: Phase { warmup: ms(300), measure: ms(1000) } }),
                 idle_steps: vec![1000],
-                // 10,000 endpoints take a minute to register (the control
-                // plane's cost per registration grows with the table): the
-                // full run's, or `--endpoints 10000`.
-                control: Some(ControlPlan { streams: vec![100, 1000], changes: 5, endpoints: 2_000 }),
+                control: Some(ControlPlan { streams: vec![100, 1000], changes: 5, endpoints: 10_000 }),
                 timeout: Duration::from_secs(2),
                 headline_rate: 1000,
             },
@@ -281,7 +278,7 @@ impl Plan {
         if let Some(c) = &self.control {
             let streams = c.streams.last().copied().unwrap_or(0);
             let per_change = ms(500) * u32::try_from(c.changes * c.streams.len()).expect("a small plan");
-            total += ms(2000) + ms(streams as u64) + per_change + crate::cplane::register_estimate(c.endpoints);
+            total += ms(2000) + ms(streams as u64) + per_change + 2 * crate::cplane::register_estimate(c.endpoints);
         }
         // Start-up: pods, proxies, certificates, haproxy; and tear-down.
         total + Duration::from_secs(10)

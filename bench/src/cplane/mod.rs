@@ -47,18 +47,21 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// How long registering `n` endpoints may take. Until the index's maps
 /// became persistent, each registration cost time in proportion to the
-/// endpoints already there (66.7 s for 10,000 on a 2-core machine; 0.5 s
-/// since); the bound stays quadratic, so that a regression shows as slow
-/// figures rather than as a time-out.
+/// endpoints already there (66.7 s for 10,000 on a 2-core machine); and
+/// until streams recomputed only when what they watch changed, each cost
+/// time in proportion to the endpoints times the open streams. The bound
+/// stays quadratic, so that a regression shows as slow figures rather than
+/// as a time-out.
 pub fn register_timeout(n: usize) -> Duration {
     let thousands = n as f64 / 1000.0;
     Duration::from_secs(60) + Duration::from_secs_f64(3.0 * thousands * thousands)
 }
 
-/// A pessimistic guess of registering `n` endpoints, for the plan's estimate.
+/// A guess of registering `n` endpoints, for the plan's estimate: 10,000
+/// took 1.6 s on a busy 2-core machine once registration cost stopped
+/// growing with the table (and 57 s before).
 pub fn register_estimate(n: usize) -> Duration {
-    let thousands = n as f64 / 1000.0;
-    Duration::from_secs_f64(0.8 * thousands * thousands + 1.0)
+    Duration::from_secs_f64(1.0 + n as f64 / 5000.0)
 }
 
 /// The control plane's file poll during the section (its default is 250 ms;
@@ -120,6 +123,12 @@ pub struct EndpointsResult {
     pub took_s: f64,
     /// (registrations done, seconds) at every tenth.
     pub progress: Vec<(usize, f64)>,
+    /// Discovery streams open while registering, the messages they got,
+    /// and how long after the last registration they all had every
+    /// endpoint (ms; `None`: some never did within 10 s).
+    pub watchers: usize,
+    pub watch_messages: u64,
+    pub watch_converged_ms: Option<f64>,
     /// On a control plane of its own: VmRSS after start-up, after
     /// registering (the leases held), and VmHWM while registering.
     pub rss_before_kib: u64,
@@ -134,6 +143,9 @@ pub struct ControlPlaneResult {
     /// loaded, nothing connected).
     pub idle_rss_kib: Option<u64>,
     pub push: Vec<PushResult>,
+    /// Endpoints registered with the push part's control plane before its
+    /// streams opened, so that a change is pushed at that size.
+    pub push_endpoints: usize,
     /// VmHWM over the push part (every stream count).
     pub push_peak_kib: Option<u64>,
     pub endpoints: Option<EndpointsResult>,
@@ -150,10 +162,9 @@ fn services_yaml() -> String {
     for j in 0..ENDPOINT_SERVICES {
         let name = register::service_of(j, ENDPOINT_SERVICES);
         yaml.push_str(&format!(
-            "  - name: {name}\n    namespace: default\n    virtualIP: 10.96.{}.{}\n    selector: {{app: {name}}}\n    \
+            "  - name: {name}\n    namespace: default\n    virtualIP: {}\n    selector: {{app: {name}}}\n    \
              ports: [{{port: 80, targetPort: 8080}}]\n",
-            j / 250,
-            j % 250 + 1
+            register::service_vip(j)
         ));
     }
     yaml
@@ -166,6 +177,7 @@ pub fn measure(mesh: &Mesh, bins: &Binaries, dir: &Path, plan: &ControlPlan) -> 
         reload_interval: RELOAD_INTERVAL,
         idle_rss_kib: None,
         push: Vec::new(),
+        push_endpoints: 0,
         push_peak_kib: None,
         endpoints: None,
         error: None,
@@ -230,6 +242,18 @@ fn run(
         let pid = cp.proc.pid();
         result.idle_rss_kib = Some(mem(pid)?.rss_kib);
         footprint::reset_peak(pid)?;
+        if plan.endpoints > 0 {
+            // The change is pushed at the size the registry part measures.
+            let report = register(&client, bins, &cp, plan.endpoints, 0, &dir)?;
+            anyhow::ensure!(
+                report.failed == 0,
+                "registering {} endpoints before the push: {} failed: {}",
+                plan.endpoints,
+                report.failed,
+                report.first_error.unwrap_or_default()
+            );
+            result.push_endpoints = report.registered;
+        }
         let streams = plan.streams.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
         let policy_file = cp.policy_dir.join("bench-push.yaml");
         let args = [
@@ -277,26 +301,18 @@ fn run(
         let pid = cp.proc.pid();
         let before = mem(pid)?.rss_kib;
         footprint::reset_peak(pid)?;
-        let args = [
-            "cp-register".to_owned(),
-            "--url".into(),
-            cp.url.clone(),
-            "--count".into(),
-            plan.endpoints.to_string(),
-            "--services".into(),
-            ENDPOINT_SERVICES.to_string(),
-        ];
-        let run = run_in_pod(&client, &bins.exe, &args, register_timeout(plan.endpoints), &dir, "cp-register");
+        let report = register(&client, bins, &cp, plan.endpoints, ENDPOINT_SERVICES, &dir);
         check_alive(&mut cp)?;
-        let stdout = run?;
-        let report: RegisterReport = serde_json::from_str(stdout.trim())
-            .with_context(|| format!("parsing the registration report {stdout:?}"))?;
+        let report = report?;
         // The registrations have all been answered, so the index holds them.
         let after = mem(pid)?;
         eprintln!(
-            "  control plane: {} endpoints registered in {:.1} s: RSS {:.1} → {:.1} MiB",
+            "  control plane: {} endpoints registered in {:.1} s with {} discovery streams (all up to date {}): \
+             RSS {:.1} → {:.1} MiB",
             report.registered,
             report.took_s,
+            report.watchers,
+            report.watch_converged_ms.map_or_else(|| "never".to_owned(), |ms| format!("{ms:.0} ms later")),
             before as f64 / 1024.0,
             after.rss_kib as f64 / 1024.0
         );
@@ -308,12 +324,40 @@ fn run(
             first_error: report.first_error,
             took_s: report.took_s,
             progress: report.progress,
+            watchers: report.watchers,
+            watch_messages: report.watch_messages,
+            watch_converged_ms: report.watch_converged_ms,
             rss_before_kib: before,
             rss_after_kib: after.rss_kib,
             peak_kib: after.hwm_kib,
         });
     }
     Ok(())
+}
+
+/// Registers `count` endpoints with `cp` from `client` (`weft-bench
+/// cp-register`), with `watch` discovery streams open meanwhile.
+fn register(
+    client: &weft_tests::Pod,
+    bins: &Binaries,
+    cp: &control::ControlPlane,
+    count: usize,
+    watch: usize,
+    dir: &Path,
+) -> anyhow::Result<RegisterReport> {
+    let args = [
+        "cp-register".to_owned(),
+        "--url".into(),
+        cp.url.clone(),
+        "--count".into(),
+        count.to_string(),
+        "--services".into(),
+        ENDPOINT_SERVICES.to_string(),
+        "--watch".into(),
+        watch.to_string(),
+    ];
+    let stdout = run_in_pod(client, &bins.exe, &args, register_timeout(count), dir, "cp-register")?;
+    serde_json::from_str(stdout.trim()).with_context(|| format!("parsing the registration report {stdout:?}"))
 }
 
 fn check_alive(cp: &mut control::ControlPlane) -> anyhow::Result<()> {
@@ -360,6 +404,13 @@ pub fn failures(r: &ControlPlaneResult) -> Vec<String> {
         out.push(format!(
             "control plane: {} policy updates never reached their stream (of {} streams)",
             p.missed, p.streams
+        ));
+    }
+    if let Some(e) = r.endpoints.as_ref().filter(|e| e.watchers > 0 && e.watch_converged_ms.is_none()) {
+        out.push(format!(
+            "control plane: after {} registrations, some of the {} discovery streams never held every endpoint of \
+             their service",
+            e.registered, e.watchers
         ));
     }
     if let Some(e) = r.endpoints.as_ref().filter(|e| e.failed > 0) {

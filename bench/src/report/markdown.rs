@@ -354,8 +354,17 @@ fn control_plane(md: &mut String, r: &Results) {
          simulated proxies in another pod, each a tonic client on its own connection watching \
          `Policy.WatchOutbound` for the same service. A change rewrites a TrafficPolicy file (write, then \
          rename); each arrival is timed from the rename, so it includes the control plane's file poll (at most \
-         the interval). p50/p99 by nearest rank: over fewer than 100 changes, p99 is the slowest.",
-        cp.reload_interval
+         the interval). p50/p99 by nearest rank: over fewer than 100 changes, p99 is the slowest.{}",
+        cp.reload_interval,
+        if cp.push_endpoints > 0 {
+            format!(
+                " Before the streams opened, {} endpoints were registered with the same control plane, so the \
+                 changes are pushed at that size.",
+                cp.push_endpoints
+            )
+        } else {
+            String::new()
+        }
     );
     let ms = |q: Option<crate::cplane::Quantiles>, f: fn(&crate::cplane::Quantiles) -> f64| {
         q.map(|q| format!("{:.1}", f(&q))).unwrap_or_else(|| "–".into())
@@ -408,10 +417,22 @@ fn control_plane(md: &mut String, r: &Results) {
     if let Some(e) = &cp.endpoints {
         let _ = writeln!(
             md,
-            "\n{} registrations (`Registry.Register`, 32 in flight on one connection) took {:.1} s{}.",
+            "\n{} registrations (`Registry.Register`, 32 in flight on one connection) took {:.1} s{}{}.",
             e.asked,
             e.took_s,
-            if e.failed > 0 { format!("; {} failed", e.failed) } else { String::new() }
+            if e.failed > 0 { format!("; {} failed", e.failed) } else { String::new() },
+            match (e.watchers, e.watch_converged_ms) {
+                (0, _) => String::new(),
+                (n, Some(ms)) => format!(
+                    ", with {n} `Discovery.Watch` streams open (one per service, {} messages in all), each holding \
+                     its service's every endpoint {ms:.0} ms after the last registration",
+                    e.watch_messages
+                ),
+                (n, None) => format!(
+                    ", with {n} `Discovery.Watch` streams open; some never held their service's every endpoint \
+                     within 10 s"
+                ),
+            }
         );
         // Seconds per tenth of the registrations: whether each costs more
         // as the table grows.

@@ -197,5 +197,68 @@ pub fn check(r: &Results) -> Vec<TargetCheck> {
             detail: "HTTP/1.1 at 1,000/s was not measured for both mTLS setups in this run".into(),
         }
     });
+    out.extend(control_plane(r));
+    out
+}
+
+/// Issue #14's scaling targets: 10,000 registrations in 5 s, each tenth
+/// taking about as long as the others, and a change reaching 1,000 streams
+/// at 10,000 endpoints in p99 <= 25 ms.
+fn control_plane(r: &Results) -> Vec<TargetCheck> {
+    let Some(cp) = &r.control_plane else { return Vec::new() };
+    let mut out = Vec::new();
+    let target = "10,000 registrations in <= 5 s, each tenth within 2x of the first (linear), discovery streams open";
+    out.push(match &cp.endpoints {
+        Some(e) if e.asked >= 10_000 => {
+            let mut last = 0.0;
+            let tenths: Vec<f64> = e
+                .progress
+                .iter()
+                .map(|&(_, at)| {
+                    let d = at - last;
+                    last = at;
+                    d
+                })
+                .collect();
+            let (first, worst) =
+                (tenths.first().copied().unwrap_or(f64::NAN), tenths.iter().copied().fold(0.0, f64::max));
+            let linear = tenths.len() == 10 && worst <= 2.0 * first.max(0.05);
+            TargetCheck {
+                target: target.into(),
+                status: status(e.failed == 0 && e.took_s <= 5.0 && linear && e.watch_converged_ms.is_some()),
+                detail: format!(
+                    "{} in {:.2} s with {} streams; tenths {:.2}–{:.2} s (first {:.2} s)",
+                    e.asked,
+                    e.took_s,
+                    e.watchers,
+                    tenths.iter().copied().fold(f64::INFINITY, f64::min),
+                    worst,
+                    first
+                ),
+            }
+        }
+        _ => TargetCheck {
+            target: target.into(),
+            status: "not measured",
+            detail: "fewer than 10,000 endpoints in this run (`--endpoints 10000`)".into(),
+        },
+    });
+    let target = "a policy change reaches 1,000 streams at 10,000 endpoints in p99 <= 25 ms";
+    let at_size = cp.push.iter().find(|p| p.streams >= 1000).filter(|_| cp.push_endpoints >= 10_000);
+    out.push(match at_size.and_then(|p| p.to_all.map(|q| (p, q))) {
+        Some((p, q)) => TargetCheck {
+            target: target.into(),
+            status: status(q.p99 <= 25.0 && p.missed == 0),
+            detail: format!(
+                "{} streams, {} endpoints, {} changes: p50 {:.1} ms, p99 {:.1} ms (with the file poll of up to {})",
+                p.streams, cp.push_endpoints, p.changes, q.p50, q.p99, cp.reload_interval
+            ),
+        },
+        None => TargetCheck {
+            target: target.into(),
+            status: "not measured",
+            detail: "needs 1,000 streams and `--endpoints 10000`".into(),
+        },
+    });
     out
 }
