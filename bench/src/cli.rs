@@ -38,6 +38,16 @@ pub struct BenchArgs {
     /// Run it on a quiet machine.
     #[arg(long, group = "mode")]
     pub full: bool,
+    /// 30 minutes (`--soak-for`) at 1,000 requests/s through the weft mTLS
+    /// pair while a second replica is stopped and started every 10 s and
+    /// the service's TrafficPolicy changes every minute: failed requests,
+    /// latency per 5-minute window, RSS, descriptors and threads. Writes
+    /// soak.{md,json}.
+    #[arg(long, group = "mode")]
+    pub soak: bool,
+    /// How long `--soak` runs.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30m", requires = "soak")]
+    pub soak_for: std::time::Duration,
     /// Only these parts (repeat or comma-separate): http1, http2, tcp, conn
     /// (latency workloads), knee, max, idle, control.
     #[arg(long, value_enum, value_delimiter = ',')]

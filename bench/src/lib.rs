@@ -45,5 +45,6 @@ pub mod load;
 pub mod plan;
 pub mod report;
 pub mod setup;
+pub mod soak;
 pub mod stop;
 pub mod workload;

@@ -17,6 +17,13 @@ fn main() -> ExitCode {
         Some(Command::CpRegister(args)) => weft_bench::cplane::register::run(args).map(|()| true),
         Some(Command::Handshakes(args)) => weft_bench::handshake::run(args).map(|()| true),
         Some(Command::KubeScale(args)) => weft_bench::kube_scale::run(args).map(|()| true),
+        None if cli.bench.soak => weft_bench::soak::run(&weft_bench::soak::Options {
+            duration: cli.bench.soak_for,
+            out: cli.bench.out(),
+            proxy_bin: cli.bench.proxy_bin.clone(),
+            control_bin: cli.bench.control_bin.clone(),
+            command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
+        }),
         None => harness::run(&Options {
             mode: cli.bench.mode(),
             only: cli.bench.only.clone(),

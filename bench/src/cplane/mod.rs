@@ -68,6 +68,19 @@ pub fn register_estimate(n: usize) -> Duration {
 /// the poll bounds how late a change is seen, and is not what is measured).
 pub const RELOAD_INTERVAL: &str = "10ms";
 
+/// Seconds per tenth from cumulative (done, seconds) progress marks.
+pub fn tenths(progress: &[(usize, f64)]) -> Vec<f64> {
+    let mut last = 0.0;
+    progress
+        .iter()
+        .map(|&(_, at)| {
+            let d = at - last;
+            last = at;
+            d
+        })
+        .collect()
+}
+
 /// Nearest-rank quantiles of a few values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Quantiles {
@@ -146,6 +159,10 @@ pub struct ControlPlaneResult {
     /// Endpoints registered with the push part's control plane before its
     /// streams opened, so that a change is pushed at that size.
     pub push_endpoints: usize,
+    /// How long those registrations took, with no stream open: (seconds,
+    /// (registrations done, seconds) at every tenth). The index's own cost
+    /// per registration, which must not grow with the table.
+    pub push_registration: Option<(f64, Vec<(usize, f64)>)>,
     /// VmHWM over the push part (every stream count).
     pub push_peak_kib: Option<u64>,
     pub endpoints: Option<EndpointsResult>,
@@ -178,6 +195,7 @@ pub fn measure(mesh: &Mesh, bins: &Binaries, dir: &Path, plan: &ControlPlan) -> 
         idle_rss_kib: None,
         push: Vec::new(),
         push_endpoints: 0,
+        push_registration: None,
         push_peak_kib: None,
         endpoints: None,
         error: None,
@@ -232,7 +250,15 @@ fn run(
 ) -> anyhow::Result<()> {
     let client = mesh.pod("cpc");
     let services = services_yaml();
-    let spec = ControlSpec { services: &services, with_ca: false, extra: &["--reload-interval", RELOAD_INTERVAL] };
+    // Telemetry off: its scraper would dial every registered endpoint's
+    // admin port each 5 s (10,000 connects to addresses that are data only,
+    // refused at once for want of a route), which is not what this section
+    // measures and not what a real mesh of that size would cost either.
+    let spec = ControlSpec {
+        services: &services,
+        with_ca: false,
+        extra: &["--reload-interval", RELOAD_INTERVAL, "--telemetry-interval", "0"],
+    };
     let mem = |pid: u32| footprint::memory(pid).context("reading the memory of weft-control");
 
     if !plan.streams.is_empty() {
@@ -253,6 +279,7 @@ fn run(
                 report.first_error.unwrap_or_default()
             );
             result.push_endpoints = report.registered;
+            result.push_registration = Some((report.took_s, report.progress));
         }
         let streams = plan.streams.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
         let policy_file = cp.policy_dir.join("bench-push.yaml");

@@ -350,7 +350,8 @@ fn control_plane(md: &mut String, r: &Results) {
     };
     let _ = writeln!(
         md,
-        "weft-control in a pod of its own (plain gRPC, no CA, `--reload-interval {}`, other flags default); \
+        "weft-control in a pod of its own (plain gRPC, no CA, `--reload-interval {}`, `--telemetry-interval 0`, \
+         other flags default); \
          simulated proxies in another pod, each a tonic client on its own connection watching \
          `Policy.WatchOutbound` for the same service. A change rewrites a TrafficPolicy file (write, then \
          rename); each arrival is timed from the rename, so it includes the control plane's file poll (at most \
@@ -359,8 +360,13 @@ fn control_plane(md: &mut String, r: &Results) {
         if cp.push_endpoints > 0 {
             format!(
                 " Before the streams opened, {} endpoints were registered with the same control plane, so the \
-                 changes are pushed at that size.",
-                cp.push_endpoints
+                 changes are pushed at that size{}.",
+                cp.push_endpoints,
+                cp.push_registration.as_ref().map_or_else(String::new, |(took, progress)| {
+                    let tenths: Vec<String> =
+                        crate::cplane::tenths(progress).iter().map(|t| format!("{t:.2}")).collect();
+                    format!(" (in {took:.2} s with no stream open; seconds per tenth: {})", tenths.join(", "))
+                })
             )
         } else {
             String::new()

@@ -207,33 +207,37 @@ pub fn check(r: &Results) -> Vec<TargetCheck> {
 fn control_plane(r: &Results) -> Vec<TargetCheck> {
     let Some(cp) = &r.control_plane else { return Vec::new() };
     let mut out = Vec::new();
-    let target = "10,000 registrations in <= 5 s, each tenth within 2x of the first (linear), discovery streams open";
-    out.push(match &cp.endpoints {
-        Some(e) if e.asked >= 10_000 => {
-            let mut last = 0.0;
-            let tenths: Vec<f64> = e
-                .progress
-                .iter()
-                .map(|&(_, at)| {
-                    let d = at - last;
-                    last = at;
-                    d
-                })
-                .collect();
+    // Linearity is judged with no stream open (the push part registers its
+    // endpoints first): the index's cost per registration. With a stream
+    // per service, each registration also re-sends its service's whole
+    // endpoint set (the API is state-of-the-world), which grows with the
+    // endpoints per service; that run is held to the total only.
+    let target = "10,000 registrations in <= 5 s, each tenth within 2x of the first (linear); <= 5 s with a discovery \
+                  stream per service";
+    let plain = cp.push_registration.as_ref().filter(|_| cp.push_endpoints >= 10_000);
+    out.push(match (plain, &cp.endpoints) {
+        (Some((took, progress)), Some(e)) if e.asked >= 10_000 => {
+            let tenths = crate::cplane::tenths(progress);
             let (first, worst) =
                 (tenths.first().copied().unwrap_or(f64::NAN), tenths.iter().copied().fold(0.0, f64::max));
             let linear = tenths.len() == 10 && worst <= 2.0 * first.max(0.05);
+            let watched = crate::cplane::tenths(&e.progress);
             TargetCheck {
                 target: target.into(),
-                status: status(e.failed == 0 && e.took_s <= 5.0 && linear && e.watch_converged_ms.is_some()),
+                status: status(
+                    linear && *took <= 5.0 && e.failed == 0 && e.took_s <= 5.0 && e.watch_converged_ms.is_some(),
+                ),
                 detail: format!(
-                    "{} in {:.2} s with {} streams; tenths {:.2}–{:.2} s (first {:.2} s)",
-                    e.asked,
-                    e.took_s,
-                    e.watchers,
+                    "{} in {:.2} s, tenths {:.2}–{:.2} s (first {:.2} s); with {} streams {:.2} s, tenths {:.2}–{:.2} s",
+                    cp.push_endpoints,
+                    took,
                     tenths.iter().copied().fold(f64::INFINITY, f64::min),
                     worst,
-                    first
+                    first,
+                    e.watchers,
+                    e.took_s,
+                    watched.iter().copied().fold(f64::INFINITY, f64::min),
+                    watched.iter().copied().fold(0.0, f64::max),
                 ),
             }
         }

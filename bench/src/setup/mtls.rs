@@ -83,34 +83,7 @@ pub fn start(
     let mut control = control::start(cp_pod, &bins.control, &dir.join("control"), &spec)?;
     let anchors = control.anchors().context("the control plane has a CA")?.to_string_lossy().into_owned();
     let url = control.url.clone();
-
-    let token = control.token(NAMESPACE, SERVER_SA, WORKLOAD)?.to_string_lossy().into_owned();
-    let address = server.ip().to_string();
-    let ports = format!("{APP_HTTP_PORT},{APP_ECHO_PORT}");
-    let server_proc = weft::start(
-        server,
-        &bins.proxy,
-        &[
-            "--control-plane",
-            &url,
-            "--trust-anchors",
-            &anchors,
-            "--identity-token-file",
-            &token,
-            "--service-account",
-            SERVER_SA,
-            "--namespace",
-            NAMESPACE,
-            "--workload-name",
-            WORKLOAD,
-            "--workload-labels",
-            "app=app",
-            "--workload-address",
-            &address,
-            "--workload-ports",
-            &ports,
-        ],
-    )?;
+    let server_proc = start_server(server, &mut control, &bins.proxy, WORKLOAD, true)?;
     let token = control.token(NAMESPACE, CLIENT_SA, "bench-client")?.to_string_lossy().into_owned();
     let client_proc = weft::start(
         client,
@@ -131,6 +104,44 @@ pub fn start(
     let mut started = Started { control, client: client_proc, server: server_proc, checks: Vec::new() };
     started.checks = verify(client, server, &bins.exe)?;
     Ok(started)
+}
+
+/// Starts a server-side proxy in `pod` (whose app already listens on both
+/// app ports) that registers the pod as `workload` of the service (label
+/// `app=app`, service account [`SERVER_SA`]), with a fresh bootstrap token;
+/// `init` installs the pod's iptables rules first (once per pod).
+pub fn start_server(
+    pod: &Pod,
+    control: &mut ControlPlane,
+    proxy: &Path,
+    workload: &str,
+    init: bool,
+) -> anyhow::Result<Proc> {
+    let anchors = control.anchors().context("the control plane has a CA")?.to_string_lossy().into_owned();
+    let token = control.token(NAMESPACE, SERVER_SA, workload)?.to_string_lossy().into_owned();
+    let address = pod.ip().to_string();
+    let ports = format!("{APP_HTTP_PORT},{APP_ECHO_PORT}");
+    let args = [
+        "--control-plane",
+        &control.url,
+        "--trust-anchors",
+        &anchors,
+        "--identity-token-file",
+        &token,
+        "--service-account",
+        SERVER_SA,
+        "--namespace",
+        NAMESPACE,
+        "--workload-name",
+        workload,
+        "--workload-labels",
+        "app=app",
+        "--workload-address",
+        &address,
+        "--workload-ports",
+        &ports,
+    ];
+    if init { weft::start(pod, proxy, &args) } else { weft::restart(pod, proxy, &args) }
 }
 
 /// Proves that the pair speaks mTLS; a description of each proof.

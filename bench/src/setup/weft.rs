@@ -23,6 +23,12 @@ pub const MAX_CONNECTIONS: &str = "30000";
 pub fn start(pod: &Pod, bin: &Path, extra: &[&str]) -> anyhow::Result<Proc> {
     let init = pod.exec(bin, &["init"]);
     anyhow::ensure!(init.status.success(), "weft-proxy init in pod {}: {init}", pod.name());
+    restart(pod, bin, extra)
+}
+
+/// [`start`] in a pod whose iptables rules are already installed (a
+/// replica's proxy started again).
+pub fn restart(pod: &Pod, bin: &Path, extra: &[&str]) -> anyhow::Result<Proc> {
     let bin = bin.to_string_lossy().into_owned();
     let uid = format!("--reuid={PROXY_UID}");
     let gid = format!("--regid={PROXY_UID}");
