@@ -15,8 +15,10 @@
 //! `rotation.rs`.
 //!
 //! - `a_service_rolled_twice_answers_every_request`: each replica in turn
-//!   gets SIGTERM (its proxy deregisters, drains, exits), then a replacement
-//!   starts in a new pod at a new address; twice round the three.
+//!   gets SIGTERM, app and proxy at once as the kubelet sends it (the app
+//!   exits at once; its proxy deregisters, drains, exits), then a
+//!   replacement starts in a new pod at a new address; twice round the
+//!   three.
 //! - `a_control_plane_killed_for_a_minute_answers_every_request`: SIGKILL,
 //!   60 s down, then a new process from the same state: the proxies keep
 //!   serving from their last endpoints and certificates, and reconnect.
@@ -105,11 +107,12 @@ impl Fleet {
         let client = mesh.pod("c");
         let client_proxy = client.run_meshed_proxy(&cp, "client", None, &[]);
         let fleet = Fleet { mesh, cp, client, client_proxy, replicas };
-        fleet.wait_endpoints();
-        // A first request resolves the service; the load starts warm.
+        // A first request has the client resolve the service (discovery
+        // starts with the first connection); the load starts warm.
         let url = format!("http://{TARGET}/");
         let run = fleet.client.exec("curl", &["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", &url]);
         assert_eq!(run.stdout, "200", "a first request to web: {run}");
+        fleet.wait_endpoints();
         fleet
     }
 
@@ -171,7 +174,7 @@ fn assert_still_loaded(loads: &mut [Load], what: &str) {
 #[test]
 fn a_service_rolled_twice_answers_every_request() {
     let mut fleet = Fleet::start(None);
-    let duration = Duration::from_secs(50);
+    let duration = Duration::from_secs(25);
     let mut loads = fleet.load(duration);
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
@@ -179,12 +182,15 @@ fn a_service_rolled_twice_answers_every_request() {
         for i in 0..3 {
             let old = fleet.replicas.remove(i);
             let t = Instant::now();
-            // SIGTERM: deregister, drain, exit; then the app goes.
+            // SIGTERM to every process of the pod at once, as the kubelet
+            // does: the app (which does not drain) exits at once, while its
+            // proxy deregisters and drains.
             old.proxy.sigterm();
-            let Replica { name, pod: _, app, mut proxy } = old;
+            old.app.signal(Signal::SIGTERM);
+            let Replica { name, pod: _, mut app, mut proxy } = old;
+            app.wait_exit(Duration::from_secs(5));
             let status = proxy.wait_exit(Duration::from_secs(35));
             assert!(status.success(), "{name}'s proxy exited with {status} after SIGTERM:\n{}", proxy.log());
-            drop(app);
             let new = Replica::start(&fleet.mesh, &fleet.cp, &format!("r{i}g{round}"), &format!("web-{i}-{round}"));
             fleet.replicas.insert(i, new);
             fleet.wait_endpoints();
