@@ -258,8 +258,10 @@ fn a_control_plane_killed_for_a_minute_answers_every_request() {
 #[test]
 fn a_replica_that_refuses_then_hangs_then_heals_answers_every_request() {
     // What an operator sets for a service whose GETs may be retried: a
-    // per-try timeout under the client's own, retries on connect failures,
-    // resets and gateway errors, and a circuit breaker.
+    // per-try timeout under the client's own (2 s: well above a healthy
+    // answer even on a loaded CI machine, where debug-build proxies share
+    // two cores), retries on connect failures, resets and gateway errors,
+    // and a circuit breaker.
     let policy = "apiVersion: policy.weft.dev/v1alpha1
 kind: TrafficPolicy
 metadata: {name: web-resilience, namespace: default}
@@ -268,8 +270,8 @@ spec:
   retries:
     attempts: 2
     retryOn: [connect-failure, reset, gateway-error]
-    perTryTimeout: 500ms
-  circuitBreaker: {consecutiveFailures: 3, baseEjection: 2s, maxEjection: 10s}
+    perTryTimeout: 2s
+  circuitBreaker: {consecutiveFailures: 5, baseEjection: 2s, maxEjection: 10s}
 ";
     let fleet = Fleet::start(Some(policy));
     eventually(Duration::from_secs(10), "the client runs the TrafficPolicy", || {
@@ -281,8 +283,22 @@ spec:
     let mut loads = fleet.load(duration);
     std::thread::sleep(Duration::from_secs(3));
 
-    // 1. Refusing: its node resets every connection, new or established.
-    let rule = ["-p", "tcp", "-m", "multiport", "--dports", "8080,4143", "-j", "REJECT", "--reject-with", "tcp-reset"];
+    // 1. Refusing: its node resets every connection from the bridge, new or
+    // established (its proxy's own connections to the app, on lo, go on).
+    let rule = [
+        "-i",
+        "eth0",
+        "-p",
+        "tcp",
+        "-m",
+        "multiport",
+        "--dports",
+        "8080,4143",
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "tcp-reset",
+    ];
     let insert: Vec<&str> = ["-I", "INPUT"].into_iter().chain(rule).collect();
     sick.pod.exec("iptables", &insert).ok();
     std::thread::sleep(Duration::from_secs(8));

@@ -16,6 +16,7 @@ use crate::drain;
 use crate::http::body::RequestBody;
 use crate::http::headers::strip_hop_by_hop;
 use crate::http::respond::{ProxyError, respond};
+use crate::policy::retry::UNPROCESSED_HEADER;
 use crate::http::stack::Stage;
 use crate::http::upgrade::Upgrade;
 use crate::http::{ResponseBody, Version, streamed};
@@ -99,6 +100,8 @@ impl InboundService {
             None => send.await?,
         };
         strip_hop_by_hop(rsp.headers_mut(), false);
+        // Only this proxy may tell a peer that the app never saw a request.
+        rsp.headers_mut().remove(UNPROCESSED_HEADER);
         Ok(rsp)
     }
 }
