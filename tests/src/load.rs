@@ -45,19 +45,24 @@ pub struct LoadReport {
     pub timeouts: u64,
     pub first_error: Option<String>,
     pub achieved_rps: f64,
+    /// HTTP/1.1 GETs the generator sent again on a new connection because
+    /// the kept-alive one it took closed before answering (the proxy's idle
+    /// timeout racing the request), as browsers, curl and Go do.
+    pub stale_retries: u64,
 }
 
 impl std::fmt::Display for LoadReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}: {} sent, {} ok, {} errors, {} timeouts, {:.0} rps{}",
+            "{}: {} sent, {} ok, {} errors, {} timeouts, {:.0} rps, {} resent on a new connection{}",
             self.workload,
             self.sent,
             self.ok,
             self.errors,
             self.timeouts,
             self.achieved_rps,
+            self.stale_retries,
             self.first_error.as_ref().map(|e| format!(", first error: {e}")).unwrap_or_default()
         )
     }
@@ -88,6 +93,11 @@ impl Load {
             "0s".to_owned(),
             "--timeout".to_owned(),
             format!("{}ms", timeout.as_millis()),
+            // HTTP/1.1 needs rate × latency connections: room for latency
+            // spikes of a loaded machine (2 cores, debug builds) up to 1 s,
+            // so that the generator's own pool never becomes the queue.
+            "--max-conns".to_owned(),
+            (rate.max(64)).to_string(),
         ];
         let proc = pod.spawn(&format!("load-{workload}"), bench_bin(), &args);
         Load { proc, duration: duration + timeout }
@@ -116,6 +126,7 @@ impl Load {
             timeouts: count("timeouts"),
             first_error: json["first_error"].as_str().map(str::to_owned),
             achieved_rps: json["achieved_rps"].as_f64().unwrap_or(0.0),
+            stale_retries: json["stale_retries"].as_u64().unwrap_or(0),
         }
     }
 }

@@ -23,9 +23,11 @@
 //!   60 s down, then a new process from the same state: the proxies keep
 //!   serving from their last endpoints and certificates, and reconnect.
 //! - `a_replica_that_refuses_then_hangs_then_heals_answers_every_request`:
-//!   one replica's node resets every connection to it for 8 s, then its
-//!   proxy is stopped (SIGSTOP: the kernel still accepts, nothing answers)
-//!   for 8 s, then it is resumed and serves again.
+//!   one replica's node resets every connection to it for 8 s; once it
+//!   serves again, its proxy is stopped (SIGSTOP: the kernel still
+//!   accepts, nothing answers) for 8 s, then it is resumed and serves
+//!   again. A TrafficPolicy (per-try timeout, retries on reset and gateway
+//!   errors, circuit breaker) is what hides these two.
 //!
 //! Needs root, iproute2, iptables, util-linux's setpriv and curl; never skips.
 
@@ -79,6 +81,18 @@ impl Replica {
     /// Requests this replica's proxy forwarded to its app.
     fn served(&self) -> f64 {
         self.proxy.metrics().sum("weft_requests_total", &[("direction", "inbound")])
+    }
+
+    /// Waits until it has served 100 more requests than now: more than the
+    /// stragglers a stopped proxy finishes when resumed, so it is back in
+    /// the client's rotation.
+    #[track_caller]
+    fn wait_serving(&self, within: Duration, what: &str) {
+        let start = self.served();
+        eventually(within, what, || {
+            let now = self.served();
+            if now >= start + 100.0 { Ok(()) } else { Err(format!("{now} requests served, {start} at first")) }
+        });
     }
 }
 
@@ -157,6 +171,9 @@ fn assert_no_failure(test: &str, reports: &[LoadReport], duration: Duration) -> 
         assert!(r.sent >= want, "{test}: {} sent only {} requests, expected at least {want}: {r}", r.workload, r.sent);
         assert_eq!((r.errors, r.timeouts), (0, 0), "{test}: the client saw failures: {r}");
         assert_eq!(r.ok, r.sent, "{test}: {r}");
+        // A kept-alive connection closed by the client's proxy (idle) as
+        // the generator took it: rare, and any real client sends again.
+        assert!(r.stale_retries <= r.sent / 500, "{test}: too many requests resent on a new connection: {r}");
         total += r.sent;
     }
     total
@@ -174,7 +191,8 @@ fn assert_still_loaded(loads: &mut [Load], what: &str) {
 #[test]
 fn a_service_rolled_twice_answers_every_request() {
     let mut fleet = Fleet::start(None);
-    let duration = Duration::from_secs(25);
+    // The rolls take about 10 s on a quiet machine, 35 s on a loaded one.
+    let duration = Duration::from_secs(45);
     let mut loads = fleet.load(duration);
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
@@ -279,7 +297,7 @@ spec:
         if sources.iter().any(|s| s.contains("web-resilience")) { Ok(()) } else { Err(format!("{sources:?}")) }
     });
     let sick = &fleet.replicas[1];
-    let duration = Duration::from_secs(40);
+    let duration = Duration::from_secs(45);
     let mut loads = fleet.load(duration);
     std::thread::sleep(Duration::from_secs(3));
 
@@ -306,6 +324,9 @@ spec:
     sick.pod.exec("iptables", &delete).ok();
     let after_refusing = fleet.retries();
     eprintln!("after refusing: {after_refusing:?}");
+    // Back in rotation (the breaker's ejection over) before it hangs, so
+    // that the hang meets requests.
+    sick.wait_serving(Duration::from_secs(15), "the replica serves again after refusing");
 
     // 2. Hanging: the kernel accepts, the stopped proxy never answers.
     sick.proxy.signal(Signal::SIGSTOP);
@@ -316,11 +337,7 @@ spec:
     // 3. Healed: it serves new requests again while the load runs (more
     // than the few it held while stopped).
     sick.proxy.signal(Signal::SIGCONT);
-    let resumed = sick.served();
-    eventually(Duration::from_secs(15), "the healed replica serves again", || {
-        let now = sick.served();
-        if now >= resumed + 100.0 { Ok(()) } else { Err(format!("{now} requests served, {resumed} when resumed")) }
-    });
+    sick.wait_serving(Duration::from_secs(15), "the healed replica serves again");
     assert_still_loaded(&mut loads, "the faults");
     let reports = loads.map(Load::finish);
     let total = assert_no_failure("refuse, hang, heal", &reports, duration);
@@ -334,7 +351,9 @@ spec:
     assert!(after_refusing.0 > 0.0, "no retry while a replica refused connections");
     assert!(after_hanging.2 > 0.0, "no per-try timeout while a replica hung");
     assert_eq!(exhausted, 0.0, "the retry budget refused retries");
-    // ...and the circuit breaker kept them few: well under 5 % of requests.
+    // ...and the circuit breaker kept them few: every request in flight to
+    // the replica when it hangs times out once (2 s), then it is ejected;
+    // under 10 % of all requests.
     assert!(ejections > 0.0, "the circuit breaker never ejected the sick replica");
-    assert!(retries <= total as f64 / 20.0, "{retries} retries for {total} requests");
+    assert!(retries <= total as f64 / 10.0, "{retries} retries for {total} requests");
 }

@@ -163,6 +163,7 @@ fn the_root_ca_rolls_under_load_with_no_failed_request_and_no_restart() {
         let want = (f64::from(RATE) * LOAD_FOR.as_secs_f64() * 0.9) as u64;
         assert!(r.sent >= want, "{} sent only {} requests, expected at least {want}: {r}", r.workload, r.sent);
         assert_eq!((r.errors, r.timeouts, r.ok), (0, 0, r.sent), "requests failed during the rotation: {r}");
+        assert!(r.stale_retries <= r.sent / 500, "too many requests resent on a new connection: {r}");
     }
     let m = proxy_a.metrics();
     let (retries, exhausted) = (m.sum("weft_retries_total", &[]), m.sum("weft_retry_budget_exhausted_total", &[]));

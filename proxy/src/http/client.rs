@@ -351,6 +351,13 @@ fn failure_of(error: &hyper::Error) -> reused::Failure {
         {
             return reused::Failure::Closed;
         }
+        // A draining peer's GOAWAY, its REFUSED_STREAM, or the connection
+        // under the stream breaking.
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && (h2.is_go_away() || h2.is_io() || h2.reason() == Some(h2::Reason::REFUSED_STREAM))
+        {
+            return reused::Failure::Closed;
+        }
         source = e.source();
     }
     reused::Failure::Other
