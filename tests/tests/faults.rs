@@ -357,3 +357,39 @@ spec:
     assert!(ejections > 0.0, "the circuit breaker never ejected the sick replica");
     assert!(retries <= total as f64 / 10.0, "{retries} retries for {total} requests");
 }
+
+/// The one fault the mesh cannot hide: the client's own proxy restarting
+/// (SIGTERM, drain, a new process). Counted, not hidden: the HTTP/1.1
+/// generator (which opens a new connection when one closes) must see
+/// failures only while no proxy listens, and every request after.
+#[test]
+fn the_clients_own_proxy_restarting_is_counted() {
+    let Fleet { mesh: _mesh, cp, client, client_proxy, replicas: _replicas } = Fleet::start(None);
+    let duration = Duration::from_secs(30);
+    let mut load = Load::start(&client, "http1", TARGET, RATE, duration, CLIENT_TIMEOUT);
+    std::thread::sleep(Duration::from_secs(5));
+
+    let stopping = Instant::now();
+    client_proxy.sigterm();
+    let mut old = client_proxy;
+    let status = old.wait_exit(Duration::from_secs(35));
+    assert!(status.success(), "the client's proxy exited with {status} after SIGTERM:\n{}", old.log());
+    let drained = stopping.elapsed();
+    let new = client.run_meshed_proxy(&cp, "client", None, &[]);
+    let gap = stopping.elapsed();
+    assert!(load.running(), "the restart outlasted the load");
+    let report = load.finish();
+    let failed = report.errors + report.timeouts;
+    eprintln!(
+        "client proxy restart: drained in {drained:?}, serving again after {gap:?}; the client saw {failed} failed \
+         of {} requests ({report})",
+        report.sent
+    );
+    // Failures only while no proxy listened: at most that window's requests
+    // (plus one second for the first connections of the new proxy).
+    let window = (f64::from(RATE) * (gap - drained + Duration::from_secs(1)).as_secs_f64()) as u64;
+    assert!(failed <= window, "{failed} failures, more than the {window} requests sent while no proxy listened");
+    // And the new proxy serves.
+    let served = new.metrics().sum("weft_requests_total", &[("direction", "outbound")]);
+    assert!(served > 0.0, "the new client proxy served nothing");
+}
