@@ -124,7 +124,8 @@ impl Fleet {
         // A first request has the client resolve the service (discovery
         // starts with the first connection); the load starts warm.
         let url = format!("http://{TARGET}/");
-        let run = fleet.client.exec("curl", &["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", &url]);
+        let run =
+            fleet.client.exec("curl", &["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", &url]);
         assert_eq!(run.stdout, "200", "a first request to web: {run}");
         fleet.wait_endpoints();
         fleet

@@ -79,8 +79,7 @@ impl Client {
         max_conns: usize,
         h2_conns: usize,
     ) -> Result<Client, RequestError> {
-        let mut client =
-            Client {
+        let mut client = Client {
             target,
             kind: Kind::Conn,
             permits: Semaphore::new(max_conns),

@@ -144,7 +144,7 @@ impl Pool {
                         tracing::debug!(%addr, error = %e.error(), "pooled connection was closed; reconnecting");
                         req
                     }
-                    None => resend_or_fail(addr, e.into_error(), copy.take())?,
+                    None => resend_or_fail(addr, e.into_error(), copy.take()).map_err(SendError::sent)?,
                 },
             },
             None => req,
@@ -161,7 +161,7 @@ impl Pool {
                     Some(unsent) => {
                         return Err(SendError { unsent: Some(unsent), error: ProxyError::from_send(e.into_error()) });
                     }
-                    None => req = resend_or_fail(addr, e.into_error(), copy.take())?,
+                    None => req = resend_or_fail(addr, e.into_error(), copy.take()).map_err(SendError::sent)?,
                 },
             }
         }
@@ -253,7 +253,7 @@ impl Pool {
                         tracing::debug!(%addr, error = %e.error(), "HTTP/2 connection was closed; reconnecting");
                         req
                     }
-                    None => resend_or_fail(addr, e.into_error(), copy.take())?,
+                    None => resend_or_fail(addr, e.into_error(), copy.take()).map_err(SendError::sent)?,
                 },
             },
             None => req,
@@ -271,7 +271,7 @@ impl Pool {
                     Some(unsent) => {
                         return Err(SendError { unsent: Some(unsent), error: ProxyError::from_send(e.into_error()) });
                     }
-                    None => req = resend_or_fail(addr, e.into_error(), copy.take())?,
+                    None => req = resend_or_fail(addr, e.into_error(), copy.take()).map_err(SendError::sent)?,
                 },
             }
         }
@@ -327,14 +327,14 @@ fn resend_or_fail(
     addr: SocketAddr,
     error: hyper::Error,
     copy: Option<Request<RequestBody>>,
-) -> Result<Request<RequestBody>, SendError> {
+) -> Result<Request<RequestBody>, ProxyError> {
     let failure = failure_of(&error);
     match copy {
         Some(copy) if reused::resend_on_new_connection(copy.method(), Some(0), failure) => {
             tracing::debug!(%addr, %error, "connection closed under an idempotent request; sending it again");
             Ok(copy)
         }
-        _ => Err(SendError::sent(ProxyError::from_send(error))),
+        _ => Err(ProxyError::from_send(error)),
     }
 }
 

@@ -16,12 +16,12 @@ use crate::drain;
 use crate::http::body::RequestBody;
 use crate::http::headers::strip_hop_by_hop;
 use crate::http::respond::{ProxyError, respond};
-use crate::policy::retry::UNPROCESSED_HEADER;
 use crate::http::stack::Stage;
 use crate::http::upgrade::Upgrade;
 use crate::http::{ResponseBody, Version, streamed};
 use crate::identity::SpiffeId;
 use crate::metrics::EdgePeer;
+use crate::policy::retry::UNPROCESSED_HEADER;
 use crate::trace::SpanHandle;
 
 /// The header that tells the app who called it.
