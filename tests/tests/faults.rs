@@ -394,10 +394,12 @@ fn the_clients_own_proxy_restarting_is_counted() {
          of {} requests ({report})",
         report.sent
     );
-    // Failures only while no proxy listened: at most that window's requests
-    // (plus one second for the first connections of the new proxy).
-    let window = (f64::from(RATE) * (gap - drained + Duration::from_secs(1)).as_secs_f64()) as u64;
-    assert!(failed <= window, "{failed} failures, more than the {window} requests sent while no proxy listened");
+    // Failures only while no proxy listened (from SIGTERM, which closes the
+    // listener, until the new proxy is ready): at most that window's
+    // requests, plus two seconds' worth for connections cut by the drain
+    // and a loaded machine's slow start of the new proxy.
+    let window = (f64::from(RATE) * (gap + Duration::from_secs(2)).as_secs_f64()) as u64;
+    assert!(failed <= window, "{failed} failures, more than the {window} requests of the restart's window");
     // And the new proxy serves.
     let served = new.metrics().sum("weft_requests_total", &[("direction", "outbound")]);
     assert!(served > 0.0, "the new client proxy served nothing");
