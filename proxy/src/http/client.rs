@@ -11,6 +11,10 @@
 //! plaintext connection opened while discovery had not answered is thus
 //! never reused for a request that must be mTLS to the same address, nor a
 //! connection verified as one identity after discovery names another.
+//!
+//! A request the connection hands back unwritten goes again on a new one;
+//! an idempotent bodiless request written on a connection that then closed
+//! before any response byte goes once more too ([`reused`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
