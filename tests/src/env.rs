@@ -126,7 +126,7 @@ pub fn injector_bin() -> &'static Path {
     BIN.get_or_init(|| build_bin("weft-injector", "weft-injector"))
 }
 
-fn build_bin(package: &str, bin: &str) -> PathBuf {
+pub(crate) fn build_bin(package: &str, bin: &str) -> PathBuf {
     let profile = profile_dir();
     let target = profile.parent().expect("the profile directory is inside the target directory");
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");

@@ -25,6 +25,7 @@ mod eventually;
 pub mod injector;
 mod kube;
 pub mod kubelet;
+mod load;
 mod mesh;
 mod metrics;
 mod pair;
@@ -41,6 +42,7 @@ pub use kube::{
     APISERVER_READY, CONTROLLERS, KUBECTL_TIMEOUT, KubeCluster, SERVICE_CIDR, cert_manager_crds, cert_manager_version,
     free_port, gateway_api_crds, gateway_api_version, kube_bin, kube_bin_dir, kube_version, manifests_dir,
 };
+pub use load::{BENCH_APP_PORT, Load, LoadReport, bench_bin};
 pub use mesh::{EXEC_TIMEOUT, Mesh, Pod};
 pub use metrics::{Metrics, Sample};
 pub use nix::sys::signal::Signal;

@@ -122,6 +122,11 @@ impl Proxy {
         self.proc.signal(Signal::SIGTERM);
     }
 
+    /// Sends `signal` (SIGSTOP: a proxy that accepts and never answers).
+    pub fn signal(&self, signal: Signal) {
+        self.proc.signal(signal);
+    }
+
     /// Exit status if the proxy has exited.
     pub fn try_status(&mut self) -> Option<std::process::ExitStatus> {
         self.proc.try_status()

@@ -58,6 +58,9 @@ pub struct Client {
     /// Bounds the connections (pooled kinds) or in-flight requests (`conn`).
     permits: Semaphore,
     opened: AtomicU64,
+    /// HTTP/1.1 requests sent again after a kept-alive connection closed
+    /// before answering.
+    stale_retries: AtomicU64,
 }
 
 enum Kind {
@@ -76,8 +79,13 @@ impl Client {
         max_conns: usize,
         h2_conns: usize,
     ) -> Result<Client, RequestError> {
-        let mut client =
-            Client { target, kind: Kind::Conn, permits: Semaphore::new(max_conns), opened: AtomicU64::new(0) };
+        let mut client = Client {
+            target,
+            kind: Kind::Conn,
+            permits: Semaphore::new(max_conns),
+            opened: AtomicU64::new(0),
+            stale_retries: AtomicU64::new(0),
+        };
         client.kind = match workload {
             Workload::Http1 => Kind::Http1 { idle: Mutex::new(Vec::new()) },
             Workload::Tcp => Kind::Tcp { idle: Mutex::new(Vec::new()) },
@@ -101,6 +109,12 @@ impl Client {
     /// Connections opened so far.
     pub fn opened(&self) -> u64 {
         self.opened.load(Ordering::Relaxed)
+    }
+
+    /// HTTP/1.1 requests sent again on a new connection after a kept-alive
+    /// one closed before answering.
+    pub fn stale_retries(&self) -> u64 {
+        self.stale_retries.load(Ordering::Relaxed)
     }
 
     async fn connect(&self) -> Result<TcpStream, RequestError> {
@@ -138,12 +152,26 @@ impl Client {
                     let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
                     std::iter::from_fn(|| idle.pop()).find(|s| !s.is_closed())
                 };
+                let reused = pooled.is_some();
                 let mut send = match pooled {
                     Some(send) => send,
                     None => self.h1_connect().await?,
                 };
-                send.ready().await.map_err(RequestError::Http)?;
-                let response = send.send_request(self.get(false)).await.map_err(RequestError::Http)?;
+                let mut sent = match send.ready().await {
+                    Ok(()) => send.send_request(self.get(false)).await,
+                    Err(e) => Err(e),
+                };
+                // A kept-alive connection the server closed as it was taken
+                // (its idle timeout): like browsers, curl and Go (RFC 9112
+                // §9.3.1), send the GET once more on a new connection, and
+                // count it.
+                if sent.is_err() && reused {
+                    self.stale_retries.fetch_add(1, Ordering::Relaxed);
+                    send = self.h1_connect().await?;
+                    send.ready().await.map_err(RequestError::Http)?;
+                    sent = send.send_request(self.get(false)).await;
+                }
+                let response = sent.map_err(RequestError::Http)?;
                 read_response(response).await?;
                 idle.lock().unwrap_or_else(|e| e.into_inner()).push(send);
                 Ok(())

@@ -92,6 +92,11 @@ pub struct LoadReport {
     pub latency: Percentiles,
     pub buckets: Buckets,
     pub connections_opened: u64,
+    /// HTTP/1.1 requests sent again on a new connection after a kept-alive
+    /// one closed before answering (the server's idle timeout racing the
+    /// request), as real clients do; not failures.
+    #[serde(default)]
+    pub stale_retries: u64,
     /// Open loop: how late the pacer released shots (its own health).
     pub pacer_late_max_us: f64,
     pub pacer_late_over_1ms: u64,
@@ -189,6 +194,7 @@ async fn generate(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         latency: Percentiles::of(&tally.hist),
         buckets: Buckets::of(&tally.hist),
         connections_opened: client.opened(),
+        stale_retries: client.stale_retries(),
         pacer_late_max_us: pacer_stats.late_max.as_secs_f64() * 1e6,
         pacer_late_over_1ms: pacer_stats.late_over_1ms,
     })

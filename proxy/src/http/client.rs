@@ -11,6 +11,10 @@
 //! plaintext connection opened while discovery had not answered is thus
 //! never reused for a request that must be mTLS to the same address, nor a
 //! connection verified as one identity after discovery names another.
+//!
+//! A request the connection hands back unwritten goes again on a new one;
+//! an idempotent bodiless request written on a connection that then closed
+//! before any response byte goes once more too ([`reused`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,9 +27,12 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
+use http_body::Body as _;
+
 use super::respond::ProxyError;
 use super::{RequestBody, Version};
 use crate::identity::SpiffeId;
+use crate::policy::reused;
 use crate::transport::tls::{TlsTarget, connect_upstream};
 
 /// Idle HTTP/1 connections kept per address; more are closed when released.
@@ -128,7 +135,8 @@ impl Pool {
         timeout: Duration,
     ) -> Result<Response<Incoming>, SendError> {
         let key = Key::new(addr, tls);
-        let req = match self.checkout_h1(&key) {
+        let mut copy = copy_for_resend(&req);
+        let mut req = match self.checkout_h1(&key) {
             Some(mut tx) => match tx.try_send_request(req).await {
                 Ok(rsp) => return Ok(self.release_after(key, tx, rsp)),
                 // The upstream closed this idle connection just as we took it
@@ -140,18 +148,26 @@ impl Pool {
                         tracing::debug!(%addr, error = %e.error(), "pooled connection was closed; reconnecting");
                         req
                     }
-                    None => return Err(SendError::sent(ProxyError::from_send(e.into_error()))),
+                    None => resend_or_fail(addr, e.into_error(), copy.take()).map_err(SendError::sent)?,
                 },
             },
             None => req,
         };
-        let mut tx = match self.connect_h1(addr, false, tls, timeout).await {
-            Ok(tx) => tx,
-            Err(error) => return Err(SendError { error, unsent: Some(req) }),
-        };
-        match tx.try_send_request(req).await {
-            Ok(rsp) => Ok(self.release_after(key, tx, rsp)),
-            Err(mut e) => Err(SendError { unsent: e.take_message(), error: ProxyError::from_send(e.into_error()) }),
+        // At most twice: the copy goes with the first resend.
+        loop {
+            let mut tx = match self.connect_h1(addr, false, tls, timeout).await {
+                Ok(tx) => tx,
+                Err(error) => return Err(SendError { error, unsent: Some(req) }),
+            };
+            match tx.try_send_request(req).await {
+                Ok(rsp) => return Ok(self.release_after(key, tx, rsp)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => {
+                        return Err(SendError { unsent: Some(unsent), error: ProxyError::from_send(e.into_error()) });
+                    }
+                    None => req = resend_or_fail(addr, e.into_error(), copy.take()).map_err(SendError::sent)?,
+                },
+            }
         }
     }
 
@@ -226,11 +242,12 @@ impl Pool {
         timeout: Duration,
     ) -> Result<Response<Incoming>, SendError> {
         let key = Key::new(addr, tls);
+        let mut copy = copy_for_resend(&req);
         let cached = {
             let pool = self.inner.h2.lock().unwrap_or_else(|p| p.into_inner());
             pool.get(&key).filter(|tx| !tx.is_closed()).cloned()
         };
-        let req = match cached {
+        let mut req = match cached {
             Some(mut tx) => match tx.try_send_request(req).await {
                 Ok(rsp) => return Ok(rsp),
                 // The shared connection went away (GOAWAY, reset) before this
@@ -240,19 +257,28 @@ impl Pool {
                         tracing::debug!(%addr, error = %e.error(), "HTTP/2 connection was closed; reconnecting");
                         req
                     }
-                    None => return Err(SendError::sent(ProxyError::from_send(e.into_error()))),
+                    None => resend_or_fail(addr, e.into_error(), copy.take()).map_err(SendError::sent)?,
                 },
             },
             None => req,
         };
-        let mut tx = match self.connect_h2(addr, tls, timeout).await {
-            Ok(tx) => tx,
-            Err(error) => return Err(SendError { error, unsent: Some(req) }),
-        };
-        self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(key, tx.clone());
-        tx.try_send_request(req)
-            .await
-            .map_err(|mut e| SendError { unsent: e.take_message(), error: ProxyError::from_send(e.into_error()) })
+        // At most twice: the copy goes with the first resend.
+        loop {
+            let mut tx = match self.connect_h2(addr, tls, timeout).await {
+                Ok(tx) => tx,
+                Err(error) => return Err(SendError { error, unsent: Some(req) }),
+            };
+            self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), tx.clone());
+            match tx.try_send_request(req).await {
+                Ok(rsp) => return Ok(rsp),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => {
+                        return Err(SendError { unsent: Some(unsent), error: ProxyError::from_send(e.into_error()) });
+                    }
+                    None => req = resend_or_fail(addr, e.into_error(), copy.take()).map_err(SendError::sent)?,
+                },
+            }
+        }
     }
 
     async fn connect_h2(
@@ -281,6 +307,64 @@ impl Pool {
         let pool = self.inner.h1.lock().unwrap_or_else(|p| p.into_inner());
         pool.iter().filter(|(k, _)| k.addr == addr).map(|(_, idle)| idle.len()).sum()
     }
+}
+
+/// A copy of `req` (its head; its body is empty) to send once more if the
+/// connection it is about to take closes under it: see [`reused`]. `None`
+/// for requests that may not go twice.
+fn copy_for_resend(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
+    if !reused::keeps_copy(req.method(), req.body().size_hint().exact()) {
+        return None;
+    }
+    let mut copy = Request::new(RequestBody::buffered(bytes::Bytes::new()));
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// After a written request failed: its copy, to send on a new connection
+/// when [`reused::resend_on_new_connection`] allows (once: the caller
+/// hands the copy over only the first time), else the failure.
+fn resend_or_fail(
+    addr: SocketAddr,
+    error: hyper::Error,
+    copy: Option<Request<RequestBody>>,
+) -> Result<Request<RequestBody>, ProxyError> {
+    let failure = failure_of(&error);
+    match copy {
+        Some(copy) if reused::resend_on_new_connection(copy.method(), Some(0), failure) => {
+            tracing::debug!(%addr, %error, "connection closed under an idempotent request; sending it again");
+            Ok(copy)
+        }
+        _ => Err(ProxyError::from_send(error)),
+    }
+}
+
+/// Whether `error` is the peer closing the connection (EOF, reset) or
+/// something else.
+fn failure_of(error: &hyper::Error) -> reused::Failure {
+    if error.is_incomplete_message() || error.is_closed() {
+        return reused::Failure::Closed;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && reused::is_closed_by_peer(io.kind())
+        {
+            return reused::Failure::Closed;
+        }
+        // A draining peer's GOAWAY, its REFUSED_STREAM, or the connection
+        // under the stream breaking.
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && (h2.is_go_away() || h2.is_io() || h2.reason() == Some(h2::Reason::REFUSED_STREAM))
+        {
+            return reused::Failure::Closed;
+        }
+        source = e.source();
+    }
+    reused::Failure::Other
 }
 
 impl Inner {

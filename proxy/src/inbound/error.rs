@@ -5,6 +5,7 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 use crate::http::respond::{LocalAnswer, ProxyError};
 use crate::policy::authz::Decision;
+use crate::policy::retry::{Outcome, UNPROCESSED_HEADER};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InboundError {
@@ -41,7 +42,14 @@ impl LocalAnswer for InboundError {
             InboundError::RateLimited { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
-            InboundError::Proxy(e) => e.extra_headers(headers),
+            InboundError::Proxy(e) => {
+                e.extra_headers(headers);
+                // The app never saw the request: the client's proxy may
+                // send it to another replica, whatever its method.
+                if e.retry_outcome() == Outcome::ConnectFailure {
+                    headers.insert(UNPROCESSED_HEADER, HeaderValue::from_static("1"));
+                }
+            }
             InboundError::Forbidden(_) => {}
         }
     }
@@ -71,5 +79,11 @@ mod tests {
         let rsp = respond(&InboundError::Proxy(refused));
         assert_eq!(rsp.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(rsp.headers()[PROXY_ERROR_HEADER], "connect-refused");
+        assert_eq!(rsp.headers()[UNPROCESSED_HEADER], "1", "the app never saw it");
+        let timeout = ProxyError::ResponseTimeout(std::time::Duration::from_secs(1));
+        let rsp = respond(&InboundError::Proxy(timeout));
+        assert!(!rsp.headers().contains_key(UNPROCESSED_HEADER), "the app may have seen it");
+        let rsp = respond(&InboundError::RateLimited { retry_after_secs: 1 });
+        assert!(!rsp.headers().contains_key(UNPROCESSED_HEADER), "a refusal is final");
     }
 }

@@ -21,6 +21,7 @@ use crate::http::upgrade::Upgrade;
 use crate::http::{ResponseBody, Version, streamed};
 use crate::identity::SpiffeId;
 use crate::metrics::EdgePeer;
+use crate::policy::retry::UNPROCESSED_HEADER;
 use crate::trace::SpanHandle;
 
 /// The header that tells the app who called it.
@@ -99,6 +100,8 @@ impl InboundService {
             None => send.await?,
         };
         strip_hop_by_hop(rsp.headers_mut(), false);
+        // Only this proxy may tell a peer that the app never saw a request.
+        rsp.headers_mut().remove(UNPROCESSED_HEADER);
         Ok(rsp)
     }
 }

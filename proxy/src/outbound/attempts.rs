@@ -5,7 +5,9 @@
 //! A request that was never written (a connect failure) comes back from
 //! the pool whole ([`SendError::unsent`]) and is retried as it is; after
 //! it was written, only a buffered body can be sent again (a copy of the
-//! head per attempt).
+//! head per attempt); that includes a peer proxy's answer that its app
+//! never saw the request (`weft-unprocessed`, a connect failure for the
+//! retry conditions).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -24,7 +26,7 @@ use crate::http::client::SendError;
 use crate::http::respond::{LocalAnswer as _, ProxyError};
 use crate::metrics::EdgePeer;
 use crate::policy::compiled::{CompiledPolicy, RouteRuntime};
-use crate::policy::retry::{Decision, Outcome, grpc_status};
+use crate::policy::retry::{Decision, response_outcome};
 use crate::trace::SpanHandle;
 
 /// Where one request goes, decided before its first attempt: the policy
@@ -71,9 +73,9 @@ pub async fn send_with_retries(
     let mut avoid = None;
     let mut retries = 0u32;
     loop {
-        let Attempt { result, addr, unsent } = attempt(to, avoid, req, span, retries).await;
+        let Attempt { result, addr, unsent, from_peer_proxy } = attempt(to, avoid, req, span, retries).await;
         let outcome = match &result {
-            Ok(rsp) => Outcome::Response { status: rsp.status(), grpc_status: grpc_status(rsp.headers()) },
+            Ok(rsp) => response_outcome(rsp.status(), rsp.headers(), from_peer_proxy),
             Err(e) => e.retry_outcome(),
         };
         // What the retry would send: the request itself, or a copy.
@@ -117,6 +119,9 @@ struct Attempt {
     addr: Option<std::net::SocketAddr>,
     /// The request, when it was never written.
     unsent: Option<Request<RequestBody>>,
+    /// Sent over mTLS to a verified mesh identity: the answer's
+    /// unprocessed mark is the peer proxy's.
+    from_peer_proxy: bool,
 }
 
 /// One attempt: pick an endpoint, send, apply the per-try timeout, feed
@@ -133,11 +138,12 @@ async fn attempt(
     let shared = &outbound.http;
     let (addr, pick) = match choose(outbound, upstream, policy, &rt.balance, req.headers(), avoid) {
         Ok(p) => p,
-        Err(e) => return Attempt { result: Err(e), addr: None, unsent: Some(req) },
+        Err(e) => return Attempt { result: Err(e), addr: None, unsent: Some(req), from_peer_proxy: false },
     };
     let tls = pick.as_ref().and_then(|p| shared.tls_target(&p.endpoint, false));
     let client_span = span.map(|s| s.attempt(req.headers_mut(), addr, retry));
     let peer_id = tls.as_ref().map(|t| t.expected.clone());
+    let from_peer_proxy = tls.is_some();
     let send = shared.pool.try_send(addr, version, req, tls, rt.timeouts.connect);
     let sent = match rt.timeouts.per_try {
         Some(t) => match tokio::time::timeout(t, send).await {
@@ -178,7 +184,7 @@ async fn attempt(
             pick.complete();
         }
     }
-    Attempt { result, addr: Some(addr), unsent }
+    Attempt { result, addr: Some(addr), unsent, from_peer_proxy }
 }
 
 /// A request body, as it will be sent.

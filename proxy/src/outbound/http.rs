@@ -22,7 +22,10 @@
 //! replay only bodies of known length up to the policy's limit (64 KiB by
 //! default), buffered before the first attempt with a copy of the head;
 //! anything else streams once. A policy that retries only on connect
-//! failures (the default) buffers and copies nothing.
+//! failures (the default) buffers nothing, and copies only the head of a
+//! bodiless request: a peer proxy's answer that its app never saw the
+//! request (`weft-unprocessed`) is a connect failure, retried after the
+//! request was written.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -47,6 +50,7 @@ use crate::http::upgrade::Upgrade;
 use crate::http::{ResponseBody, Version, streamed};
 use crate::metrics::EdgePeer;
 use crate::policy::compiled::{BackendRef, CompiledPolicy, RouteRuntime};
+use crate::policy::retry::UNPROCESSED_HEADER;
 use crate::trace::SpanHandle;
 
 /// The outbound stack for the requests of one downstream connection,
@@ -166,11 +170,11 @@ async fn forward(svc: &OutboundService, mut req: Request<Incoming>) -> Result<Re
     }
 
     // Buffer the body when a retry may need to send it again after it was
-    // written, or a mirror needs a copy; otherwise it streams once. (A
-    // request that was never written comes back whole for a retry.)
+    // written (`keeps_copy`: also an empty one, for a peer proxy's
+    // unprocessed answer), or a mirror needs a copy; otherwise it streams
+    // once. (A request that was never written comes back whole for a retry.)
     let body_len = body.size_hint().exact();
-    let replayable =
-        rt.retry.attempts > 0 && !rt.retry.retries_only_unsent() && rt.retry.may_retry(&parts.method, body_len);
+    let replayable = rt.retry.keeps_copy(&parts.method, body_len);
     let mirror = rt
         .filters
         .mirror
@@ -231,6 +235,8 @@ async fn forward(svc: &OutboundService, mut req: Request<Incoming>) -> Result<Re
     }
     let mut rsp = result?;
     strip_hop_by_hop(rsp.headers_mut(), false);
+    // The peer proxy's word to this one, not to the client.
+    rsp.headers_mut().remove(UNPROCESSED_HEADER);
     if let Some(m) = &rt.filters.response_headers {
         m.apply(rsp.headers_mut());
     }

@@ -24,6 +24,7 @@ pub mod fault;
 pub mod filters;
 pub mod rate_limit;
 pub mod retry;
+pub mod reused;
 pub mod route;
 pub mod split;
 mod window;

@@ -19,6 +19,16 @@
 //! extension methods are not) is retried only after a connect failure — no
 //! byte reached the server — unless `allow_non_idempotent`.
 //!
+//! A peer's inbound proxy that could not reach its app (refused, timed
+//! out, or its app's connection closed before taking the request) answers
+//! 502/504 with [`UNPROCESSED_HEADER`]: the app never saw the request. That
+//! answer counts as a connect failure ([`response_outcome`]), so the
+//! default policy retries it on another endpoint, for any method — the
+//! replica whose app exits before its proxy has deregistered (a rolling
+//! update: the kubelet signals every container at once) costs the client
+//! nothing. A request is kept for that retry only when it has no body
+//! ([`RetryPolicy::keeps_copy`]): a head copy, no buffering.
+//!
 //! Each retry must also be allowed by the target's
 //! [`RetryBudget`](super::budget::RetryBudget); that check is the caller's,
 //! after [`RetryPolicy::decide`] says [`Decision::Retry`].
@@ -30,6 +40,7 @@
 
 use std::time::Duration;
 
+use http::header::HeaderName;
 use http::{HeaderMap, Method, StatusCode};
 use weft_api::policy as api;
 
@@ -41,6 +52,11 @@ pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(25);
 pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_millis(250);
 pub const DEFAULT_BACKOFF_JITTER: f64 = 0.5;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024;
+
+/// Set by an inbound proxy on its own answer when the request never
+/// reached its app; stripped from the app's responses, so only the proxy
+/// can say it.
+pub const UNPROCESSED_HEADER: HeaderName = HeaderName::from_static("weft-unprocessed");
 
 /// gRPC status names `retry_on` accepts, with their codes.
 pub const GRPC_CONDITIONS: [(&str, u32); 5] =
@@ -178,6 +194,20 @@ pub fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
 }
 
+/// What a response head says of its attempt. A peer proxy's answer marked
+/// [`UNPROCESSED_HEADER`] is a connect failure: nothing reached the app, so
+/// another endpoint may take the request whatever its method. The mark is
+/// believed only over mTLS to a verified mesh identity (`from_peer_proxy`),
+/// whose inbound proxy strips it from its app's answers; any other
+/// upstream could set it on a request it did process.
+pub fn response_outcome(status: StatusCode, headers: &HeaderMap, from_peer_proxy: bool) -> Outcome {
+    if from_peer_proxy && headers.contains_key(UNPROCESSED_HEADER) {
+        Outcome::ConnectFailure
+    } else {
+        Outcome::Response { status, grpc_status: grpc_status(headers) }
+    }
+}
+
 /// The `grpc-status` of a response head (trailers-only) or its trailers.
 pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
     std::str::from_utf8(headers.get("grpc-status")?.as_bytes()).ok()?.trim().parse().ok()
@@ -256,6 +286,18 @@ impl RetryPolicy {
             && (self.connect_failure || self.allow_non_idempotent || is_idempotent(method))
     }
 
+    /// Whether to keep the request (a copy of its head, its body buffered)
+    /// before the first attempt, for a retry after it was written: when the
+    /// policy may retry it on a response or a reset, or when it has no body
+    /// and connect failures are retried (a peer proxy's unprocessed answer
+    /// comes after the request was written, so the pool cannot hand it
+    /// back; an empty body costs only the head's copy).
+    pub fn keeps_copy(&self, method: &Method, body_len: Option<u64>) -> bool {
+        self.attempts > 0
+            && ((self.connect_failure && body_len == Some(0))
+                || (!self.retries_only_unsent() && self.may_retry(method, body_len)))
+    }
+
     /// Whether to retry after `retries_done` retries ended in `outcome`.
     pub fn decide(&self, retries_done: u32, method: &Method, body_len: Option<u64>, outcome: &Outcome) -> Decision {
         if !self.is_retryable_outcome(outcome) {
@@ -307,6 +349,63 @@ mod tests {
             assert!(!policy(&["connect-failure", other], |_| {}).retries_only_unsent(), "{other}");
         }
         assert!(!policy(&[], |_| {}).retries_only_unsent(), "no condition retries nothing");
+    }
+
+    #[test]
+    fn a_peer_proxys_unprocessed_answer_is_a_connect_failure() {
+        let marked = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(UNPROCESSED_HEADER, http::HeaderValue::from_static(v));
+            h
+        };
+        let grpc14 = {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-status", http::HeaderValue::from_static("14"));
+            h
+        };
+        let s = |c| StatusCode::from_u16(c).unwrap();
+        // (status, headers, over mTLS to a mesh peer, outcome)
+        let cases = [
+            (502, marked("1"), true, Outcome::ConnectFailure),
+            (504, marked("1"), true, Outcome::ConnectFailure),
+            // Not from a verified peer proxy: the upstream's own header.
+            (502, marked("1"), false, resp(502)),
+            (502, HeaderMap::new(), true, resp(502)),
+            (200, HeaderMap::new(), true, resp(200)),
+            (200, grpc14.clone(), true, grpc(14)),
+            (200, grpc14, false, grpc(14)),
+        ];
+        for (status, headers, peer, want) in cases {
+            assert_eq!(response_outcome(s(status), &headers, peer), want, "{status} {headers:?} peer={peer}");
+        }
+        // And the default policy retries it, whatever the method.
+        let p = RetryPolicy::default();
+        assert_eq!(p.decide(0, &Method::POST, Some(0), &Outcome::ConnectFailure), Decision::Retry);
+    }
+
+    #[test]
+    fn which_requests_are_kept_for_a_retry_after_they_were_written() {
+        let default = RetryPolicy::default();
+        let statuses = policy(&["connect-failure", "5xx"], |_| {});
+        let none = policy(&["connect-failure"], |r| r.attempts = 0);
+        let resets_only = policy(&["reset"], |_| {});
+        // (policy, method, body length, keep a copy)
+        let cases = [
+            (&default, Method::GET, Some(0), true),
+            (&default, Method::POST, Some(0), true),
+            (&default, Method::GET, Some(10), false),
+            (&default, Method::GET, None, false),
+            (&none, Method::GET, Some(0), false),
+            (&statuses, Method::GET, Some(10), true),
+            (&statuses, Method::POST, Some(10), true),
+            (&statuses, Method::GET, Some(1 << 20), false),
+            (&statuses, Method::GET, None, false),
+            (&resets_only, Method::GET, Some(0), true),
+            (&resets_only, Method::POST, Some(0), false),
+        ];
+        for (p, method, len, want) in cases {
+            assert_eq!(p.keeps_copy(&method, len), want, "{method} {len:?} under {p:?}");
+        }
     }
 
     #[test]
