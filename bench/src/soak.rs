@@ -171,6 +171,8 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     let measured: Vec<(String, u32)> = setup.proxies.iter().map(|p| (p.name.clone(), p.pid)).collect();
     eprintln!("weft-bench: soak: the pair and the replica are up; load starts");
 
+    // The checkout as the soak starts (it may move during half an hour).
+    let commit = commit();
     let started = Instant::now();
     let end = started + opts.duration;
     let mut churn = Churn {
@@ -223,7 +225,7 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     let steady = steady(&samples, SETTLE);
     let mut report = SoakReport {
         command: opts.command.clone(),
-        commit: commit(),
+        commit,
         duration_s: started.elapsed().as_secs_f64(),
         rate: RATE,
         windows,
