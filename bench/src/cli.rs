@@ -30,7 +30,7 @@ pub struct BenchArgs {
     /// (what CI runs); nothing about speed is asserted.
     #[arg(long, group = "mode")]
     pub smoke: bool,
-    /// Under 3.5 minutes: one rate, short runs (the default).
+    /// Under 4 minutes: one rate, short runs (the default).
     #[arg(long, group = "mode")]
     pub quick: bool,
     /// Under 20 minutes: 500, 1,000 and 2,000 requests/s, three runs each,

@@ -33,6 +33,7 @@ pub fn measure(
     setup: &Setup,
     exe: &Path,
     steps: &[usize],
+    settle: Duration,
     log_dir: &Path,
 ) -> anyhow::Result<(Vec<IdleResult>, Instant)> {
     let mut before = Vec::new();
@@ -85,7 +86,11 @@ pub fn measure(
         stop::check()?;
         let step: IdleStep = serde_json::from_str(&line).with_context(|| format!("parsing {line:?}"))?;
         // The echo on every connection has returned, so both proxies hold
-        // the connection (past detection) by now: read at once.
+        // the connection (past detection) by now. Read after `settle`: what
+        // the handshakes allocated and freed is garbage that an allocator
+        // may hand back on a timer (jemalloc's decay), not what an idle
+        // connection holds; the burst's peak is reported apart (VmHWM).
+        std::thread::sleep(settle);
         for (r, p) in results.iter_mut().zip(&setup.proxies) {
             let rss = footprint::memory(p.pid).with_context(|| format!("reading the memory of {}", p.name))?.rss_kib;
             let grown = rss as f64 - r.rss_before_kib as f64;

@@ -271,7 +271,7 @@ impl<'a> Bench<'a> {
             if setup.proxies.is_empty() {
                 continue;
             }
-            match super::idle::measure(setup, &self.exe, &self.plan.idle_steps, &self.dir) {
+            match super::idle::measure(setup, &self.exe, &self.plan.idle_steps, self.plan.idle_settle, &self.dir) {
                 Ok((results, closed_at)) => {
                     let pids = setup.proxies.iter().map(|p| (p.name.clone(), p.pid)).collect();
                     let watcher = super::idle::watch_recovery(pids, closed_at, self.plan.idle_recovery);

@@ -313,7 +313,9 @@ fn idle(md: &mut String, r: &Results) {
     let _ = writeln!(
         md,
         "\n## Memory per idle connection\n\nOpaque TCP connections opened through the setup (one echo each, then \
-         idle); RSS read after each step. Bytes per connection = (RSS − RSS before) / connections.\n"
+         idle); RSS read {:.0} s after each step (the handshakes' freed memory, which an allocator may return on \
+         a timer, is not an idle connection's). Bytes per connection = (RSS − RSS before) / connections.\n",
+        r.plan.idle_settle.as_secs_f64()
     );
     let mut head = "| setup | process | RSS before (MiB) |".to_owned();
     let mut rule = "| --- | --- | ---: |".to_owned();

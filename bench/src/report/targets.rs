@@ -236,7 +236,7 @@ fn memory_after_burst(r: &Results) -> Vec<TargetCheck> {
         let burst = mtls.iter().filter_map(|i| i.points.last()).map(|p| p.open).max().unwrap_or(0);
         // The sample nearest 30 s after the close decides (the window may be longer).
         let met = mtls.iter().all(|i| {
-            let kept = i.after_close.iter().filter(|s| s.after_s <= WINDOW_S + 0.5).next_back();
+            let kept = i.after_close.iter().rfind(|s| s.after_s <= WINDOW_S + 0.5);
             let back = i.back_after_s().is_some_and(|s| s <= WINDOW_S + 0.5);
             back && kept.is_some_and(|s| (s.rss_kib as f64 - i.rss_before_kib as f64) * 1024.0 <= 2.0 * MB)
         });
