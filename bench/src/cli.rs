@@ -30,7 +30,7 @@ pub struct BenchArgs {
     /// (what CI runs); nothing about speed is asserted.
     #[arg(long, group = "mode")]
     pub smoke: bool,
-    /// Under 3 minutes: one rate, short runs (the default).
+    /// Under 4 minutes: one rate, short runs (the default).
     #[arg(long, group = "mode")]
     pub quick: bool,
     /// Under 20 minutes: 500, 1,000 and 2,000 requests/s, three runs each,
@@ -69,6 +69,11 @@ pub struct BenchArgs {
     /// --smoke, 10,000 in --quick and --full].
     #[arg(long)]
     pub endpoints: Option<usize>,
+    /// Idle connections to open, cumulative steps (comma-separated), e.g.
+    /// `10000` for the burst of issue #14 in a --quick run [default: 20 in
+    /// --smoke, 1000 in --quick, 1000,10000 in --full].
+    #[arg(long, value_delimiter = ',')]
+    pub idle_steps: Vec<usize>,
     /// Run this weft-control binary (the CA and discovery of weft-mtls, the
     /// control-plane section) instead of building the checkout's.
     #[arg(long, env = "WEFT_BENCH_CONTROL_BIN")]

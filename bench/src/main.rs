@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             proxy_bin: cli.bench.proxy_bin.clone(),
             control_bin: cli.bench.control_bin.clone(),
             endpoints: cli.bench.endpoints,
+            idle_steps: cli.bench.idle_steps.clone(),
         }),
     };
     match result {

@@ -45,6 +45,14 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<()> {
                 }
             };
             crate::telemetry::init_logging(&config.log_filter);
+            // Before the runtime's threads: they get arenas set up to purge.
+            match crate::alloc::configure() {
+                Ok(()) => tracing::debug!(allocator = crate::alloc::NAME, "allocator configured"),
+                // The proxy still works; it just keeps a burst's memory longer.
+                Err(e) => {
+                    tracing::warn!(allocator = crate::alloc::NAME, error = %e, "freed memory may not be returned")
+                }
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(config.worker_threads)
                 .enable_all()

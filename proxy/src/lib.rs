@@ -19,6 +19,7 @@
 //! rules.
 
 pub mod admin;
+pub mod alloc;
 pub mod app;
 pub mod await_ready;
 pub mod balance;

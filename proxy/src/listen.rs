@@ -46,18 +46,26 @@ pub async fn accept_loop(listener: TcpListener, dir: Direction, stacks: Arc<Stac
         };
         match accepted {
             Ok((stream, peer)) => {
-                let (stacks, drain) = (stacks.clone(), drain.clone());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    match dir {
-                        Direction::Inbound => {
-                            crate::inbound::accept::serve(stream, peer, stacks.inbound.clone(), drain).await
-                        }
-                        Direction::Outbound => {
-                            crate::outbound::accept::serve(stream, peer, stacks.outbound.clone(), drain).await
-                        }
+                // One task per direction's future rather than one future
+                // matching on the direction: a task is as large as its
+                // future, and the inbound one is larger (issue #14).
+                match dir {
+                    Direction::Inbound => {
+                        let serve = crate::inbound::accept::serve(stream, peer, stacks.inbound.clone(), drain.clone());
+                        tokio::spawn(async move {
+                            let _permit = permit;
+                            serve.await
+                        });
                     }
-                });
+                    Direction::Outbound => {
+                        let serve =
+                            crate::outbound::accept::serve(stream, peer, stacks.outbound.clone(), drain.clone());
+                        tokio::spawn(async move {
+                            let _permit = permit;
+                            serve.await
+                        });
+                    }
+                }
             }
             Err(e) => {
                 // EMFILE and friends: back off briefly rather than spin.

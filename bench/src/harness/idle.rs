@@ -1,18 +1,22 @@
-//! Memory per idle connection: `weft-bench idle` in the client pod opens
-//! the connections step by step through the setup; between steps the
-//! proxies' RSS is read.
+//! Memory per idle connection, and whether it comes back: `weft-bench idle`
+//! in the client pod opens the connections step by step through the setup;
+//! between steps the proxies' RSS is read. Then the generator exits, which
+//! closes them all at once, and [`watch_recovery`] samples the proxies' RSS
+//! every second for the plan's window (30 s; issue #14 wants it back within
+//! 2 MB of the RSS before the burst by then).
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
 use crate::footprint;
 use crate::load::idle::IdleStep;
-use crate::report::model::{IdlePoint, IdleResult};
+use crate::report::model::{IdlePoint, IdleResult, RecoverySample};
 use crate::setup::Setup;
 use crate::stop::{self, KillOnDrop};
 use crate::workload::Workload;
@@ -22,10 +26,21 @@ fn step_timeout(n: usize) -> Duration {
     Duration::from_secs(20) + Duration::from_millis(n as u64 * 5)
 }
 
-pub fn measure(setup: &Setup, exe: &Path, steps: &[usize], log_dir: &Path) -> anyhow::Result<Vec<IdleResult>> {
+/// Opens the steps' connections through `setup`, reading the proxies' RSS
+/// after each, then closes them all; returns the figures and when the
+/// connections were closed (the generator had exited).
+pub fn measure(
+    setup: &Setup,
+    exe: &Path,
+    steps: &[usize],
+    settle: Duration,
+    log_dir: &Path,
+) -> anyhow::Result<(Vec<IdleResult>, Instant)> {
     let mut before = Vec::new();
     for p in &setup.proxies {
         before.push(footprint::memory(p.pid).with_context(|| format!("reading the memory of {}", p.name))?.rss_kib);
+        // The burst's peak is VmHWM from here on.
+        footprint::reset_peak(p.pid).with_context(|| format!("resetting the peak RSS of {}", p.name))?;
     }
     let target = setup.target(Workload::Tcp).to_string();
     let steps_arg = steps.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
@@ -56,6 +71,8 @@ pub fn measure(setup: &Setup, exe: &Path, steps: &[usize], log_dir: &Path) -> an
             rss_before_kib: *b,
             points: Vec::new(),
             first_error: None,
+            rss_peak_kib: None,
+            after_close: Vec::new(),
         })
         .collect();
     for (k, &n) in steps.iter().enumerate() {
@@ -69,7 +86,11 @@ pub fn measure(setup: &Setup, exe: &Path, steps: &[usize], log_dir: &Path) -> an
         stop::check()?;
         let step: IdleStep = serde_json::from_str(&line).with_context(|| format!("parsing {line:?}"))?;
         // The echo on every connection has returned, so both proxies hold
-        // the connection (past detection) by now: read at once.
+        // the connection (past detection) by now. Read after `settle`: what
+        // the handshakes allocated and freed is garbage that an allocator
+        // may hand back on a timer (jemalloc's decay), not what an idle
+        // connection holds; the burst's peak is reported apart (VmHWM).
+        std::thread::sleep(settle);
         for (r, p) in results.iter_mut().zip(&setup.proxies) {
             let rss = footprint::memory(p.pid).with_context(|| format!("reading the memory of {}", p.name))?.rss_kib;
             let grown = rss as f64 - r.rss_before_kib as f64;
@@ -87,7 +108,8 @@ pub fn measure(setup: &Setup, exe: &Path, steps: &[usize], log_dir: &Path) -> an
             writeln!(stdin, "next").context("telling the idle generator to go on")?;
         }
     }
-    // Closing stdin lets it exit, closing every connection.
+    // Closing stdin lets it exit, closing every connection; one that has
+    // not within 5 s is killed (on drop), which closes them just the same.
     drop(stdin);
     for _ in 0..200 {
         if child.0.try_wait()?.is_some() {
@@ -95,5 +117,37 @@ pub fn measure(setup: &Setup, exe: &Path, steps: &[usize], log_dir: &Path) -> an
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    Ok(results)
+    drop(child);
+    let closed_at = Instant::now();
+    for (r, p) in results.iter_mut().zip(&setup.proxies) {
+        r.rss_peak_kib =
+            Some(footprint::memory(p.pid).with_context(|| format!("reading the memory of {}", p.name))?.hwm_kib);
+    }
+    Ok((results, closed_at))
+}
+
+/// What [`watch_recovery`] saw of one proxy.
+pub type Recovery = anyhow::Result<Vec<Vec<RecoverySample>>>;
+
+/// Samples the RSS of `pids` once a second after `closed_at` until `window`
+/// has passed, on a thread of its own, so that the next setup's burst can
+/// run meanwhile (other processes in other pods: it does not touch these
+/// proxies' memory). Stops early, with what it has, when a stop is asked.
+pub fn watch_recovery(pids: Vec<(String, u32)>, closed_at: Instant, window: Duration) -> JoinHandle<Recovery> {
+    std::thread::spawn(move || {
+        let mut samples = vec![Vec::new(); pids.len()];
+        for k in 1..=window.as_secs().max(1) {
+            let at = closed_at + Duration::from_secs(k);
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+            if stop::requested() {
+                break;
+            }
+            let after_s = closed_at.elapsed().as_secs_f64();
+            for ((name, pid), out) in pids.iter().zip(&mut samples) {
+                let rss_kib = footprint::memory(*pid).with_context(|| format!("reading the memory of {name}"))?.rss_kib;
+                out.push(RecoverySample { after_s, rss_kib });
+            }
+        }
+        Ok(samples)
+    })
 }

@@ -48,6 +48,8 @@ pub struct Options {
     pub control_bin: Option<PathBuf>,
     /// Endpoints for the control-plane section; `None`: the mode's.
     pub endpoints: Option<usize>,
+    /// `--idle-steps`; empty: the mode's.
+    pub idle_steps: Vec<usize>,
 }
 
 /// The system tools the bench runs, with the Debian package of each.
@@ -115,6 +117,7 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
         plan.set_endpoints(n);
     }
     plan.set_setups(&opts.setups);
+    plan.set_idle_steps(&opts.idle_steps);
     let notes: Vec<String> = plan.cap_idle_steps(nofile).into_iter().collect();
     let exe = std::env::current_exe().context("finding this executable")?;
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

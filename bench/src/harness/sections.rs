@@ -263,14 +263,19 @@ impl<'a> Bench<'a> {
         if self.plan.idle_steps.is_empty() {
             return Ok(());
         }
+        // (first index in self.idle, proxies, the thread sampling them).
+        let mut recovering = Vec::new();
         for i in self.alive() {
             stop::check()?;
             let setup = &self.setups[i].setup;
             if setup.proxies.is_empty() {
                 continue;
             }
-            match super::idle::measure(setup, &self.exe, &self.plan.idle_steps, &self.dir) {
-                Ok(results) => {
+            match super::idle::measure(setup, &self.exe, &self.plan.idle_steps, self.plan.idle_settle, &self.dir) {
+                Ok((results, closed_at)) => {
+                    let pids = setup.proxies.iter().map(|p| (p.name.clone(), p.pid)).collect();
+                    let watcher = super::idle::watch_recovery(pids, closed_at, self.plan.idle_recovery);
+                    recovering.push((self.idle.len(), results.len(), watcher));
                     for r in &results {
                         let points: Vec<String> = r
                             .points
@@ -287,6 +292,34 @@ impl<'a> Bench<'a> {
                 Err(e) => {
                     stop::check()?;
                     self.failures.push(format!("{} idle connections: {e:#}", setup.kind.name()));
+                }
+            }
+        }
+        // The windows overlap: the last burst's is the one waited for.
+        for (first, n, watcher) in recovering {
+            let seen = watcher.join().map_err(|_| anyhow::anyhow!("the RSS sampling thread panicked"))?;
+            stop::check()?;
+            let results = &mut self.idle[first..first + n];
+            match seen {
+                Ok(samples) => {
+                    for (r, s) in results.iter_mut().zip(samples) {
+                        r.after_close = s;
+                        eprintln!(
+                            "  idle {:<13} {}: RSS before {} KiB, peak {} KiB, {:.0} s after close {:+.0} KiB, back \
+                             within 2 MB {}",
+                            r.setup.name(),
+                            r.proxy,
+                            r.rss_before_kib,
+                            r.rss_peak_kib.unwrap_or(0),
+                            r.after_close.last().map_or(0.0, |s| s.after_s),
+                            r.kept_bytes().unwrap_or(f64::NAN) / 1024.0,
+                            r.back_after_s().map_or_else(|| "not yet".to_owned(), |s| format!("after {s:.0} s"))
+                        );
+                    }
+                }
+                Err(e) => {
+                    let name = results.first().map(|r| r.setup.name()).unwrap_or_default();
+                    self.failures.push(format!("{name} RSS after the idle connections closed: {e:#}"));
                 }
             }
         }

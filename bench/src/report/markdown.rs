@@ -313,7 +313,9 @@ fn idle(md: &mut String, r: &Results) {
     let _ = writeln!(
         md,
         "\n## Memory per idle connection\n\nOpaque TCP connections opened through the setup (one echo each, then \
-         idle); RSS read after each step. Bytes per connection = (RSS − RSS before) / connections.\n"
+         idle); RSS read {:.0} s after each step (the handshakes' freed memory, which an allocator may return on \
+         a timer, is not an idle connection's). Bytes per connection = (RSS − RSS before) / connections.\n",
+        r.plan.idle_settle.as_secs_f64()
     );
     let mut head = "| setup | process | RSS before (MiB) |".to_owned();
     let mut rule = "| --- | --- | ---: |".to_owned();
@@ -339,6 +341,51 @@ fn idle(md: &mut String, r: &Results) {
             }
         }
         let _ = writeln!(md, "{row}");
+    }
+    after_close(md, r);
+}
+
+/// Whether the burst's memory came back (issue #14): RSS before, the
+/// peak, samples after the close, and when it was back within 2 MB.
+fn after_close(md: &mut String, r: &Results) {
+    let sampled: Vec<_> = r.idle_connections.iter().filter(|i| !i.after_close.is_empty()).collect();
+    let Some(window) = sampled.iter().filter_map(|i| i.after_close.last()).map(|s| s.after_s.round() as u64).max()
+    else {
+        return;
+    };
+    let marks: Vec<u64> = [1, 5, 10, 20, 30].into_iter().filter(|m| *m < window).chain([window]).collect();
+    let _ = writeln!(
+        md,
+        "\nAfter the last step the generator exits, closing every connection at once; each proxy's RSS is then read \
+         every second for {window} s. Peak is VmHWM over the burst. *Kept* = RSS at {window} s minus RSS before \
+         (MB = 10^6 bytes); *back* = from when on every sample stayed within 2 MB of the RSS before.\n"
+    );
+    let mut head = "| setup | process | RSS before (MiB) | peak (MiB) |".to_owned();
+    let mut rule = "| --- | --- | ---: | ---: |".to_owned();
+    for m in &marks {
+        let _ = write!(head, " {m} s after (MiB) |");
+        rule.push_str(" ---: |");
+    }
+    let _ = writeln!(md, "{head} kept at {window} s (MB) | back within 2 MB |\n{rule} ---: | ---: |");
+    for i in sampled {
+        let mut row = format!(
+            "| {} | {} | {} | {} |",
+            i.setup.name(),
+            i.proxy,
+            mib(i.rss_before_kib),
+            i.rss_peak_kib.map(mib).unwrap_or_else(|| "–".into())
+        );
+        for m in &marks {
+            // The sample nearest to the mark (one a second, so at most 0.5 s off).
+            let near = i
+                .after_close
+                .iter()
+                .min_by(|a, b| (a.after_s - *m as f64).abs().total_cmp(&(b.after_s - *m as f64).abs()));
+            let _ = write!(row, " {} |", near.map(|s| mib(s.rss_kib)).unwrap_or_else(|| "–".into()));
+        }
+        let kept = i.kept_bytes().map(|b| format!("{:+.1}", b / 1e6)).unwrap_or_else(|| "–".into());
+        let back = i.back_after_s().map(|s| format!("after {s:.0} s")).unwrap_or_else(|| "**no**".into());
+        let _ = writeln!(md, "{row} {kept} | {back} |");
     }
 }
 

@@ -310,9 +310,46 @@ pub struct IdlePoint {
 pub struct IdleResult {
     pub setup: SetupKind,
     pub proxy: String,
+    /// RSS just before the burst (after the latency section).
     pub rss_before_kib: u64,
     pub points: Vec<IdlePoint>,
     pub first_error: Option<String>,
+    /// `VmHWM` over the burst (reset just before it).
+    pub rss_peak_kib: Option<u64>,
+    /// After every connection closed: RSS sampled every second.
+    pub after_close: Vec<RecoverySample>,
+}
+
+/// RSS some time after the burst's connections closed.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct RecoverySample {
+    /// Seconds since the generator closed its connections.
+    pub after_s: f64,
+    pub rss_kib: u64,
+}
+
+/// "Back" means within this of the RSS before the burst (issue #14: 2 MB,
+/// MB taken as 10^6 bytes).
+pub const RECOVERED_WITHIN_BYTES: f64 = 2_000_000.0;
+
+impl IdleResult {
+    /// The last sample's RSS minus the RSS before the burst, in bytes
+    /// (the window is 30 s outside `--smoke`).
+    pub fn kept_bytes(&self) -> Option<f64> {
+        self.after_close.last().map(|s| (s.rss_kib as f64 - self.rss_before_kib as f64) * 1024.0)
+    }
+
+    /// Seconds after the close from which every sample stayed within
+    /// [`RECOVERED_WITHIN_BYTES`] of the RSS before; `None` if the last did not.
+    pub fn back_after_s(&self) -> Option<f64> {
+        let within =
+            |s: &RecoverySample| (s.rss_kib as f64 - self.rss_before_kib as f64) * 1024.0 <= RECOVERED_WITHIN_BYTES;
+        if !self.after_close.last().is_some_and(within) {
+            return None;
+        }
+        let first_of_run = self.after_close.iter().rposition(|s| !within(s)).map_or(0, |i| i + 1);
+        Some(self.after_close[first_of_run].after_s)
+    }
 }
 
 /// One of the targets (`bench/README.md`, "Targets") and where we stand.
@@ -341,6 +378,37 @@ mod tests {
             connections_opened: 1,
             pacer_late_max_us: 0.0,
             proxies: vec![ProcRun { name: "p".into(), peak_rss_kib: 100, cpu_ticks: 5 }],
+        }
+    }
+
+    #[test]
+    fn recovery_is_the_start_of_the_last_run_within_2_mb() {
+        // (RSS before in KiB, samples as (s, KiB)) → (kept bytes, back after s).
+        let table: &[(u64, &[(f64, u64)], Option<f64>, Option<f64>)] = &[
+            // Never grew: back at the first sample.
+            (10_000, &[(1.0, 10_500), (2.0, 10_400)], Some(400.0 * 1024.0), Some(1.0)),
+            // Came down at 2 s and stayed (1953 KiB = 1,999,872 B is within).
+            (10_000, &[(1.0, 50_000), (2.0, 11_953), (3.0, 11_000)], Some(1_000.0 * 1024.0), Some(2.0)),
+            // Dipped in, rose out again, came back at 4 s.
+            (10_000, &[(1.0, 11_000), (2.0, 13_000), (3.0, 12_000), (4.0, 10_100)], Some(100.0 * 1024.0), Some(4.0)),
+            // 1954 KiB = 2,000,896 B is just out: not back.
+            (10_000, &[(1.0, 50_000), (30.0, 11_954)], Some(1954.0 * 1024.0), None),
+            // Below the start counts as back; the kept figure is negative.
+            (10_000, &[(1.0, 9_000)], Some(-1000.0 * 1024.0), Some(1.0)),
+            // Not sampled.
+            (10_000, &[], None, None),
+        ];
+        for (before, samples, kept, back) in table {
+            let r = IdleResult {
+                setup: SetupKind::WeftMtls,
+                proxy: "p".into(),
+                rss_before_kib: *before,
+                points: Vec::new(),
+                first_error: None,
+                rss_peak_kib: None,
+                after_close: samples.iter().map(|&(after_s, rss_kib)| RecoverySample { after_s, rss_kib }).collect(),
+            };
+            assert_eq!((r.kept_bytes(), r.back_after_s()), (*kept, *back), "{samples:?}");
         }
     }
 

@@ -1,7 +1,7 @@
 //! The targets (`bench/README.md`, "Targets"), checked against a run's results. Each says met,
 //! missed or not measured, with the figures and the margin.
 
-use super::model::{Cell, ProxyIdle, Results, TargetCheck};
+use super::model::{Cell, IdleResult, ProxyIdle, Results, TargetCheck};
 use crate::setup::SetupKind;
 use crate::workload::Workload;
 
@@ -197,7 +197,96 @@ pub fn check(r: &Results) -> Vec<TargetCheck> {
             detail: "HTTP/1.1 at 1,000/s was not measured for both mTLS setups in this run".into(),
         }
     });
+    out.extend(memory_after_burst(r));
     out.extend(control_plane(r));
+    out
+}
+
+/// Issue #14's memory targets: the burst's memory comes back (within 2 MB of
+/// the RSS before it, 30 s after the connections closed), and an idle mTLS
+/// connection costs each proxy at most 12 KB (10^3 bytes, the stricter reading).
+fn memory_after_burst(r: &Results) -> Vec<TargetCheck> {
+    const WINDOW_S: f64 = 30.0;
+    const PER_CONN_BYTES: f64 = 12_000.0;
+    let of = |kind: SetupKind| -> Vec<&IdleResult> { r.idle_connections.iter().filter(|i| i.setup == kind).collect() };
+    let (mtls, plain) = (of(SetupKind::WeftMtls), of(SetupKind::Weft));
+    let mut out = Vec::new();
+
+    let target = "after a burst of idle mTLS connections closes, each weft proxy's RSS is back within 2 MB of its \
+                  pre-burst value within 30 s";
+    let recovery = |rs: &[&IdleResult]| -> String {
+        rs.iter()
+            .map(|i| {
+                format!(
+                    "{} before {:.1} MB, peak {}, kept {} at {:.0} s, back {}",
+                    i.proxy,
+                    mb(i.rss_before_kib),
+                    i.rss_peak_kib.map(|k| format!("{:.1} MB", mb(k))).unwrap_or_else(|| "–".into()),
+                    i.kept_bytes().map(|b| format!("{:+.2} MB", b / MB)).unwrap_or_else(|| "–".into()),
+                    i.after_close.last().map_or(0.0, |s| s.after_s),
+                    i.back_after_s().map(|s| format!("after {s:.0} s")).unwrap_or_else(|| "never".into()),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let window_ok =
+        !mtls.is_empty() && mtls.iter().all(|i| i.after_close.last().is_some_and(|s| s.after_s >= WINDOW_S - 0.5));
+    out.push(if window_ok {
+        let burst = mtls.iter().filter_map(|i| i.points.last()).map(|p| p.open).max().unwrap_or(0);
+        // The sample nearest 30 s after the close decides (the window may be longer).
+        let met = mtls.iter().all(|i| {
+            let kept = i.after_close.iter().rfind(|s| s.after_s <= WINDOW_S + 0.5);
+            let back = i.back_after_s().is_some_and(|s| s <= WINDOW_S + 0.5);
+            back && kept.is_some_and(|s| (s.rss_kib as f64 - i.rss_before_kib as f64) * 1024.0 <= 2.0 * MB)
+        });
+        TargetCheck {
+            target: target.into(),
+            status: status(met),
+            detail: format!(
+                "{burst} connections: {}{}",
+                recovery(&mtls),
+                if plain.is_empty() { String::new() } else { format!(" (plaintext pair: {})", recovery(&plain)) }
+            ),
+        }
+    } else {
+        TargetCheck {
+            target: target.into(),
+            status: "not measured",
+            detail: "needs the idle section on weft-mtls with its 30 s window (`--only idle`, not --smoke)".into(),
+        }
+    });
+
+    let target = "each idle mTLS connection costs each weft proxy <= 12 KB";
+    let per_conn = |rs: &[&IdleResult]| -> Vec<(String, f64)> {
+        rs.iter()
+            .flat_map(|i| {
+                i.points.iter().filter_map(move |p| Some((format!("{} at {}", i.proxy, p.open), p.bytes_per_conn?)))
+            })
+            .collect()
+    };
+    let bytes =
+        |items: &[(String, f64)]| items.iter().map(|(n, b)| format!("{n} {b:.0} B")).collect::<Vec<_>>().join(", ");
+    let (m, p) = (per_conn(&mtls), per_conn(&plain));
+    out.push(if m.is_empty() {
+        TargetCheck {
+            target: target.into(),
+            status: "not measured",
+            detail: "the idle section did not run on weft-mtls".into(),
+        }
+    } else {
+        let worst = m.iter().map(|(_, b)| *b).fold(f64::MIN, f64::max);
+        TargetCheck {
+            target: target.into(),
+            status: status(worst <= PER_CONN_BYTES),
+            detail: format!(
+                "(RSS growth) / connections: {}; margin {:.0} B{}",
+                bytes(&m),
+                PER_CONN_BYTES - worst,
+                if p.is_empty() { String::new() } else { format!(" (plaintext pair: {})", bytes(&p)) }
+            ),
+        }
+    });
     out
 }
 

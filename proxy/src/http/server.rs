@@ -37,6 +37,19 @@ where
     S: tower::Service<Request<Incoming>, Response = Response<TapBody>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
+    // Boxed: hyper's connection state is several KB, and a future is as
+    // large as its largest state, so inline it would be paid by every
+    // connection's task, opaque ones included (issue #14: an idle opaque
+    // connection cost each proxy ~11 KB of task before this).
+    Box::pin(serve_hyper(io, conn, stack, cfg)).await
+}
+
+async fn serve_hyper<I, S>(io: I, conn: Conn, stack: S, cfg: &HttpConfig)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<Request<Incoming>, Response = Response<TapBody>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
     let Conn { version, drain, metrics, direction } = conn;
     let service = TowerToHyperService::new(stack);
     let io = TokioIo::new(io);

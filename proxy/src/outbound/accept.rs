@@ -30,7 +30,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, outbound: Arc<Outbound>,
         // itself): the app chose this proxy, as HTTP_PROXY clients do.
         Err(e) if outbound.config.explicit_proxy => {
             tracing::debug!(%peer, reason = %e, "serving as an explicit proxy");
-            return super::explicit::serve(stream, peer, outbound, drain).await;
+            // Boxed, like HTTP serving: not paid by every connection's task.
+            return Box::pin(super::explicit::serve(stream, peer, outbound, drain)).await;
         }
         Err(e) => {
             metrics.orig_dst_errors[DIR as usize].fetch_add(1, Relaxed);
