@@ -10,6 +10,19 @@
 //! a: weft example load (500/s) ─► a's proxy ══ mTLS ══► b's proxy :4143 ─► app :8080
 //! x: weft-testkit flood / idle-conns ─────────────────────┘ (b's pod address, port 8080)
 //! ```
+//!
+//! Each hostile phase is measured between two quiet ones, and its p99 is
+//! held to 2x the worse of them: on a shared 2-core machine the quiet p99
+//! itself moves by several times from one 10 s phase to the next.
+//!
+//! What b's proxy does with them (`proxy/src/inbound/admit.rs`): at most 32
+//! connections per source address and 1,024 in all may be in detection or
+//! the TLS handshake; past that a new connection is closed at once, before
+//! any byte (`weft_inbound_shed_total`). Admitted half-open handshakes are
+//! closed 2 s after their ClientHello (`weft_inbound_handshake_timeouts_total`),
+//! silent connections at the 1 s detection timeout (refused as plaintext in
+//! strict mode; forwarded to the app in permissive mode, where the app may
+//! be a server that speaks first).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -185,6 +198,9 @@ fn a_flood_of_garbage_and_half_open_handshakes_neither_fails_nor_slows_good_clie
     });
     let under = good_load(&f.a, PHASE);
     flood.wait_exit(Duration::from_secs(40));
+    // Quiet again: with the phase before, it brackets the machine's own
+    // noise (2 shared cores), which the 2x bound is taken against.
+    let after = good_load(&f.a, PHASE);
     let rss_peak = sampler.peak_kib();
     let m = f.proxy_b.metrics();
     let (shed, timeouts) = (m.sum("weft_inbound_shed_total", &[]), m.sum("weft_inbound_handshake_timeouts_total", &[]));
@@ -197,12 +213,13 @@ fn a_flood_of_garbage_and_half_open_handshakes_neither_fails_nor_slows_good_clie
             .unwrap_or_else(|| panic!("no {key}= from the flood:\n{out}\n{}", flood.stderr()))
     };
     eprintln!(
-        "measured: quiet {} | under flood {} | flood:\n{out}| b's RSS {} KiB before, peak {} KiB; b shed {shed} at admission, timed out {timeouts} handshakes",
-        quiet.line, under.line, rss_before, rss_peak
+        "measured: quiet {} | under flood {} | quiet after {} | flood:\n{out}| b's RSS {} KiB before, peak {} KiB; b shed {shed} at admission, timed out {timeouts} handshakes",
+        quiet.line, under.line, after.line, rss_before, rss_peak
     );
 
-    assert_eq!(quiet.failed, 0, "quiet phase: {}", quiet.line);
+    assert_eq!(quiet.failed + after.failed, 0, "quiet phases: {} | {}", quiet.line, after.line);
     assert_eq!(under.failed, 0, "good requests failed under the flood: {}", under.line);
+    let quiet_p99 = quiet.p99.max(after.p99);
     // b's proxy says what it did: shed most of the flood at admission (one
     // source past its share) and timed out the half-open handshakes it let in.
     assert!(shed >= 1000.0, "b's proxy shed {shed} flood connections");
@@ -218,10 +235,9 @@ fn a_flood_of_garbage_and_half_open_handshakes_neither_fails_nor_slows_good_clie
         under.line
     );
     assert!(
-        under.p99 <= quiet.p99 * 2,
-        "p99 under the flood {:?} is more than 2x the quiet p99 {:?}",
+        under.p99 <= quiet_p99 * 2,
+        "p99 under the flood {:?} is more than 2x the quiet p99 {quiet_p99:?} (the worse of before and after)",
         under.p99,
-        quiet.p99
     );
     // Every flood connection was accepted and then closed by b's proxy:
     // garbage at once (not TLS, refused as plaintext), silent ones at the
@@ -281,6 +297,7 @@ fn ten_thousand_idle_connections_do_not_stop_good_clients() {
     let fds_held = f.proxy_b.open_fds();
     let under = good_load(&f.a, PHASE);
     idle.wait_exit(Duration::from_secs(60));
+    let after = good_load(&f.a, PHASE);
     let rss_peak = sampler.peak_kib();
     let m = f.proxy_b.metrics();
     let (shed, timeouts) = (m.sum("weft_inbound_shed_total", &[]), m.sum("weft_inbound_handshake_timeouts_total", &[]));
@@ -293,20 +310,21 @@ fn ten_thousand_idle_connections_do_not_stop_good_clients() {
             .unwrap_or_else(|| panic!("no {key}= from the idle client:\n{out}\n{}", idle.stderr()))
     };
     eprintln!(
-        "measured: quiet {} | with 10,000 idle {} | idle client:\n{out}| b's proxy: {fds_held} fds, RSS {} KiB \
+        "measured: quiet {} | with 10,000 idle {} | quiet after {} | idle client:\n{out}| b's proxy: {fds_held} fds, RSS {} KiB \
          before, peak {} KiB; shed {shed} at admission, {timeouts} handshake timeouts",
-        quiet.line, under.line, rss_before, rss_peak
+        quiet.line, under.line, after.line, rss_before, rss_peak
     );
 
-    assert_eq!(quiet.failed, 0, "quiet phase: {}", quiet.line);
+    assert_eq!(quiet.failed + after.failed, 0, "quiet phases: {} | {}", quiet.line, after.line);
     assert_eq!(under.failed, 0, "good requests failed beside 10,000 idle connections: {}", under.line);
+    let quiet_p99 = quiet.p99.max(after.p99);
     assert!(
         under.ok * 2 >= quiet.ok,
         "the good clients' throughput collapsed: quiet {} | idle {}",
         quiet.line,
         under.line
     );
-    assert!(under.p99 <= quiet.p99 * 2, "p99 beside idle connections {:?} > 2x quiet {:?}", under.p99, quiet.p99);
+    assert!(under.p99 <= quiet_p99 * 2, "p99 beside idle connections {:?} > 2x quiet {quiet_p99:?}", under.p99);
     // What the misbehaving client sees: every connect succeeds (the kernel
     // completes it); b's proxy closes, without a byte, the ones past its
     // share of admission at once, and forwards the ones it admitted to the
