@@ -35,7 +35,8 @@ const DIR: Direction = Direction::Inbound;
 const MAX_CLIENT_HELLO: usize = 16 * 1024;
 
 /// Serves one connection accepted by the inbound listener.
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>, drain: drain::Watch) {
+/// `slot` is its place in admission (`admit.rs`), taken by the accept loop.
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, slot: Slot, inbound: Arc<Inbound>, drain: drain::Watch) {
     let _ = stream.set_nodelay(true);
     let metrics = &inbound.http.metrics;
     let orig = match orig_dst(&stream) {
@@ -44,16 +45,6 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound
         Err(e) => {
             metrics.orig_dst_errors[DIR as usize].fetch_add(1, Relaxed);
             tracing::warn!(direction = DIR.as_str(), %peer, error = %e, "refusing connection");
-            return;
-        }
-    };
-    // Bounded on its own until the peer is known (see `admit.rs`): when
-    // admission is full, this connection is closed before any work.
-    let slot = match inbound.admission.try_enter(peer.ip()) {
-        Ok(slot) => slot,
-        Err(why) => {
-            metrics.inbound_shed.fetch_add(1, Relaxed);
-            tracing::debug!(%peer, ?why, "admission full; closing the connection");
             return;
         }
     };
