@@ -15,7 +15,7 @@
 //! held to 2x the worse of them: on a shared 2-core machine the quiet p99
 //! itself moves by several times from one 10 s phase to the next.
 //!
-//! What b's proxy does with them (`proxy/src/inbound/admit.rs`): at most 32
+//! What b's proxy does with them (`proxy/src/inbound/admit.rs`): at most 128
 //! connections per source address and 1,024 in all may be in detection or
 //! the TLS handshake; past that a new connection is closed at once, before
 //! any byte (`weft_inbound_shed_total`). Admitted half-open handshakes are

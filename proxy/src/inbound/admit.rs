@@ -35,9 +35,12 @@ const MIN_SLOTS: usize = 64;
 const MAX_SLOTS: usize = 1024;
 
 /// Most connections one source address may have in admission at once.
-/// A peer proxy opens a few connections at a time and finishes each
-/// handshake in milliseconds; plaintext clients are detected in one read.
-pub const PER_SOURCE: usize = 32;
+/// A peer proxy finishes each handshake in milliseconds and plaintext
+/// clients are detected in one read, so even a burst (a client's
+/// connection pool of 100 opened at start-up, each an mTLS connection of
+/// its proxy) stays under it; a client stalling handshakes can start at
+/// most 64 per second.
+pub const PER_SOURCE: usize = 128;
 
 /// How long a mesh client has, once its ClientHello is in, to finish the
 /// handshake: it sends its last flight one round trip after our
@@ -149,9 +152,9 @@ mod tests {
     fn a_source_is_shed_past_its_share_and_everyone_when_full() {
         for (from_source, total, slots, want) in [
             (0, 0, 64, Admit::Enter),
-            (31, 63, 64, Admit::Enter),
-            (32, 32, 64, Admit::ShedSource),
-            (32, 64, 64, Admit::ShedSource),
+            (127, 63, 1_024, Admit::Enter),
+            (128, 128, 1_024, Admit::ShedSource),
+            (128, 1_024, 1_024, Admit::ShedSource),
             (0, 64, 64, Admit::ShedFull),
             (5, 1_024, 1_024, Admit::ShedFull),
             (0, 1_023, 1_024, Admit::Enter),
@@ -162,14 +165,19 @@ mod tests {
 
     #[test]
     fn a_flooding_source_fills_its_share_and_others_still_enter_and_slots_free_on_drop() {
-        let admission = Admission::new(64);
+        let admission = Admission::new(2_048);
         let (flood, good): (IpAddr, IpAddr) = ("198.18.0.14".parse().unwrap(), "198.18.0.13".parse().unwrap());
         let taken: Vec<Slot> = (0..PER_SOURCE).map(|_| admission.try_enter(flood).expect("a free slot")).collect();
         assert_eq!(admission.try_enter(flood).unwrap_err(), Admit::ShedSource);
-        let others: Vec<Slot> = (0..32).map(|_| admission.try_enter(good).expect("another source enters")).collect();
+        let others: Vec<Slot> =
+            (0..PER_SOURCE).map(|_| admission.try_enter(good).expect("another source enters")).collect();
+        let rest: Vec<Slot> = (0..slots(2_048) - 2 * PER_SOURCE)
+            .map(|i| admission.try_enter(IpAddr::from([198, 18, 1, (i % 250) as u8])).expect("room left"))
+            .collect();
         assert_eq!(admission.try_enter("198.18.0.15".parse().unwrap()).unwrap_err(), Admit::ShedFull);
         drop(taken);
         drop(others);
+        drop(rest);
         let held = admission.held.lock().unwrap();
         assert_eq!((held.total, held.by_source.len()), (0, 0), "slots were not freed");
     }
