@@ -48,6 +48,12 @@ pub struct BenchArgs {
     /// How long `--soak` runs.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30m", requires = "soak")]
     pub soak_for: std::time::Duration,
+    /// About 2 minutes: good HTTP/1.1 load (500/s) through the weft-mtls
+    /// pair, quiet and while a third pod floods the server proxy's inbound
+    /// port (garbage, half-open TLS handshakes, silent connections at
+    /// 1,000/s); writes chaos.{md,json}.
+    #[arg(long, group = "mode")]
+    pub chaos: bool,
     /// Only these parts (repeat or comma-separate): http1, http2, tcp, conn
     /// (latency workloads), knee, max, idle, control.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -86,6 +92,8 @@ impl BenchArgs {
             Mode::Smoke
         } else if self.full {
             Mode::Full
+        } else if self.chaos {
+            Mode::Chaos
         } else {
             Mode::Quick
         }
@@ -109,6 +117,10 @@ pub enum Command {
     /// Opens connections step by step and holds them idle.
     #[command(hide = true)]
     Idle(crate::load::idle::IdleArgs),
+    /// A hostile client for `--chaos`: floods a port, prints what became of
+    /// its connections as JSON.
+    #[command(hide = true)]
+    Flood(crate::chaos::FloodArgs),
     /// Simulated proxies watching a policy, and policy changes.
     #[command(hide = true)]
     CpPush(crate::cplane::push::PushArgs),

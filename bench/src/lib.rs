@@ -33,6 +33,7 @@
 //! `weft-tests`, and every error ends the run with a message for a person.
 
 pub mod app;
+pub mod chaos;
 pub mod cli;
 pub mod cplane;
 pub mod footprint;

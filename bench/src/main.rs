@@ -13,6 +13,7 @@ fn main() -> ExitCode {
         Some(Command::OtlpSink(args)) => weft_bench::setup::trace::run(args).map(|()| true),
         Some(Command::Load(args)) => weft_bench::load::run(args).map(|()| true),
         Some(Command::Idle(args)) => weft_bench::load::idle::run(args).map(|()| true),
+        Some(Command::Flood(args)) => weft_bench::chaos::flood(args).map(|()| true),
         Some(Command::CpPush(args)) => weft_bench::cplane::push::run(args).map(|()| true),
         Some(Command::CpRegister(args)) => weft_bench::cplane::register::run(args).map(|()| true),
         Some(Command::Handshakes(args)) => weft_bench::handshake::run(args).map(|()| true),

@@ -19,6 +19,9 @@ pub enum Mode {
     Quick,
     /// Under 20 minutes, for the committed results (on a quiet machine).
     Full,
+    /// The mTLS pair's good clients quiet and beside a hostile one
+    /// (`crate::chaos`, [`ChaosPlan`]); none of the sections above.
+    Chaos,
 }
 
 impl Mode {
@@ -27,6 +30,7 @@ impl Mode {
             Mode::Smoke => "smoke",
             Mode::Quick => "quick",
             Mode::Full => "full",
+            Mode::Chaos => "chaos",
         }
     }
 }
@@ -78,6 +82,47 @@ pub struct MaxPlan {
     pub workers: usize,
     pub reps: usize,
     pub phase: Phase,
+}
+
+/// `--chaos`: good load through the weft-mtls pair, quiet and beside a
+/// flood on the server proxy's inbound port, interleaved.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChaosPlan {
+    /// The good clients' rate (HTTP/1.1, 1 KiB), requests per second.
+    pub rate: u32,
+    /// New hostile connections per second (garbage, ClientHello then
+    /// silence, silent, in turn).
+    pub flood_rate: u32,
+    /// Each good run; the flood covers it whole.
+    pub phase: Phase,
+    /// Quiet/flood pairs.
+    pub reps: usize,
+    /// How long each flood connection waits for the proxy to close it.
+    #[serde(with = "secs")]
+    pub hold: Duration,
+    #[serde(with = "secs")]
+    pub timeout: Duration,
+}
+
+impl Default for ChaosPlan {
+    fn default() -> ChaosPlan {
+        ChaosPlan {
+            rate: 500,
+            flood_rate: 1000,
+            phase: Phase { warmup: ms(2000), measure: ms(10_000) },
+            reps: 3,
+            hold: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl ChaosPlan {
+    /// A pessimistic length: every run, every flood's hold after it, start-up.
+    pub fn estimate(&self) -> Duration {
+        let run = self.phase.warmup + self.phase.measure + ms(500);
+        Duration::from_secs(20) + (run * 2 + self.hold) * self.reps as u32
+    }
 }
 
 /// The control plane's section.
@@ -213,6 +258,22 @@ impl Plan {
                 timeout: Duration::from_secs(2),
                 headline_rate: 1000,
             },
+            Mode::Chaos => Plan {
+                mode,
+                setups: vec![SetupKind::WeftMtls],
+                reps: 0,
+                rates: Vec::new(),
+                workloads: Vec::new(),
+                phase: ChaosPlan::default().phase,
+                knee: None,
+                max: None,
+                idle_steps: Vec::new(),
+                idle_recovery: Duration::ZERO,
+                idle_settle: ms(0),
+                control: None,
+                timeout: ChaosPlan::default().timeout,
+                headline_rate: ChaosPlan::default().rate,
+            },
             Mode::Full => Plan {
                 mode,
                 setups: SetupKind::DEFAULT.to_vec(),
@@ -318,6 +379,14 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chaos_fits_in_three_minutes_and_floods_at_twice_the_good_rate() {
+        let chaos = ChaosPlan::default();
+        assert!(chaos.estimate() <= Duration::from_secs(180), "{:?}", chaos.estimate());
+        assert_eq!((chaos.rate, chaos.flood_rate, chaos.reps), (500, 1000, 3));
+        assert_eq!(Plan::new(Mode::Chaos, &[]).setups, vec![SetupKind::WeftMtls]);
+    }
 
     #[test]
     fn modes_fit_their_time_budgets() {

@@ -138,6 +138,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             http: http.clone(),
             policies: inbound_policies.clone(),
             namespace: config.control.as_ref().map_or("default", |c| c.namespace.as_str()).to_string(),
+            admission: crate::inbound::admit::Admission::new(config.max_connections),
         }),
         outbound: Arc::new(Outbound {
             config: config.clone(),

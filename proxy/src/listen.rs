@@ -3,11 +3,12 @@
 //! accepted; nothing below branches on it.
 //!
 //! ```text
-//! inbound listener  :4143 ─► accept (capped) ─► inbound::accept::serve
+//! inbound listener  :4143 ─► accept (capped) ─► admission (inbound/admit.rs) ─► inbound::accept::serve
 //! outbound listener :4140 ─► accept (capped) ─► outbound::accept::serve
 //! ```
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -46,23 +47,36 @@ pub async fn accept_loop(listener: TcpListener, dir: Direction, stacks: Arc<Stac
         };
         match accepted {
             Ok((stream, peer)) => {
+                let drain = drain.clone();
                 // One task per direction's future rather than one future
                 // matching on the direction: a task is as large as its
                 // future, and the inbound one is larger (issue #14).
                 match dir {
                     Direction::Inbound => {
-                        let serve = crate::inbound::accept::serve(stream, peer, stacks.inbound.clone(), drain.clone());
+                        // Inbound admission is decided here, before a task
+                        // exists: shedding a flood then costs an accept and
+                        // a close, and the tasks of connections already
+                        // served are not queued behind thousands of doomed
+                        // ones.
+                        let inbound = stacks.inbound.clone();
+                        let slot = match inbound.admission.try_enter(peer.ip()) {
+                            Ok(slot) => slot,
+                            Err(why) => {
+                                inbound.http.metrics.inbound_shed.fetch_add(1, Relaxed);
+                                tracing::debug!(%peer, ?why, "inbound admission full; closing the connection");
+                                continue;
+                            }
+                        };
                         tokio::spawn(async move {
                             let _permit = permit;
-                            serve.await
+                            crate::inbound::accept::serve(stream, peer, slot, inbound, drain).await
                         });
                     }
                     Direction::Outbound => {
-                        let serve =
-                            crate::outbound::accept::serve(stream, peer, stacks.outbound.clone(), drain.clone());
+                        let outbound = stacks.outbound.clone();
                         tokio::spawn(async move {
                             let _permit = permit;
-                            serve.await
+                            crate::outbound::accept::serve(stream, peer, outbound, drain).await
                         });
                     }
                 }

@@ -22,6 +22,7 @@ mod control;
 mod curl;
 mod env;
 mod eventually;
+pub mod hostile;
 pub mod injector;
 mod kube;
 pub mod kubelet;

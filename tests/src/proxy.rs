@@ -117,6 +117,30 @@ impl Proxy {
         });
     }
 
+    /// The proxy's PID (`ip netns exec` and `setpriv` exec it in place).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// The proxy's resident memory now, in KiB (`VmRSS` in /proc).
+    #[track_caller]
+    pub fn rss_kib(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS line in {path}:\n{status}"))
+    }
+
+    /// How many file descriptors the proxy holds now (/proc/PID/fd).
+    #[track_caller]
+    pub fn open_fds(&self) -> usize {
+        let path = format!("/proc/{}/fd", self.pid());
+        std::fs::read_dir(&path).unwrap_or_else(|e| panic!("listing {path}: {e}")).count()
+    }
+
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
         self.proc.signal(Signal::SIGTERM);

@@ -14,7 +14,7 @@
 //! not run again.
 
 mod idle;
-mod runs;
+pub(crate) mod runs;
 mod sections;
 
 use std::path::{Path, PathBuf};
@@ -109,6 +109,9 @@ pub(crate) struct Running {
 
 /// Runs the whole bench; `Ok(false)` when some run failed to serve.
 pub fn run(opts: &Options) -> anyhow::Result<bool> {
+    if opts.mode == Mode::Chaos {
+        return crate::chaos::run(opts);
+    }
     preflight()?;
     stop::install()?;
     let nofile = crate::limits::raise_nofile();
@@ -213,6 +216,8 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
         Mode::Full => {}
         Mode::Quick => preliminary.push("a `--quick` run: short runs, one rate".to_owned()),
         Mode::Smoke => preliminary.push("a `--smoke` run: it checks that setups serve, not how fast".to_owned()),
+        // Runs `crate::chaos` instead (above).
+        Mode::Chaos => {}
     }
     if machine.host.loadavg_start[0] > 0.5 {
         preliminary.push(format!(

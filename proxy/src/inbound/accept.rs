@@ -6,13 +6,13 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
+use super::admit::{self, Slot};
 use super::authorize::ConnAuthz;
 use super::http::InboundService;
 use super::{Inbound, app_addr};
@@ -35,7 +35,8 @@ const DIR: Direction = Direction::Inbound;
 const MAX_CLIENT_HELLO: usize = 16 * 1024;
 
 /// Serves one connection accepted by the inbound listener.
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound>, drain: drain::Watch) {
+/// `slot` is its place in admission (`admit.rs`), taken by the accept loop.
+pub async fn serve(mut stream: TcpStream, peer: SocketAddr, slot: Slot, inbound: Arc<Inbound>, drain: drain::Watch) {
     let _ = stream.set_nodelay(true);
     let metrics = &inbound.http.metrics;
     let orig = match orig_dst(&stream) {
@@ -48,6 +49,9 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound
         }
     };
     let dcfg = &inbound.config.inbound;
+    // One deadline for detection and the ClientHello together: a silent
+    // client is let go (or forwarded) after one detection timeout, not two.
+    let deadline = tokio::time::Instant::now() + dcfg.detect_timeout;
     let opaque_port = dcfg.opaque_ports.contains(orig.0.port());
     let mesh_server = inbound.http.identity.as_ref().and_then(|i| i.configs()).map(|c| c.server.clone());
     // With mTLS on, inbound always reads the first bytes: meshed clients
@@ -65,16 +69,18 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, inbound: Arc<Inbound
         return;
     }
     let Some(server) = mesh_server else {
+        drop(slot);
         tracing::debug!(direction = DIR.as_str(), %peer, %orig, outcome = outcome.as_str(), "accepted");
         let peer = Accepted::new(&inbound, peer, orig, Peer::Unauthenticated).await;
         return serve_detected(stream, prefix.freeze(), outcome, peer, &inbound, drain).await;
     };
-    match complete_hello(&mut stream, prefix, dcfg.detect_timeout).await {
+    match complete_hello(&mut stream, prefix, deadline).await {
         Ok((Hello::Mesh(alpn), prefix)) => {
             let io = PrefixedIo::new(prefix, stream);
-            serve_mesh(io, server, alpn, orig, peer, &inbound, drain).await
+            serve_mesh(io, server, alpn, orig, peer, &inbound, drain, slot).await
         }
         Ok((_, prefix)) => {
+            drop(slot);
             let outcome = if opaque_port { Outcome::OpaquePort } else { outcome };
             let peer = Accepted::new(&inbound, peer, orig, Peer::Unauthenticated).await;
             serve_detected(stream, prefix, outcome, peer, &inbound, drain).await
@@ -115,9 +121,8 @@ impl Accepted {
 async fn complete_hello(
     stream: &mut TcpStream,
     mut prefix: BytesMut,
-    timeout: Duration,
+    deadline: tokio::time::Instant,
 ) -> std::io::Result<(Hello, Bytes)> {
-    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let hello = tls::inspect(&prefix);
         if hello != Hello::Incomplete || prefix.len() >= MAX_CLIENT_HELLO {
@@ -132,7 +137,9 @@ async fn complete_hello(
 }
 
 /// Terminates mesh TLS, then serves the decrypted stream to the app with
-/// the client's verified identity.
+/// the client's verified identity. The admission `slot` is held until the
+/// handshake ends, which [`admit::HANDSHAKE_TIMEOUT`] bounds.
+#[allow(clippy::too_many_arguments)]
 async fn serve_mesh(
     io: PrefixedIo<TcpStream>,
     server: Arc<rustls::ServerConfig>,
@@ -141,11 +148,21 @@ async fn serve_mesh(
     peer: SocketAddr,
     inbound: &Arc<Inbound>,
     drain: drain::Watch,
+    slot: Slot,
 ) {
-    let (mut tls, verified) = match tls::accept(io, server).await {
-        Ok(accepted) => accepted,
-        Err(e) => {
+    let handshake = tokio::time::timeout(admit::HANDSHAKE_TIMEOUT, tls::accept(io, server)).await;
+    drop(slot);
+    let (mut tls, verified) = match handshake {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(e)) => {
             tracing::info!(%peer, error = %e, "mesh TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            // A ClientHello and then silence: expected of a flood, so
+            // counted rather than logged per connection.
+            inbound.http.metrics.inbound_handshake_timeouts.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, timeout = ?admit::HANDSHAKE_TIMEOUT, "mesh TLS handshake timed out");
             return;
         }
     };

@@ -5,6 +5,7 @@
 //! file per stage, top-down:
 //!
 //! ```text
+//! admit.rs      a bounded number of connections in detection and handshake, one deadline
 //! accept.rs     orig dst ─► detect ─┬─ mesh ClientHello ─► TLS terminated (the peer's identity)
 //!                                   └─ plaintext (mTLS mode decides) ─► the unauthenticated peer
 //!               ─► authorize.rs (the port's policy, or the proxy's default until it arrives)
@@ -17,6 +18,7 @@
 //! No byte reaches the app before authorization decided.
 
 pub mod accept;
+pub mod admit;
 pub mod authorize;
 pub mod error;
 pub mod http;
@@ -40,6 +42,8 @@ pub struct Inbound {
     pub policies: Option<Arc<InboundPolicies>>,
     /// This workload's namespace (same-namespace decisions).
     pub namespace: String,
+    /// Bounds the connections not yet past detection and the handshake.
+    pub admission: admit::Admission,
 }
 
 /// The app, on loopback, in the address family the client used.

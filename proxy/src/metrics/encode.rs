@@ -47,6 +47,21 @@ pub fn render(m: &Metrics) -> String {
         let _ = writeln!(out, "weft_orig_dst_errors_total{{direction=\"{}\"}} {v}", dir.as_str());
     }
 
+    header(
+        &mut out,
+        "weft_inbound_shed_total",
+        "counter",
+        "Inbound connections closed at accept because too many were already in detection or the TLS handshake.",
+    );
+    let _ = writeln!(out, "weft_inbound_shed_total {}", m.inbound_shed.load(Relaxed));
+    header(
+        &mut out,
+        "weft_inbound_handshake_timeouts_total",
+        "counter",
+        "Inbound mesh TLS handshakes closed because the client did not finish them in time.",
+    );
+    let _ = writeln!(out, "weft_inbound_handshake_timeouts_total {}", m.inbound_handshake_timeouts.load(Relaxed));
+
     let decisions: Vec<_> = m
         .authz
         .lock()

@@ -85,6 +85,11 @@ pub struct Metrics {
     /// Connections refused because they were not redirected (would loop) or
     /// their original destination could not be read.
     pub orig_dst_errors: [AtomicU64; 2],
+    /// Inbound connections closed at accept because admission (detection
+    /// and handshake) was full.
+    pub inbound_shed: AtomicU64,
+    /// Inbound mesh TLS handshakes that did not finish in time.
+    pub inbound_handshake_timeouts: AtomicU64,
     /// Unix seconds when the current certificate expires; 0 without mTLS.
     identity_expiry: AtomicU64,
     identity_renewals: AtomicU64,

@@ -341,8 +341,13 @@ async fn the_explicit_proxy_forwards_absolute_form_and_answers_the_rest_itself()
     let proxy = listener.local_addr().expect("addr");
     let config = config(&["--explicit-proxy"]);
     let outbound = outbound(config.clone(), proxy);
-    let inbound =
-        Arc::new(Inbound { config, http: outbound.http.clone(), policies: None, namespace: "default".into() });
+    let inbound = Arc::new(Inbound {
+        admission: crate::inbound::admit::Admission::new(config.max_connections),
+        config,
+        http: outbound.http.clone(),
+        policies: None,
+        namespace: "default".into(),
+    });
     let stacks = Arc::new(Stacks { inbound, outbound, limit: Arc::new(Semaphore::new(16)) });
     let (_signal, watch) = drain::channel();
     // Nothing redirects these connections: they are the explicit proxy's.

@@ -17,6 +17,8 @@
 //! | `slow-client`   | sends a prefix, then trickles bytes; reports when closed   |
 //! | `raw`           | sends raw bytes, prints (escaped) what comes back          |
 //! | `forward`       | listens inside a network namespace, connects from this one |
+//! | `flood`         | garbage, half-open TLS and silent connections at a rate    |
+//! | `idle-conns`    | opens N connections, says nothing, holds them               |
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +30,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
+use weft_tests::hostile;
 use weft_tests::workload::{escape, unescape};
 
 #[derive(Parser, Debug)]
@@ -131,12 +134,87 @@ enum Command {
         #[arg(long)]
         to: SocketAddr,
     },
+    /// A misbehaving client ([`weft_tests::hostile`]): opens `--rate`
+    /// connections per second for `--duration-ms`, taking `--kinds` in turn
+    /// (`garbage`: 256 bytes neither HTTP nor TLS; `hello`: a mesh
+    /// ClientHello, then silence; `silent`: nothing), and waits up to
+    /// `--hold-ms` for the server to close each. Prints `rate=` and, per
+    /// kind, `KIND_opened=`, `KIND_connect_failed=`, `KIND_closed_by_peer=`,
+    /// `KIND_held=` (still open after the hold), `KIND_close_ms_p50=`,
+    /// `KIND_close_ms_max=`.
+    Flood {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 1000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 10_000)]
+        duration_ms: u64,
+        #[arg(long, value_delimiter = ',', default_value = "garbage,hello,silent")]
+        kinds: Vec<String>,
+        #[arg(long, default_value_t = 10_000)]
+        hold_ms: u64,
+    },
+    /// Opens `--count` connections at `--rate` per second and sends
+    /// nothing; prints `opened=` and `connect_failed=` once all are tried,
+    /// then holds them for `--hold-ms` and prints `closed_by_peer=`,
+    /// `held=` (still open at the end) and `close_ms_p50=`/`close_ms_max=`
+    /// (from the first connect).
+    IdleConns {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 10_000)]
+        count: u64,
+        #[arg(long, default_value_t = 2000.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 30_000)]
+        hold_ms: u64,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Forward { netns, listen, to } => forward(&netns, listen, to).await,
+        Command::Flood { connect, rate, duration_ms, kinds, hold_ms } => {
+            anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rate must be a positive number");
+            let kinds = kinds
+                .iter()
+                .map(|k| hostile::Kind::parse(k))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(!kinds.is_empty(), "--kinds needs at least one kind");
+            hostile::raise_nofile().context("raising RLIMIT_NOFILE")?;
+            let flood = hostile::Flood {
+                connect,
+                rate,
+                duration: Duration::from_millis(duration_ms),
+                kinds,
+                hold: Duration::from_millis(hold_ms),
+            };
+            print!("{}", hostile::flood(&flood).await);
+            Ok(())
+        }
+        Command::IdleConns { connect, count, rate, hold_ms } => {
+            anyhow::ensure!(rate > 0.0 && rate.is_finite(), "--rate must be a positive number");
+            let limit = hostile::raise_nofile().context("raising RLIMIT_NOFILE")?;
+            anyhow::ensure!(
+                limit > count + 64,
+                "RLIMIT_NOFILE's hard limit {limit} is too low for {count} connections"
+            );
+            let idle = hostile::Idle { connect, count, rate, hold: Duration::from_millis(hold_ms) };
+            let tally = hostile::idle(&idle, |opened| {
+                println!("opened={}\nconnect_failed={}", opened.opened, opened.connect_failed);
+            })
+            .await;
+            println!(
+                "closed_by_peer={}\nheld={}\nclose_ms_p50={}\nclose_ms_max={}",
+                tally.closed_by_peer,
+                tally.held,
+                tally.close_ms_quantile(0.5),
+                tally.close_ms_quantile(1.0)
+            );
+            Ok(())
+        }
         Command::HttpServer { listen, delay_ms, name, fail_every } => {
             let name = name.unwrap_or_else(|| listen.first().map(ToString::to_string).unwrap_or_default());
             http::serve(listen, Duration::from_millis(delay_ms), http::Server::new(name, fail_every)).await
