@@ -33,6 +33,8 @@ cd "$fuzz_dir/.."
 fuzz() { # fuzz build|run ARGS...
     cargo +nightly fuzz "$1" --fuzz-dir fuzz --sanitizer none "${@:2}"
 }
+# `cargo fmt --all` skips this workspace; check its files here.
+rustfmt --edition 2024 --check fuzz/fuzz_targets/*.rs
 echo "fuzz/ci.sh: building the fuzz targets into $CARGO_TARGET_DIR"
 fuzz build
 
