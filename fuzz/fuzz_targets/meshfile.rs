@@ -11,12 +11,13 @@ use libfuzzer_sys::fuzz_target;
 use weft_cli::meshfile::{LoadedMesh, MeshFileError};
 use weft_cli::plan::{Mode, Plan};
 
-/// Lines as YAML counts them: `\r\n`, a lone `\r`, `\n`, and the
-/// Unicode breaks NEL, LS and PS each end one (YAML 1.1, libyaml), so a
-/// reported line may exceed what `str::lines` counts.
+/// The last line an error may name. YAML ends a line at `\r\n`, a lone
+/// `\r`, `\n`, and the Unicode breaks NEL, LS and PS (YAML 1.1, libyaml),
+/// so a reported line may exceed what `str::lines` counts; and at the end
+/// of a file without a final break libyaml's position is one line further.
 fn yaml_lines(text: &str) -> usize {
     let text = text.replace("\r\n", "\n");
-    1 + text.chars().filter(|c| matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}')).count()
+    2 + text.chars().filter(|c| matches!(c, '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}')).count()
 }
 
 fuzz_target!(|input: &[u8]| {
