@@ -48,13 +48,16 @@ trap 'rm -rf "$work"' EXIT
 failed=()
 for t in "${targets[@]}"; do
     mkdir -p "$work/$t/new" "$work/$t/artifacts"
-    inputs=("$work/$t/new" "fuzz/corpus/$t")
-    [ -d "fuzz/regressions/$t" ] && inputs+=("fuzz/regressions/$t")
+    inputs=("$work/$t/new")
+    for d in "fuzz/corpus/$t" "fuzz/regressions/$t"; do
+        [ -d "$d" ] && inputs+=("$d")
+    done
     echo "fuzz/ci.sh: $t for ${seconds}s"
     if ! fuzz run "$t" "${inputs[@]}" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="$work/$t/artifacts/" -print_final_stats=1 >"$work/$t/log" 2>&1; then
-        grep -E 'panicked|ERROR|SUMMARY|Test unit written' "$work/$t/log" | head -20 >&2 || true
+        grep -v '^WARNING' "$work/$t/log" | grep -E -A3 'panicked|ERROR|SUMMARY|Test unit written|error' | head -30 >&2 ||
+            tail -20 "$work/$t/log" >&2
         for a in "$work/$t/artifacts"/*; do
             [ -e "$a" ] || continue
             mkdir -p "fuzz/artifacts/$t"
