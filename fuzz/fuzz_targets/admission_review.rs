@@ -4,7 +4,7 @@
 //! Checks: no panic; the answer echoes the request's uid, always allows,
 //! and carries a patch only as base64 of a JSON array of operations. When
 //! the object is a Pod as the API server would send it (it deserializes as
-//! `k8s_openapi` `Pod`, with a `spec`), the patch must apply to it — else the API server
+//! `k8s_openapi` `Pod`, with `metadata` and `spec.containers`), the patch must apply to it — else the API server
 //! would refuse the Pod — and the patched Pod must not be injected again.
 #![no_main]
 
@@ -54,8 +54,13 @@ fuzz_target!(|body: &[u8]| {
         let ops: json_patch::Patch = serde_json::from_slice(&patch).expect("the patch is a JSON Patch");
 
         let Some(pod) = &req.pod else { panic!("a patch for something that is not a Pod") };
-        // The API server (Go) always writes `spec`: it is not a pointer.
-        if !serde_json::from_value::<Pod>(pod.clone()).is_ok_and(|p| p.spec.is_some()) {
+        // The API server (Go) always writes `metadata`, `spec` and
+        // `spec.containers` (none is a pointer or `omitempty` in its Pod
+        // type; containers is null only in a Pod it refuses anyway), and
+        // `k8s_openapi` would default the last two, so look at the JSON.
+        let shaped = pod.get("metadata").is_some_and(Value::is_object)
+            && pod.pointer("/spec/containers").is_some_and(Value::is_array);
+        if !shaped || serde_json::from_value::<Pod>(pod.clone()).is_err() {
             continue;
         }
         let mut patched = pod.clone();
