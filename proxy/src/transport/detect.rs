@@ -114,6 +114,10 @@ pub fn classify(buf: &[u8]) -> Option<Outcome> {
     classify_http1(buf)
 }
 
+/// A method this long or longer is not HTTP (the longest registered one,
+/// `UPDATEREDIRECTREF`, has 17 bytes): opaque without waiting for more.
+const MAX_METHOD: usize = 32;
+
 /// RFC 9112 §3: `method SP request-target SP HTTP-version CRLF`.
 fn classify_http1(buf: &[u8]) -> Option<Outcome> {
     // The method is a token; a non-token byte before the first space means
@@ -121,10 +125,16 @@ fn classify_http1(buf: &[u8]) -> Option<Outcome> {
     let method_end = match buf.iter().position(|&b| b == b' ') {
         Some(i) => i,
         None => {
-            return if buf.iter().all(|&b| is_tchar(b)) && buf.len() < 32 { None } else { Some(Outcome::Opaque) };
+            return if buf.iter().all(|&b| is_tchar(b)) && buf.len() < MAX_METHOD {
+                None
+            } else {
+                Some(Outcome::Opaque)
+            };
         }
     };
-    if method_end == 0 || !buf[..method_end].iter().all(|&b| is_tchar(b)) {
+    // The length bound applies here too, or the outcome would depend on
+    // whether the space came in the same read as the method's 32nd byte.
+    if method_end == 0 || method_end >= MAX_METHOD || !buf[..method_end].iter().all(|&b| is_tchar(b)) {
         return Some(Outcome::Opaque);
     }
     let line_end = buf.iter().position(|&b| b == b'\n')?;
@@ -180,6 +190,22 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(classify(input), *want, "{:?}", String::from_utf8_lossy(input));
         }
+    }
+
+    /// Found by `fuzz/` (target `detect`, regression input
+    /// `fuzz/regressions/detect/long-method`): a method of 32 bytes or
+    /// more was opaque when its first 32 bytes arrived alone but HTTP/1
+    /// when the whole line came in one read, so the outcome depended on how
+    /// TCP cut the stream. Every prefix must decide as the whole does.
+    #[test]
+    fn a_long_method_is_opaque_however_the_bytes_arrive() {
+        let line = [&[b'A'; 40][..], b" / HTTP/1.1\r\n"].concat();
+        for cut in [32, 40, 41, line.len()] {
+            assert_eq!(classify(&line[..cut]), Some(Outcome::Opaque), "first {cut} bytes");
+        }
+        let longest_http1 = [&[b'A'; 31][..], b" / HTTP/1.1\r\n"].concat();
+        assert_eq!(classify(&longest_http1), Some(Outcome::Http1));
+        assert_eq!(classify(&longest_http1[..31]), None);
     }
 
     #[tokio::test]
