@@ -432,9 +432,8 @@ impl RunArgs {
         let drain_timeout = f!(drain_timeout, ENV_DRAIN_TIMEOUT, duration);
         let worker_threads = f!(worker_threads, ENV_WORKER_THREADS, count(1, 64));
         let explicit_proxy = f!(explicit_proxy, ENV_EXPLICIT_PROXY, boolean);
-        let log = f!(log, ENV_LOG, |s| {
-            tracing_subscriber::EnvFilter::try_new(s).map(|_| s.to_string()).map_err(|e| e.to_string())
-        });
+        let log =
+            f!(log, ENV_LOG, |s| { crate::telemetry::log_filter(s).map(|_| s.to_string()).map_err(|e| e.to_string()) });
 
         let control = self.control_config(&mut p);
 
