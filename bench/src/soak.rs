@@ -126,8 +126,14 @@ pub struct Steady {
     pub rss_drift_kib: i64,
     pub rss_min_kib: u64,
     pub rss_max_kib: u64,
+    /// (min, max) over the steady part.
     pub fds: (usize, usize),
     pub threads: (usize, usize),
+    /// Medians of the first and of the last 5 minutes of the steady part:
+    /// descriptors move with the connections of the moment (the replica's
+    /// churn), so growth is judged on where they settle, not on the spread.
+    pub fds_medians: (usize, usize),
+    pub threads_medians: (usize, usize),
 }
 
 #[derive(Debug, Serialize)]
@@ -424,6 +430,11 @@ fn steady(samples: &[Sample], settle: Duration) -> Vec<Steady> {
             let range = |f: fn(&Sample) -> usize| {
                 (s.iter().map(|x| f(x)).min().unwrap_or(0), s.iter().map(|x| f(x)).max().unwrap_or(0))
             };
+            let per_window = (WINDOW.as_secs() / TICK.as_secs()) as usize;
+            let medians = |f: fn(&Sample) -> usize| {
+                let n = per_window.min(s.len());
+                (median(s[..n].iter().map(|x| f(x))), median(s[s.len() - n..].iter().map(|x| f(x))))
+            };
             Some(Steady {
                 proxy: name.to_owned(),
                 samples: s.len(),
@@ -432,22 +443,30 @@ fn steady(samples: &[Sample], settle: Duration) -> Vec<Steady> {
                 rss_max_kib: s.iter().map(|x| x.rss_kib).max().unwrap_or(0),
                 fds: range(|x| x.fds),
                 threads: range(|x| x.threads),
+                fds_medians: medians(|x| x.fds),
+                threads_medians: medians(|x| x.threads),
             })
         })
         .collect()
 }
 
-/// Flat: the spread stays within `slack` (descriptors move with the
-/// connections open at the moment; growth without bound does not fit).
-fn flat((min, max): (usize, usize), slack: usize) -> bool {
-    max - min <= slack
+fn median(values: impl Iterator<Item = usize>) -> usize {
+    let mut v: Vec<usize> = values.collect();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
-/// Descriptors may move by this much: the client proxy's upstream
-/// connections to the replica come and go with it.
-const FD_SLACK: usize = 64;
+/// Flat: the last window's median is within `slack` of the first's
+/// (a leak grows it window after window; churn only spreads it).
+fn flat((first, last): (usize, usize), slack: usize) -> bool {
+    last <= first + slack
+}
+
+/// Descriptors may settle this much higher: a few connections more or
+/// less open at the moment.
+const FD_SLACK: usize = 16;
 /// Threads may move by this much (tokio's blocking pool).
-const THREAD_SLACK: usize = 4;
+const THREAD_SLACK: usize = 2;
 
 fn targets(r: &SoakReport) -> Vec<Target> {
     let sent: u64 = r.windows.iter().map(|w| w.sent).sum();
@@ -482,10 +501,11 @@ fn targets(r: &SoakReport) -> Vec<Target> {
         });
         out.push(Target {
             target: format!("{}: file descriptors and threads flat", s.proxy),
-            met: flat(s.fds, FD_SLACK) && flat(s.threads, THREAD_SLACK),
+            met: flat(s.fds_medians, FD_SLACK) && flat(s.threads_medians, THREAD_SLACK),
             figure: format!(
-                "fds {}–{} (slack {FD_SLACK}), threads {}–{} (slack {THREAD_SLACK})",
-                s.fds.0, s.fds.1, s.threads.0, s.threads.1
+                "median of the first / last 5 min: fds {} / {} (range {}–{}, slack {FD_SLACK}), threads {} / {} \
+                 (slack {THREAD_SLACK})",
+                s.fds_medians.0, s.fds_medians.1, s.fds.0, s.fds.1, s.threads_medians.0, s.threads_medians.1
             ),
         });
     }
@@ -623,17 +643,22 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!((s[0].proxy.as_str(), s[0].samples, s[0].rss_drift_kib), ("a", 3, -100));
         assert_eq!((s[0].rss_min_kib, s[0].rss_max_kib, s[0].fds), (11900, 12500, (30, 90)));
+        // Fewer samples than a window: both medians are over all three.
+        assert_eq!(s[0].fds_medians, (31, 31));
         assert_eq!((s[1].proxy.as_str(), s[1].rss_drift_kib, s[1].fds), ("b", -50, (10, 12)));
         assert!(steady(&samples, Duration::from_secs(1000)).is_empty(), "nothing after settle: no steady part");
     }
 
     #[test]
     fn flat_allows_the_slack_and_no_more() {
-        for (range, slack, want) in
-            [((10, 10), 0, true), ((10, 74), 64, true), ((10, 75), 64, false), ((3, 8), 4, false)]
+        // (first median, last median), slack, flat
+        for (medians, slack, want) in
+            [((10, 10), 0, true), ((40, 31), 16, true), ((10, 26), 16, true), ((10, 27), 16, false), ((2, 5), 2, false)]
         {
-            assert_eq!(flat(range, slack), want, "{range:?} slack {slack}");
+            assert_eq!(flat(medians, slack), want, "{medians:?} slack {slack}");
         }
+        assert_eq!(median([5, 1, 9, 3].into_iter()), 5);
+        assert_eq!(median(std::iter::empty()), 0);
     }
 
     #[test]
