@@ -148,15 +148,7 @@ mod tests {
 
     #[test]
     fn says_where_everything_is() {
-        let mesh = LoadedMesh::parse(
-            "apiVersion: weft.dev/v1alpha1\nkind: LocalMesh\nmetadata: {name: s}\nspec:\n  services:\n    \
-             - {name: web, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}\n  workloads:\n    \
-             - {name: web, labels: {app: web}, command: [weft], ports: [8080]}\n    \
-             - {name: client, command: [weft]}\n",
-            Path::new("m.yaml"),
-            PathBuf::from("/"),
-        )
-        .unwrap();
+        let mesh = two_pods();
         let tools = Tools { ip: "/sbin/ip".into(), setpriv: "/bin/setpriv".into() };
         let settings = Settings {
             mode: Mode::Netns,
