@@ -16,6 +16,16 @@ use crate::mesh::Pod;
 use crate::process::Proc;
 use crate::proxy::Proxy;
 
+/// Service `web` alone (VIP 198.18.0.200:80 → 8080 over `app=web`), the
+/// services file of the tests that need no other.
+pub const WEB_SERVICE: &str = "services:
+  - name: web
+    namespace: default
+    virtualIP: 198.18.0.200
+    selector: {app: web}
+    ports: [{port: 80, targetPort: 8080}]
+";
+
 /// Services `web` (VIP 198.18.0.200:80 → 8080) and `store`
 /// (198.18.0.201:6379), both selecting `app=web`: the pod of
 /// [`Mesh::web_and_store_pod`].

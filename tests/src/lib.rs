@@ -35,7 +35,7 @@ mod proxy;
 pub mod weft;
 pub mod workload;
 
-pub use control::{CONTROL_ADMIN, ControlPlane, GRPC_PORT, MeshCa, WEB_AND_STORE};
+pub use control::{CONTROL_ADMIN, ControlPlane, GRPC_PORT, MeshCa, WEB_AND_STORE, WEB_SERVICE};
 pub use curl::{CURL_MAX_TIME, Curl, Head, parse_heads};
 pub use env::{control_bin, injector_bin, preflight, profile_dir, proxy_bin, testkit_bin, tool, weft_bin};
 pub use eventually::eventually;

@@ -19,13 +19,7 @@ const VIP: &str = "198.18.0.200";
 const TARGET: &str = "198.18.0.200:80";
 const APP_PORT: u16 = 8080;
 
-const SERVICES: &str = "services:
-  - name: web
-    namespace: default
-    virtualIP: 198.18.0.200
-    selector: {app: web}
-    ports: [{port: 80, targetPort: 8080}]
-";
+const SERVICES: &str = weft_tests::WEB_SERVICE;
 
 struct Replica {
     proxy: Proxy,

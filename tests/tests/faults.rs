@@ -37,13 +37,7 @@ use std::time::{Duration, Instant};
 use weft_tests::{BENCH_APP_PORT, ControlPlane, Load, LoadReport, Mesh, Pod, Proc, Proxy, Signal, eventually};
 
 /// Service `web` (VIP 198.18.0.200:80 → 8080) over the `app=web` workloads.
-const SERVICES: &str = "services:
-  - name: web
-    namespace: default
-    virtualIP: 198.18.0.200
-    selector: {app: web}
-    ports: [{port: 80, targetPort: 8080}]
-";
+const SERVICES: &str = weft_tests::WEB_SERVICE;
 
 /// What the client calls, and the proxy's discovery target for it.
 const TARGET: &str = "198.18.0.200:80";

@@ -8,13 +8,7 @@ use std::time::{Duration, Instant};
 use weft_tests::{Mesh, eventually};
 
 const TARGET: &str = "198.18.0.200:80";
-const SERVICES: &str = "services:
-  - name: web
-    namespace: default
-    virtualIP: 198.18.0.200
-    selector: {app: web}
-    ports: [{port: 80, targetPort: 8080}]
-";
+const SERVICES: &str = weft_tests::WEB_SERVICE;
 
 fn timeout_policy(request: &str) -> String {
     format!(

@@ -21,13 +21,7 @@ use serde_json::Value;
 use weft_tests::{ControlPlane, Mesh, Pod, Proc, Proxy, Signal, eventually};
 
 const WEB: &str = "198.18.0.200:80";
-const SERVICES: &str = "services:
-  - name: web
-    namespace: default
-    virtualIP: 198.18.0.200
-    selector: {app: web}
-    ports: [{port: 80, targetPort: 8080}]
-";
+const SERVICES: &str = weft_tests::WEB_SERVICE;
 const RETRIES: &str = "apiVersion: policy.weft.dev/v1alpha1
 kind: TrafficPolicy
 metadata: {name: retries, namespace: default}
