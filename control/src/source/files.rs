@@ -1,10 +1,11 @@
 //! The local source: a services file and policy files or directories,
 //! polled and reloaded on change.
 //!
-//! Polling, not inotify: it sees edits made through editors' rename-over,
-//! bind mounts and network file systems alike, costs a read of a few small
-//! files per interval, and bounds the reload delay by the interval (250 ms
-//! by default).
+//! Polling is the ground truth: it sees edits made through editors'
+//! rename-over, bind mounts and network file systems alike, costs a read of
+//! a few small files per interval, and bounds the reload delay by the
+//! interval (250 ms by default). inotify ([`super::wake`]) only makes a
+//! poll come early, the moment a watched file is written or replaced.
 //!
 //! Each file is applied all or nothing. A file whose new content does not
 //! parse or validate, or that redefines an object another file already
@@ -20,6 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::wake::Wake;
 use super::{Event, Sink, Source, SourceError};
 use crate::index::model::{Service, ServiceName};
 use crate::policy::{Resource, ResourceId};
@@ -264,9 +266,11 @@ impl Source for LocalFiles {
     async fn run(mut self, sink: Sink, mut shutdown: Shutdown) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wake = Wake::new(self.services.as_deref(), &self.policy_paths);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
+                () = wake.changed() => tick.reset(),
                 () = shutdown.signaled() => return,
             }
             let polled = tokio::task::spawn_blocking(move || {
@@ -288,7 +292,7 @@ impl Source for LocalFiles {
     }
 }
 
-fn is_policy_file(p: &Path) -> bool {
+pub(crate) fn is_policy_file(p: &Path) -> bool {
     let hidden = p.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
     let yaml = p.extension().and_then(|e| e.to_str()).is_some_and(|e| e == "yaml" || e == "yml");
     yaml && !hidden
@@ -395,5 +399,55 @@ spec:
         let o = files.poll();
         assert_eq!(o.rejected.len(), 1);
         assert!(o.rejected[0].to_string().contains("/nonexistent/weft-policy"));
+    }
+
+    /// With a poll interval of a minute, only inotify can apply an edit
+    /// within the deadline: a rename into a policy directory, a rewrite of
+    /// the services file in place, and a removal.
+    #[tokio::test]
+    async fn inotify_applies_changes_before_the_next_poll() {
+        use std::sync::Arc;
+
+        use crate::index::{Index, MeshConfig};
+        use crate::source::Diagnostics;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = dir.path().join("policy");
+        std::fs::create_dir(&policy).expect("mkdir");
+        let services = dir.path().join("services.yaml");
+        write(&services, "services: [{name: web, selector: {app: web}, ports: [{port: 80}]}]\n");
+        let index = Index::new(MeshConfig::default());
+        let sink = Sink::new(index.clone(), Arc::new(Diagnostics::default()));
+        let mut files = LocalFiles::new(Some(services.clone()), vec![policy.clone()], Duration::from_secs(60));
+        LocalFiles::publish(files.poll(), &sink);
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let task = tokio::spawn(files.run(sink, shutdown));
+        let state = index.subscribe();
+        // The first tick polls at once; let it pass before editing.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let until = |what: &'static str, done: fn(&crate::index::State) -> bool| {
+            let mut state = state.clone();
+            async move {
+                let waited = tokio::time::timeout(Duration::from_secs(2), state.wait_for(|s| done(s))).await;
+                assert!(waited.is_ok_and(|r| r.is_ok()), "{what} not applied within 2 s of the write");
+            }
+        };
+        let tmp = dir.path().join("web.yaml.tmp");
+        write(&tmp, ROUTE);
+        std::fs::rename(&tmp, policy.join("web.yaml")).expect("rename");
+        until("a policy renamed into the directory", |s| s.policies.len() == 1).await;
+
+        write(
+            &services,
+            "services: [{name: web, selector: {app: web}, ports: [{port: 80}]}, {name: api, selector: {app: api}, ports: [{port: 80}]}]\n",
+        );
+        until("a services file rewritten in place", |s| s.services.len() == 2).await;
+
+        std::fs::remove_file(policy.join("web.yaml")).expect("rm");
+        until("a policy removed", |s| s.policies.is_empty()).await;
+
+        trigger.fire();
+        task.await.expect("the poller stops");
     }
 }

@@ -20,6 +20,7 @@ pub mod files;
 pub mod kubernetes;
 pub mod registry;
 pub mod services;
+pub mod wake;
 
 use std::collections::BTreeMap;
 use std::future::Future;
