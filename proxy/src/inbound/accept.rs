@@ -108,7 +108,9 @@ impl Accepted {
         let authz = match inbound.policies.clone() {
             Some(policies) => {
                 let (ns, metrics) = (inbound.namespace.clone(), inbound.http.metrics.clone());
-                Some(Arc::new(ConnAuthz::new(policies, orig.0.port(), peer, ns, metrics).await))
+                // Boxed while it waits for the policy: connection tasks
+                // are not sized for it for their whole life.
+                Some(Arc::new(Box::pin(ConnAuthz::new(policies, orig.0.port(), peer, ns, metrics)).await))
             }
             None => None,
         };
@@ -224,7 +226,7 @@ async fn serve_detected<I>(
                 inbound.http.taps.clone(),
                 TapConn { source: Some(source), destination: Some(orig.0), client_id: peer_id },
             );
-            server::serve(io, conn, stack, &inbound.config.http).await;
+            Box::pin(server::serve(io, conn, stack, &inbound.config.http)).await;
         }
         Protocol::Opaque => {
             // Decided before any byte reaches the app: a denied opaque
@@ -235,7 +237,9 @@ async fn serve_detected<I>(
                     return;
                 }
             }
-            forward_opaque(io, app, inbound).await
+            // Boxed: its connect and splice are not paid for by the
+            // HTTP connections' tasks, nor HTTP's by these.
+            Box::pin(forward_opaque(io, app, inbound)).await
         }
     }
 }

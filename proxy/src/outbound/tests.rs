@@ -488,3 +488,38 @@ async fn tap_cost() {
     }
     println!("tap events dropped: {}", outbound.http.metrics.tap_dropped.load(Relaxed));
 }
+
+/// A connection's task is allocated at the size of its whole future for as
+/// long as the connection lives, idle or not; what only a phase needs
+/// (a handshake, a connect, hyper's state) is boxed for that phase
+/// (issue #14: memory per idle connection). The bounds are for this
+/// (debug) build, which lays futures out larger than a release build.
+#[tokio::test]
+async fn connection_tasks_stay_small() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = config(&[]);
+    let outbound = outbound(config.clone(), addr);
+    let inbound = Arc::new(Inbound {
+        admission: crate::inbound::admit::Admission::new(config.max_connections),
+        config,
+        http: outbound.http.clone(),
+        policies: None,
+        namespace: "default".into(),
+    });
+    let (_signal, watch) = drain::channel();
+    let stream = || async {
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (stream, peer) = accepted.expect("accept");
+        (client.expect("connect"), stream, peer)
+    };
+    let (_c1, s1, peer) = stream().await;
+    let slot = inbound.admission.try_enter(peer.ip()).expect("admitted");
+    let inbound_task = crate::inbound::accept::serve(s1, peer, slot, inbound.clone(), watch.clone());
+    let (_c2, s2, peer) = stream().await;
+    let outbound_task = crate::outbound::accept::serve(s2, peer, outbound, watch);
+    let (inbound_size, outbound_size) = (size_of_val(&inbound_task), size_of_val(&outbound_task));
+    println!("task sizes: inbound {inbound_size} B, outbound {outbound_size} B");
+    assert!(inbound_size <= 2048, "the inbound connection task is {inbound_size} B");
+    assert!(outbound_size <= 2048, "the outbound connection task is {outbound_size} B");
+}

@@ -114,11 +114,15 @@ pub fn inspect(prefix: &[u8]) -> Hello {
 
 /// Terminates mesh TLS on `io` (whose first bytes are the ClientHello) and
 /// returns the stream and the client's verified identity.
-pub async fn accept<I>(io: I, config: Arc<ServerConfig>) -> io::Result<(server::TlsStream<I>, Verified)>
+///
+/// The stream is boxed, and so is the handshake while it runs: a
+/// connection's task then carries a pointer, not a ServerConnection, for
+/// as long as the connection lives (issue #14: memory per idle connection).
+pub async fn accept<I>(io: I, config: Arc<ServerConfig>) -> io::Result<(Box<server::TlsStream<I>>, Verified)>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(io))
+    let tls = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(io)))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
     // The verifier required and checked a client chain; read its identity.
@@ -131,7 +135,7 @@ where
         .and_then(|c| {
             SpiffeId::from_cert(c.as_ref()).map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))
         })?;
-    Ok((tls, Verified::from_tls_handshake(id)))
+    Ok((Box::new(tls), Verified::from_tls_handshake(id)))
 }
 
 /// An upstream connection, plaintext or mesh TLS.
@@ -200,6 +204,9 @@ pub async fn connect_upstream(
     let tcp = super::connect::connect(addr, timeout).await?;
     match tls {
         None => Ok(UpstreamIo::Plain(tcp)),
-        Some(target) => Ok(UpstreamIo::Tls(Box::new(connect(tcp, addr, target).await?))),
+        // The handshake's state (a whole ClientConnection, mid-flight) is
+        // boxed for the handshake alone, not carried for the connection's
+        // life by every task that awaits this (issue #14).
+        Some(target) => Ok(UpstreamIo::Tls(Box::new(Box::pin(connect(tcp, addr, target)).await?))),
     }
 }
