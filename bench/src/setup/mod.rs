@@ -24,6 +24,7 @@
 pub mod control;
 pub mod haproxy;
 pub mod mtls;
+pub mod peer;
 pub mod policy;
 pub mod trace;
 pub mod weft;
@@ -285,7 +286,7 @@ impl Setup {
             SetupKind::WeftMtls | SetupKind::WeftPolicy | SetupKind::WeftTrace0 | SetupKind::WeftTrace100 => {
                 SocketAddr::from((mtls::VIP, workload.app_port()))
             }
-            SetupKind::HaproxyMtls => SocketAddr::from((Ipv4Addr::LOCALHOST, haproxy::frontend_port(workload))),
+            SetupKind::HaproxyMtls => SocketAddr::from((Ipv4Addr::LOCALHOST, peer::frontend_port(workload))),
         }
     }
 
