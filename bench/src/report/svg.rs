@@ -27,6 +27,7 @@ fn color(kind: SetupKind) -> &'static str {
         SetupKind::WeftTrace0 => "#8c564b",
         SetupKind::WeftTrace100 => "#e377c2",
         SetupKind::HaproxyMtls => "#d62728",
+        SetupKind::NginxMtls => "#ff7f0e",
     }
 }
 
