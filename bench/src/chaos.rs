@@ -231,7 +231,7 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
 fn write(r: &ChaosResults, out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let json: PathBuf = out.join("chaos.json");
-    std::fs::write(&json, serde_json::to_string_pretty(r)?).with_context(|| format!("writing {}", json.display()))?;
+    crate::report::write_json(&json, r)?;
     let md = out.join("chaos.md");
     let mut f = std::fs::File::create(&md).with_context(|| format!("creating {}", md.display()))?;
     writeln!(f, "# weft-bench --chaos\n")?;

@@ -13,7 +13,7 @@ use crate::setup::SetupKind;
 #[command(
     name = "weft-bench",
     version,
-    about = "Latency, throughput and footprint of Weft beside the direct path and an HAProxy mTLS pair",
+    about = "Latency, throughput and footprint of Weft beside the direct path and HAProxy and nginx mTLS pairs",
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
@@ -59,8 +59,9 @@ pub struct BenchArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Scenario>,
     /// Measure these setups (repeat or comma-separate): direct, weft,
-    /// weft-mtls, weft-policy, weft-trace-0, weft-trace-100, haproxy-mtls
-    /// [default: all but weft-policy and weft-trace-*; all in --smoke].
+    /// weft-mtls, weft-policy, weft-trace-0, weft-trace-100, haproxy-mtls,
+    /// nginx-mtls [default: all but weft-policy and weft-trace-*; all in
+    /// --smoke].
     #[arg(long, value_enum, value_delimiter = ',')]
     pub setups: Vec<SetupKind>,
     /// Directory for latest.md, latest.json and latest.svg

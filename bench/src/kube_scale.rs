@@ -152,7 +152,7 @@ pub fn run(args: &KubeScaleArgs) -> anyhow::Result<()> {
     let md = markdown(&report, args);
     print!("{md}");
     std::fs::write(out.join("kube-scale.md"), &md)?;
-    std::fs::write(out.join("kube-scale.json"), serde_json::to_string_pretty(&report)?)?;
+    crate::report::write_json(&out.join("kube-scale.json"), &report)?;
     eprintln!("kube-scale: wrote {}", out.join("kube-scale.{md,json}").display());
     Ok(())
 }

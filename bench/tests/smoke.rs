@@ -5,8 +5,9 @@
 //! the policy stack of `weft-policy` was in force, and that the
 //! control-plane section ran.
 //!
-//! Like the other end-to-end tests it needs root, iptables, HAProxy,
-//! openssl and tcpdump; without them it fails with the fix, it never skips.
+//! Like the other end-to-end tests it needs root, iptables, HAProxy, nginx
+//! (with its stream module), openssl and tcpdump; without them it fails
+//! with the fix, it never skips.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -62,10 +63,13 @@ fn smoke_run_serves_through_every_setup_and_writes_the_results() {
     assert_eq!(json["failures"].as_array().map(Vec::len), Some(0), "{}", json["failures"]);
     let setups = json["setups"].as_array().expect("setups");
     let names: Vec<&str> = setups.iter().filter_map(|s| s["name"].as_str()).collect();
-    assert_eq!(names, ["direct", "weft", "weft-mtls", "weft-policy", "weft-trace-0", "weft-trace-100", "haproxy-mtls"]);
-    // Seven setups × four workloads, every cell served.
+    assert_eq!(
+        names,
+        ["direct", "weft", "weft-mtls", "weft-policy", "weft-trace-0", "weft-trace-100", "haproxy-mtls", "nginx-mtls"]
+    );
+    // Eight setups × four workloads, every cell served.
     let cells = json["latency"].as_array().expect("latency cells");
-    assert_eq!(cells.len(), 28, "{}", json["latency"]);
+    assert_eq!(cells.len(), 32, "{}", json["latency"]);
     for cell in cells {
         let ok: u64 = cell["runs"].as_array().unwrap().iter().map(|r| r["ok"].as_u64().unwrap()).sum();
         assert!(ok > 0, "nothing served in {} {}", cell["setup"], cell["workload"]);
@@ -86,6 +90,11 @@ fn smoke_run_serves_through_every_setup_and_writes_the_results() {
     };
     assert_eq!(sink("weft-trace-0"), 0);
     assert!(sink("weft-trace-100") > 0);
+    // Both peer pairs proved that pod B wants a client certificate.
+    for name in ["haproxy-mtls", "nginx-mtls"] {
+        let setup = setups.iter().find(|s| s["name"] == name).unwrap();
+        assert!(setup["checks"].to_string().contains("without a certificate is refused"), "{setup}");
+    }
     let mtls = setups.iter().find(|s| s["name"] == "weft-mtls").unwrap();
     assert!(mtls["checks"].to_string().contains("verified client identity"), "{mtls}");
     let policy = setups.iter().find(|s| s["name"] == "weft-policy").unwrap();

@@ -118,8 +118,7 @@ pub fn markdown(r: &Results) -> String {
 pub fn write(r: &Results, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (json, md) = (dir.join("handshakes.json"), dir.join("handshakes.md"));
-    std::fs::write(&json, serde_json::to_string_pretty(r)? + "\n")
-        .with_context(|| format!("writing {}", json.display()))?;
+    crate::report::write_json(&json, r)?;
     std::fs::write(&md, markdown(r)).with_context(|| format!("writing {}", md.display()))?;
     Ok((json, md))
 }

@@ -3,7 +3,7 @@
 //! report.
 //!
 //! ```text
-//!  preflight ─► Mesh + Setup::start (direct, weft, weft-mtls, [weft-policy,] haproxy-mtls) ─► idle RSS
+//!  preflight ─► Mesh + Setup::start (direct, weft, weft-mtls, [weft-policy,] haproxy-mtls, nginx-mtls) ─► idle RSS
 //!    ─► latency: for rep { for workload { for rate { for setup ─► run } } }
 //!    ─► idle connections ─► knee step-up ─► closed-loop max ─► control plane
 //!    ─► Results ─► latest.{json,md,svg}; drop: processes killed, pods deleted
@@ -55,6 +55,7 @@ pub struct Options {
 /// The system tools the bench runs, with the Debian package of each.
 const TOOLS: &[(&str, &str)] = &[
     ("haproxy", "haproxy"),
+    ("nginx", "nginx"),
     ("openssl", "openssl"),
     ("setpriv", "util-linux"),
     ("ip", "iproute2"),
@@ -95,6 +96,13 @@ pub fn preflight() -> anyhow::Result<()> {
             names.join(", "),
             packages.join(" ")
         ));
+    }
+    // Debian's nginx builds the stream module (opaque TCP) as a module
+    // package of its own, which `nginx` only recommends.
+    if find_tool("nginx").is_some()
+        && let Err(e) = crate::setup::nginx::installed_stream_module()
+    {
+        problems.push(format!("{e:#}"));
     }
     anyhow::ensure!(problems.is_empty(), "weft-bench cannot run on this machine:\n  - {}", problems.join("\n  - "));
     Ok(())
@@ -157,8 +165,9 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     let mut setup_results = Vec::new();
     for &kind in &plan.setups {
         stop::check()?;
-        let setup =
-            Setup::start(kind, &mesh, &bins, &dir).with_context(|| format!("starting setup {}", kind.name()))?;
+        let held = plan.idle_steps.last().copied().unwrap_or(0);
+        let setup = Setup::start_holding(kind, &mesh, &bins, &dir, held)
+            .with_context(|| format!("starting setup {}", kind.name()))?;
         eprintln!("weft-bench: {} started ({} proxy processes)", kind.name(), setup.proxies.len());
         // Idle: after start-up, before any traffic.
         let mut proxies = Vec::new();

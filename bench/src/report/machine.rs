@@ -55,6 +55,7 @@ pub struct Machine {
     #[serde(flatten)]
     pub host: Host,
     pub haproxy: String,
+    pub nginx: String,
     pub openssl: String,
     pub proxy_binary: String,
     /// `release` or `debug`: the profile weft-proxy was built with.
@@ -134,6 +135,8 @@ impl Machine {
         Machine {
             host: Host::read(workspace),
             haproxy: first_line(Command::new(weft_tests::tool("haproxy")).arg("-v")),
+            // `nginx version: nginx/1.22.1`, on stderr.
+            nginx: first_line(Command::new(weft_tests::tool("nginx")).arg("-v")),
             openssl: first_line(Command::new(weft_tests::tool("openssl")).arg("version")),
             proxy_binary: proxy_bin.display().to_string(),
             proxy_profile: profile(proxy_bin),

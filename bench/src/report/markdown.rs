@@ -37,7 +37,7 @@ pub fn render(r: &Results) -> String {
     }
     let _ = writeln!(
         md,
-        "- when: {} ({:.0} s)\n{}- builds: weft-proxy `{}`, weft-control `{}`, generator and app {}; {}; {}\n- \
+        "- when: {} ({:.0} s)\n{}- builds: weft-proxy `{}`, weft-control `{}`, generator and app {}; {}; {}; {}\n- \
          command: `cargo run --release -p weft-bench -- {}`\n",
         h.date,
         r.duration_s,
@@ -46,6 +46,7 @@ pub fn render(r: &Results) -> String {
         m.control_profile,
         if m.bench_optimized { "optimized" } else { "unoptimized (debug)" },
         m.haproxy,
+        m.nginx,
         m.openssl,
         if r.command.is_empty() { format!("--{}", r.plan.mode.name()) } else { r.command.clone() },
     );

@@ -3,10 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
+use serde::{Deserialize, Serialize};
 
 use super::machine::Machine;
-use crate::hist::{Buckets, FIGURES, Percentiles};
+use crate::hist::{FIGURES, Percentiles, new_histogram};
 use crate::plan::Plan;
 use crate::setup::SetupKind;
 use crate::workload::Workload;
@@ -131,8 +135,9 @@ pub struct Cell {
     pub figures: BTreeMap<&'static str, Spread>,
     /// Figures of all runs' samples merged.
     pub merged: Percentiles,
-    /// The merged histogram, (ns, count) buckets, for re-plotting.
-    pub merged_buckets: Buckets,
+    /// All runs' samples merged, whole (what `latest.svg` is drawn from),
+    /// in HdrHistogram's compressed form.
+    pub merged_histogram: EncodedHistogram,
     /// Per figure: this setup's median minus direct's.
     pub added_over_direct: BTreeMap<&'static str, f64>,
     pub proxies: Vec<ProxyCost>,
@@ -147,7 +152,7 @@ impl Cell {
             runs: Vec::new(),
             figures: BTreeMap::new(),
             merged: Percentiles::default(),
-            merged_buckets: Buckets::default(),
+            merged_histogram: EncodedHistogram::default(),
             added_over_direct: BTreeMap::new(),
             proxies: Vec::new(),
         }
@@ -155,7 +160,7 @@ impl Cell {
 
     /// Fills the derived fields from `runs` (and `buckets`, the runs'
     /// histograms); `ticks_per_s` converts CPU ticks.
-    pub fn summarize(&mut self, buckets: &[Buckets], ticks_per_s: u64) {
+    pub fn summarize(&mut self, buckets: &[crate::hist::Buckets], ticks_per_s: u64) {
         let ok_runs: Vec<&RunRecord> = self.runs.iter().filter(|r| r.ok > 0).collect();
         self.figures = FIGURES
             .iter()
@@ -163,7 +168,7 @@ impl Cell {
             .collect();
         let merged = crate::hist::merge(buckets);
         self.merged = Percentiles::of(&merged);
-        self.merged_buckets = Buckets::of(&merged);
+        self.merged_histogram = EncodedHistogram::encode(&merged);
         let names: Vec<String> =
             self.runs.first().map(|r| r.proxies.iter().map(|p| p.name.clone()).collect()).unwrap_or_default();
         let requests: u64 = self.runs.iter().map(|r| r.total_requests).sum();
@@ -186,6 +191,46 @@ impl Cell {
 
     pub fn median(&self, figure: &str) -> Option<f64> {
         self.figures.get(figure).map(|s| s.median)
+    }
+}
+
+/// A latency histogram (ns) as HdrHistogram's own compressed form: the V2
+/// encoding, deflated (`V2DeflateSerializer`), in base64, as the
+/// HdrHistogram libraries (Java, Go, Rust, …) and their log tools read it.
+/// Lossless, and a few KB where the list of its buckets in JSON was tens:
+/// `latest.json` stays small enough to commit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EncodedHistogram(pub String);
+
+impl EncodedHistogram {
+    /// The empty string for an empty histogram.
+    pub fn encode(h: &Histogram<u64>) -> EncodedHistogram {
+        if h.is_empty() {
+            return EncodedHistogram::default();
+        }
+        let mut bytes = Vec::new();
+        match V2DeflateSerializer::new().serialize(h, &mut bytes) {
+            Ok(_) => EncodedHistogram(BASE64.encode(bytes)),
+            // Only a count past i64::MAX fails to encode; the report keeps
+            // the percentiles and loses the plot.
+            Err(_) => EncodedHistogram::default(),
+        }
+    }
+
+    /// The histogram back, with the bench's bounds; an empty one for the
+    /// empty string.
+    pub fn decode(&self) -> anyhow::Result<Histogram<u64>> {
+        let mut h = new_histogram();
+        if self.0.is_empty() {
+            return Ok(h);
+        }
+        let bytes = BASE64.decode(&self.0)?;
+        let decoded: Histogram<u64> = Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .map_err(|e| anyhow::anyhow!("decoding a histogram: {e:?}"))?;
+        h.add(&decoded).map_err(|e| anyhow::anyhow!("merging a decoded histogram: {e:?}"))?;
+        Ok(h)
     }
 }
 
@@ -410,6 +455,43 @@ mod tests {
             };
             assert_eq!((r.kept_bytes(), r.back_after_s()), (*kept, *back), "{samples:?}");
         }
+    }
+
+    #[test]
+    fn histograms_encode_losslessly_and_compactly() {
+        let many = |n: u64, spread: u64| {
+            let mut h = new_histogram();
+            for i in 0..n {
+                // A long tail: a few slow ones among many fast.
+                let v = 80_000 + (i * 7919) % spread + if i % 997 == 0 { 40_000_000 } else { 0 };
+                h.record(v).unwrap();
+            }
+            h
+        };
+        let mut wide = new_histogram();
+        for v in [1u64, 1_000, 123_456, 59_000_000_000] {
+            wide.record_n(v, 3).unwrap();
+        }
+        // (histogram, most bytes in JSON).
+        let table: Vec<(Histogram<u64>, usize)> =
+            vec![(new_histogram(), 0), (many(1, 1), 100), (wide, 200), (many(15_000, 2_000_000), 8_000)];
+        for (h, most) in table {
+            let encoded = EncodedHistogram::encode(&h);
+            assert!(encoded.0.len() <= most, "{} > {most} bytes", encoded.0.len());
+            let back = encoded.decode().unwrap();
+            assert_eq!(back.len(), h.len());
+            assert_eq!(back.max(), h.max());
+            for q in [0.0, 0.5, 0.9, 0.99, 0.999, 1.0] {
+                assert_eq!(back.value_at_quantile(q), h.value_at_quantile(q), "q={q}");
+            }
+            // Every bucket, not only the quoted quantiles.
+            let buckets = |h: &Histogram<u64>| crate::hist::Buckets::of(h).0;
+            assert_eq!(buckets(&back), buckets(&h));
+            // A JSON string, round-tripped as one.
+            let json = serde_json::to_string(&encoded).unwrap();
+            assert_eq!(serde_json::from_str::<EncodedHistogram>(&json).unwrap(), encoded);
+        }
+        assert!(EncodedHistogram("not base64!".into()).decode().is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use super::model::Cell;
-use crate::hist::{CURVE_MAX_X, curve, merge};
+use crate::hist::{CURVE_MAX_X, curve};
 use crate::setup::SetupKind;
 use crate::workload::Workload;
 
@@ -27,6 +27,7 @@ fn color(kind: SetupKind) -> &'static str {
         SetupKind::WeftTrace0 => "#8c564b",
         SetupKind::WeftTrace100 => "#e377c2",
         SetupKind::HaproxyMtls => "#d62728",
+        SetupKind::NginxMtls => "#ff7f0e",
     }
 }
 
@@ -60,7 +61,8 @@ pub fn render(cells: &[Cell], rate: u32, subtitle: &str) -> String {
         let series: Vec<(SetupKind, Vec<(f64, f64)>)> = cells
             .iter()
             .filter(|c| c.workload == *w && c.rate == rate)
-            .map(|c| (c.setup, curve(&merge([&c.merged_buckets]))))
+            // A histogram that does not decode is left out of the plot.
+            .filter_map(|c| Some((c.setup, curve(&c.merged_histogram.decode().ok()?))))
             .filter(|(_, pts)| !pts.is_empty())
             .collect();
         panel(&mut svg, TOP + PANEL_H * i as f64, w.title(), &series);
@@ -148,7 +150,8 @@ fn panel(svg: &mut String, y0: f64, title: &str, series: &[(SetupKind, Vec<(f64,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hist::{Buckets, new_histogram};
+    use crate::hist::new_histogram;
+    use crate::report::model::EncodedHistogram;
 
     #[test]
     fn renders_a_panel_per_workload_with_a_curve_per_setup() {
@@ -160,7 +163,7 @@ mod tests {
                     h.record(base + i * 100).unwrap();
                 }
                 let mut cell = Cell::new(w, 1000, kind);
-                cell.merged_buckets = Buckets::of(&h);
+                cell.merged_histogram = EncodedHistogram::encode(&h);
                 cells.push(cell);
             }
         }

@@ -16,6 +16,7 @@
 //!                as weft-mtls, tracing on: spans to an OTLP sink in the control plane's
 //!                pod, sampling ratio 0 or 1 (pods t*, u*)
 //!  haproxy-mtls  ha: load ─► haproxy 127.0.0.1 ─TLS 1.3, client certs─► haproxy ─► hb: app
+//!  nginx-mtls    na: load ─► nginx 127.0.0.1 ───TLS 1.3, client certs─► nginx ───► nb: app
 //! ```
 //!
 //! A [`Setup`] owns its processes: dropping it kills them (and dropping the
@@ -24,6 +25,8 @@
 pub mod control;
 pub mod haproxy;
 pub mod mtls;
+pub mod nginx;
+pub mod peer;
 pub mod policy;
 pub mod trace;
 pub mod weft;
@@ -53,11 +56,12 @@ pub enum SetupKind {
     #[serde(rename = "weft-trace-100")]
     WeftTrace100,
     HaproxyMtls,
+    NginxMtls,
 }
 
 impl SetupKind {
     /// In report order; `direct` first, as the floor the others add to.
-    pub const ALL: [SetupKind; 7] = [
+    pub const ALL: [SetupKind; 8] = [
         SetupKind::Direct,
         SetupKind::Weft,
         SetupKind::WeftMtls,
@@ -65,14 +69,19 @@ impl SetupKind {
         SetupKind::WeftTrace0,
         SetupKind::WeftTrace100,
         SetupKind::HaproxyMtls,
+        SetupKind::NginxMtls,
     ];
 
     /// What `--quick` and `--full` measure unless `--setups` says otherwise:
-    /// the mesh against the direct path and the HAProxy mTLS pair, which
-    /// the targets are checked on and whose time budgets they are held to.
-    /// `weft-policy` is asked for by name (and always in `--smoke`).
-    pub const DEFAULT: [SetupKind; 4] =
-        [SetupKind::Direct, SetupKind::Weft, SetupKind::WeftMtls, SetupKind::HaproxyMtls];
+    /// the mesh against the direct path and the two peer mTLS pairs
+    /// (HAProxy, nginx), which the targets are checked on and whose time
+    /// budgets they are held to. `weft-policy` is asked for by name (and
+    /// always in `--smoke`).
+    pub const DEFAULT: [SetupKind; 5] =
+        [SetupKind::Direct, SetupKind::Weft, SetupKind::WeftMtls, SetupKind::HaproxyMtls, SetupKind::NginxMtls];
+
+    /// The peer proxies the targets judge weft against.
+    pub const PEERS: [SetupKind; 2] = [SetupKind::HaproxyMtls, SetupKind::NginxMtls];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -83,6 +92,7 @@ impl SetupKind {
             SetupKind::WeftTrace0 => "weft-trace-0",
             SetupKind::WeftTrace100 => "weft-trace-100",
             SetupKind::HaproxyMtls => "haproxy-mtls",
+            SetupKind::NginxMtls => "nginx-mtls",
         }
     }
 
@@ -118,6 +128,11 @@ impl SetupKind {
                 "generator → HAProxy on 127.0.0.1 (pod A) → TLS 1.3 with client certificates, kept-alive upstream \
                  connections → HAProxy (pod B) → app on 127.0.0.1"
             }
+            SetupKind::NginxMtls => {
+                "generator → nginx on 127.0.0.1 (pod A) → TLS 1.3 with client certificates, kept-alive upstream \
+                 connections → nginx (pod B) → app on 127.0.0.1 (HTTP/2 on pod A's frontend only: nginx proxies \
+                 HTTP/1.1 to its upstreams; opaque TCP through the stream module)"
+            }
         }
     }
 
@@ -152,6 +167,7 @@ impl SetupKind {
             SetupKind::WeftTrace0 => "t",
             SetupKind::WeftTrace100 => "u",
             SetupKind::HaproxyMtls => "h",
+            SetupKind::NginxMtls => "n",
         }
     }
 }
@@ -197,6 +213,19 @@ impl Setup {
     /// Creates the pods and starts everything of `kind`; `dir` is a private
     /// directory for configs and keys.
     pub fn start(kind: SetupKind, mesh: &Mesh, bins: &Binaries, dir: &Path) -> anyhow::Result<Setup> {
+        Setup::start_holding(kind, mesh, bins, dir, DEFAULT_HELD)
+    }
+
+    /// [`Setup::start`] for a run that holds up to `held` idle connections
+    /// through the setup at once (the largest idle step): what nginx sizes
+    /// its connection table for.
+    pub fn start_holding(
+        kind: SetupKind,
+        mesh: &Mesh,
+        bins: &Binaries,
+        dir: &Path,
+        held: usize,
+    ) -> anyhow::Result<Setup> {
         let exe = &bins.exe;
         let client = mesh.pod(&format!("{}a", kind.pod_prefix()));
         let server = mesh.pod(&format!("{}b", kind.pod_prefix()));
@@ -272,6 +301,17 @@ impl Setup {
                 setup.procs.extend([started.client, started.server]);
                 setup.checks = started.checks;
             }
+            SetupKind::NginxMtls => {
+                let started = nginx::start(&setup.client, &setup.server, &dir.join("nginx"), held)?;
+                setup
+                    .proxies
+                    .push(ProxyProcess { name: "nginx (pod A, client side)".into(), pid: started.client.pid() });
+                setup
+                    .proxies
+                    .push(ProxyProcess { name: "nginx (pod B, server side)".into(), pid: started.server.pid() });
+                setup.procs.extend([started.client, started.server]);
+                setup.checks = started.checks;
+            }
         }
         Ok(setup)
     }
@@ -285,7 +325,10 @@ impl Setup {
             SetupKind::WeftMtls | SetupKind::WeftPolicy | SetupKind::WeftTrace0 | SetupKind::WeftTrace100 => {
                 SocketAddr::from((mtls::VIP, workload.app_port()))
             }
-            SetupKind::HaproxyMtls => SocketAddr::from((Ipv4Addr::LOCALHOST, haproxy::frontend_port(workload))),
+            // The peer pairs' frontends on loopback in pod A.
+            SetupKind::HaproxyMtls | SetupKind::NginxMtls => {
+                SocketAddr::from((Ipv4Addr::LOCALHOST, peer::frontend_port(workload)))
+            }
         }
     }
 
@@ -364,6 +407,10 @@ pub fn wait_listening(pod: &Pod, proc: &mut Proc, ports: &[u16]) -> anyhow::Resu
     }
     Ok(())
 }
+
+/// Idle connections a setup is sized for when the run does not say (the
+/// chaos and soak runs, which open none).
+const DEFAULT_HELD: usize = 1000;
 
 /// How long a process may take to listen.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
