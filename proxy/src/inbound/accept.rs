@@ -24,6 +24,7 @@ use crate::identity::{ALPN_OPAQUE, Peer, SpiffeId};
 use crate::metrics::Direction;
 use crate::metrics::counted;
 use crate::tap::TapConn;
+use crate::transport::Serving;
 use crate::transport::detect::{self, Outcome, Protocol};
 use crate::transport::orig_dst::{OrigDstAddr, orig_dst};
 use crate::transport::prefixed::PrefixedIo;
@@ -34,9 +35,18 @@ const DIR: Direction = Direction::Inbound;
 /// A ClientHello larger than this is not a mesh client's.
 const MAX_CLIENT_HELLO: usize = 16 * 1024;
 
-/// Serves one connection accepted by the inbound listener.
-/// `slot` is its place in admission (`admit.rs`), taken by the accept loop.
-pub async fn serve(mut stream: TcpStream, peer: SocketAddr, slot: Slot, inbound: Arc<Inbound>, drain: drain::Watch) {
+/// Sets up one connection accepted by the inbound listener: detection, the
+/// mesh handshake, authorization. Returns the stage that serves it, for
+/// the caller to run in a task of its own, or `None` when the connection
+/// ended here. `slot` is its place in admission (`admit.rs`), taken by the
+/// accept loop.
+pub async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    inbound: Arc<Inbound>,
+    drain: drain::Watch,
+) -> Option<Serving> {
     let _ = stream.set_nodelay(true);
     let metrics = &inbound.http.metrics;
     let orig = match orig_dst(&stream) {
@@ -45,7 +55,7 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, slot: Slot, inbound:
         Err(e) => {
             metrics.orig_dst_errors[DIR as usize].fetch_add(1, Relaxed);
             tracing::warn!(direction = DIR.as_str(), %peer, error = %e, "refusing connection");
-            return;
+            return None;
         }
     };
     let dcfg = &inbound.config.inbound;
@@ -61,31 +71,34 @@ pub async fn serve(mut stream: TcpStream, peer: SocketAddr, slot: Slot, inbound:
         Ok(detected) => detected,
         Err(e) => {
             tracing::debug!(direction = DIR.as_str(), %peer, error = %e, "connection failed during detection");
-            return;
+            return None;
         }
     };
     if outcome == Outcome::Closed {
         metrics.detected(DIR, outcome);
-        return;
+        return None;
     }
     let Some(server) = mesh_server else {
         drop(slot);
         tracing::debug!(direction = DIR.as_str(), %peer, %orig, outcome = outcome.as_str(), "accepted");
         let peer = Accepted::new(&inbound, peer, orig, Peer::Unauthenticated).await;
-        return serve_detected(stream, prefix.freeze(), outcome, peer, &inbound, drain).await;
+        return Some(Box::pin(serve_detected(stream, prefix.freeze(), outcome, peer, inbound, drain)));
     };
     match complete_hello(&mut stream, prefix, deadline).await {
         Ok((Hello::Mesh(alpn), prefix)) => {
             let io = PrefixedIo::new(prefix, stream);
-            serve_mesh(io, server, alpn, orig, peer, &inbound, drain, slot).await
+            serve_mesh(io, server, alpn, orig, peer, inbound, drain, slot).await
         }
         Ok((_, prefix)) => {
             drop(slot);
             let outcome = if opaque_port { Outcome::OpaquePort } else { outcome };
             let peer = Accepted::new(&inbound, peer, orig, Peer::Unauthenticated).await;
-            serve_detected(stream, prefix, outcome, peer, &inbound, drain).await
+            Some(Box::pin(serve_detected(stream, prefix, outcome, peer, inbound, drain)))
         }
-        Err(e) => tracing::debug!(%peer, error = %e, "connection failed while reading a TLS hello"),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "connection failed while reading a TLS hello");
+            None
+        }
     }
 }
 
@@ -138,9 +151,9 @@ async fn complete_hello(
     }
 }
 
-/// Terminates mesh TLS, then serves the decrypted stream to the app with
-/// the client's verified identity. The admission `slot` is held until the
-/// handshake ends, which [`admit::HANDSHAKE_TIMEOUT`] bounds.
+/// Terminates mesh TLS; returns the stage that serves the decrypted stream
+/// to the app with the client's verified identity. The admission `slot` is
+/// held until the handshake ends, which [`admit::HANDSHAKE_TIMEOUT`] bounds.
 #[allow(clippy::too_many_arguments)]
 async fn serve_mesh(
     io: PrefixedIo<TcpStream>,
@@ -148,42 +161,46 @@ async fn serve_mesh(
     alpn: &'static [u8],
     orig: OrigDstAddr,
     peer: SocketAddr,
-    inbound: &Arc<Inbound>,
+    inbound: Arc<Inbound>,
     drain: drain::Watch,
     slot: Slot,
-) {
+) -> Option<Serving> {
     let handshake = tokio::time::timeout(admit::HANDSHAKE_TIMEOUT, tls::accept(io, server)).await;
     drop(slot);
     let (mut tls, verified) = match handshake {
         Ok(Ok(accepted)) => accepted,
         Ok(Err(e)) => {
             tracing::info!(%peer, error = %e, "mesh TLS handshake failed");
-            return;
+            return None;
         }
         Err(_) => {
             // A ClientHello and then silence: expected of a flood, so
             // counted rather than logged per connection.
             inbound.http.metrics.inbound_handshake_timeouts.fetch_add(1, Relaxed);
             tracing::debug!(%peer, timeout = ?admit::HANDSHAKE_TIMEOUT, "mesh TLS handshake timed out");
-            return;
+            return None;
         }
     };
     tracing::debug!(%peer, %orig, client = %verified.id(), "mesh TLS accepted");
-    let accepted = Accepted::new(inbound, peer, orig, Peer::Authenticated(verified)).await;
+    let accepted = Accepted::new(&inbound, peer, orig, Peer::Authenticated(verified)).await;
     if alpn == ALPN_OPAQUE {
-        return serve_detected(tls, Bytes::new(), Outcome::OpaquePort, accepted, inbound, drain).await;
+        return Some(Box::pin(serve_detected(tls, Bytes::new(), Outcome::OpaquePort, accepted, inbound, drain)));
     }
     match detect::detect(&mut tls, inbound.config.inbound.detect_timeout).await {
         // The peer proxy promised HTTP (ALPN): never fall back to splicing,
         // which would skip header stripping and HTTP authorization.
         Ok((outcome @ (Outcome::Http1 | Outcome::Http2), prefix)) => {
-            serve_detected(tls, prefix.freeze(), outcome, accepted, inbound, drain).await
+            Some(Box::pin(serve_detected(tls, prefix.freeze(), outcome, accepted, inbound, drain)))
         }
         Ok((outcome, _)) => {
             inbound.http.metrics.detected(DIR, outcome);
             tracing::info!(%peer, outcome = outcome.as_str(), "mesh connection announced HTTP but sent none; closing");
+            None
         }
-        Err(e) => tracing::debug!(%peer, error = %e, "mesh connection failed during detection"),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "mesh connection failed during detection");
+            None
+        }
     }
 }
 
@@ -194,7 +211,7 @@ async fn serve_detected<I>(
     prefix: Bytes,
     outcome: Outcome,
     accepted: Accepted,
-    inbound: &Arc<Inbound>,
+    inbound: Arc<Inbound>,
     drain: drain::Watch,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -239,7 +256,7 @@ async fn serve_detected<I>(
             }
             // Boxed: its connect and splice are not paid for by the
             // HTTP connections' tasks, nor HTTP's by these.
-            Box::pin(forward_opaque(io, app, inbound)).await
+            Box::pin(forward_opaque(io, app, &inbound)).await
         }
     }
 }

@@ -489,9 +489,11 @@ async fn tap_cost() {
     println!("tap events dropped: {}", outbound.http.metrics.tap_dropped.load(Relaxed));
 }
 
-/// A connection's task is allocated at the size of its whole future for as
-/// long as the connection lives, idle or not; what only a phase needs
-/// (a handshake, a connect, hyper's state) is boxed for that phase
+/// A task is allocated at the size of its whole future for as long as it
+/// lives. A connection's set-up task (detection, the handshake) is held by
+/// every connection in its first second, a flood's half-open ones
+/// included; what only a phase needs (a handshake, a connect, waiting for
+/// policy) is boxed for that phase, and serving runs in a task of its own
 /// (issue #14: memory per idle connection). The bounds are for this
 /// (debug) build, which lays futures out larger than a release build.
 #[tokio::test]
