@@ -558,7 +558,7 @@ fn markdown(r: &SoakReport) -> String {
     let _ = writeln!(
         s,
         "- its TrafficPolicy rewritten every {} s: {} changes, in force on the client proxy p50 {} ms, max {} ms \
-         (from the file's rename, with the control plane's 250 ms file poll)\n",
+         (from the file's rename, which the control plane sees through inotify; its file poll, every 250 ms, only backs that up)\n",
         (TICK * POLICY_TICKS).as_secs(),
         r.policy_changes,
         r.policy_in_force_ms.as_ref().map_or("–".into(), |q| format!("{:.0}", q.p50)),
