@@ -60,6 +60,57 @@ pub fn configure() -> Result<(), String> {
     Ok(())
 }
 
+/// What the allocator holds, in bytes (jemalloc's `stats.*`), for
+/// `/metrics`: how much of the RSS is live data and how much is the
+/// allocator's own (freed pages not yet given back, metadata).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Bytes the proxy has allocated and not freed.
+    pub allocated: u64,
+    /// Bytes in pages that hold live allocations (allocated + fragmentation).
+    pub active: u64,
+    /// Bytes physically resident in pages the allocator maps, its
+    /// metadata and freed pages not yet purged included.
+    pub resident: u64,
+    /// The allocator's own bookkeeping, never given back.
+    pub metadata: u64,
+}
+
+impl Stats {
+    /// `(kind label, bytes)` for each figure, in exposition order.
+    pub fn kinds(&self) -> [(&'static str, u64); 4] {
+        [
+            ("allocated", self.allocated),
+            ("active", self.active),
+            ("resident", self.resident),
+            ("metadata", self.metadata),
+        ]
+    }
+}
+
+/// The allocator's figures now; `None` with the system allocator, which
+/// keeps none.
+#[cfg(feature = "jemalloc")]
+pub fn stats() -> Option<Stats> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    // The figures are a snapshot refreshed by advancing the epoch.
+    epoch::advance().ok()?;
+    let read = |v: Result<usize, tikv_jemalloc_ctl::Error>| v.ok().map(|v| v as u64);
+    Some(Stats {
+        allocated: read(stats::allocated::read())?,
+        active: read(stats::active::read())?,
+        resident: read(stats::resident::read())?,
+        metadata: read(stats::metadata::read())?,
+    })
+}
+
+/// The allocator's figures now; `None` with the system allocator, which
+/// keeps none.
+#[cfg(not(feature = "jemalloc"))]
+pub fn stats() -> Option<Stats> {
+    None
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -72,5 +123,18 @@ mod tests {
             let dirty: isize = "arenas.dirty_decay_ms\0".name().read().expect("read arenas.dirty_decay_ms");
             assert_eq!(dirty, super::DIRTY_DECAY_MS);
         }
+    }
+
+    #[test]
+    fn stats_are_consistent() {
+        let stats = super::stats();
+        assert_eq!(stats.is_some(), cfg!(feature = "jemalloc"), "jemalloc keeps stats, the system allocator none");
+        let Some(s) = stats else { return };
+        let held = vec![7u8; 1 << 20];
+        let more = super::stats().expect("stats");
+        assert!(more.allocated >= s.allocated + (1 << 20) - 4096, "{s:?} then {more:?}");
+        assert!(more.allocated <= more.active && more.active <= more.resident, "{more:?}");
+        assert!(more.metadata > 0, "{more:?}");
+        drop(held);
     }
 }

@@ -23,6 +23,18 @@ pub fn render(m: &Metrics) -> String {
     );
     let _ = writeln!(out, "weft_tap_events_dropped_total {}", m.tap_dropped.load(Relaxed));
 
+    if let Some(stats) = crate::alloc::stats() {
+        header(
+            &mut out,
+            "weft_proxy_allocator_bytes",
+            "gauge",
+            "What the memory allocator holds: allocated (live data), active (pages holding it), resident (incl. freed pages not yet returned), metadata.",
+        );
+        for (kind, v) in stats.kinds() {
+            let _ = writeln!(out, "weft_proxy_allocator_bytes{{kind=\"{kind}\"}} {v}");
+        }
+    }
+
     header(&mut out, "weft_detect_total", "counter", "Protocol detection outcomes of accepted connections.");
     for dir in Direction::ALL {
         for outcome in OUTCOMES {
