@@ -1,5 +1,7 @@
-//! Memory per idle connection, and whether it comes back: `weft-bench idle`
-//! in the client pod opens the connections step by step through the setup;
+//! Memory per idle connection, and whether it comes back: after a warm-up
+//! (a few connections opened and closed, as a sidecar that has served),
+//! `weft-bench idle` in the client pod opens the connections step by step
+//! through the setup;
 //! between steps the proxies' RSS is read. Then the generator exits, which
 //! closes them all at once, and [`watch_recovery`] samples the proxies' RSS
 //! every second for the plan's window (30 s; issue #14 wants it back within
@@ -36,13 +38,20 @@ pub fn measure(
     settle: Duration,
     log_dir: &Path,
 ) -> anyhow::Result<(Vec<IdleResult>, Instant)> {
+    let target = setup.target(Workload::Tcp).to_string();
+    // A sidecar that has served has its TLS code paged in. Without this,
+    // "before" is a proxy that never completed a handshake at scale, and the
+    // burst's first handshakes read the binary's text in (~2.5 MB of
+    // RssFile here, file-backed and shared, never "given back"), which
+    // would count as memory the burst kept.
+    warm_up(setup, exe, &target, log_dir)?;
+    std::thread::sleep(settle);
     let mut before = Vec::new();
     for p in &setup.proxies {
         before.push(footprint::memory(p.pid).with_context(|| format!("reading the memory of {}", p.name))?.rss_kib);
         // The burst's peak is VmHWM from here on.
         footprint::reset_peak(p.pid).with_context(|| format!("resetting the peak RSS of {}", p.name))?;
     }
-    let target = setup.target(Workload::Tcp).to_string();
     let steps_arg = steps.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
     let stderr_path = log_dir.join(format!("idle-{}.stderr", setup.kind.name()));
     let mut cmd = setup.client.command(exe, &["idle", "--target", &target, "--steps", &steps_arg]);
@@ -124,6 +133,43 @@ pub fn measure(
             Some(footprint::memory(p.pid).with_context(|| format!("reading the memory of {}", p.name))?.hwm_kib);
     }
     Ok((results, closed_at))
+}
+
+/// Connections opened through the setup and closed before the burst.
+const WARM_UP: usize = 200;
+
+/// Opens [`WARM_UP`] idle connections through `setup` and closes them.
+fn warm_up(setup: &Setup, exe: &Path, target: &str, log_dir: &Path) -> anyhow::Result<()> {
+    let stderr_path = log_dir.join(format!("idle-warm-up-{}.stderr", setup.kind.name()));
+    let mut cmd = setup.client.command(exe, &["idle", "--target", target, "--steps", &WARM_UP.to_string()]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).with_context(|| format!("creating {}", stderr_path.display()))?);
+    let mut child = KillOnDrop(cmd.spawn().context("starting the idle-connection generator to warm up")?);
+    let stdout = child.0.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(BufReader::new(stdout).lines().next());
+    });
+    match rx.recv_timeout(step_timeout(WARM_UP)) {
+        Ok(Some(Ok(_))) => {}
+        _ => {
+            let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            anyhow::bail!(
+                "the warm-up's {WARM_UP} connections did not open within {:?}:\n{log}",
+                step_timeout(WARM_UP)
+            );
+        }
+    }
+    // Closing stdin lets it exit, closing the connections.
+    drop(child.0.stdin.take());
+    for _ in 0..200 {
+        if child.0.try_wait()?.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Ok(())
 }
 
 /// What [`watch_recovery`] saw of one proxy.
