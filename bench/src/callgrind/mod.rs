@@ -22,6 +22,12 @@
 //! meanwhile), never start-up, connection set-up or teardown. Each run is a
 //! new connection through the same proxy process.
 //!
+//! Why zero and dump rather than `--collect-atstart=no`: collection can
+//! then only be switched on from inside the proxy (a client request) or on
+//! entering a named function (`--toggle-collect`), and neither brackets
+//! "these 200 requests" from outside; zeroing right before them and dumping
+//! right after does, whatever the proxy did before.
+//!
 //! Writes `callgrind.{md,json}`; with `--check BASELINE` it compares the
 //! medians with the committed baseline ([`count::Baseline`]) and fails on a
 //! count above baseline × (1 + tolerance) (`bench/tests/callgrind.rs`).
@@ -291,88 +297,27 @@ pub fn run(args: &CallgrindArgs) -> anyhow::Result<bool> {
     std::os::unix::fs::chown(&dumps, Some(PROXY_UID), Some(PROXY_UID))
         .with_context(|| format!("chown {}", dumps.display()))?;
     let ctx = Ctx { bins: &bins, valgrind: &valgrind, control_tool: &control_tool, dumps: &dumps, args };
-
-    let mut runs: Vec<(PathKind, Vec<u64>, Vec<f64>)> = paths.iter().map(|p| (*p, Vec::new(), Vec::new())).collect();
-    let mut record = |path: PathKind, counted: Counted| {
-        if let Some((_, ir, ms)) = runs.iter_mut().find(|(p, _, _)| *p == path) {
-            ir.push(counted.ir_per_request);
-            ms.push(counted.client_ms_per_request);
-        }
-    };
-
+    let mut runs = Runs(paths.iter().map(|p| (*p, Vec::new(), Vec::new())).collect());
     if paths.contains(&PathKind::OutboundHttp1) {
-        stop::check()?;
-        let setup = Setup::start(SetupKind::Weft, &mesh, &bins, mesh.dir()).context("starting setup weft")?;
-        eprintln!("weft-bench callgrind: setup weft started; its outbound proxy goes under callgrind");
-        let pid = setup.proxies[0].pid;
-        let mut vg = ctx.replace(&setup.client, pid, &[], "outbound-http1")?;
-        let target = setup.target(crate::workload::Workload::Http1);
-        reachable(&setup.client, target, &mut vg)?;
-        ctx.measure_runs(&setup.client, &mut vg, &[(PathKind::OutboundHttp1, target)], &mut record)?;
+        ctx.plain(&mesh, &mut runs)?;
     }
-
-    let inbound: Vec<PathKind> =
-        paths.iter().copied().filter(|p| p.setup() == SetupKind::WeftMtls && p.inbound()).collect();
-    let outbound: Vec<PathKind> =
-        paths.iter().copied().filter(|p| p.setup() == SetupKind::WeftMtls && !p.inbound()).collect();
+    let (inbound, outbound): (Vec<PathKind>, Vec<PathKind>) =
+        paths.iter().copied().filter(|p| p.setup() == SetupKind::WeftMtls).partition(|p| p.inbound());
     if !inbound.is_empty() || !outbound.is_empty() {
-        stop::check()?;
-        let mut setup =
-            Setup::start(SetupKind::WeftMtls, &mesh, &bins, mesh.dir()).context("starting setup weft-mtls")?;
-        eprintln!("weft-bench callgrind: setup weft-mtls started (mTLS proven)");
-        let vip = |port| SocketAddr::from((mtls::VIP, port));
-        let target = |p: PathKind| vip(if p.exchange() == Exchange::Tcp { APP_ECHO_PORT } else { APP_HTTP_PORT });
-        // Kept alive until the outbound side has been measured.
-        let mut native_server: Option<Proc> = None;
-        if !inbound.is_empty() {
-            stop::check()?;
-            let control = setup.control.as_mut().context("weft-mtls has a control plane")?;
-            let extra = server_args(control, &setup.server, "app-callgrind")?;
-            let mut vg = ctx.replace(&setup.server, setup.proxies[1].pid, &extra, "inbound-mtls")?;
-            reachable(&setup.client, vip(APP_HTTP_PORT), &mut vg)?;
-            let plan: Vec<_> = inbound.iter().map(|&p| (p, target(p))).collect();
-            ctx.measure_runs(&setup.client, &mut vg, &plan, &mut record)?;
-            drop(vg);
-            if !outbound.is_empty() {
-                // A native server-side proxy again (the rules are in place).
-                let control = setup.control.as_mut().context("weft-mtls has a control plane")?;
-                native_server = Some(mtls::start_server(&setup.server, control, &bins.proxy, "app-native", false)?);
-            }
-        }
-        if !outbound.is_empty() {
-            stop::check()?;
-            let control = setup.control.as_mut().context("weft-mtls has a control plane")?;
-            let extra = client_args(control)?;
-            let mut vg = ctx.replace(&setup.client, setup.proxies[0].pid, &extra, "outbound-mtls")?;
-            reachable(&setup.client, vip(APP_HTTP_PORT), &mut vg)?;
-            let plan: Vec<_> = outbound.iter().map(|&p| (p, target(p))).collect();
-            ctx.measure_runs(&setup.client, &mut vg, &plan, &mut record)?;
-        }
-        drop(native_server);
+        ctx.mtls(&mesh, &inbound, &outbound, &mut runs)?;
     }
     drop(mesh);
 
-    let results: Vec<PathResult> = runs
-        .into_iter()
-        .filter_map(|(path, ir, ms)| {
-            Some(PathResult {
-                path,
-                description: path.describe(),
-                ir_per_request: Summary::of(&ir)?,
-                client_ms_per_request: ms,
-            })
-        })
-        .collect();
     let report = CallgrindReport {
         command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         host,
         valgrind: first_line(Command::new(&valgrind).arg("--version")),
         proxy_binary: bins.proxy.display().to_string(),
-        proxy_profile: profile.clone(),
+        proxy_profile: profile,
         requests: args.requests,
         warmup: args.warmup,
         runs: args.runs,
-        paths: results,
+        paths: runs.results(),
     };
     let out = args.out();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -386,18 +331,28 @@ pub fn run(args: &CallgrindArgs) -> anyhow::Result<bool> {
         out.join("callgrind.{md,json}").display()
     );
 
-    let Some(baseline_path) = &args.check else { return Ok(true) };
+    match &args.check {
+        Some(baseline) => check(baseline, &report, args.update_baseline),
+        None => Ok(true),
+    }
+}
+
+/// `--check`: the medians against the baseline for the proxy's profile,
+/// printed; `Ok(false)` when one is over its limit or has no figure. With
+/// `update`, records the medians instead.
+fn check(baseline_path: &Path, report: &CallgrindReport, update: bool) -> anyhow::Result<bool> {
+    let profile = &report.proxy_profile;
     let text = std::fs::read_to_string(baseline_path)
         .with_context(|| format!("reading the baseline {}", baseline_path.display()))?;
     let mut baseline: Baseline =
         serde_json::from_str(&text).with_context(|| format!("parsing the baseline {}", baseline_path.display()))?;
     let medians: Vec<(String, u64)> =
         report.paths.iter().map(|p| (p.path.name().to_owned(), p.ir_per_request.median)).collect();
-    let checks = baseline.check(&profile, &medians);
+    let checks = baseline.check(profile, &medians);
     println!("\n## Against the baseline {}\n", baseline_path.display());
-    print!("{}", count::check_table(&profile, baseline.tolerance, &checks));
-    if args.update_baseline {
-        baseline.update(&profile, &medians);
+    print!("{}", count::check_table(profile, baseline.tolerance, &checks));
+    if update {
+        baseline.update(profile, &medians);
         let mut text = serde_json::to_string_pretty(&baseline)?;
         text.push('\n');
         std::fs::write(baseline_path, text).with_context(|| format!("writing {}", baseline_path.display()))?;
@@ -415,6 +370,33 @@ pub fn run(args: &CallgrindArgs) -> anyhow::Result<bool> {
         );
     }
     Ok(!failed)
+}
+
+/// Per path, the per-request counts and the client's ms per request of
+/// each run so far.
+struct Runs(Vec<(PathKind, Vec<u64>, Vec<f64>)>);
+
+impl Runs {
+    fn record(&mut self, path: PathKind, counted: &Counted) {
+        if let Some((_, ir, ms)) = self.0.iter_mut().find(|(p, _, _)| *p == path) {
+            ir.push(counted.ir_per_request);
+            ms.push(counted.client_ms_per_request);
+        }
+    }
+
+    fn results(self) -> Vec<PathResult> {
+        self.0
+            .into_iter()
+            .filter_map(|(path, ir, ms)| {
+                Some(PathResult {
+                    path,
+                    description: path.describe(),
+                    ir_per_request: Summary::of(&ir)?,
+                    client_ms_per_request: ms,
+                })
+            })
+            .collect()
+    }
 }
 
 /// What one measured run gave.
@@ -452,6 +434,58 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// `outbound-http1`: setup `weft`, its client-side proxy under callgrind.
+    fn plain(&self, mesh: &Mesh, runs: &mut Runs) -> anyhow::Result<()> {
+        stop::check()?;
+        let setup = Setup::start(SetupKind::Weft, mesh, self.bins, mesh.dir()).context("starting setup weft")?;
+        eprintln!("weft-bench callgrind: setup weft started; its outbound proxy goes under callgrind");
+        let mut vg = self.replace(&setup.client, setup.proxies[0].pid, &[], "outbound-http1")?;
+        let target = setup.target(crate::workload::Workload::Http1);
+        reachable(&setup.client, target, &mut vg)?;
+        self.measure_runs(&setup.client, &mut vg, &[(PathKind::OutboundHttp1, target)], runs)
+    }
+
+    /// The `weft-mtls` paths: the server-side proxy under callgrind for
+    /// `inbound`, then (a native one back in its place) the client-side
+    /// proxy for `outbound`.
+    fn mtls(&self, mesh: &Mesh, inbound: &[PathKind], outbound: &[PathKind], runs: &mut Runs) -> anyhow::Result<()> {
+        stop::check()?;
+        let mut setup =
+            Setup::start(SetupKind::WeftMtls, mesh, self.bins, mesh.dir()).context("starting setup weft-mtls")?;
+        eprintln!("weft-bench callgrind: setup weft-mtls started (mTLS proven)");
+        let vip = |port| SocketAddr::from((mtls::VIP, port));
+        let target = |p: PathKind| vip(if p.exchange() == Exchange::Tcp { APP_ECHO_PORT } else { APP_HTTP_PORT });
+        // Kept alive until the outbound side has been measured.
+        let mut native_server: Option<Proc> = None;
+        if !inbound.is_empty() {
+            stop::check()?;
+            let control = setup.control.as_mut().context("weft-mtls has a control plane")?;
+            let extra = server_args(control, &setup.server, "app-callgrind")?;
+            let mut vg = self.replace(&setup.server, setup.proxies[1].pid, &extra, "inbound-mtls")?;
+            reachable(&setup.client, vip(APP_HTTP_PORT), &mut vg)?;
+            let plan: Vec<_> = inbound.iter().map(|&p| (p, target(p))).collect();
+            self.measure_runs(&setup.client, &mut vg, &plan, runs)?;
+            drop(vg);
+            if !outbound.is_empty() {
+                // A native server-side proxy again (the rules are in place).
+                let control = setup.control.as_mut().context("weft-mtls has a control plane")?;
+                native_server =
+                    Some(mtls::start_server(&setup.server, control, &self.bins.proxy, "app-native", false)?);
+            }
+        }
+        if !outbound.is_empty() {
+            stop::check()?;
+            let control = setup.control.as_mut().context("weft-mtls has a control plane")?;
+            let extra = client_args(control)?;
+            let mut vg = self.replace(&setup.client, setup.proxies[0].pid, &extra, "outbound-mtls")?;
+            reachable(&setup.client, vip(APP_HTTP_PORT), &mut vg)?;
+            let plan: Vec<_> = outbound.iter().map(|&p| (p, target(p))).collect();
+            self.measure_runs(&setup.client, &mut vg, &plan, runs)?;
+        }
+        drop(native_server);
+        Ok(())
+    }
+
     /// Stops the proxy `pid` in `pod` and starts it again under callgrind
     /// with the bench's flags, [`SLOW_FLAGS`] and `extra`; waits for `/ready`.
     fn replace(&self, pod: &Pod, pid: u32, extra: &[String], label: &str) -> anyhow::Result<Valgrinded> {
@@ -507,7 +541,7 @@ impl Ctx<'_> {
         pod: &Pod,
         vg: &mut Valgrinded,
         plan: &[(PathKind, SocketAddr)],
-        record: &mut impl FnMut(PathKind, Counted),
+        runs: &mut Runs,
     ) -> anyhow::Result<()> {
         for run in 1..=self.args.runs {
             for &(path, target) in plan {
@@ -527,7 +561,7 @@ impl Ctx<'_> {
                     let to = dir.join(format!("callgrind.{}.{run}.out", path.name()));
                     std::fs::copy(&from, &to).with_context(|| format!("copying {}", from.display()))?;
                 }
-                record(path, counted);
+                runs.record(path, &counted);
             }
         }
         Ok(())
