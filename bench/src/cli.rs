@@ -1,6 +1,7 @@
 //! The command line: the bench itself (no subcommand), the parts it runs
 //! inside the pods (`app`, `load`, `idle`, `cp-*`), and the handshake
-//! micro-benchmark (`handshakes`).
+//! micro-benchmark (`handshakes`), and the instruction counts per request
+//! (`callgrind`).
 
 use std::path::PathBuf;
 
@@ -141,6 +142,16 @@ pub enum Command {
     /// time, RSS, and EndpointSlice change → watching stream. Writes
     /// kube-scale.{md,json}; needs the binaries of `bash tests/kube/build.sh`.
     KubeScale(crate::kube_scale::KubeScaleArgs),
+    /// Instructions per request of one weft-proxy at a time under valgrind's
+    /// callgrind (outbound plaintext HTTP/1, outbound and inbound over
+    /// mTLS, opaque TCP over mTLS): figures that repeat on a noisy machine.
+    /// Writes callgrind.{md,json}; `--check` compares them with a baseline
+    /// (what CI runs). Needs root and valgrind.
+    Callgrind(crate::callgrind::CallgrindArgs),
+    /// The client of `callgrind`: sequential requests on one connection,
+    /// paced by the orchestrator on stdin.
+    #[command(hide = true)]
+    CallgrindClient(crate::callgrind::client::ClientArgs),
 }
 
 #[cfg(test)]
@@ -177,5 +188,33 @@ mod tests {
         let Some(Command::Handshakes(args)) = cli.command else { panic!("not handshakes") };
         assert_eq!((args.duration, args.rounds, args.cpu), (std::time::Duration::from_secs(10), 7, Some(0)));
         assert!(Cli::try_parse_from(["weft-bench", "handshakes", "--rounds", "0"]).is_err());
+    }
+
+    #[test]
+    fn callgrind_flags() {
+        use crate::callgrind::PathKind;
+        let cli = Cli::try_parse_from(["weft-bench", "callgrind"]).unwrap();
+        let Some(Command::Callgrind(args)) = cli.command else { panic!("not callgrind") };
+        assert_eq!((args.requests, args.warmup, args.runs, args.update_baseline), (200, 50, 3, false));
+        assert!(args.paths.is_empty() && args.check.is_none());
+        assert!(args.out().ends_with("bench/results"));
+        let cli = Cli::try_parse_from([
+            "weft-bench",
+            "callgrind",
+            "--paths",
+            "inbound-mtls-http1,outbound-http1",
+            "--runs",
+            "1",
+            "--check",
+            "b.json",
+            "--update-baseline",
+        ])
+        .unwrap();
+        let Some(Command::Callgrind(args)) = cli.command else { panic!("not callgrind") };
+        assert_eq!(args.paths, [PathKind::InboundMtlsHttp1, PathKind::OutboundHttp1]);
+        assert_eq!((args.runs, args.update_baseline), (1, true));
+        assert!(Cli::try_parse_from(["weft-bench", "callgrind", "--update-baseline"]).is_err());
+        assert!(Cli::try_parse_from(["weft-bench", "callgrind", "--requests", "0"]).is_err());
+        assert!(Cli::try_parse_from(["weft-bench", "callgrind", "--paths", "nope"]).is_err());
     }
 }

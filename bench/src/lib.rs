@@ -28,11 +28,14 @@
 //! `weft-bench handshakes` ([`handshake`]) is a micro-benchmark beside
 //! it: the CPU cost of the proxy's mTLS handshakes, full and resumed, on one
 //! core, driven in memory; it writes `results/handshakes.{md,json}`.
+//! `weft-bench callgrind` ([`callgrind`]) counts the instructions one proxy
+//! executes per request under valgrind, and CI holds them to a baseline.
 //!
 //! Errors are `anyhow` throughout: this crate is a test tool, like
 //! `weft-tests`, and every error ends the run with a message for a person.
 
 pub mod app;
+pub mod callgrind;
 pub mod chaos;
 pub mod cli;
 pub mod cplane;

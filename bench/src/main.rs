@@ -18,6 +18,8 @@ fn main() -> ExitCode {
         Some(Command::CpRegister(args)) => weft_bench::cplane::register::run(args).map(|()| true),
         Some(Command::Handshakes(args)) => weft_bench::handshake::run(args).map(|()| true),
         Some(Command::KubeScale(args)) => weft_bench::kube_scale::run(args).map(|()| true),
+        Some(Command::Callgrind(args)) => weft_bench::callgrind::run(args),
+        Some(Command::CallgrindClient(args)) => weft_bench::callgrind::client::run(args).map(|()| true),
         None if cli.bench.soak => weft_bench::soak::run(&weft_bench::soak::Options {
             duration: cli.bench.soak_for,
             out: cli.bench.out(),
