@@ -751,22 +751,7 @@ fn reachable(pod: &Pod, target: SocketAddr, vg: &mut Valgrinded) -> anyhow::Resu
 /// The client-side proxy's flags in `weft-mtls` (as `mtls::start` gives
 /// them), with a fresh bootstrap token.
 fn client_args(control: &mut crate::setup::control::ControlPlane) -> anyhow::Result<Vec<String>> {
-    let anchors = control.anchors().context("the control plane has a CA")?.display().to_string();
-    let token = control.token(mtls::NAMESPACE, mtls::CLIENT_SA, "bench-client-callgrind")?;
-    Ok([
-        "--control-plane",
-        &control.url,
-        "--trust-anchors",
-        &anchors,
-        "--identity-token-file",
-        &token.display().to_string(),
-        "--service-account",
-        mtls::CLIENT_SA,
-        "--namespace",
-        mtls::NAMESPACE,
-    ]
-    .map(str::to_owned)
-    .to_vec())
+    identity_args(control, mtls::CLIENT_SA, "bench-client-callgrind")
 }
 
 /// The server-side proxy's flags in `weft-mtls` (as `mtls::start_server`
@@ -776,8 +761,32 @@ fn server_args(
     pod: &Pod,
     workload: &str,
 ) -> anyhow::Result<Vec<String>> {
+    let mut args = identity_args(control, mtls::SERVER_SA, workload)?;
+    args.extend(
+        [
+            "--workload-name",
+            workload,
+            "--workload-labels",
+            "app=app",
+            "--workload-address",
+            &pod.ip().to_string(),
+            "--workload-ports",
+            &format!("{APP_HTTP_PORT},{APP_ECHO_PORT}"),
+        ]
+        .map(str::to_owned),
+    );
+    Ok(args)
+}
+
+/// The flags both sides share: the control plane, its trust anchors, and a
+/// fresh bootstrap token for `service_account` (the token's pod `name`).
+fn identity_args(
+    control: &mut crate::setup::control::ControlPlane,
+    service_account: &str,
+    name: &str,
+) -> anyhow::Result<Vec<String>> {
     let anchors = control.anchors().context("the control plane has a CA")?.display().to_string();
-    let token = control.token(mtls::NAMESPACE, mtls::SERVER_SA, workload)?;
+    let token = control.token(mtls::NAMESPACE, service_account, name)?;
     Ok([
         "--control-plane",
         &control.url,
@@ -786,17 +795,9 @@ fn server_args(
         "--identity-token-file",
         &token.display().to_string(),
         "--service-account",
-        mtls::SERVER_SA,
+        service_account,
         "--namespace",
         mtls::NAMESPACE,
-        "--workload-name",
-        workload,
-        "--workload-labels",
-        "app=app",
-        "--workload-address",
-        &pod.ip().to_string(),
-        "--workload-ports",
-        &format!("{APP_HTTP_PORT},{APP_ECHO_PORT}"),
     ]
     .map(str::to_owned)
     .to_vec())

@@ -341,13 +341,7 @@ async fn the_explicit_proxy_forwards_absolute_form_and_answers_the_rest_itself()
     let proxy = listener.local_addr().expect("addr");
     let config = config(&["--explicit-proxy"]);
     let outbound = outbound(config.clone(), proxy);
-    let inbound = Arc::new(Inbound {
-        admission: crate::inbound::admit::Admission::new(config.max_connections),
-        config,
-        http: outbound.http.clone(),
-        policies: None,
-        namespace: "default".into(),
-    });
+    let inbound = inbound(config, &outbound);
     let stacks = Arc::new(Stacks { inbound, outbound, limit: Arc::new(Semaphore::new(16)) });
     let (_signal, watch) = drain::channel();
     // Nothing redirects these connections: they are the explicit proxy's.
@@ -367,6 +361,18 @@ async fn the_explicit_proxy_forwards_absolute_form_and_answers_the_rest_itself()
         assert_eq!(rsp.status(), want, "{uri}");
         assert_eq!(rsp.headers()[PROXY_ERROR_HEADER], reason, "{uri}");
     }
+}
+
+/// The inbound side of the same proxy: no policies, sharing `outbound`'s
+/// HTTP state.
+fn inbound(config: Config, outbound: &Outbound) -> Arc<Inbound> {
+    Arc::new(Inbound {
+        admission: crate::inbound::admit::Admission::new(config.max_connections),
+        config,
+        http: outbound.http.clone(),
+        policies: None,
+        namespace: "default".into(),
+    })
 }
 
 /// A web.default service over `endpoints`, without routes.
@@ -502,13 +508,7 @@ async fn connection_tasks_stay_small() {
     let addr = listener.local_addr().expect("addr");
     let config = config(&[]);
     let outbound = outbound(config.clone(), addr);
-    let inbound = Arc::new(Inbound {
-        admission: crate::inbound::admit::Admission::new(config.max_connections),
-        config,
-        http: outbound.http.clone(),
-        policies: None,
-        namespace: "default".into(),
-    });
+    let inbound = inbound(config, &outbound);
     let (_signal, watch) = drain::channel();
     let stream = || async {
         let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
