@@ -16,9 +16,12 @@
 //! It needs root (network namespaces) and valgrind; without valgrind it
 //! fails saying `apt-get install valgrind`, it never skips.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use common::read;
+
+mod common;
 
 /// Set to `1` to write the measured medians into the baseline instead of
 /// checking them.
@@ -34,38 +37,15 @@ fn instructions_per_request_stay_within_the_baseline() {
     }
     let update = std::env::var(ENV_UPDATE).is_ok_and(|v| v == "1");
     let out = tempfile::tempdir().expect("a temporary directory");
-    let logs = tempfile::tempdir().expect("a temporary directory");
-    let (stdout_path, stderr_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft-bench"));
     cmd.args(["callgrind", "--runs", "3", "--check", BASELINE, "--out"]).arg(out.path());
     if update {
         cmd.arg("--update-baseline");
     }
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout_path).unwrap())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .expect("starting weft-bench callgrind");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for weft-bench") {
-            break Some(status);
-        }
-        if started.elapsed() > DEADLINE {
-            // SIGTERM by PID: the bench stops between steps and removes its pods.
-            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    let (stdout, stderr) = (read(&stdout_path), read(&stderr_path));
+    let common::Run { status, stdout, stderr, took } = common::run(cmd, DEADLINE);
     // The figures and the check, whatever the outcome.
     println!("{stdout}");
-    println!("(weft-bench callgrind took {:.0} s)", started.elapsed().as_secs_f64());
+    println!("(weft-bench callgrind took {:.0} s)", took.as_secs_f64());
     let Some(status) = status else {
         panic!("weft-bench callgrind still ran after {DEADLINE:?}:\nstderr:\n{stderr}");
     };

@@ -9,9 +9,12 @@
 //! (with its stream module), openssl and tcpdump; without them it fails
 //! with the fix, it never skips.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use common::read;
+
+mod common;
 
 /// The smoke run takes seconds; this bounds a hung one.
 const DEADLINE: Duration = Duration::from_secs(180);
@@ -22,33 +25,10 @@ fn smoke_run_serves_through_every_setup_and_writes_the_results() {
         panic!("{e:#}");
     }
     let out = tempfile::tempdir().expect("a temporary directory");
-    let logs = tempfile::tempdir().expect("a temporary directory");
-    let (stdout_path, stderr_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weft-bench"))
-        .arg("--smoke")
-        .arg("--out")
-        .arg(out.path())
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout_path).unwrap())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .expect("starting weft-bench");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for weft-bench") {
-            break Some(status);
-        }
-        if started.elapsed() > DEADLINE {
-            // SIGTERM by PID: the bench stops between steps and removes its pods.
-            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    let (stdout, stderr) = (read(&stdout_path), read(&stderr_path));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft-bench"));
+    cmd.arg("--smoke").arg("--out").arg(out.path());
+    let common::Run { status, stdout, stderr, took } = common::run(cmd, DEADLINE);
+    println!("(weft-bench --smoke took {:.0} s)", took.as_secs_f64());
     let Some(status) = status else {
         panic!("weft-bench --smoke still ran after {DEADLINE:?}:\nstderr:\n{stderr}");
     };
