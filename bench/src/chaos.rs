@@ -168,7 +168,8 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
                     &["flood", "--connect", &target, "--rate", &flood_rate, "--duration", &flood_for, "--hold", &hold],
                 )
             });
-            let (report, procs) = measure(&setup, &exe, Workload::Http1, spec, plan.timeout)?;
+            let crate::harness::runs::Measured { report, proxies: procs, .. } =
+                measure(&setup, &exe, Workload::Http1, spec, plan.timeout)?;
             let server_peak = procs.get(1).map_or(0, |p| p.peak_rss_kib);
             runs.push(GoodRun {
                 rep,

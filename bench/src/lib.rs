@@ -51,4 +51,5 @@ pub mod report;
 pub mod setup;
 pub mod soak;
 pub mod stop;
+pub mod tcp_opens;
 pub mod workload;

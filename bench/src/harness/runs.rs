@@ -1,6 +1,6 @@
 //! One generator run in a setup's client pod, with the footprint of the
 //! setup's proxies around it: peak RSS reset before, read after; CPU ticks
-//! before and after.
+//! before and after; the connections that reached the server pod.
 
 use std::path::Path;
 
@@ -11,6 +11,7 @@ use crate::load::LoadReport;
 use crate::plan::Phase;
 use crate::report::model::ProcRun;
 use crate::setup::Setup;
+use crate::tcp_opens;
 use crate::workload::Workload;
 
 /// How the generator sends.
@@ -54,19 +55,30 @@ pub fn load_args(
     args
 }
 
-/// Runs the generator once; the report and each proxy's cost.
+/// What one generator run measured.
+pub struct Measured {
+    pub report: LoadReport,
+    /// Each proxy's cost.
+    pub proxies: Vec<ProcRun>,
+    /// TCP connections that came into the server pod during the run: the
+    /// client-side proxy's upstream connections ([`tcp_opens`]).
+    pub upstream_connections: u64,
+}
+
+/// Runs the generator once.
 pub fn measure(
     setup: &Setup,
     exe: &Path,
     workload: Workload,
     spec: Spec,
     timeout: std::time::Duration,
-) -> anyhow::Result<(LoadReport, Vec<ProcRun>)> {
+) -> anyhow::Result<Measured> {
     let mut before = Vec::with_capacity(setup.proxies.len());
     for p in &setup.proxies {
         footprint::reset_peak(p.pid).with_context(|| format!("resetting the peak RSS of {}", p.name))?;
         before.push(footprint::cpu_ticks(p.pid).with_context(|| format!("reading the CPU time of {}", p.name))?);
     }
+    let opens_before = tcp_opens::read(&setup.server)?;
     let args = load_args(workload, setup.target(workload), spec, timeout);
     let run = setup.client.exec(exe, &args);
     anyhow::ensure!(run.status.success(), "the load generator failed in pod {}:\n{run}", setup.client.name());
@@ -78,7 +90,8 @@ pub fn measure(
         let after = footprint::cpu_ticks(p.pid).with_context(|| format!("reading the CPU time of {}", p.name))?;
         procs.push(ProcRun { name: p.name.clone(), peak_rss_kib: mem.hwm_kib, cpu_ticks: after.saturating_sub(ticks) });
     }
-    Ok((report, procs))
+    let upstream_connections = tcp_opens::read(&setup.server)?.arrived_since(opens_before);
+    Ok(Measured { report, proxies: procs, upstream_connections })
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::Running;
-use super::runs::{Spec, measure};
+use super::runs::{Measured, Spec, measure};
 use crate::footprint;
 use crate::hist::Buckets;
 use crate::load::LoadReport;
@@ -74,7 +74,7 @@ impl<'a> Bench<'a> {
 
     /// One generator run in setup `i`; `None` (recorded as a failure) if it
     /// could not run. Errors only when a stop was asked for.
-    fn run(&mut self, i: usize, workload: Workload, spec: Spec) -> anyhow::Result<Option<(LoadReport, Vec<ProcRun>)>> {
+    fn run(&mut self, i: usize, workload: Workload, spec: Spec) -> anyhow::Result<Option<Measured>> {
         stop::check()?;
         let running = &mut self.setups[i];
         let started = std::time::Instant::now();
@@ -120,7 +120,8 @@ impl<'a> Bench<'a> {
                     for i in self.alive() {
                         n += 1;
                         let kind = self.setups[i].setup.kind;
-                        let Some((report, proxies)) = self.run(i, workload, Spec::Open { rate, phase: plan.phase })?
+                        let Some(Measured { report, proxies, upstream_connections }) =
+                            self.run(i, workload, Spec::Open { rate, phase: plan.phase })?
                         else {
                             continue;
                         };
@@ -138,7 +139,7 @@ impl<'a> Bench<'a> {
                         }
                         let c = self.cell_index(workload, rate, kind);
                         let (cell, buckets) = &mut self.cells[c];
-                        cell.runs.push(record(rep, &report, proxies));
+                        cell.runs.push(record(rep, &report, proxies, upstream_connections));
                         buckets.push(report.buckets);
                     }
                 }
@@ -169,33 +170,48 @@ impl<'a> Bench<'a> {
             for i in active.clone() {
                 n += 1;
                 let kind = self.setups[i].setup.kind;
-                let result = self.run(i, Workload::Http1, Spec::Open { rate, phase: knee.phase })?;
                 let k = self.knee.iter().position(|k| k.setup == kind).expect("a result per setup");
-                let Some((report, proxies)) = result else {
-                    active.retain(|a| *a != i);
-                    continue;
-                };
-                progress(self.last_run, n, total, Workload::Http1, &format!("knee {rate}/s"), kind, &report);
-                let failed = (report.errors + report.timeouts) as f64;
-                let over = report.latency.p99 > knee.p99_limit.as_secs_f64() * 1e6
-                    || failed > KNEE_MAX_FAILED * report.sent.max(1) as f64
-                    || report.achieved_rps < KNEE_MIN_ACHIEVED * f64::from(rate);
+                // A step past the limit runs once more before it counts: one
+                // noisy run on a shared machine must not set the knee.
+                let mut over = None;
+                for repeat in [false, true] {
+                    let Some(Measured { report, proxies, .. }) =
+                        self.run(i, Workload::Http1, Spec::Open { rate, phase: knee.phase })?
+                    else {
+                        over = None;
+                        break;
+                    };
+                    let what = format!("knee {rate}/s{}", if repeat { " again" } else { "" });
+                    progress(self.last_run, n, total, Workload::Http1, &what, kind, &report);
+                    let failed = (report.errors + report.timeouts) as f64;
+                    let past = report.latency.p99 > knee.p99_limit.as_secs_f64() * 1e6
+                        || failed > KNEE_MAX_FAILED * report.sent.max(1) as f64
+                        || report.achieved_rps < KNEE_MIN_ACHIEVED * f64::from(rate);
+                    self.knee[k].steps.push(KneeStep {
+                        rate,
+                        repeat,
+                        achieved_rps: report.achieved_rps,
+                        latency: report.latency,
+                        errors: report.errors,
+                        timeouts: report.timeouts,
+                        first_error: report.first_error.clone(),
+                        over: past,
+                        proxies,
+                    });
+                    over = Some(past);
+                    if !past {
+                        break;
+                    }
+                }
                 let result = &mut self.knee[k];
-                result.steps.push(KneeStep {
-                    rate,
-                    achieved_rps: report.achieved_rps,
-                    latency: report.latency,
-                    errors: report.errors,
-                    timeouts: report.timeouts,
-                    first_error: report.first_error.clone(),
-                    over,
-                    proxies,
-                });
-                if over {
-                    result.over_rps = Some(rate);
-                    active.retain(|a| *a != i);
-                } else {
-                    result.knee_rps = Some(rate);
+                match over {
+                    // The setup died (recorded by `run`).
+                    None => active.retain(|a| *a != i),
+                    Some(true) => {
+                        result.over_rps = Some(rate);
+                        active.retain(|a| *a != i);
+                    }
+                    Some(false) => result.knee_rps = Some(rate),
                 }
             }
             if active.is_empty() {
@@ -228,7 +244,7 @@ impl<'a> Bench<'a> {
             for i in self.alive() {
                 n += 1;
                 let kind = self.setups[i].setup.kind;
-                let Some((report, _)) =
+                let Some(Measured { report, .. }) =
                     self.run(i, Workload::Http1, Spec::Closed { workers: max.workers, phase: max.phase })?
                 else {
                     continue;
@@ -349,7 +365,7 @@ impl<'a> Bench<'a> {
     }
 }
 
-fn record(rep: usize, r: &LoadReport, proxies: Vec<ProcRun>) -> RunRecord {
+fn record(rep: usize, r: &LoadReport, proxies: Vec<ProcRun>, upstream_connections: u64) -> RunRecord {
     RunRecord {
         rep,
         ok: r.ok,
@@ -360,6 +376,7 @@ fn record(rep: usize, r: &LoadReport, proxies: Vec<ProcRun>) -> RunRecord {
         latency: r.latency,
         total_requests: r.total_requests,
         connections_opened: r.connections_opened,
+        upstream_connections,
         pacer_late_max_us: r.pacer_late_max_us,
         proxies,
     }

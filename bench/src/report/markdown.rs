@@ -182,7 +182,8 @@ fn knee(md: &mut String, r: &Results) {
         let _ = writeln!(
             md,
             "Knee: the open-loop rate is stepped up ({}/s) until p99 passes {} ms, a request fails, or the \
-             achieved rate falls under 90 % of the asked one.\n",
+             achieved rate falls under 90 % of the asked one, in a step and in its repeat (a step past the \
+             limit runs once more before it counts, so one noisy run does not set the knee).\n",
             k.rates.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
             k.p99_limit.as_millis()
         );
@@ -209,7 +210,7 @@ fn knee(md: &mut String, r: &Results) {
         }
         let knee_rps = k.and_then(|k| k.knee_rps);
         let p99 = k
-            .and_then(|k| k.steps.iter().find(|s| Some(s.rate) == knee_rps))
+            .and_then(|k| k.steps.iter().find(|s| Some(s.rate) == knee_rps && !s.over))
             .map(|s| us(s.latency.p99))
             .unwrap_or_else(|| "–".into());
         let over = match k {
@@ -303,6 +304,41 @@ fn footprint(md: &mut String, r: &Results) {
                 }
                 let _ = writeln!(md, "{row}");
             }
+        }
+    }
+    connections(md, r, &workloads);
+}
+
+/// Connections the generator opened against those that reached the server
+/// pod, per run summed over the repetitions: a proxy that shares its
+/// kept-alive upstream connections opens far fewer than its clients do.
+fn connections(md: &mut String, r: &Results, workloads: &[Workload]) {
+    let _ = writeln!(
+        md,
+        "\nTCP connections, summed over the repetitions: opened by the generator / arrived in the server pod \
+         (its `/proc/net/snmp`: PassiveOpens − ActiveOpens, so loopback hops cancel out). For a proxied setup \
+         the second figure is the client-side proxy's upstream connections.\n"
+    );
+    let mut head = "| setup | rate/s |".to_owned();
+    let mut rule = "| --- | ---: |".to_owned();
+    for w in workloads {
+        let _ = write!(head, " {} |", w.name());
+        rule.push_str(" ---: |");
+    }
+    let _ = writeln!(md, "{head}\n{rule}");
+    for s in &r.setups {
+        for rate in &r.plan.rates {
+            let mut row = format!("| {} | {rate} |", s.name);
+            for w in workloads {
+                let runs = r.latency.iter().find(|c| c.setup == s.kind && c.rate == *rate && c.workload == *w);
+                let cell = runs.map(|c| {
+                    let opened: u64 = c.runs.iter().map(|run| run.connections_opened).sum();
+                    let arrived: u64 = c.runs.iter().map(|run| run.upstream_connections).sum();
+                    format!("{opened} / {arrived}")
+                });
+                let _ = write!(row, " {} |", cell.unwrap_or_else(|| "–".into()));
+            }
+            let _ = writeln!(md, "{row}");
         }
     }
 }

@@ -110,7 +110,11 @@ pub struct RunRecord {
     pub achieved_rps: f64,
     pub latency: Percentiles,
     pub total_requests: u64,
+    /// Connections the generator opened to its target.
     pub connections_opened: u64,
+    /// Connections that came into the server pod: the client-side proxy's
+    /// upstream connections (`tcp_opens`); the generator's own for `direct`.
+    pub upstream_connections: u64,
     pub pacer_late_max_us: f64,
     pub proxies: Vec<ProcRun>,
 }
@@ -309,6 +313,9 @@ pub fn policy_stack(cells: &[Cell]) -> Vec<PolicyStackCost> {
 #[derive(Debug, Clone, Serialize)]
 pub struct KneeStep {
     pub rate: u32,
+    /// The second run of a rate whose first run passed the limit: a step
+    /// counts as past the limit only when its repeat is too.
+    pub repeat: bool,
     pub achieved_rps: f64,
     pub latency: Percentiles,
     pub errors: u64,
@@ -421,6 +428,7 @@ mod tests {
             latency: Percentiles { count: 10, p50, p90: p50, p99, p999: p99, max: p99, mean: p50 },
             total_requests: 5_000,
             connections_opened: 1,
+            upstream_connections: 1,
             pacer_late_max_us: 0.0,
             proxies: vec![ProcRun { name: "p".into(), peak_rss_kib: 100, cpu_ticks: 5 }],
         }
