@@ -44,6 +44,7 @@ fn field<'a>(args: &'a mut RunArgs, name: &str) -> Option<&'a mut String> {
         ENV_OUTBOUND_OPAQUE_PORTS => &mut args.outbound_opaque_ports,
         ENV_MAX_HEADER_BYTES => &mut args.max_header_bytes,
         ENV_HEADER_READ_TIMEOUT => &mut args.header_read_timeout,
+        ENV_KEEP_ALIVE_TIMEOUT => &mut args.keep_alive_timeout,
         ENV_CONNECT_TIMEOUT => &mut args.connect_timeout,
         ENV_REQUEST_TIMEOUT => &mut args.request_timeout,
         ENV_TCP_IDLE_TIMEOUT => &mut args.tcp_idle_timeout,

@@ -22,6 +22,7 @@ pub const ENV_INBOUND_OPAQUE_PORTS: &str = "WEFT_PROXY_INBOUND_OPAQUE_PORTS";
 pub const ENV_OUTBOUND_OPAQUE_PORTS: &str = "WEFT_PROXY_OUTBOUND_OPAQUE_PORTS";
 pub const ENV_MAX_HEADER_BYTES: &str = "WEFT_PROXY_MAX_HEADER_BYTES";
 pub const ENV_HEADER_READ_TIMEOUT: &str = "WEFT_PROXY_HEADER_READ_TIMEOUT";
+pub const ENV_KEEP_ALIVE_TIMEOUT: &str = "WEFT_PROXY_KEEP_ALIVE_TIMEOUT";
 pub const ENV_CONNECT_TIMEOUT: &str = "WEFT_PROXY_CONNECT_TIMEOUT";
 pub const ENV_REQUEST_TIMEOUT: &str = "WEFT_PROXY_REQUEST_TIMEOUT";
 pub const ENV_TCP_IDLE_TIMEOUT: &str = "WEFT_PROXY_TCP_IDLE_TIMEOUT";
@@ -115,6 +116,11 @@ pub struct RunArgs {
     /// slow-loris clients); the connection is closed after it.
     #[arg(long, env = ENV_HEADER_READ_TIMEOUT, default_value = "10s")]
     pub header_read_timeout: String,
+    /// How long a downstream HTTP/1 connection may stay idle between
+    /// requests before the proxy closes it. Longer than the pool idle
+    /// timeout, so that between two proxies the client side closes first.
+    #[arg(long, env = ENV_KEEP_ALIVE_TIMEOUT, default_value = "120s")]
+    pub keep_alive_timeout: String,
     /// Time allowed to open a TCP connection upstream; past it → 504.
     #[arg(long, env = ENV_CONNECT_TIMEOUT, default_value = "1s")]
     pub connect_timeout: String,
@@ -284,6 +290,9 @@ pub struct DirectionConfig {
 pub struct HttpConfig {
     pub max_header_bytes: usize,
     pub header_read_timeout: Duration,
+    /// Idle time between HTTP/1 requests before a downstream connection is
+    /// closed.
+    pub keep_alive_timeout: Duration,
     /// `None`: no limit.
     pub request_timeout: Option<Duration>,
     pub pool_idle_timeout: Duration,
@@ -424,6 +433,7 @@ impl RunArgs {
         let out_opaque = f!(outbound_opaque_ports, ENV_OUTBOUND_OPAQUE_PORTS, PortSet::parse);
         let max_header_bytes = f!(max_header_bytes, ENV_MAX_HEADER_BYTES, count(MIN_HEADER_BYTES, 16 << 20));
         let header_read_timeout = f!(header_read_timeout, ENV_HEADER_READ_TIMEOUT, positive_duration);
+        let keep_alive_timeout = f!(keep_alive_timeout, ENV_KEEP_ALIVE_TIMEOUT, positive_duration);
         let connect_timeout = f!(connect_timeout, ENV_CONNECT_TIMEOUT, positive_duration);
         let request_timeout = f!(request_timeout, ENV_REQUEST_TIMEOUT, duration);
         let tcp_idle_timeout = f!(tcp_idle_timeout, ENV_TCP_IDLE_TIMEOUT, positive_duration);
@@ -459,6 +469,7 @@ impl RunArgs {
             http: HttpConfig {
                 max_header_bytes: some(max_header_bytes)?,
                 header_read_timeout: some(header_read_timeout)?,
+                keep_alive_timeout: some(keep_alive_timeout)?,
                 request_timeout: Some(some(request_timeout)?).filter(|d| !d.is_zero()),
                 pool_idle_timeout: some(pool_idle_timeout)?,
             },

@@ -111,6 +111,62 @@ fn slow_loris_is_closed_after_the_header_read_timeout() {
     assert!(!m.app.stdout().contains("/slow"), "the app got the slow request:\n{}", m.app.stdout());
 }
 
+/// One request on a connection the client then keeps idle: what it
+/// received, and when the connection closed (`None`: still open at
+/// `hold_ms`).
+fn keep_idle(pod: &Pod, target: &str, hold_ms: u64) -> (String, Option<u64>) {
+    let client = pod.spawn_testkit(
+        "kept-alive",
+        &[
+            "slow-client",
+            "--connect",
+            target,
+            "--send",
+            "GET /kept HTTP/1.1\\r\\nHost: b\\r\\n\\r\\n",
+            "--max-ms",
+            &hold_ms.to_string(),
+        ],
+    );
+    let run = client.finish(std::time::Duration::from_millis(hold_ms + 10_000));
+    let closed = match run.code() {
+        Some(0) => Some(run.field("closed_after_ms").parse().unwrap()),
+        Some(3) => None,
+        _ => panic!("the kept-alive client failed:\n{run}"),
+    };
+    (run.field("received").to_owned(), closed)
+}
+
+#[test]
+fn idle_kept_alive_connections_outlive_the_header_read_timeout() {
+    // hyper's header read timeout also ran on idle connections: every
+    // kept-alive connection was closed 1 s after its last response here.
+    let m = Pair::start(&["--header-read-timeout", "1s"], &["--header-read-timeout", "1s"]);
+    let target = m.b.addr(weft_tests::APP_PORT).to_string();
+    // Outbound (the app's connection to proxy A) and inbound (an unmeshed
+    // client's to proxy B), at once.
+    let c = m.mesh.pod("c");
+    let (outbound, inbound) = std::thread::scope(|s| {
+        let inbound = s.spawn(|| keep_idle(&c, &target, 3_000));
+        (keep_idle(&m.a, &target, 3_000), inbound.join().unwrap())
+    });
+    for (side, (received, closed)) in [("outbound", outbound), ("inbound", inbound)] {
+        assert!(received.starts_with("HTTP/1.1 200 "), "{side}: {received}");
+        assert_eq!(closed, None, "{side}: an idle kept-alive connection was closed after {closed:?} ms");
+    }
+    assert_eq!(m.app_requests(), 2);
+}
+
+#[test]
+fn idle_kept_alive_connections_close_after_the_keep_alive_timeout() {
+    let m = Pair::start(&["--keep-alive-timeout", "2s"], &[]);
+    let target = m.b.addr(weft_tests::APP_PORT).to_string();
+    let (received, closed) = keep_idle(&m.a, &target, 10_000);
+    assert!(received.starts_with("HTTP/1.1 200 "), "{received}");
+    let ms = closed.expect("the idle connection was still open after 10 s; keep-alive timeout 2 s");
+    eprintln!("measured: closed after {ms} ms");
+    assert!((1_900..=3_500).contains(&ms), "the idle connection was closed after {ms} ms; keep-alive timeout 2 s");
+}
+
 #[test]
 fn inbound_limits_apply_to_unmeshed_clients() {
     let m = Pair::start(&[], &["--header-read-timeout", "2s"]);

@@ -13,6 +13,7 @@ pub mod body;
 pub mod client;
 pub mod headers;
 pub mod idle;
+pub mod keep_alive;
 pub mod record;
 pub mod respond;
 pub mod server;

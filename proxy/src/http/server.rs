@@ -1,9 +1,13 @@
 //! Serving one downstream connection with hyper, HTTP/1 or HTTP/2 as
 //! detected. The server enforces the downstream limits: header size (431),
-//! malformed requests (400), slow headers (closed), and drains gracefully.
+//! malformed requests (400), slow headers (closed), idle HTTP/1 connections
+//! (closed after the keep-alive timeout, [`super::keep_alive`]), and drains
+//! gracefully.
 
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::sync::Arc;
+use std::task::Poll;
 
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -12,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::Version;
+use super::{Version, keep_alive};
 use crate::config::HttpConfig;
 use crate::drain;
 use crate::metrics::{Direction, Metrics};
@@ -51,19 +55,42 @@ where
     S::Future: Send + 'static,
 {
     let Conn { version, drain, metrics, direction } = conn;
-    let service = TowerToHyperService::new(stack);
-    let io = TokioIo::new(io);
     let result = match version {
         Version::Http1 => {
+            let activity = Arc::new(keep_alive::Activity::default());
+            let limits =
+                keep_alive::Limits { header_read: cfg.header_read_timeout, keep_alive: cfg.keep_alive_timeout };
+            let mut watch = keep_alive::Watch::new(activity.clone(), limits);
+            let io = TokioIo::new(keep_alive::ActivityIo::new(io, activity.clone()));
+            let service = TowerToHyperService::new(keep_alive::Tracked::new(stack, activity));
+            // hyper's own header read timeout would start on idle
+            // connections too: off, `watch` keeps both clocks.
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(cfg.header_read_timeout)
+                .header_read_timeout(None)
                 .max_buf_size(cfg.max_header_bytes)
                 .serve_connection(io, service)
                 .with_upgrades();
             tokio::pin!(conn);
+            let expired = std::future::poll_fn(|cx| {
+                if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Err(res));
+                }
+                watch.poll_expired(cx).map(Ok)
+            });
             tokio::select! {
-                res = conn.as_mut() => res,
+                ended = expired => match ended {
+                    Err(res) => res,
+                    // A slow loris: closed as hyper closed it.
+                    Ok(keep_alive::Expired::Head) => {
+                        tracing::debug!("request head not complete within the header read timeout; closing");
+                        Ok(())
+                    }
+                    Ok(keep_alive::Expired::Idle) => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                },
                 _ = drain.signaled() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
@@ -74,7 +101,7 @@ where
             let conn = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
-                .serve_connection(io, service);
+                .serve_connection(TokioIo::new(io), TowerToHyperService::new(stack));
             tokio::pin!(conn);
             tokio::select! {
                 res = conn.as_mut() => res,
