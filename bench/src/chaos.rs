@@ -145,7 +145,7 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     let exe = std::env::current_exe().context("finding this executable")?;
     let proxy = opts.proxy_bin.clone().unwrap_or_else(|| weft_tests::proxy_bin().to_owned());
     let control = opts.control_bin.clone().unwrap_or_else(|| weft_tests::control_bin().to_owned());
-    let bins = Binaries { exe: exe.clone(), proxy, control };
+    let bins = Binaries { exe: exe.clone(), proxy, control, baseline_proxy: None };
     let mesh = Mesh::new();
     let dir = mesh.dir().to_owned();
     let setup = Setup::start(SetupKind::WeftMtls, &mesh, &bins, &dir).context("starting setup weft-mtls")?;

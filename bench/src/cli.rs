@@ -60,9 +60,10 @@ pub struct BenchArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<Scenario>,
     /// Measure these setups (repeat or comma-separate): direct, weft,
-    /// weft-mtls, weft-policy, weft-trace-0, weft-trace-100, haproxy-mtls,
-    /// nginx-mtls [default: all but weft-policy and weft-trace-*; all in
-    /// --smoke].
+    /// weft-mtls, weft-mtls-base, weft-policy, weft-trace-0, weft-trace-100,
+    /// haproxy-mtls, nginx-mtls [default: all but weft-mtls-base,
+    /// weft-policy and weft-trace-*; all in --smoke, weft-mtls-base only
+    /// with --baseline-proxy-bin].
     #[arg(long, value_enum, value_delimiter = ',')]
     pub setups: Vec<SetupKind>,
     /// Directory for latest.md, latest.json and latest.svg
@@ -73,6 +74,11 @@ pub struct BenchArgs {
     /// (with the bench's profile): an exact build, or a tree in flux.
     #[arg(long, env = "WEFT_BENCH_PROXY_BIN")]
     pub proxy_bin: Option<PathBuf>,
+    /// A second weft-proxy binary, the before of a change: adds setup
+    /// weft-mtls-base (weft-mtls with this binary), measured interleaved
+    /// with the others, so that before and after share one run.
+    #[arg(long)]
+    pub baseline_proxy_bin: Option<PathBuf>,
     /// Endpoints the control-plane section registers [default: 200 in
     /// --smoke, 10,000 in --quick and --full].
     #[arg(long)]

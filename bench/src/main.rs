@@ -34,6 +34,7 @@ fn main() -> ExitCode {
             command: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
             out: cli.bench.out(),
             proxy_bin: cli.bench.proxy_bin.clone(),
+            baseline_proxy_bin: cli.bench.baseline_proxy_bin.clone(),
             control_bin: cli.bench.control_bin.clone(),
             endpoints: cli.bench.endpoints,
             idle_steps: cli.bench.idle_steps.clone(),

@@ -163,6 +163,13 @@ impl Plan {
             self.setups = SetupKind::ALL.into_iter().filter(|k| setups.contains(k)).collect();
         }
     }
+
+    /// Adds `kind` to the setups, in report order.
+    pub fn add_setup(&mut self, kind: SetupKind) {
+        let mut with = self.setups.clone();
+        with.push(kind);
+        self.setups = SetupKind::ALL.into_iter().filter(|k| with.contains(k)).collect();
+    }
 }
 
 /// Everything a run does.
@@ -220,7 +227,8 @@ impl Plan {
             Mode::Smoke => Plan {
                 mode,
                 // Every setup starts and serves, the policy stack included.
-                setups: SetupKind::ALL.to_vec(),
+                // weft-mtls-base only with --baseline-proxy-bin.
+                setups: SetupKind::ALL.into_iter().filter(|k| *k != SetupKind::WeftMtlsBase).collect(),
                 reps: 1,
                 rates: vec![50],
                 workloads: Workload::ALL.to_vec(),
@@ -405,7 +413,9 @@ mod tests {
 
     #[test]
     fn setups_by_mode_and_by_name() {
-        assert_eq!(Plan::new(Mode::Smoke, &[]).setups, SetupKind::ALL.to_vec());
+        let smoke = Plan::new(Mode::Smoke, &[]).setups;
+        assert_eq!(smoke.len(), SetupKind::ALL.len() - 1);
+        assert!(!smoke.contains(&SetupKind::WeftMtlsBase), "only with --baseline-proxy-bin");
         for mode in [Mode::Quick, Mode::Full] {
             assert_eq!(Plan::new(mode, &[]).setups, SetupKind::DEFAULT.to_vec(), "{mode:?}");
         }
@@ -413,6 +423,9 @@ mod tests {
         let mut p = Plan::new(Mode::Quick, &[Scenario::Http1]);
         p.set_setups(&[SetupKind::WeftPolicy, SetupKind::Direct, SetupKind::WeftMtls, SetupKind::WeftPolicy]);
         assert_eq!(p.setups, [SetupKind::Direct, SetupKind::WeftMtls, SetupKind::WeftPolicy]);
+        // A baseline goes beside weft-mtls.
+        p.add_setup(SetupKind::WeftMtlsBase);
+        assert_eq!(p.setups, [SetupKind::Direct, SetupKind::WeftMtls, SetupKind::WeftMtlsBase, SetupKind::WeftPolicy]);
         assert!(p.rates.contains(&1000) && p.workloads == [Workload::Http1]);
         assert!(p.estimate() < Duration::from_secs(60), "{:?}", p.estimate());
         let before = p.setups.clone();

@@ -154,7 +154,7 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     for bin in [&proxy, &control] {
         anyhow::ensure!(bin.is_file(), "{}: no such file", bin.display());
     }
-    let bins = Binaries { exe: exe.clone(), proxy, control };
+    let bins = Binaries { exe: exe.clone(), proxy, control, baseline_proxy: None };
     eprintln!(
         "weft-bench: soak of {} at {RATE} requests/s (replica flips every {TICK:?}, policy every {:?}); results to {}",
         humantime::format_duration(opts.duration),

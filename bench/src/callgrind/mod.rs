@@ -270,7 +270,12 @@ pub fn run(args: &CallgrindArgs) -> anyhow::Result<bool> {
     };
     let proxy = given(&args.proxy_bin, "--proxy-bin")?.unwrap_or_else(|| weft_tests::proxy_bin().to_owned());
     let control = given(&args.control_bin, "--control-bin")?.unwrap_or_else(|| weft_tests::control_bin().to_owned());
-    let bins = Binaries { exe: std::env::current_exe().context("finding this executable")?, proxy, control };
+    let bins = Binaries {
+        exe: std::env::current_exe().context("finding this executable")?,
+        proxy,
+        control,
+        baseline_proxy: None,
+    };
     let profile = match bins.proxy.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()) {
         Some(p @ ("release" | "debug")) => p.to_owned(),
         _ => "unknown".to_owned(),

@@ -44,6 +44,8 @@ pub struct Options {
     pub out: PathBuf,
     /// A weft-proxy binary to measure; `None`: build the checkout's.
     pub proxy_bin: Option<PathBuf>,
+    /// `--baseline-proxy-bin`: adds setup weft-mtls-base.
+    pub baseline_proxy_bin: Option<PathBuf>,
     /// A weft-control binary to run; `None`: build the checkout's.
     pub control_bin: Option<PathBuf>,
     /// Endpoints for the control-plane section; `None`: the mode's.
@@ -128,8 +130,13 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
         plan.set_endpoints(n);
     }
     plan.set_setups(&opts.setups);
+    match (&opts.baseline_proxy_bin, plan.setups.contains(&SetupKind::WeftMtlsBase)) {
+        (Some(_), false) => plan.add_setup(SetupKind::WeftMtlsBase),
+        (None, true) => anyhow::bail!("setup weft-mtls-base measures the proxy of --baseline-proxy-bin: give it"),
+        _ => {}
+    }
     plan.set_idle_steps(&opts.idle_steps);
-    let notes: Vec<String> = plan.cap_idle_steps(nofile).into_iter().collect();
+    let mut notes: Vec<String> = plan.cap_idle_steps(nofile).into_iter().collect();
     let exe = std::env::current_exe().context("finding this executable")?;
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     // Builds weft-proxy and weft-control with this profile if they are not
@@ -145,7 +152,11 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     let proxy_bin = given(&opts.proxy_bin, "--proxy-bin")?.unwrap_or_else(|| weft_tests::proxy_bin().to_owned());
     let control_bin =
         given(&opts.control_bin, "--control-bin")?.unwrap_or_else(|| weft_tests::control_bin().to_owned());
-    let bins = Binaries { exe: exe.clone(), proxy: proxy_bin, control: control_bin };
+    let baseline_proxy = given(&opts.baseline_proxy_bin, "--baseline-proxy-bin")?;
+    if let Some(b) = &baseline_proxy {
+        notes.push(format!("weft-mtls-base runs the baseline weft-proxy {}", b.display()));
+    }
+    let bins = Binaries { exe: exe.clone(), proxy: proxy_bin, control: control_bin, baseline_proxy };
     let started = Instant::now();
     let mut machine = Machine::read(&workspace, &bins.proxy, &bins.control);
     for note in &notes {

@@ -23,6 +23,7 @@ fn color(kind: SetupKind) -> &'static str {
         SetupKind::Direct => "#555555",
         SetupKind::Weft => "#1f77b4",
         SetupKind::WeftMtls => "#2ca02c",
+        SetupKind::WeftMtlsBase => "#98df8a",
         SetupKind::WeftPolicy => "#9467bd",
         SetupKind::WeftTrace0 => "#8c564b",
         SetupKind::WeftTrace100 => "#e377c2",

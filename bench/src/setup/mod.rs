@@ -48,6 +48,8 @@ pub enum SetupKind {
     Direct,
     Weft,
     WeftMtls,
+    /// weft-mtls with `--baseline-proxy-bin`: the before of a change.
+    WeftMtlsBase,
     WeftPolicy,
     #[value(name = "weft-trace-0")]
     #[serde(rename = "weft-trace-0")]
@@ -61,10 +63,11 @@ pub enum SetupKind {
 
 impl SetupKind {
     /// In report order; `direct` first, as the floor the others add to.
-    pub const ALL: [SetupKind; 8] = [
+    pub const ALL: [SetupKind; 9] = [
         SetupKind::Direct,
         SetupKind::Weft,
         SetupKind::WeftMtls,
+        SetupKind::WeftMtlsBase,
         SetupKind::WeftPolicy,
         SetupKind::WeftTrace0,
         SetupKind::WeftTrace100,
@@ -88,6 +91,7 @@ impl SetupKind {
             SetupKind::Direct => "direct",
             SetupKind::Weft => "weft",
             SetupKind::WeftMtls => "weft-mtls",
+            SetupKind::WeftMtlsBase => "weft-mtls-base",
             SetupKind::WeftPolicy => "weft-policy",
             SetupKind::WeftTrace0 => "weft-trace-0",
             SetupKind::WeftTrace100 => "weft-trace-100",
@@ -107,6 +111,10 @@ impl SetupKind {
                 "the weft pair with mutual TLS between the proxies: identities from weft-control's CA (in a pod of \
                  its own), the generator sends to the service's virtual IP, which the outbound proxy resolves \
                  through discovery"
+            }
+            SetupKind::WeftMtlsBase => {
+                "weft-mtls with the weft-proxy binary of `--baseline-proxy-bin`: the before of a change, measured \
+                 in the same run, interleaved with the after"
             }
             SetupKind::WeftPolicy => {
                 "weft-mtls (same control plane, mTLS and discovery path) plus a full traffic policy on the service, \
@@ -142,6 +150,7 @@ impl SetupKind {
             self,
             SetupKind::Weft
                 | SetupKind::WeftMtls
+                | SetupKind::WeftMtlsBase
                 | SetupKind::WeftPolicy
                 | SetupKind::WeftTrace0
                 | SetupKind::WeftTrace100
@@ -163,6 +172,7 @@ impl SetupKind {
             SetupKind::Direct => "d",
             SetupKind::Weft => "w",
             SetupKind::WeftMtls => "m",
+            SetupKind::WeftMtlsBase => "o",
             SetupKind::WeftPolicy => "p",
             SetupKind::WeftTrace0 => "t",
             SetupKind::WeftTrace100 => "u",
@@ -181,6 +191,8 @@ pub struct Binaries {
     /// The control plane (`weft-mtls`' CA and discovery, the control-plane
     /// section).
     pub control: PathBuf,
+    /// `--baseline-proxy-bin`: the proxy of setup `weft-mtls-base`.
+    pub baseline_proxy: Option<PathBuf>,
 }
 
 /// A proxy process whose footprint is read from `/proc`.
@@ -257,7 +269,20 @@ impl Setup {
                     setup.procs.push(proc);
                 }
             }
-            SetupKind::WeftMtls | SetupKind::WeftPolicy | SetupKind::WeftTrace0 | SetupKind::WeftTrace100 => {
+            SetupKind::WeftMtls
+            | SetupKind::WeftMtlsBase
+            | SetupKind::WeftPolicy
+            | SetupKind::WeftTrace0
+            | SetupKind::WeftTrace100 => {
+                let baseline;
+                let bins = if kind == SetupKind::WeftMtlsBase {
+                    let proxy =
+                        bins.baseline_proxy.clone().context("setup weft-mtls-base needs --baseline-proxy-bin")?;
+                    baseline = Binaries { proxy, ..bins.clone() };
+                    &baseline
+                } else {
+                    bins
+                };
                 let cp_pod = mesh.pod(&format!("{}c", kind.pod_prefix()));
                 let services =
                     if kind == SetupKind::WeftPolicy { policy::services_yaml() } else { mtls::services_yaml() };
@@ -322,9 +347,11 @@ impl Setup {
             // The app's own address: interception (weft) is transparent.
             SetupKind::Direct | SetupKind::Weft => self.server.addr(workload.app_port()),
             // The service's virtual IP, resolved by the outbound proxy.
-            SetupKind::WeftMtls | SetupKind::WeftPolicy | SetupKind::WeftTrace0 | SetupKind::WeftTrace100 => {
-                SocketAddr::from((mtls::VIP, workload.app_port()))
-            }
+            SetupKind::WeftMtls
+            | SetupKind::WeftMtlsBase
+            | SetupKind::WeftPolicy
+            | SetupKind::WeftTrace0
+            | SetupKind::WeftTrace100 => SocketAddr::from((mtls::VIP, workload.app_port())),
             // The peer pairs' frontends on loopback in pod A.
             SetupKind::HaproxyMtls | SetupKind::NginxMtls => {
                 SocketAddr::from((Ipv4Addr::LOCALHOST, peer::frontend_port(workload)))
