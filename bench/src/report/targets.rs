@@ -255,9 +255,55 @@ pub fn check(r: &Results) -> Vec<TargetCheck> {
     let pc = cpu_of(plain);
     let plain_cpu = if pc.is_empty() { String::new() } else { format!("; plaintext weft {}", cpu_list(&pc)) };
     out.push(cpu_target(mtls, &peers, &plain_cpu));
+    out.push(upstream_target(&upstream_by_rate(r, SetupKind::WeftMtls), &peer_upstreams(r)));
     out.extend(memory_after_burst(r));
     out.extend(control_plane(r));
     out
+}
+
+/// Per HTTP/1.1 rate of `kind`: the connections that reached the server
+/// pod, summed over the repetitions.
+fn upstream_by_rate(r: &Results, kind: SetupKind) -> Vec<(u32, u64)> {
+    r.latency
+        .iter()
+        .filter(|c| c.setup == kind && c.workload == crate::workload::Workload::Http1)
+        .map(|c| (c.rate, c.runs.iter().map(|run| run.upstream_connections).sum()))
+        .collect()
+}
+
+fn peer_upstreams(r: &Results) -> Vec<(SetupKind, Vec<(u32, u64)>)> {
+    SetupKind::PEERS.iter().map(|&k| (k, upstream_by_rate(r, k))).filter(|(_, u)| !u.is_empty()).collect()
+}
+
+/// Issue #15: the client-side proxy shares kept-alive upstream connections
+/// at least as well as the better peer: at every HTTP/1.1 rate measured,
+/// weft-mtls opened no more connections to the server pod than it.
+fn upstream_target(weft: &[(u32, u64)], peers: &[(SetupKind, Vec<(u32, u64)>)]) -> TargetCheck {
+    let target = "weft's client-side proxy opens no more upstream connections than the better peer's (HTTP/1.1, \
+                  every rate, summed over the repetitions)";
+    let rates: Vec<(u32, u64, SetupKind, u64)> = weft
+        .iter()
+        .filter_map(|&(rate, w)| {
+            let best = lowest(
+                peers.iter().filter_map(|(k, u)| u.iter().find(|(r, _)| *r == rate).map(|(_, n)| (*k, *n as f64))),
+            )?;
+            Some((rate, w, best.0, best.1 as u64))
+        })
+        .collect();
+    if rates.is_empty() {
+        return TargetCheck {
+            target: target.into(),
+            status: "not measured",
+            detail: "HTTP/1.1 was not measured for weft-mtls and a peer mTLS pair at the same rate".into(),
+        };
+    }
+    let each: Vec<String> =
+        rates.iter().map(|(rate, w, k, n)| format!("{rate}/s: weft-mtls {w}, {} {n}", k.name())).collect();
+    TargetCheck {
+        target: target.into(),
+        status: status(rates.iter().all(|(_, w, _, n)| w <= n)),
+        detail: format!("connections into the server pod (/proc/net/snmp): {}", each.join("; ")),
+    }
 }
 
 /// Issue #14's memory targets: the burst's memory comes back (within 2 MB of
@@ -562,5 +608,22 @@ mod tests {
         }
         let weft = cell(SetupKind::WeftMtls, 0.0, 0.0, [0.1, 0.1]);
         assert_eq!(cpu_target(Some(&weft), &[(h, None), (n, None)], "").status, "not measured");
+    }
+
+    #[test]
+    fn upstream_connections_are_judged_per_rate_against_the_better_peer() {
+        let (h, n) = (SetupKind::HaproxyMtls, SetupKind::NginxMtls);
+        let peers = vec![(h, vec![(500, 17), (1000, 20)]), (n, vec![(500, 28), (1000, 0)])];
+        let t = upstream_target(&[(500, 4), (1000, 10)], &peers);
+        assert_eq!(t.status, "missed", "{}", t.detail);
+        assert!(
+            t.detail.contains("500/s: weft-mtls 4, haproxy-mtls 17; 1000/s: weft-mtls 10, nginx-mtls 0"),
+            "{}",
+            t.detail
+        );
+        assert_eq!(upstream_target(&[(500, 17), (1000, 0)], &peers).status, "met", "a tie is at or below");
+        // A rate no peer ran is not judged.
+        assert_eq!(upstream_target(&[(2000, 99), (500, 1)], &peers).status, "met");
+        assert_eq!(upstream_target(&[(2000, 1)], &peers).status, "not measured");
     }
 }
