@@ -252,6 +252,25 @@ pub fn check(r: &Results) -> Vec<TargetCheck> {
         }
     });
 
+    // Issue #15: what each extra sidecar costs is its anonymous memory; the
+    // file pages (the binary's text) are shared by every proxy on a node.
+    let target = "each weft proxy's anonymous memory (RssAnon) ≤ 2 MB idle (mTLS pair)";
+    out.push(if idle_anon.is_empty() {
+        TargetCheck { target: target.into(), status: "not measured", detail: "no RssAnon (Linux < 4.5)".into() }
+    } else {
+        let worst = idle_anon.iter().map(|(_, v)| *v).fold(0.0, f64::max);
+        TargetCheck {
+            target: target.into(),
+            status: status(worst <= 2.0),
+            detail: format!(
+                "RssAnon after start-up: {}; margin {:.1} MB (whole RSS: {})",
+                list(&idle_anon, "MB"),
+                2.0 - worst,
+                list(&idle, "MB")
+            ),
+        }
+    });
+
     let pc = cpu_of(plain);
     let plain_cpu = if pc.is_empty() { String::new() } else { format!("; plaintext weft {}", cpu_list(&pc)) };
     out.push(cpu_target(mtls, &peers, &plain_cpu));
