@@ -125,6 +125,22 @@ mod tests {
         }
     }
 
+    /// `.cargo/config.toml` compiles `slab_sizes:4096-4096:16` into
+    /// jemalloc: 4 KiB allocations in 64 KiB slabs, not a slab (and a
+    /// descriptor kept for ever) each.
+    #[cfg(feature = "jemalloc")]
+    #[test]
+    fn four_kib_allocations_share_slabs() {
+        use tikv_jemalloc_ctl::{Access as _, AsName as _};
+        let nbins: u32 = "arenas.nbins\0".name().read().expect("arenas.nbins");
+        let slab = (0..nbins).find_map(|i| {
+            let size: usize = format!("arenas.bin.{i}.size\0").as_str().name().read().ok()?;
+            let slab: Option<usize> = format!("arenas.bin.{i}.slab_size\0").as_str().name().read().ok();
+            (size == 4096).then_some(slab)?
+        });
+        assert_eq!(slab, Some(64 * 1024), "jemalloc was built without .cargo/config.toml's malloc_conf");
+    }
+
     #[test]
     fn stats_are_consistent() {
         let stats = super::stats();
