@@ -260,14 +260,7 @@ pub fn run(args: &CallgrindArgs) -> anyhow::Result<bool> {
     stop::install()?;
     let valgrind = find_tool("valgrind").context("valgrind")?;
     let control_tool = find_tool("callgrind_control").context("callgrind_control")?;
-    let given = |bin: &Option<PathBuf>, flag: &str| -> anyhow::Result<Option<PathBuf>> {
-        bin.as_ref()
-            .map(|bin| {
-                anyhow::ensure!(bin.is_file(), "{flag} {}: no such file", bin.display());
-                Ok(std::path::absolute(bin)?)
-            })
-            .transpose()
-    };
+    let given = |bin: &Option<PathBuf>, flag| crate::setup::given_binary(bin.as_deref(), flag);
     let proxy = given(&args.proxy_bin, "--proxy-bin")?.unwrap_or_else(|| weft_tests::proxy_bin().to_owned());
     let control = given(&args.control_bin, "--control-bin")?.unwrap_or_else(|| weft_tests::control_bin().to_owned());
     let bins = Binaries {

@@ -141,14 +141,7 @@ pub fn run(opts: &Options) -> anyhow::Result<bool> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     // Builds weft-proxy and weft-control with this profile if they are not
     // up to date (unless given); the clock starts after it.
-    let given = |bin: &Option<PathBuf>, flag: &str| -> anyhow::Result<Option<PathBuf>> {
-        bin.as_ref()
-            .map(|bin| {
-                anyhow::ensure!(bin.is_file(), "{flag} {}: no such file", bin.display());
-                Ok(std::path::absolute(bin)?)
-            })
-            .transpose()
-    };
+    let given = |bin: &Option<PathBuf>, flag| crate::setup::given_binary(bin.as_deref(), flag);
     let proxy_bin = given(&opts.proxy_bin, "--proxy-bin")?.unwrap_or_else(|| weft_tests::proxy_bin().to_owned());
     let control_bin =
         given(&opts.control_bin, "--control-bin")?.unwrap_or_else(|| weft_tests::control_bin().to_owned());

@@ -302,16 +302,16 @@ fn peer_upstreams(r: &Results) -> Vec<(SetupKind, Vec<(u32, u64)>)> {
 fn upstream_target(weft: &[(u32, u64)], peers: &[(SetupKind, Vec<(u32, u64)>)]) -> TargetCheck {
     let target = "weft's client-side proxy opens no more upstream connections than the better peer's (HTTP/1.1, \
                   all rates, summed over the repetitions)";
-    // Per peer that ran every rate weft ran: its total.
-    let totals: Vec<(SetupKind, u64)> = peers
+    // Per peer that ran every rate weft ran: its total, and its figures.
+    let totals: Vec<(SetupKind, u64, &[(u32, u64)])> = peers
         .iter()
         .filter_map(|(k, u)| {
             let per_rate: Option<Vec<u64>> =
                 weft.iter().map(|(rate, _)| u.iter().find(|(r, _)| r == rate).map(|(_, n)| *n)).collect();
-            Some((*k, per_rate?.iter().sum()))
+            Some((*k, per_rate?.iter().sum(), u.as_slice()))
         })
         .collect();
-    let best = lowest(totals.iter().map(|(k, n)| (*k, *n as f64)));
+    let best = lowest(totals.iter().map(|(k, n, _)| (*k, *n as f64)));
     let (Some((best_kind, best_total)), false) = (best, weft.is_empty()) else {
         return TargetCheck {
             target: target.into(),
@@ -326,13 +326,7 @@ fn upstream_target(weft: &[(u32, u64)], peers: &[(SetupKind, Vec<(u32, u64)>)]) 
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let each: Vec<String> = peers
-        .iter()
-        .filter(|(k, _)| totals.iter().any(|(t, _)| t == k))
-        .map(|(k, u)| {
-            format!("{} {} ({})", k.name(), totals.iter().find(|(t, _)| t == k).map_or(0, |t| t.1), per_rate(u))
-        })
-        .collect();
+    let each: Vec<String> = totals.iter().map(|(k, n, u)| format!("{} {n} ({})", k.name(), per_rate(u))).collect();
     TargetCheck {
         target: target.into(),
         status: status(total <= best_total as u64),

@@ -195,6 +195,16 @@ pub struct Binaries {
     pub baseline_proxy: Option<PathBuf>,
 }
 
+/// A binary given with `flag` (`--proxy-bin`, …): checked to exist and made
+/// absolute, since it is run inside the pods; `None` when not given.
+pub fn given_binary(bin: Option<&Path>, flag: &str) -> anyhow::Result<Option<PathBuf>> {
+    bin.map(|bin| {
+        anyhow::ensure!(bin.is_file(), "{flag} {}: no such file", bin.display());
+        Ok(std::path::absolute(bin)?)
+    })
+    .transpose()
+}
+
 /// A proxy process whose footprint is read from `/proc`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProxyProcess {
