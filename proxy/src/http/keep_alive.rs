@@ -278,9 +278,13 @@ impl Watch {
     /// Ready when the current phase has lasted past its timeout.
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<Expired> {
         let now_seen = (self.activity.phase(), self.activity.requests.load(Relaxed));
+        // A busy phase has no deadline, so no clock read: one fewer per
+        // request (the phase that follows is dated when it is seen).
         if now_seen != self.seen {
             self.seen = now_seen;
-            self.since = Instant::now();
+            if now_seen.0 != Phase::Busy {
+                self.since = Instant::now();
+            }
             if let Some((at, _)) = deadline(self.seen.0, self.since, self.limits)
                 && at < self.timer.deadline()
             {
