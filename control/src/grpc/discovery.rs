@@ -5,6 +5,7 @@ use tonic::{Request, Response, Status};
 use weft_api::discovery::discovery_server::Discovery;
 use weft_api::discovery::{EndpointSet, WatchRequest};
 
+use super::answers::Answers;
 use super::watch::Streams;
 use crate::index::Target;
 use crate::metrics::StreamKind;
@@ -12,6 +13,15 @@ use crate::metrics::StreamKind;
 #[derive(Debug)]
 pub struct DiscoveryService {
     pub streams: Streams,
+    /// Answers by target and asking namespace, shared by the streams that
+    /// ask the same.
+    pub answers: Answers<(Target, String), EndpointSet>,
+}
+
+impl DiscoveryService {
+    pub fn new(streams: Streams) -> Self {
+        Self { streams, answers: Answers::default() }
+    }
 }
 
 #[tonic::async_trait]
@@ -25,9 +35,11 @@ impl Discovery for DiscoveryService {
             target.parse().map_err(|e: crate::index::TargetError| Status::invalid_argument(e.to_string()))?;
         tracing::debug!(%proxy, %target, "discovery watch");
         let (t, ns) = (target.clone(), namespace.clone());
-        let stream = self.streams.spawn(
+        let asker = self.answers.ask((target.clone(), namespace.clone()));
+        let stream = self.streams.spawn_shared(
             StreamKind::Discovery,
             proxy,
+            asker,
             move |state| state.resolve_stamp(&t, &ns),
             move |state| state.resolve(&target, &namespace),
         );

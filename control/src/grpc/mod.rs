@@ -9,9 +9,13 @@
 //! | `Identity.Certify` / `WatchTrustAnchors` | [`identity`] | the mesh CA (`crate::ca`) |
 //! | `ProxyConfig.Watch` | [`config`] | the tracing flags (`--trace-collector`, `--trace-sampling`) |
 //!
+//! Streams that ask the same question share one answer per change
+//! ([`answers`]).
+//!
 //! With the CA on, the listener speaks TLS 1.3 ([`tls`]) with a serving
 //! certificate from the CA; with it off, plaintext HTTP/2.
 
+pub mod answers;
 pub mod config;
 pub mod discovery;
 pub mod identity;
@@ -65,8 +69,8 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let api = Api {
         config: ProxyConfigServer::new(config::ConfigService { streams: streams.clone(), settings: trace }),
-        discovery: DiscoveryServer::new(discovery::DiscoveryService { streams: streams.clone() }),
-        policy: PolicyServer::new(policy::PolicyService { streams: streams.clone() }),
+        discovery: DiscoveryServer::new(discovery::DiscoveryService::new(streams.clone())),
+        policy: PolicyServer::new(policy::PolicyService::new(streams.clone())),
         registry: RegistryServer::new(registry::RegistryService { registry }),
         identity: IdentityServer::new(identity::IdentityService { ca, streams }),
     };

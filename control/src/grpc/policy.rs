@@ -5,6 +5,7 @@ use tonic::{Request, Response, Status};
 use weft_api::policy::policy_server::Policy;
 use weft_api::policy::{InboundPolicy, InboundRequest, OutboundPolicy, OutboundRequest};
 
+use super::answers::Answers;
 use super::watch::Streams;
 use crate::index::{NsName, Target};
 use crate::metrics::StreamKind;
@@ -12,6 +13,15 @@ use crate::metrics::StreamKind;
 #[derive(Debug)]
 pub struct PolicyService {
     pub streams: Streams,
+    /// Outbound answers by target and asking namespace, shared by the
+    /// streams that ask the same.
+    pub outbound: Answers<(Target, String), OutboundPolicy>,
+}
+
+impl PolicyService {
+    pub fn new(streams: Streams) -> Self {
+        Self { streams, outbound: Answers::default() }
+    }
 }
 
 #[tonic::async_trait]
@@ -28,9 +38,11 @@ impl Policy for PolicyService {
         let target: Target =
             target.parse().map_err(|e: crate::index::TargetError| Status::invalid_argument(e.to_string()))?;
         tracing::debug!(%proxy, %target, "outbound policy watch");
-        let stream = self.streams.spawn(
+        let asker = self.outbound.ask((target.clone(), namespace.clone()));
+        let stream = self.streams.spawn_shared(
             StreamKind::Outbound,
             proxy,
+            asker,
             |state| state.outbound_stamp(),
             move |state| state.outbound(&target, &namespace),
         );

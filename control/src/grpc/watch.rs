@@ -21,6 +21,7 @@
 //! when the client goes away (the receiver is dropped), or at shutdown,
 //! when it sends UNAVAILABLE so that the proxy reconnects with backoff.
 
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,12 +29,13 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use super::answers::Asker;
 use crate::index::{Index, Stamp, State};
 use crate::metrics::{Metrics, StreamKind};
 use crate::shutdown::Shutdown;
 
 /// A full-snapshot message that carries the state version.
-pub trait Snapshot: Clone + PartialEq + Send + 'static {
+pub trait Snapshot: Clone + PartialEq + Send + Sync + 'static {
     fn version_mut(&mut self) -> &mut u64;
 }
 
@@ -87,11 +89,44 @@ impl Streams {
     {
         self.spawn_on(
             self.index.subscribe(),
-            |s: &Arc<State>| Some(s.changed_at),
+            changed_at,
             kind,
             proxy,
             move |s: &Arc<State>| Some(stamp(s)),
-            move |s| compute(s),
+            move |s: &Arc<State>| compute(s),
+        )
+    }
+
+    /// [`Self::spawn`] for a question other streams may ask too (the same
+    /// target's policy from every replica of a Deployment): the answer is
+    /// computed once per stamp and shared through `asker`'s slot.
+    pub fn spawn_shared<K, T, G, F>(
+        &self,
+        kind: StreamKind,
+        proxy: String,
+        asker: Asker<K, T>,
+        stamp: G,
+        compute: F,
+    ) -> ReceiverStream<Result<T, Status>>
+    where
+        K: Hash + Eq + Send + 'static,
+        T: Snapshot,
+        G: Fn(&State) -> Stamp + Send + 'static,
+        F: Fn(&State) -> T + Send + 'static,
+    {
+        self.start(
+            self.index.subscribe(),
+            changed_at,
+            kind,
+            proxy,
+            move |s: &Arc<State>| Some(stamp(s)),
+            move |s: &Arc<State>, stamp: Option<&Stamp>| {
+                let answer = match stamp {
+                    Some(stamp) => asker.answer(s, stamp, &compute),
+                    None => versionless(compute(s)).1,
+                };
+                (s.version, answer)
+            },
         )
     }
 
@@ -100,7 +135,7 @@ impl Streams {
     /// `stamp` what the answer depends on (`None`: recompute every time).
     pub fn spawn_on<S, K, T, G, F>(
         &self,
-        mut states: watch::Receiver<S>,
+        states: watch::Receiver<S>,
         changed_at: fn(&S) -> Option<Instant>,
         kind: StreamKind,
         proxy: String,
@@ -114,29 +149,52 @@ impl Streams {
         G: Fn(&S) -> Option<K> + Send + 'static,
         F: Fn(&S) -> T + Send + 'static,
     {
+        self.start(states, changed_at, kind, proxy, stamp, move |s: &S, _: Option<&K>| versionless(compute(s)))
+    }
+
+    /// The stream task. `answer` gives the state's answer, with version 0,
+    /// and the version to send it with.
+    fn start<S, K, T, G, A>(
+        &self,
+        mut states: watch::Receiver<S>,
+        changed_at: fn(&S) -> Option<Instant>,
+        kind: StreamKind,
+        proxy: String,
+        stamp: G,
+        answer: A,
+    ) -> ReceiverStream<Result<T, Status>>
+    where
+        S: Clone + Send + Sync + 'static,
+        K: PartialEq + Send + 'static,
+        T: Snapshot,
+        G: Fn(&S) -> Option<K> + Send + 'static,
+        A: Fn(&S, Option<&K>) -> (u64, Arc<T>) + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel(1);
         let mut shutdown = self.shutdown.clone();
         let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let _guard = metrics.open_stream(kind, &proxy);
-            let mut last: Option<T> = None;
+            let mut last: Option<Arc<T>> = None;
             let mut last_stamp: Option<K> = None;
             loop {
                 let state = states.borrow_and_update().clone();
                 let stamp = stamp(&state);
                 let unchanged = last.is_some() && stamp.is_some() && stamp == last_stamp;
-                last_stamp = stamp;
                 if unchanged {
                     metrics.skipped(kind);
                 } else {
-                    let mut answer = compute(&state);
-                    let version = std::mem::take(answer.version_mut());
-                    if last.as_ref() != Some(&answer) {
+                    let (version, answer) = answer(&state, stamp.as_ref());
+                    last_stamp = stamp;
+                    // A shared answer is often the very one sent last time.
+                    let same = last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &answer) || **l == *answer);
+                    if !same {
                         let first = last.is_none();
-                        last = Some(answer.clone());
-                        *answer.version_mut() = version;
+                        let mut message = T::clone(&answer);
+                        *message.version_mut() = version;
+                        last = Some(answer);
                         tokio::select! {
-                            sent = tx.send(Ok(answer)) => if sent.is_err() { return },
+                            sent = tx.send(Ok(message)) => if sent.is_err() { return },
                             () = shutdown.signaled() => break,
                         }
                         let latency = if first { None } else { changed_at(&state).map(|t| t.elapsed()) };
@@ -154,6 +212,18 @@ impl Streams {
         });
         ReceiverStream::new(rx)
     }
+}
+
+/// When an index state was published: push latency is measured from there.
+fn changed_at(state: &Arc<State>) -> Option<Instant> {
+    Some(state.changed_at)
+}
+
+/// `answer`'s version, and `answer` with version 0 (answers are compared
+/// without it).
+fn versionless<T: Snapshot>(mut answer: T) -> (u64, Arc<T>) {
+    let version = std::mem::take(answer.version_mut());
+    (version, Arc::new(answer))
 }
 
 #[cfg(test)]
@@ -180,6 +250,52 @@ mod tests {
             zone: String::new(),
             opaque_ports: Vec::new(),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_asking_the_same_share_one_computation_per_change() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use crate::grpc::answers::Answers;
+
+        let index = Index::new(MeshConfig::default());
+        index.apply([Event::ServiceApplied(Service {
+            name: ServiceName::new("default", "web"),
+            virtual_ip: None,
+            ports: vec![ServicePort { name: None, port: 80, target_port: 8080, protocol: Protocol::Http }],
+            selector: [("app".to_string(), "web".to_string())].into(),
+            endpoints: Default::default(),
+        })]);
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let streams = Streams { index: index.clone(), metrics: Arc::new(Metrics::default()), shutdown };
+        let answers: Answers<Target, EndpointSet> = Answers::default();
+        let computed = Arc::new(AtomicUsize::new(0));
+        let target: Target = "web:80".parse().expect("target");
+        let mut open = Vec::new();
+        for i in 0..3 {
+            let (t, counter) = (target.clone(), computed.clone());
+            open.push(streams.spawn_shared(
+                StreamKind::Discovery,
+                format!("p{i}"),
+                answers.ask(target.clone()),
+                move |s| s.resolve_stamp(&t, "default"),
+                move |s| {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    s.resolve(&"web:80".parse().expect("target"), "default")
+                },
+            ));
+        }
+        for stream in &mut open {
+            assert_eq!(stream.next().await.expect("snapshot").expect("ok").version, 1);
+        }
+        assert_eq!(computed.load(Ordering::Relaxed), 1, "three streams, one computation");
+
+        index.apply([Event::WorkloadApplied(workload("default", "web-0"))]);
+        for stream in &mut open {
+            let update = stream.next().await.expect("update").expect("ok");
+            assert_eq!((update.version, update.endpoints.len()), (2, 1), "each sent with the current version");
+        }
+        assert_eq!(computed.load(Ordering::Relaxed), 2, "and one more for the change");
     }
 
     // Paused time: a timeout elapses only once every task is idle, so
