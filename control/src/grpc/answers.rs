@@ -66,7 +66,7 @@ impl<K: Hash + Eq + Clone, T> Answers<K, T> {
 
     /// Questions with at least one asker.
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub fn questions(&self) -> usize {
         self.slots.lock().unwrap_or_else(PoisonError::into_inner).len()
     }
 }
@@ -184,10 +184,10 @@ mod tests {
         let a = answers.ask("web:80".into());
         let b = answers.ask("web:80".into());
         let c = answers.ask("db:5432".into());
-        assert_eq!(answers.len(), 2);
+        assert_eq!(answers.questions(), 2);
         drop(a);
-        assert_eq!(answers.len(), 2, "b still asks");
+        assert_eq!(answers.questions(), 2, "b still asks");
         drop((b, c));
-        assert_eq!(answers.len(), 0);
+        assert_eq!(answers.questions(), 0);
     }
 }
