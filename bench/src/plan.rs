@@ -303,7 +303,9 @@ impl Plan {
                 idle_steps: vec![1000, 10000],
                 idle_recovery: Duration::from_secs(30),
                 idle_settle: ms(2000),
-                control: Some(ControlPlan { streams: vec![100, 1000], changes: 10, endpoints: 10_000 }),
+                // 100 changes: a p99 by nearest rank that is not simply the
+                // slowest of a few (~25 s a step).
+                control: Some(ControlPlan { streams: vec![100, 1000], changes: 100, endpoints: 10_000 }),
                 timeout: Duration::from_secs(2),
                 headline_rate: 1000,
             },
@@ -378,10 +380,11 @@ impl Plan {
             total += self.idle_recovery;
         }
         // The control plane: start-up, opening the streams (~1,000/s), each
-        // change (a pause, the push), registering (slower as the table grows).
+        // change (the 200 ms pause, the push: ~220 ms measured, with margin),
+        // registering (slower as the table grows).
         if let Some(c) = &self.control {
             let streams = c.streams.last().copied().unwrap_or(0);
-            let per_change = ms(500) * u32::try_from(c.changes * c.streams.len()).expect("a small plan");
+            let per_change = ms(260) * u32::try_from(c.changes * c.streams.len()).expect("a small plan");
             total += ms(2000) + ms(streams as u64) + per_change + 2 * crate::cplane::register_estimate(c.endpoints);
         }
         // Start-up: pods, proxies, certificates, haproxy, nginx; and tear-down.
@@ -405,7 +408,9 @@ mod tests {
     fn modes_fit_their_time_budgets() {
         // Smoke runs all eight setups (the two tracing ones since issue 13,
         // nginx-mtls since issue 15), each phase already at its shortest.
-        for (mode, budget) in [(Mode::Smoke, 45), (Mode::Quick, 240), (Mode::Full, 20 * 60)] {
+        // Full: 18.5 minutes measured with 10 changes a step (issue 15),
+        // ~19.3 with 100.
+        for (mode, budget) in [(Mode::Smoke, 45), (Mode::Quick, 240), (Mode::Full, 21 * 60)] {
             let estimate = Plan::new(mode, &[]).estimate();
             assert!(estimate < Duration::from_secs(budget), "{mode:?}: {estimate:?} > {budget}s");
         }
