@@ -252,12 +252,9 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn streams_asking_the_same_share_one_computation_per_change() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-
-        use crate::grpc::answers::Answers;
-
+    /// An index holding Service `default/web` (port 80 → 8080, selecting
+    /// `app=web`) and no workload yet.
+    fn web_index() -> Index {
         let index = Index::new(MeshConfig::default());
         index.apply([Event::ServiceApplied(Service {
             name: ServiceName::new("default", "web"),
@@ -266,6 +263,16 @@ mod tests {
             selector: [("app".to_string(), "web".to_string())].into(),
             endpoints: Default::default(),
         })]);
+        index
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_asking_the_same_share_one_computation_per_change() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use crate::grpc::answers::Answers;
+
+        let index = web_index();
         let (_trigger, shutdown) = crate::shutdown::channel();
         let streams = Streams { index: index.clone(), metrics: Arc::new(Metrics::default()), shutdown };
         let answers: Answers<Target, EndpointSet> = Answers::default();
@@ -273,7 +280,7 @@ mod tests {
         let target: Target = "web:80".parse().expect("target");
         let mut open = Vec::new();
         for i in 0..3 {
-            let (t, counter) = (target.clone(), computed.clone());
+            let (t, asked, counter) = (target.clone(), target.clone(), computed.clone());
             open.push(streams.spawn_shared(
                 StreamKind::Discovery,
                 format!("p{i}"),
@@ -281,7 +288,7 @@ mod tests {
                 move |s| s.resolve_stamp(&t, "default"),
                 move |s| {
                     counter.fetch_add(1, Ordering::Relaxed);
-                    s.resolve(&"web:80".parse().expect("target"), "default")
+                    s.resolve(&asked, "default")
                 },
             ));
         }
@@ -302,14 +309,7 @@ mod tests {
     // "nothing was sent" is observed deterministically and instantly.
     #[tokio::test(start_paused = true)]
     async fn sends_a_snapshot_then_only_changed_answers() {
-        let index = Index::new(MeshConfig::default());
-        index.apply([Event::ServiceApplied(Service {
-            name: ServiceName::new("default", "web"),
-            virtual_ip: None,
-            ports: vec![ServicePort { name: None, port: 80, target_port: 8080, protocol: Protocol::Http }],
-            selector: [("app".to_string(), "web".to_string())].into(),
-            endpoints: Default::default(),
-        })]);
+        let index = web_index();
         let metrics = Arc::new(Metrics::default());
         let (trigger, shutdown) = crate::shutdown::channel();
         let streams = Streams { index: index.clone(), metrics: metrics.clone(), shutdown };
