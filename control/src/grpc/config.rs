@@ -5,12 +5,11 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use weft_api::config::proxy_config_server::ProxyConfig;
 use weft_api::config::{ConfigRequest, ProxyConfigUpdate, Tracing};
 
-use super::watch::{Snapshot, Streams};
+use super::watch::{Snapshot, Streams, Updates};
 use crate::metrics::StreamKind;
 
 impl Snapshot for ProxyConfigUpdate {
@@ -50,12 +49,12 @@ pub fn update(settings: &TraceSettings) -> ProxyConfigUpdate {
 
 #[tonic::async_trait]
 impl ProxyConfig for ConfigService {
-    type WatchStream = ReceiverStream<Result<ProxyConfigUpdate, Status>>;
+    type WatchStream = Updates<ProxyConfigUpdate>;
 
     async fn watch(&self, req: Request<ConfigRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let proxy = super::proxy_name(&req, &req.get_ref().proxy_id);
         tracing::debug!(%proxy, "proxy config watch");
-        let stream = self.streams.spawn_on(
+        let stream = self.streams.open_on(
             self.settings.clone(),
             |_| None,
             StreamKind::ProxyConfig,

@@ -1,12 +1,11 @@
 //! `Discovery.Watch`.
 
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use weft_api::discovery::discovery_server::Discovery;
 use weft_api::discovery::{EndpointSet, WatchRequest};
 
 use super::answers::Answers;
-use super::watch::Streams;
+use super::watch::{Streams, Updates};
 use crate::index::Target;
 use crate::metrics::StreamKind;
 
@@ -26,7 +25,7 @@ impl DiscoveryService {
 
 #[tonic::async_trait]
 impl Discovery for DiscoveryService {
-    type WatchStream = ReceiverStream<Result<EndpointSet, Status>>;
+    type WatchStream = Updates<EndpointSet>;
 
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let proxy = super::proxy_name(&req, &req.get_ref().proxy_id);
@@ -36,7 +35,7 @@ impl Discovery for DiscoveryService {
         tracing::debug!(%proxy, %target, "discovery watch");
         let (t, ns) = (target.clone(), namespace.clone());
         let asker = self.answers.ask((target.clone(), namespace.clone()));
-        let stream = self.streams.spawn_shared(
+        let stream = self.streams.open_shared(
             StreamKind::Discovery,
             proxy,
             asker,

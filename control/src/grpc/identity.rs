@@ -12,12 +12,11 @@
 
 use std::time::SystemTime;
 
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 use weft_api::identity::identity_server::Identity;
 use weft_api::identity::{CertifyRequest, CertifyResponse, TrustBundle, WatchTrustAnchorsRequest};
 
-use super::watch::Streams;
+use super::watch::{Streams, Updates};
 use crate::ca::csr::CsrError;
 use crate::ca::tokens::{TokenError, TokenKind};
 use crate::ca::{Ca, Refusal, pki};
@@ -84,7 +83,7 @@ impl Identity for IdentityService {
         }
     }
 
-    type WatchTrustAnchorsStream = ReceiverStream<Result<TrustBundle, Status>>;
+    type WatchTrustAnchorsStream = Updates<TrustBundle>;
 
     async fn watch_trust_anchors(
         &self,
@@ -93,7 +92,7 @@ impl Identity for IdentityService {
         let proxy = super::proxy_name(&req, &req.get_ref().proxy_id);
         let Some(ca) = &self.ca else { return Err(status(&Refusal::Off)) };
         tracing::debug!(%proxy, "trust anchors watch");
-        let stream = self.streams.spawn_on(
+        let stream = self.streams.open_on(
             ca.subscribe_anchors(),
             |_| None,
             StreamKind::TrustAnchors,

@@ -1,12 +1,11 @@
 //! `Policy.WatchOutbound` and `Policy.WatchInbound`.
 
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use weft_api::policy::policy_server::Policy;
 use weft_api::policy::{InboundPolicy, InboundRequest, OutboundPolicy, OutboundRequest};
 
 use super::answers::Answers;
-use super::watch::Streams;
+use super::watch::{Streams, Updates};
 use crate::index::{NsName, Target};
 use crate::metrics::StreamKind;
 
@@ -26,8 +25,8 @@ impl PolicyService {
 
 #[tonic::async_trait]
 impl Policy for PolicyService {
-    type WatchOutboundStream = ReceiverStream<Result<OutboundPolicy, Status>>;
-    type WatchInboundStream = ReceiverStream<Result<InboundPolicy, Status>>;
+    type WatchOutboundStream = Updates<OutboundPolicy>;
+    type WatchInboundStream = Updates<InboundPolicy>;
 
     async fn watch_outbound(
         &self,
@@ -39,7 +38,7 @@ impl Policy for PolicyService {
             target.parse().map_err(|e: crate::index::TargetError| Status::invalid_argument(e.to_string()))?;
         tracing::debug!(%proxy, %target, "outbound policy watch");
         let asker = self.outbound.ask((target.clone(), namespace.clone()));
-        let stream = self.streams.spawn_shared(
+        let stream = self.streams.open_shared(
             StreamKind::Outbound,
             proxy,
             asker,
@@ -61,7 +60,7 @@ impl Policy for PolicyService {
             .ok_or_else(|| Status::invalid_argument(format!("port {port} is not 1..=65535")))?;
         tracing::debug!(%proxy, workload = %name, port, "inbound policy watch");
         let own = name.clone();
-        let stream = self.streams.spawn(
+        let stream = self.streams.open(
             StreamKind::Inbound,
             proxy,
             move |state| state.inbound_stamp(&own),

@@ -1,38 +1,48 @@
-//! One watch stream: a task that recomputes its answer whenever the index
-//! publishes a new state, and sends it only when it differs from the last
-//! one sent (versions aside).
+//! One watch stream: recomputes its answer whenever the index publishes a
+//! new state, and sends it only when it differs from the last one sent
+//! (versions aside).
 //!
 //! ```text
-//!  Index ──watch──► task: answer = compute(&state)
-//!                         unchanged? skip : send ──mpsc(1)──► tonic ──► proxy
+//!  Index ──watch──► Updates::next: answer = compute(&state)
+//!                     unchanged? wait again : yield ──► tonic ──► proxy
 //! ```
 //!
-//! The same task serves any `watch` channel ([`Streams::spawn_on`]): the
+//! The stream is the response body itself, polled by the HTTP/2 stream's
+//! own task: a change wakes that task, which computes (or takes the shared
+//! answer), encodes and hands it to the connection. There is no task or
+//! channel of our own in between; with a thousand proxies watching, that
+//! hop was a thousand more wake-ups per change.
+//!
+//! The same stream serves any `watch` channel ([`Streams::open_on`]): the
 //! CA's trust anchors are streamed that way.
 //!
-//! A task over the index also takes the answer's [`Stamp`]: when a new
+//! A stream over the index also takes the answer's [`Stamp`]: when a new
 //! state leaves the stamp as it was, the answer cannot have changed and is
 //! not recomputed, so a change wakes every stream but costs work only in
 //! those that watch what changed.
 //!
-//! The mpsc has room for one message: a slow client slows only its own
-//! task, and since `watch` keeps only the newest state, the task skips
-//! straight to the latest answer once the client catches up. The task ends
-//! when the client goes away (the receiver is dropped), or at shutdown,
-//! when it sends UNAVAILABLE so that the proxy reconnects with backoff.
+//! A slow client holds back only its own stream: the body is polled when
+//! HTTP/2 has room for it, and since `watch` keeps only the newest state,
+//! the stream then skips straight to the latest answer. The stream ends
+//! when the client goes away (hyper drops it), or at shutdown, after an
+//! UNAVAILABLE status, so that the proxy reconnects with backoff.
 
 use std::hash::Hash;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use futures_util::Stream;
+use tokio::sync::watch;
 use tonic::Status;
 
 use super::answers::Asker;
 use crate::index::{Index, Stamp, State};
-use crate::metrics::{Metrics, StreamKind};
+use crate::metrics::{Metrics, StreamGuard, StreamKind};
 use crate::shutdown::Shutdown;
+
+/// A watch stream as tonic serves it.
+pub type Updates<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// A full-snapshot message that carries the state version.
 pub trait Snapshot: Clone + PartialEq + Send + Sync + 'static {
@@ -63,7 +73,7 @@ impl Snapshot for weft_api::identity::TrustBundle {
     }
 }
 
-/// What a stream task needs from the server.
+/// What a watch stream needs from the server.
 #[derive(Clone, Debug)]
 pub struct Streams {
     pub index: Index,
@@ -72,42 +82,35 @@ pub struct Streams {
 }
 
 impl Streams {
-    /// Starts a stream task answering with `compute` and returns the
-    /// response stream.
+    /// A stream answering with `compute` at every state of the index.
     /// `stamp` says what the answer depends on (see [`Stamp`]).
-    pub fn spawn<T, G, F>(
-        &self,
-        kind: StreamKind,
-        proxy: String,
-        stamp: G,
-        compute: F,
-    ) -> ReceiverStream<Result<T, Status>>
+    pub fn open<T, G, F>(&self, kind: StreamKind, proxy: String, stamp: G, compute: F) -> Updates<T>
     where
         T: Snapshot,
         G: Fn(&State) -> Stamp + Send + 'static,
         F: Fn(&State) -> T + Send + 'static,
     {
-        self.spawn_on(
+        self.start(
             self.index.subscribe(),
             changed_at,
             kind,
             proxy,
-            move |s: &Arc<State>| Some(stamp(s)),
-            move |s: &Arc<State>| compute(s),
+            move |s: &Arc<State>| stamp(s),
+            move |s: &Arc<State>, _: &Stamp| versionless(compute(s)),
         )
     }
 
-    /// [`Self::spawn`] for a question other streams may ask too (the same
+    /// [`Self::open`] for a question other streams may ask too (the same
     /// target's policy from every replica of a Deployment): the answer is
     /// computed once per stamp and shared through `asker`'s slot.
-    pub fn spawn_shared<K, T, G, F>(
+    pub fn open_shared<K, T, G, F>(
         &self,
         kind: StreamKind,
         proxy: String,
         asker: Asker<K, T>,
         stamp: G,
         compute: F,
-    ) -> ReceiverStream<Result<T, Status>>
+    ) -> Updates<T>
     where
         K: Hash + Eq + Send + 'static,
         T: Snapshot,
@@ -119,21 +122,15 @@ impl Streams {
             changed_at,
             kind,
             proxy,
-            move |s: &Arc<State>| Some(stamp(s)),
-            move |s: &Arc<State>, stamp: Option<&Stamp>| {
-                let answer = match stamp {
-                    Some(stamp) => asker.answer(s, stamp, &compute),
-                    None => versionless(compute(s)).1,
-                };
-                (s.version, answer)
-            },
+            move |s: &Arc<State>| stamp(s),
+            move |s: &Arc<State>, stamp: &Stamp| (s.version, asker.answer(s, stamp, &compute)),
         )
     }
 
-    /// [`Self::spawn`] over any watched value (the trust anchors, say);
+    /// [`Self::open`] over any watched value (the trust anchors, say);
     /// `changed_at` gives the push latency metric its start, if known, and
     /// `stamp` what the answer depends on (`None`: recompute every time).
-    pub fn spawn_on<S, K, T, G, F>(
+    pub fn open_on<S, K, T, G, F>(
         &self,
         states: watch::Receiver<S>,
         changed_at: fn(&S) -> Option<Instant>,
@@ -141,7 +138,7 @@ impl Streams {
         proxy: String,
         stamp: G,
         compute: F,
-    ) -> ReceiverStream<Result<T, Status>>
+    ) -> Updates<T>
     where
         S: Clone + Send + Sync + 'static,
         K: PartialEq + Send + 'static,
@@ -149,68 +146,127 @@ impl Streams {
         G: Fn(&S) -> Option<K> + Send + 'static,
         F: Fn(&S) -> T + Send + 'static,
     {
-        self.start(states, changed_at, kind, proxy, stamp, move |s: &S, _: Option<&K>| versionless(compute(s)))
+        self.start(states, changed_at, kind, proxy, stamp, move |s: &S, _: &Option<K>| versionless(compute(s)))
     }
 
-    /// The stream task. `answer` gives the state's answer, with version 0,
-    /// and the version to send it with.
+    /// The stream. `answer` gives the state's answer, with version 0, and
+    /// the version to send it with; a stamp equal to the last one's (and
+    /// not `None`) means the last answer still holds.
     fn start<S, K, T, G, A>(
         &self,
-        mut states: watch::Receiver<S>,
+        states: watch::Receiver<S>,
         changed_at: fn(&S) -> Option<Instant>,
         kind: StreamKind,
         proxy: String,
         stamp: G,
         answer: A,
-    ) -> ReceiverStream<Result<T, Status>>
+    ) -> Updates<T>
     where
         S: Clone + Send + Sync + 'static,
-        K: PartialEq + Send + 'static,
+        K: Stamped + Send + 'static,
         T: Snapshot,
-        G: Fn(&S) -> Option<K> + Send + 'static,
-        A: Fn(&S, Option<&K>) -> (u64, Arc<T>) + Send + 'static,
+        G: Fn(&S) -> K + Send + 'static,
+        A: Fn(&S, &K) -> (u64, Arc<T>) + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel(1);
-        let mut shutdown = self.shutdown.clone();
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            let _guard = metrics.open_stream(kind, &proxy);
-            let mut last: Option<Arc<T>> = None;
-            let mut last_stamp: Option<K> = None;
-            loop {
-                let state = states.borrow_and_update().clone();
-                let stamp = stamp(&state);
-                let unchanged = last.is_some() && stamp.is_some() && stamp == last_stamp;
-                if unchanged {
-                    metrics.skipped(kind);
-                } else {
-                    let (version, answer) = answer(&state, stamp.as_ref());
-                    last_stamp = stamp;
-                    // A shared answer is often the very one sent last time.
-                    let same = last.as_ref().is_some_and(|l| Arc::ptr_eq(l, &answer) || **l == *answer);
-                    if !same {
-                        let first = last.is_none();
-                        let mut message = T::clone(&answer);
-                        *message.version_mut() = version;
-                        last = Some(answer);
-                        tokio::select! {
-                            sent = tx.send(Ok(message)) => if sent.is_err() { return },
-                            () = shutdown.signaled() => break,
-                        }
-                        let latency = if first { None } else { changed_at(&state).map(|t| t.elapsed()) };
-                        metrics.pushed(kind, latency);
-                        tracing::debug!(kind = kind.as_str(), %proxy, version, "pushed");
-                    }
-                }
+        let watcher = Watcher {
+            _open: self.metrics.open_stream(kind, &proxy),
+            states,
+            changed_at,
+            kind,
+            proxy,
+            stamp,
+            answer,
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+            last: None,
+        };
+        Box::pin(futures_util::stream::unfold(Some(watcher), |watcher| async move {
+            let mut watcher = watcher?;
+            match watcher.next().await {
+                Some(message) => Some((Ok(message), Some(watcher))),
+                // The last message; the watcher (and its count in the
+                // metrics) goes with it.
+                None => Some((Err(Status::unavailable("the control plane is shutting down; reconnect")), None)),
+            }
+        }))
+    }
+}
+
+/// A stamp: whether two states' answers must be equal.
+pub trait Stamped {
+    /// True when the answer for `self` is the one computed for `last`.
+    fn holds(&self, last: &Self) -> bool;
+}
+
+impl Stamped for Stamp {
+    fn holds(&self, last: &Self) -> bool {
+        self == last
+    }
+}
+
+/// Stamps of [`Streams::open_on`]: `None` promises nothing.
+impl<K: PartialEq> Stamped for Option<K> {
+    fn holds(&self, last: &Self) -> bool {
+        self.is_some() && self == last
+    }
+}
+
+/// The state of one watch stream between messages.
+struct Watcher<S, K, T, G, A> {
+    states: watch::Receiver<S>,
+    changed_at: fn(&S) -> Option<Instant>,
+    kind: StreamKind,
+    proxy: String,
+    stamp: G,
+    answer: A,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+    /// The answer last sent and the stamp it was computed for.
+    last: Option<(Arc<T>, K)>,
+    /// Counts the stream as open in the metrics while it lives.
+    _open: StreamGuard,
+}
+
+impl<S, K, T, G, A> Watcher<S, K, T, G, A>
+where
+    S: Clone + Send + Sync + 'static,
+    K: Stamped + Send + 'static,
+    T: Snapshot,
+    G: Fn(&S) -> K + Send + 'static,
+    A: Fn(&S, &K) -> (u64, Arc<T>) + Send + 'static,
+{
+    /// The next message: the first answer at once, then the next answer
+    /// that differs from the last one sent. `None` at shutdown, or when the
+    /// watched value is gone.
+    async fn next(&mut self) -> Option<T> {
+        loop {
+            let first = self.last.is_none();
+            if !first {
                 tokio::select! {
-                    changed = states.changed() => if changed.is_err() { break },
-                    () = tx.closed() => return,
-                    () = shutdown.signaled() => break,
+                    changed = self.states.changed() => changed.ok()?,
+                    () = self.shutdown.signaled() => return None,
                 }
             }
-            let _ = tx.try_send(Err(Status::unavailable("the control plane is shutting down; reconnect")));
-        });
-        ReceiverStream::new(rx)
+            let state = self.states.borrow_and_update().clone();
+            let stamp = (self.stamp)(&state);
+            if let Some((_, last_stamp)) = &self.last
+                && stamp.holds(last_stamp)
+            {
+                self.metrics.skipped(self.kind);
+                continue;
+            }
+            let (version, answer) = (self.answer)(&state, &stamp);
+            // A shared answer is often the very one sent last time.
+            let same = self.last.as_ref().is_some_and(|(l, _)| Arc::ptr_eq(l, &answer) || **l == *answer);
+            let message = (!same).then(|| T::clone(&answer));
+            self.last = Some((answer, stamp));
+            let Some(mut message) = message else { continue };
+            *message.version_mut() = version;
+            let latency = if first { None } else { (self.changed_at)(&state).map(|t| t.elapsed()) };
+            self.metrics.pushed(self.kind, latency);
+            tracing::debug!(kind = self.kind.as_str(), proxy = %self.proxy, version, "pushed");
+            return Some(message);
+        }
     }
 }
 
@@ -281,7 +337,7 @@ mod tests {
         let mut open = Vec::new();
         for i in 0..3 {
             let (t, asked, counter) = (target.clone(), target.clone(), computed.clone());
-            open.push(streams.spawn_shared(
+            open.push(streams.open_shared(
                 StreamKind::Discovery,
                 format!("p{i}"),
                 answers.ask(target.clone()),
@@ -305,6 +361,31 @@ mod tests {
         assert_eq!(computed.load(Ordering::Relaxed), 2, "and one more for the change");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_falls_behind_gets_only_the_newest_answer() {
+        let index = web_index();
+        let (_trigger, shutdown) = crate::shutdown::channel();
+        let streams = Streams { index: index.clone(), metrics: Arc::new(Metrics::default()), shutdown };
+        let target: Target = "web:80".parse().expect("target");
+        let t = target.clone();
+        let mut stream = streams.open(
+            StreamKind::Discovery,
+            "p".into(),
+            move |s| s.resolve_stamp(&t, "default"),
+            move |s| s.resolve(&target, "default"),
+        );
+        assert_eq!(stream.next().await.expect("snapshot").expect("ok").version, 1);
+
+        // Three changes while the client reads nothing: nothing queues up.
+        for name in ["web-0", "web-1", "web-2"] {
+            index.apply([Event::WorkloadApplied(workload("default", name))]);
+        }
+        let update = stream.next().await.expect("update").expect("ok");
+        assert_eq!((update.version, update.endpoints.len()), (4, 3), "the newest state, in one message");
+        let quiet = Duration::from_secs(1);
+        assert!(tokio::time::timeout(quiet, stream.next()).await.is_err(), "and nothing older after it");
+    }
+
     // Paused time: a timeout elapses only once every task is idle, so
     // "nothing was sent" is observed deterministically and instantly.
     #[tokio::test(start_paused = true)]
@@ -315,7 +396,7 @@ mod tests {
         let streams = Streams { index: index.clone(), metrics: metrics.clone(), shutdown };
         let target: Target = "web:80".parse().expect("target");
         let t = target.clone();
-        let mut stream: ReceiverStream<Result<EndpointSet, Status>> = streams.spawn(
+        let mut stream: Updates<EndpointSet> = streams.open(
             StreamKind::Discovery,
             "p".into(),
             move |s| s.resolve_stamp(&t, "default"),
@@ -342,8 +423,7 @@ mod tests {
         let last = stream.next().await.expect("status");
         assert_eq!(last.expect_err("unavailable").code(), tonic::Code::Unavailable);
         assert!(stream.next().await.is_none());
-        // The task has ended and dropped its guard.
-        tokio::task::yield_now().await;
+        // The stream has ended and dropped its guard.
         assert_eq!((metrics.streams(StreamKind::Discovery), metrics.connected_proxies()), (0, 0));
     }
 }
