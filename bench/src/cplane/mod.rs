@@ -123,6 +123,10 @@ pub struct PushResult {
     /// Over the changes: the time to reach the first stream (file poll and
     /// recomputation, before the fan-out).
     pub to_first: Option<Quantiles>,
+    /// The slowest change to reach every stream: ms until its first stream
+    /// had it. Splits a slow change between noticing it (file poll, index,
+    /// computation) and the fan-out.
+    pub slowest_to_first_ms: Option<f64>,
     /// Every (stream, change) arrival, pooled.
     pub per_stream: Option<Quantiles>,
     /// (stream, change) pairs that never arrived within the timeout.
@@ -407,6 +411,12 @@ fn summarize(report: &PushReport) -> Vec<PushResult> {
                 step.changes.iter().filter(|c| c.missed == 0).filter_map(|c| c.arrivals_ms.last().copied()).collect();
             let first: Vec<f64> = step.changes.iter().filter_map(|c| c.arrivals_ms.first().copied()).collect();
             let pooled: Vec<f64> = step.changes.iter().flat_map(|c| c.arrivals_ms.iter().copied()).collect();
+            let slowest = step
+                .changes
+                .iter()
+                .filter(|c| c.missed == 0)
+                .filter_map(|c| Some((*c.arrivals_ms.last()?, *c.arrivals_ms.first()?)))
+                .max_by(|a, b| a.0.total_cmp(&b.0));
             PushResult {
                 streams: step.streams,
                 changes: step.changes.len(),
@@ -416,6 +426,7 @@ fn summarize(report: &PushReport) -> Vec<PushResult> {
                 to_all: Quantiles::of(&to_all_ms),
                 to_all_ms,
                 to_first: Quantiles::of(&first),
+                slowest_to_first_ms: slowest.map(|(_, first)| first),
                 per_stream: Quantiles::of(&pooled),
                 missed: step.changes.iter().map(|c| c.missed).sum(),
             }
@@ -481,13 +492,15 @@ mod tests {
                 changes: vec![
                     PushChange { arrivals_ms: vec![1.0, 2.0, 4.0], missed: 0 },
                     PushChange { arrivals_ms: vec![1.5, 3.0], missed: 1 },
+                    PushChange { arrivals_ms: vec![0.5, 1.0, 2.0], missed: 0 },
                 ],
             }],
         };
         let r = &summarize(&report)[0];
-        assert_eq!(r.to_all_ms, vec![4.0]);
+        assert_eq!(r.to_all_ms, vec![4.0, 2.0]);
         assert_eq!(r.to_first.unwrap().p50, 1.0);
-        assert_eq!((r.per_stream.unwrap().n, r.missed), (5, 1));
+        assert_eq!(r.slowest_to_first_ms, Some(1.0), "the first arrival of the change that took 4 ms");
+        assert_eq!((r.per_stream.unwrap().n, r.missed), (8, 1));
     }
 
     #[test]
