@@ -167,6 +167,46 @@ fn idle_kept_alive_connections_close_after_the_keep_alive_timeout() {
     assert!((1_900..=3_500).contains(&ms), "the idle connection was closed after {ms} ms; keep-alive timeout 2 s");
 }
 
+/// Holds an HTTP/2 connection idle after one request; the ms until the
+/// proxy closed it, or `None` if it was still open after `hold_ms`.
+fn keep_h2_idle(pod: &Pod, target: &str, hold_ms: u64) -> Option<u64> {
+    let client = pod.spawn_testkit(
+        "h2-idle",
+        &["h2-idle", "--connect", target, "--path", "/kept-h2", "--max-ms", &hold_ms.to_string()],
+    );
+    let run = client.finish(std::time::Duration::from_millis(hold_ms + 10_000));
+    match run.code() {
+        Some(0) | Some(3) => assert_eq!(run.field("status"), "200", "{run}"),
+        _ => panic!("the HTTP/2 client failed:\n{run}"),
+    }
+    (run.code() == Some(0)).then(|| run.field("closed_after_ms").parse().unwrap())
+}
+
+#[test]
+fn idle_http2_connections_close_after_the_keep_alive_timeout() {
+    // An HTTP/2 connection with no stream open was held for ever: hyper's
+    // server has no idle timeout, so a client could pile them up.
+    let m = Pair::start(&["--keep-alive-timeout", "2s"], &["--keep-alive-timeout", "2s"]);
+    let target = m.b.addr(weft_tests::APP_PORT).to_string();
+    // Outbound (the app's connection to proxy A) and inbound (an unmeshed
+    // client's to proxy B), at once.
+    let c = m.mesh.pod("c");
+    let (outbound, inbound) = std::thread::scope(|s| {
+        let inbound = s.spawn(|| keep_h2_idle(&c, &target, 10_000));
+        (keep_h2_idle(&m.a, &target, 10_000), inbound.join().unwrap())
+    });
+    for (side, closed) in [("outbound", outbound), ("inbound", inbound)] {
+        let ms = closed.unwrap_or_else(|| panic!("{side}: the idle HTTP/2 connection was open after 10 s"));
+        eprintln!("measured: {side} closed after {ms} ms");
+        assert!((1_900..=3_500).contains(&ms), "{side}: closed after {ms} ms idle; keep-alive timeout 2 s");
+    }
+    // A stream open longer than the timeout is not idle: a 3 s response
+    // on one connection completes.
+    let curl = m.a.curl(&["--http2-prior-knowledge", "-o", "/dev/null", &m.url("/delay?ms=3000")]);
+    assert_eq!(curl.status(), 200, "{}", curl.run);
+    assert_eq!(m.app_requests(), 3);
+}
+
 #[test]
 fn inbound_limits_apply_to_unmeshed_clients() {
     let m = Pair::start(&[], &["--header-read-timeout", "2s"]);

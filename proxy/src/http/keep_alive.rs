@@ -1,6 +1,12 @@
-//! When an HTTP/1 downstream connection is closed for doing nothing: after
-//! `keep_alive_timeout` idle between requests, or `header_read_timeout`
-//! after the first byte of a request head that never completes (slow loris).
+//! When a downstream connection is closed for doing nothing: after
+//! `keep_alive_timeout` with no request in flight, or (HTTP/1 only)
+//! `header_read_timeout` after the first byte of a request head that never
+//! completes (slow loris).
+//!
+//! HTTP/2 uses [`Tracked`] and [`Watch`] without [`ActivityIo`]: its
+//! client sends frames between requests too (SETTINGS, PING), so bytes
+//! arriving say nothing about a request, and hyper's HTTP/2 server has no
+//! idle timeout at all: a connection with no stream was held for ever.
 //!
 //! hyper has only the second, and starts its clock whenever the connection
 //! is ready for the next head, idle or not, so an idle kept-alive
@@ -252,8 +258,10 @@ impl<B: Body + Unpin> Body for TrackedBody<B> {
 }
 
 /// The connection's one timer. Polled after the connection on each wake-up
-/// of its task: it sees every phase change, because everything that
-/// changes the phase happens inside that poll.
+/// of its task. With HTTP/1 it sees every phase change, because everything
+/// that changes the phase happens inside that poll; with HTTP/2 a response
+/// ends in the stream's own task, and the busy phase's periodic look (every
+/// header read timeout) bounds how late the idle clock starts.
 #[derive(Debug)]
 pub struct Watch {
     activity: Arc<Activity>,

@@ -1,8 +1,8 @@
 //! Serving one downstream connection with hyper, HTTP/1 or HTTP/2 as
 //! detected. The server enforces the downstream limits: header size (431),
-//! malformed requests (400), slow headers (closed), idle HTTP/1 connections
-//! (closed after the keep-alive timeout, [`super::keep_alive`]), and drains
-//! gracefully.
+//! malformed requests (400), slow headers (closed), idle connections, HTTP/1
+//! or HTTP/2 (closed after the keep-alive timeout, [`super::keep_alive`]),
+//! and drains gracefully.
 
 use std::convert::Infallible;
 use std::future::Future as _;
@@ -98,13 +98,43 @@ where
             }
         }
         Version::Http2 => {
+            // Only the idle clock: between requests an HTTP/2 client sends
+            // frames too (SETTINGS, PING), so there is no "head" phase.
+            let activity = Arc::new(keep_alive::Activity::default());
+            let limits =
+                keep_alive::Limits { header_read: cfg.header_read_timeout, keep_alive: cfg.keep_alive_timeout };
+            let mut watch = keep_alive::Watch::new(activity.clone(), limits);
+            let service = TowerToHyperService::new(keep_alive::Tracked::new(stack, activity));
             let conn = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
-                .serve_connection(TokioIo::new(io), TowerToHyperService::new(stack));
+                .serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
+            let expired = std::future::poll_fn(|cx| {
+                if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Err(res));
+                }
+                watch.poll_expired(cx).map(Ok)
+            });
             tokio::select! {
-                res = conn.as_mut() => res,
+                ended = expired => match ended {
+                    Err(res) => res,
+                    // No stream for the keep-alive timeout: GOAWAY. hyper
+                    // closes once the client has answered the PING that
+                    // follows it; one that never answers is dropped after
+                    // the header read timeout, the time any client has to
+                    // finish what it started.
+                    Ok(_) => {
+                        conn.as_mut().graceful_shutdown();
+                        match tokio::time::timeout(cfg.header_read_timeout, conn).await {
+                            Ok(res) => res,
+                            Err(_) => {
+                                tracing::debug!("idle HTTP/2 client did not answer GOAWAY's PING; closing");
+                                Ok(())
+                            }
+                        }
+                    }
+                },
                 _ = drain.signaled() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await

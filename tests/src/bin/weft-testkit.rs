@@ -104,6 +104,20 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         max_ms: u64,
     },
+    /// An HTTP/2 (h2c) client that sends one GET for `--path`, reads the
+    /// response, then keeps the connection open and idle, answering the
+    /// server's frames (PING, GOAWAY) as any HTTP/2 client does, until the
+    /// server closes it or `--max-ms` passes. Prints `status=`, then
+    /// `closed_after_ms=` (from the response's end) or `still_open_after_ms=`
+    /// (exit code 3).
+    H2Idle {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, default_value_t = 20_000)]
+        max_ms: u64,
+    },
     /// Sends raw bytes (`--send`, escaped, or `--send-file`), then prints on
     /// stdout, escaped on one line, every byte received until the peer
     /// closes, `--read-bytes` have arrived, or `--timeout-ms` passes; how it
@@ -231,6 +245,7 @@ async fn main() -> anyhow::Result<()> {
             slow_client(connect, &send, &trickle, Duration::from_millis(interval_ms), Duration::from_millis(max_ms))
                 .await
         }
+        Command::H2Idle { connect, path, max_ms } => h2_idle(connect, &path, Duration::from_millis(max_ms)).await,
         Command::Raw { connect, send, send_file, read_bytes, timeout_ms } => {
             let bytes = match (send, send_file) {
                 (Some(s), None) => unescape(&s).map_err(anyhow::Error::msg).context("--send")?,
@@ -380,6 +395,34 @@ async fn slow_client(
     } else {
         println!("still_open_after_ms={elapsed}");
         std::process::exit(3);
+    }
+}
+
+async fn h2_idle(connect: SocketAddr, path: &str, max: Duration) -> anyhow::Result<()> {
+    use http_body_util::{BodyExt as _, Empty};
+    let stream = TcpStream::connect(connect).await.with_context(|| format!("connecting to {connect}"))?;
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .context("HTTP/2 handshake")?;
+    let mut conn = tokio::spawn(conn);
+    let req = hyper::Request::get(format!("http://{connect}{path}")).body(Empty::<bytes::Bytes>::new())?;
+    let rsp = tx.send_request(req).await.context("the request")?;
+    let status = rsp.status();
+    rsp.into_body().collect().await.context("the response body")?;
+    println!("status={}", status.as_u16());
+    let idle = Instant::now();
+    match tokio::time::timeout(max, &mut conn).await {
+        Ok(_) => {
+            println!("closed_after_ms={}", idle.elapsed().as_millis());
+            Ok(())
+        }
+        Err(_) => {
+            println!("still_open_after_ms={}", idle.elapsed().as_millis());
+            std::process::exit(3);
+        }
     }
 }
 
