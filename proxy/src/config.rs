@@ -116,9 +116,10 @@ pub struct RunArgs {
     /// slow-loris clients); the connection is closed after it.
     #[arg(long, env = ENV_HEADER_READ_TIMEOUT, default_value = "10s")]
     pub header_read_timeout: String,
-    /// How long a downstream HTTP/1 connection may stay idle between
-    /// requests before the proxy closes it. Longer than the pool idle
-    /// timeout, so that between two proxies the client side closes first.
+    /// How long a downstream connection (HTTP/1 or HTTP/2) may stay with no
+    /// request in flight before the proxy closes it (HTTP/2: GOAWAY).
+    /// Longer than the pool idle timeout, so that between two proxies the
+    /// client side lets go first.
     #[arg(long, env = ENV_KEEP_ALIVE_TIMEOUT, default_value = "120s")]
     pub keep_alive_timeout: String,
     /// Time allowed to open a TCP connection upstream; past it → 504.
@@ -132,7 +133,8 @@ pub struct RunArgs {
     /// long is closed.
     #[arg(long, env = ENV_TCP_IDLE_TIMEOUT, default_value = "1h")]
     pub tcp_idle_timeout: String,
-    /// A pooled upstream HTTP connection unused for this long is closed.
+    /// A pooled upstream HTTP connection unused for this long is closed (an
+    /// HTTP/2 one that no new request took, once its last stream ends).
     #[arg(long, env = ENV_POOL_IDLE_TIMEOUT, default_value = "90s")]
     pub pool_idle_timeout: String,
     /// Most downstream connections served at once (inbound and outbound

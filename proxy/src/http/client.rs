@@ -3,7 +3,10 @@
 //! HTTP/1: a stack of idle connections per address. A connection is taken
 //! for one request and returns to the stack once hyper says it can carry the
 //! next one (the response body has been fully read). HTTP/2: one shared,
-//! multiplexed connection per address, replaced when it closes.
+//! multiplexed connection per address, replaced when it closes, and let go
+//! once no request has taken it for the idle timeout (it closes when its
+//! last stream ends). Either way the pool lets a connection go before the
+//! peer proxy's keep-alive timeout would close it under a new request.
 //!
 //! The pool is keyed by what a connection *is*, not by the request's
 //! authority: the endpoint's socket address, and the server identity it was
@@ -78,7 +81,15 @@ struct Inner {
     connect_timeout: Duration,
     idle_timeout: Duration,
     h1: Mutex<HashMap<Key, Vec<Idle>>>,
-    h2: Mutex<HashMap<Key, http2::SendRequest<RequestBody>>>,
+    h2: Mutex<HashMap<Key, Shared>>,
+}
+
+/// A pooled HTTP/2 connection.
+#[derive(Debug)]
+struct Shared {
+    tx: http2::SendRequest<RequestBody>,
+    /// When a request last took it.
+    used: Instant,
 }
 
 #[derive(Debug)]
@@ -244,8 +255,11 @@ impl Pool {
         let key = Key::new(addr, tls);
         let mut copy = copy_for_resend(&req);
         let cached = {
-            let pool = self.inner.h2.lock().unwrap_or_else(|p| p.into_inner());
-            pool.get(&key).filter(|tx| !tx.is_closed()).cloned()
+            let mut pool = self.inner.h2.lock().unwrap_or_else(|p| p.into_inner());
+            pool.get_mut(&key).filter(|h2| !h2.tx.is_closed()).map(|h2| {
+                h2.used = Instant::now();
+                h2.tx.clone()
+            })
         };
         let mut req = match cached {
             Some(mut tx) => match tx.try_send_request(req).await {
@@ -268,7 +282,8 @@ impl Pool {
                 Ok(tx) => tx,
                 Err(error) => return Err(SendError { error, unsent: Some(req) }),
             };
-            self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), tx.clone());
+            let shared = Shared { tx: tx.clone(), used: Instant::now() };
+            self.inner.h2.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), shared);
             match tx.try_send_request(req).await {
                 Ok(rsp) => return Ok(rsp),
                 Err(mut e) => match e.take_message() {
@@ -378,7 +393,8 @@ impl Inner {
 }
 
 /// Closes connections idle for longer than `idle_timeout`, so that a burst
-/// does not keep sockets open forever. Ends when the pool is dropped.
+/// does not keep sockets open forever, and lets go of HTTP/2 connections
+/// no request took for as long. Ends when the pool is dropped.
 async fn sweep(pool: Weak<Inner>, idle_timeout: Duration) {
     let period = (idle_timeout / 2).max(Duration::from_millis(100));
     loop {
@@ -391,6 +407,71 @@ async fn sweep(pool: Weak<Inner>, idle_timeout: Duration) {
             }
             h1.retain(|_, idle| !idle.is_empty());
         }
-        pool.h2.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, tx| !tx.is_closed());
+        pool.h2
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, h2| h2.used.elapsed() < idle_timeout && !h2.tx.is_closed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// An h2c server on loopback answering 200; counts the connections it
+    /// accepted, and those that have ended.
+    async fn h2_server() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (accepted, ended) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let counts = (accepted.clone(), ended.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counts.0.fetch_add(1, Ordering::SeqCst);
+                let ended = counts.1.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                    ended.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (addr, accepted, ended)
+    }
+
+    async fn get(pool: &Pool, addr: SocketAddr) -> u16 {
+        use http_body_util::BodyExt as _;
+        let req = Request::get("/").body(RequestBody::buffered(bytes::Bytes::new())).expect("req");
+        let rsp = pool.send(addr, Version::Http2, req, None).await.expect("response");
+        let status = rsp.status().as_u16();
+        rsp.into_body().collect().await.expect("body");
+        status
+    }
+
+    #[tokio::test]
+    async fn an_http2_connection_no_request_takes_is_let_go_after_the_idle_timeout() {
+        let (addr, accepted, ended) = h2_server().await;
+        let pool = Pool::new(Duration::from_secs(1), Duration::from_millis(300));
+        assert_eq!((get(&pool, addr).await, get(&pool, addr).await), (200, 200));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "two requests, one shared connection");
+        // Before, the pool held it for ever (until the peer closed it).
+        let idle_since = Instant::now();
+        while ended.load(Ordering::SeqCst) == 0 {
+            assert!(idle_since.elapsed() < Duration::from_secs(5), "the idle HTTP/2 connection was open after 5 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let idle_for = idle_since.elapsed();
+        eprintln!("measured: let go after {idle_for:?} idle");
+        assert!(idle_for >= Duration::from_millis(300), "let go after {idle_for:?}, before the idle timeout");
+        assert_eq!(get(&pool, addr).await, 200);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "the next request opens a new connection");
     }
 }
