@@ -434,8 +434,23 @@ mod tests {
                 counts.0.fetch_add(1, Ordering::SeqCst);
                 let ended = counts.1.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(|_req| async {
-                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+                    // `/slow`: ten 1-byte chunks 100 ms apart, a stream that
+                    // outlasts the pool's idle timeout.
+                    let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                        let chunks = if req.uri().path() == "/slow" { 10 } else { 0 };
+                        let body = futures_util::stream::unfold(0, move |i| async move {
+                            if i == chunks {
+                                return None;
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            Some((
+                                Ok::<_, std::convert::Infallible>(http_body::Frame::data(bytes::Bytes::from_static(
+                                    b"x",
+                                ))),
+                                i + 1,
+                            ))
+                        });
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::StreamBody::new(body)))
                     });
                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tcp), svc)
@@ -447,13 +462,17 @@ mod tests {
         (addr, accepted, ended)
     }
 
-    async fn get(pool: &Pool, addr: SocketAddr) -> u16 {
+    /// GET `path` through `pool` over HTTP/2: the status and the body.
+    async fn get_path(pool: &Pool, addr: SocketAddr, path: &str) -> (u16, bytes::Bytes) {
         use http_body_util::BodyExt as _;
-        let req = Request::get("/").body(RequestBody::buffered(bytes::Bytes::new())).expect("req");
+        let req = Request::get(path).body(RequestBody::buffered(bytes::Bytes::new())).expect("req");
         let rsp = pool.send(addr, Version::Http2, req, None).await.expect("response");
         let status = rsp.status().as_u16();
-        rsp.into_body().collect().await.expect("body");
-        status
+        (status, rsp.into_body().collect().await.expect("body").to_bytes())
+    }
+
+    async fn get(pool: &Pool, addr: SocketAddr) -> u16 {
+        get_path(pool, addr, "/").await.0
     }
 
     #[tokio::test]
@@ -473,5 +492,16 @@ mod tests {
         assert!(idle_for >= Duration::from_millis(300), "let go after {idle_for:?}, before the idle timeout");
         assert_eq!(get(&pool, addr).await, 200);
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "the next request opens a new connection");
+    }
+
+    #[tokio::test]
+    async fn a_stream_outlasting_the_idle_timeout_is_not_cut() {
+        let (addr, accepted, _) = h2_server().await;
+        let pool = Pool::new(Duration::from_secs(1), Duration::from_millis(300));
+        // The pool lets go of the connection while the response streams (1 s
+        // against 300 ms): the stream still ends whole.
+        let (status, body) = get_path(&pool, addr, "/slow").await;
+        assert_eq!((status, &body[..]), (200, &b"xxxxxxxxxx"[..]));
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 }
