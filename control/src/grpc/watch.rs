@@ -193,7 +193,7 @@ impl Streams {
 }
 
 /// A stamp: whether two states' answers must be equal.
-pub trait Stamped {
+trait Stamped {
     /// True when the answer for `self` is the one computed for `last`.
     fn holds(&self, last: &Self) -> bool;
 }
