@@ -283,6 +283,18 @@ impl Watch {
         Self { activity, limits, seen, since: now, timer: Box::pin(tokio::time::sleep_until(first)) }
     }
 
+    /// Drives `conn` until it ends (`Err`, with its output) or the current
+    /// phase times out (`Ok`), whichever comes first.
+    pub async fn race<F: Future>(&mut self, mut conn: Pin<&mut F>) -> Result<Expired, F::Output> {
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Err(res));
+            }
+            self.poll_expired(cx).map(Ok)
+        })
+        .await
+    }
+
     /// Ready when the current phase has lasted past its timeout.
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<Expired> {
         let now_seen = (self.activity.phase(), self.activity.requests.load(Relaxed));

@@ -5,9 +5,7 @@
 //! and drains gracefully.
 
 use std::convert::Infallible;
-use std::future::Future as _;
 use std::sync::Arc;
-use std::task::Poll;
 
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -55,14 +53,14 @@ where
     S::Future: Send + 'static,
 {
     let Conn { version, drain, metrics, direction } = conn;
+    // Both versions close a connection idle for the keep-alive timeout.
+    let activity = Arc::new(keep_alive::Activity::default());
+    let limits = keep_alive::Limits { header_read: cfg.header_read_timeout, keep_alive: cfg.keep_alive_timeout };
+    let mut watch = keep_alive::Watch::new(activity.clone(), limits);
+    let service = TowerToHyperService::new(keep_alive::Tracked::new(stack, activity.clone()));
     let result = match version {
         Version::Http1 => {
-            let activity = Arc::new(keep_alive::Activity::default());
-            let limits =
-                keep_alive::Limits { header_read: cfg.header_read_timeout, keep_alive: cfg.keep_alive_timeout };
-            let mut watch = keep_alive::Watch::new(activity.clone(), limits);
-            let io = TokioIo::new(keep_alive::ActivityIo::new(io, activity.clone()));
-            let service = TowerToHyperService::new(keep_alive::Tracked::new(stack, activity));
+            let io = TokioIo::new(keep_alive::ActivityIo::new(io, activity));
             // hyper's own header read timeout would start on idle
             // connections too: off, `watch` keeps both clocks.
             let conn = http1::Builder::new()
@@ -72,14 +70,8 @@ where
                 .serve_connection(io, service)
                 .with_upgrades();
             tokio::pin!(conn);
-            let expired = std::future::poll_fn(|cx| {
-                if let Poll::Ready(res) = conn.as_mut().poll(cx) {
-                    return Poll::Ready(Err(res));
-                }
-                watch.poll_expired(cx).map(Ok)
-            });
             tokio::select! {
-                ended = expired => match ended {
+                ended = watch.race(conn.as_mut()) => match ended {
                     Err(res) => res,
                     // A slow loris: closed as hyper closed it.
                     Ok(keep_alive::Expired::Head) => {
@@ -98,26 +90,16 @@ where
             }
         }
         Version::Http2 => {
-            // Only the idle clock: between requests an HTTP/2 client sends
-            // frames too (SETTINGS, PING), so there is no "head" phase.
-            let activity = Arc::new(keep_alive::Activity::default());
-            let limits =
-                keep_alive::Limits { header_read: cfg.header_read_timeout, keep_alive: cfg.keep_alive_timeout };
-            let mut watch = keep_alive::Watch::new(activity.clone(), limits);
-            let service = TowerToHyperService::new(keep_alive::Tracked::new(stack, activity));
+            // Only the idle clock (no `ActivityIo`): between requests an
+            // HTTP/2 client sends frames too (SETTINGS, PING), so there is
+            // no "head" phase.
             let conn = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
                 .serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
-            let expired = std::future::poll_fn(|cx| {
-                if let Poll::Ready(res) = conn.as_mut().poll(cx) {
-                    return Poll::Ready(Err(res));
-                }
-                watch.poll_expired(cx).map(Ok)
-            });
             tokio::select! {
-                ended = expired => match ended {
+                ended = watch.race(conn.as_mut()) => match ended {
                     Err(res) => res,
                     // No stream for the keep-alive timeout: GOAWAY. hyper
                     // closes once the client has answered the PING that
