@@ -136,20 +136,23 @@ fn keep_idle(pod: &Pod, target: &str, hold_ms: u64) -> (String, Option<u64>) {
     (run.field("received").to_owned(), closed)
 }
 
+/// Runs `client` at once from pod a, through proxy A (outbound), and from
+/// unmeshed pod c, straight to proxy B (inbound); the results by side.
+fn on_both_sides<T: Send>(m: &Pair, client: impl Fn(&Pod) -> T + Sync) -> [(&'static str, T); 2] {
+    let c = m.mesh.pod("c");
+    std::thread::scope(|s| {
+        let inbound = s.spawn(|| client(&c));
+        [("outbound", client(&m.a)), ("inbound", inbound.join().unwrap())]
+    })
+}
+
 #[test]
 fn idle_kept_alive_connections_outlive_the_header_read_timeout() {
     // hyper's header read timeout also ran on idle connections: every
     // kept-alive connection was closed 1 s after its last response here.
     let m = Pair::start(&["--header-read-timeout", "1s"], &["--header-read-timeout", "1s"]);
     let target = m.b.addr(weft_tests::APP_PORT).to_string();
-    // Outbound (the app's connection to proxy A) and inbound (an unmeshed
-    // client's to proxy B), at once.
-    let c = m.mesh.pod("c");
-    let (outbound, inbound) = std::thread::scope(|s| {
-        let inbound = s.spawn(|| keep_idle(&c, &target, 3_000));
-        (keep_idle(&m.a, &target, 3_000), inbound.join().unwrap())
-    });
-    for (side, (received, closed)) in [("outbound", outbound), ("inbound", inbound)] {
+    for (side, (received, closed)) in on_both_sides(&m, |pod| keep_idle(pod, &target, 3_000)) {
         assert!(received.starts_with("HTTP/1.1 200 "), "{side}: {received}");
         assert_eq!(closed, None, "{side}: an idle kept-alive connection was closed after {closed:?} ms");
     }
@@ -188,14 +191,7 @@ fn idle_http2_connections_close_after_the_keep_alive_timeout() {
     // server has no idle timeout, so a client could pile them up.
     let m = Pair::start(&["--keep-alive-timeout", "2s"], &["--keep-alive-timeout", "2s"]);
     let target = m.b.addr(weft_tests::APP_PORT).to_string();
-    // Outbound (the app's connection to proxy A) and inbound (an unmeshed
-    // client's to proxy B), at once.
-    let c = m.mesh.pod("c");
-    let (outbound, inbound) = std::thread::scope(|s| {
-        let inbound = s.spawn(|| keep_h2_idle(&c, &target, 10_000));
-        (keep_h2_idle(&m.a, &target, 10_000), inbound.join().unwrap())
-    });
-    for (side, closed) in [("outbound", outbound), ("inbound", inbound)] {
+    for (side, closed) in on_both_sides(&m, |pod| keep_h2_idle(pod, &target, 10_000)) {
         let ms = closed.unwrap_or_else(|| panic!("{side}: the idle HTTP/2 connection was open after 10 s"));
         eprintln!("measured: {side} closed after {ms} ms");
         assert!((1_900..=3_500).contains(&ms), "{side}: closed after {ms} ms idle; keep-alive timeout 2 s");
